@@ -1,0 +1,215 @@
+"""Read-only probes: one query or command each, parsed into plain values. Never changes anything."""
+from __future__ import annotations
+
+import re
+import shlex
+
+from .model import Cluster, StepError
+from .remote import Host
+from .render import Table, literal
+
+SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
+
+
+def pg_major(host: Host) -> int:
+    """Major version of the server's PostgreSQL (15, 17, ...)."""
+    rows = host.psql("SHOW server_version_num")
+    return int(rows[0][0]) // 10000
+
+
+def os_release(host: Host) -> dict[str, str]:
+    text = host.run("cat /etc/os-release", what="reading /etc/os-release").stdout
+    return dict((k, v.strip('"')) for k, _, v in (l.partition("=") for l in text.splitlines()) if k)
+
+
+def pg_dir(host: Host, name: str) -> str:
+    """A directory from pg_config: BINDIR, PKGLIBDIR, SHAREDIR."""
+    return host.value(f"SELECT setting FROM pg_config WHERE name = {literal(name)}")
+
+
+def slony_modules(host: Host) -> list[str]:
+    """Slony versions whose server module (slony1_funcs.VERSION.so) is in this server's pkglibdir."""
+    libdir = pg_dir(host, "PKGLIBDIR")
+    out = host.run(f"ls {shlex.quote(libdir)}", what=f"listing {libdir}").stdout
+    return sorted(re.findall(r"^slony1_funcs\.([0-9.]+)\.so$", out, re.M))
+
+
+def slony_tool(host: Host, tool: str) -> str | None:
+    """Path of slon or slonik on this host: on PATH (packages) or in PostgreSQL's bindir (source build)."""
+    r = host.run(f"command -v {tool} || ls /usr/lib/postgresql/*/bin/{tool} 2>/dev/null | sort -V | tail -n 1",
+                 check=False)
+    path = r.stdout.strip().splitlines()
+    return path[-1] if path else None
+
+
+def slonik_version(host: Host) -> str | None:
+    slonik = slony_tool(host, "slonik")
+    if not slonik:
+        return None
+    out = host.run(f"{slonik} -v", check=False).stdout
+    m = re.search(r"([0-9]+\.[0-9]+\.[0-9]+)", out)
+    return m.group(1) if m else None
+
+
+def package_versions(host: Host, packages: list[str]) -> dict[str, tuple[str, str]]:
+    """{package: (installed version or '', candidate version or '')} from apt."""
+    out = host.run("LC_ALL=C apt-cache policy " + " ".join(packages), check=False).stdout
+    found: dict[str, tuple[str, str]] = {}
+    for block in re.split(r"^(?=\S)", out, flags=re.M):
+        m = re.match(r"^(\S+):\n", block)
+        if not m:
+            continue
+        inst = re.search(r"Installed: (\S+)", block)
+        cand = re.search(r"Candidate: (\S+)", block)
+        clean = lambda v: "" if not v or v.group(1) == "(none)" else v.group(1)  # noqa: E731
+        found[m.group(1)] = (clean(inst), clean(cand))
+    return {p: found.get(p, ("", "")) for p in packages}
+
+
+def upstream(version: str) -> str:
+    """Upstream part of a Debian version: 2.2.11-6 -> 2.2.11."""
+    return re.sub(r"^\d+:", "", version).split("-")[0]
+
+
+def database_exists(host: Host, database: str) -> bool:
+    return bool(host.psql(f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}"))
+
+
+def database_info(host: Host, database: str) -> dict[str, str] | None:
+    rows = host.psql(
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+        f"FROM pg_database WHERE datname = {literal(database)}"
+    )
+    if not rows:
+        return None
+    return dict(zip(("owner", "encoding", "collate", "ctype"), rows[0]))
+
+
+def require_database(host: Host, database: str) -> None:
+    if not database_exists(host, database):
+        raise StepError(host.name, f"database {database} does not exist",
+                        "check --database, or run the appdb step for the slave")
+
+
+def schema_exists(host: Host, database: str, schema: str) -> bool:
+    if not database_exists(host, database):
+        return False
+    return bool(host.psql(f"SELECT 1 FROM pg_namespace WHERE nspname = {literal(schema)}", database))
+
+
+def app_tables(host: Host, cluster: Cluster) -> list[tuple[Table | None, str]]:
+    """Every ordinary table of the application's schemas, sorted, with the key Slony would use.
+
+    Returns (Table, name) pairs; Table is None for a table with neither a primary key nor a unique
+    index on NOT NULL columns.
+    """
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+         WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+           AND i.indexprs IS NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                             AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)
+         ORDER BY ic.relname LIMIT 1)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+   AND n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname <> {literal(cluster.schema)}
+   AND n.nspname NOT LIKE 'pg\\_%'
+ ORDER BY 1""", cluster.database)
+    out = []
+    for name, has_pk, index in rows:
+        if has_pk == "t":
+            out.append((Table(name), name))
+        elif index:
+            out.append((Table(name, index), name))
+        else:
+            out.append((None, name))
+    return out
+
+
+def app_sequences(host: Host, cluster: Cluster) -> list[str]:
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S' AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+   AND n.nspname <> {literal(cluster.schema)} AND n.nspname NOT LIKE 'pg\\_%'
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]
+
+
+def replicable(host: Host, cluster: Cluster) -> tuple[list[Table], list[str]]:
+    """Tables and sequences for the set; StepError naming every table without a usable key."""
+    tables = app_tables(host, cluster)
+    keyless = [name for t, name in tables if t is None]
+    if keyless:
+        raise StepError(
+            host.name,
+            f"table(s) without a primary key or a unique index on NOT NULL columns: {', '.join(keyless)}",
+            "add a primary key (or a unique index on NOT NULL columns) to each, then run again",
+        )
+    return [t for t, _ in tables], app_sequences(host, cluster)
+
+
+def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
+    """The tables among `tables` (quoted qualified names) that hold at least one row; missing ones are skipped."""
+    if not tables:
+        return []
+    names = ", ".join(literal(t) for t in tables)
+    existing = [r[0] for r in host.psql(
+        f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE to_regclass(t) IS NOT NULL", database)]
+    if not existing:
+        return []
+    checks = " UNION ALL ".join(f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing)
+    return [r[0] for r in host.psql(checks, database)]
+
+
+def address_of(host: Host, name: str) -> str:
+    """The IPv4 address `name` resolves to on this host (what PostgreSQL there sees it connect from)."""
+    out = host.run(f"getent ahostsv4 {shlex.quote(name)}", check=False).stdout.split()
+    if not out:
+        raise StepError(host.name, f"cannot resolve {name}", f"make {name} resolvable on {host.name} (DNS or /etc/hosts)")
+    return out[0]
+
+
+def slony_state(host: Host, cluster: Cluster) -> dict:
+    """What of the cluster exists in this node's database: schema, nodes, paths, set, tables, subscription."""
+    state = {"schema": False, "nodes": set(), "paths": set(), "set": False, "tables": {}, "sequences": {},
+             "subscribed": None}
+    if not schema_exists(host, cluster.database, cluster.schema):
+        return state
+    s, sid = cluster.schema, cluster.set_id
+    state["schema"] = True
+    rows = host.psql(f"""
+SELECT 'node', no_id::text, '' FROM {s}.sl_node
+UNION ALL SELECT 'path', pa_server::text, pa_client::text FROM {s}.sl_path
+UNION ALL SELECT 'set', set_id::text, set_origin::text FROM {s}.sl_set WHERE set_id = {sid}
+UNION ALL SELECT 'table', tab_id::text, quote_ident(tab_nspname) || '.' || quote_ident(tab_relname)
+            FROM {s}.sl_table WHERE tab_set = {sid}
+UNION ALL SELECT 'sequence', seq_id::text, quote_ident(seq_nspname) || '.' || quote_ident(seq_relname)
+            FROM {s}.sl_sequence WHERE seq_set = {sid}
+UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_subscribe
+            WHERE sub_set = {sid}""", cluster.database)
+    for kind, a, b in rows:
+        if kind == "node":
+            state["nodes"].add(int(a))
+        elif kind == "path":
+            state["paths"].add((int(a), int(b)))
+        elif kind == "set":
+            state["set"] = True
+            state["origin"] = int(b)
+        elif kind == "table":
+            state["tables"][b] = int(a)
+        elif kind == "sequence":
+            state["sequences"][b] = int(a)
+        elif kind == "subscribe" and int(a) == cluster.slave.id:
+            state["subscribed"] = b == "true"
+    return state
+
+
+def slon_running(host: Host, cluster: Cluster, instance: str) -> int | None:
+    """PID of the watchdog of a slon instance on this host when it is alive, else None."""
+    pidfile = f"{cluster.rundir}/{instance}.watchdog.pid"
+    r = host.run(f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slon-watchdog /proc/$p/cmdline && echo $p",
+                 check=False)
+    return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None

@@ -1,0 +1,134 @@
+"""The thin Fabric layer: SSH connections with checked host keys, commands, psql, file writes.
+
+Secrets and SQL go over stdin, never on a command line. Output is captured, never echoed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shlex
+import socket
+
+import paramiko
+from fabric import Config, Connection
+from invoke.exceptions import CommandTimedOut
+
+from .model import StepError
+
+
+class Host:
+    """One server reached over SSH, by the name the operator's ssh config knows it by."""
+
+    def __init__(self, name: str, ssh_config: str = "", strict_host_keys: bool = True):
+        self.name = name
+        config = Config(runtime_ssh_path=os.path.expanduser(ssh_config)) if ssh_config else Config()
+        self.conn = Connection(name, config=config, connect_timeout=15)
+        client = self.conn.client
+        known = self.conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
+        for path in known.split():
+            path = os.path.expanduser(path)
+            if os.path.exists(path):
+                client.load_host_keys(path)
+        if strict_host_keys:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+    def open(self) -> None:
+        try:
+            self.conn.open()
+        except paramiko.BadHostKeyException:
+            raise StepError(self.name, "SSH host key differs from known_hosts",
+                            "verify the server's key, then correct known_hosts") from None
+        except paramiko.AuthenticationException:
+            raise StepError(self.name, f"SSH authentication refused for user {self.conn.user}",
+                            "check the user and key in your ssh config") from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise StepError(self.name, "SSH host key unknown",
+                                f"verify it and add it to known_hosts (ssh {self.name} once)") from None
+            raise StepError(self.name, f"SSH failed: {e}", "check the ssh config for this host") from None
+        except socket.gaierror:
+            raise StepError(self.name, f"unknown host name (resolving {self.conn.host} failed)",
+                            "check the name or add it to your ssh config") from None
+        except (OSError, socket.timeout) as e:
+            raise StepError(self.name, f"host unreachable ({self.conn.host}:{self.conn.port}: {e})",
+                            "check that the server is up and sshd listens") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def run(self, command: str, *, stdin: str | None = None, check: bool = True, timeout: int | None = None,
+            what: str = ""):
+        """Run a shell command; raise StepError with its stderr when it fails and check is set."""
+        if not self.conn.is_connected:
+            self.open()
+        try:
+            result = self.conn.run(
+                command, hide=True, warn=True, timeout=timeout,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
+            )
+        except CommandTimedOut:
+            raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s") from None
+        if check and result.failed:
+            err = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            detail = err[-1] if err else f"exit code {result.exited}"
+            raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}")
+        return result
+
+    def sudo(self, command: str, *, user: str = "root", **kw):
+        """Run a command as another user through non-interactive sudo (no password prompt)."""
+        return self.run(f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}", **kw)
+
+    def psql(self, sql: str, database: str = "postgres", *, check: bool = True, timeout: int | None = 120
+             ) -> list[list[str]]:
+        """Run SQL as the postgres superuser over the local socket; return the rows as lists of text."""
+        cmd = f"psql -X -q -t --csv -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        result = self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
+        if check and result.failed:
+            err = [l for l in result.stderr.splitlines() if l.strip()]
+            msg = next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else "failed")
+            raise StepError(self.name, f"psql on database {database}: {msg.split(':', 2)[-1].strip()}")
+        return list(csv.reader(io.StringIO(result.stdout)))
+
+    def value(self, sql: str, database: str = "postgres") -> str | None:
+        """The first column of the first row, or None."""
+        rows = self.psql(sql, database)
+        return rows[0][0] if rows and rows[0] else None
+
+    def read_file(self, path: str) -> str | None:
+        """A file's text (read with sudo), or None when it does not exist."""
+        result = self.sudo(f"cat {shlex.quote(path)}", check=False)
+        if result.failed:
+            if "No such file" in result.stderr:
+                return None
+            raise StepError(self.name, f"cannot read {path}: {result.stderr.strip()}")
+        return result.stdout
+
+    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644") -> None:
+        """Replace a file atomically through a private temp file in its directory (content via stdin)."""
+        script = (
+            'set -e; d=$(dirname "$1"); mkdir -p "$d"; t=$(mktemp "$1.XXXXXX"); '
+            'cat > "$t"; chown "$2" "$t"; chmod "$3" "$t"; mv -f "$t" "$1"'
+        )
+        self.sudo(f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}", stdin=text,
+                  what=f"writing {path}")
+
+
+class Hosts:
+    """One SSH connection per host name for a whole run; closed at the end."""
+
+    def __init__(self, ssh_config: str = "", strict_host_keys: bool = True):
+        self.ssh_config, self.strict = ssh_config, strict_host_keys
+        self._hosts: dict[str, Host] = {}
+
+    def __getitem__(self, name: str) -> Host:
+        if name not in self._hosts:
+            self._hosts[name] = Host(name, self.ssh_config, self.strict)
+        return self._hosts[name]
+
+    def __enter__(self) -> "Hosts":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for host in self._hosts.values():
+            host.close()
