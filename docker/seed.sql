@@ -25,28 +25,27 @@ CREATE TABLE auth_permission (
     id serial PRIMARY KEY, name varchar(50) NOT NULL, codename varchar(100) NOT NULL UNIQUE);
 CREATE TABLE auth_group_permissions (
     id serial PRIMARY KEY,
-    group_id integer NOT NULL REFERENCES auth_group (id),
-    permission_id integer NOT NULL REFERENCES auth_permission (id),
+    group_id integer NOT NULL,
+    permission_id integer NOT NULL,
     UNIQUE (group_id, permission_id)
 );
 CREATE TABLE auth_message (
     id serial PRIMARY KEY,
-    user_id integer NOT NULL REFERENCES auth_user (id),
+    user_id integer NOT NULL,
     message text NOT NULL
 );
-CREATE INDEX auth_message_user_id ON auth_message (user_id);
 CREATE TABLE websites_domain (id serial PRIMARY KEY, name varchar(100) NOT NULL UNIQUE);
 CREATE TABLE websites_website (
     id serial PRIMARY KEY,
-    domain_id integer NOT NULL REFERENCES websites_domain (id),
+    domain_id integer NOT NULL,
     subdomain varchar(100) NOT NULL,
-    user_id integer REFERENCES auth_user (id),
+    user_id integer,
     created timestamptz NOT NULL DEFAULT now(),
     UNIQUE (domain_id, subdomain)
 );
 -- No primary key, but a unique index on NOT NULL columns: Slony uses it as the key.
 CREATE TABLE websites_alias (
-    website_id integer NOT NULL REFERENCES websites_website (id),
+    website_id integer NOT NULL,
     alias varchar(100) NOT NULL,
     CONSTRAINT websites_alias_key UNIQUE (website_id, alias)
 );
@@ -67,6 +66,14 @@ SELECT 1 + i % 50, 'www' || i, 1 + i % (500 * :mb) FROM generate_series(1, 200 *
 INSERT INTO websites_alias (website_id, alias)
 SELECT 1 + i % (200 * :mb), 'alias' || i FROM generate_series(1, 100 * :mb) i;
 INSERT INTO auth_message (user_id, message)
-SELECT 1 + i % (500 * :mb), repeat(md5(i::text), 4) FROM generate_series(1, 4500 * :mb) i;
+SELECT 1 + i % (500 * :mb), repeat(md5(i::text), 4) FROM generate_series(1, 3800 * :mb) i;
 SELECT setval('shot_number_seq', 1000 * :mb);
+-- Keys and indexes after the load: one validation pass instead of a check per row.
+CREATE INDEX auth_message_user_id ON auth_message (user_id);
+ALTER TABLE auth_group_permissions ADD FOREIGN KEY (group_id) REFERENCES auth_group (id),
+                                   ADD FOREIGN KEY (permission_id) REFERENCES auth_permission (id);
+ALTER TABLE auth_message ADD FOREIGN KEY (user_id) REFERENCES auth_user (id);
+ALTER TABLE websites_website ADD FOREIGN KEY (domain_id) REFERENCES websites_domain (id),
+                             ADD FOREIGN KEY (user_id) REFERENCES auth_user (id);
+ALTER TABLE websites_alias ADD FOREIGN KEY (website_id) REFERENCES websites_website (id);
 ANALYZE;

@@ -68,7 +68,7 @@ def package_versions(host: Host, packages: list[str]) -> dict[str, tuple[str, st
 
 def upstream(version: str) -> str:
     """Upstream part of a Debian version: 2.2.11-6 -> 2.2.11."""
-    return re.sub(r"^\d+:", "", version).split("-")[0]
+    return re.sub(r"^\d+:", "", version).rsplit("-", 1)[0]
 
 
 def database_exists(host: Host, database: str) -> bool:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-CLUSTER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
-HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+CLUSTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
+HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
 
 class StepError(Exception):
@@ -79,18 +79,18 @@ def make_cluster(
 ) -> Cluster:
     """Validate the operator's input and build a Cluster; raise StepError naming the bad value."""
     for what, host in (("--master", master), ("--slave", slave), ("--slon-host", slon_host or slave)):
-        if not host or not HOST_NAME.match(host):
+        if not host or not HOST_NAME.fullmatch(host):
             raise StepError("input", f"{what} {host!r} is not a host name", "give an SSH host name such as db01")
     if master == slave:
         raise StepError("input", f"--master and --slave are both {master!r}", "give two different servers")
-    if not CLUSTER_NAME.match(name):
+    if not CLUSTER_NAME.fullmatch(name):
         raise StepError(
             "input",
             f"cluster name {name!r} is invalid",
             "use at most 31 lower-case letters, digits or _, starting with a letter (no -)",
         )
     for what, value in (("database", database), ("replication user", user)):
-        if not IDENT.match(value):
+        if not IDENT.fullmatch(value):
             raise StepError("input", f"{what} name {value!r} is invalid", "use a lower-case SQL identifier")
     if not 0 < port < 65536:
         raise StepError("input", f"port {port} is out of range", "give a TCP port such as 5432")

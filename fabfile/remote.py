@@ -17,6 +17,13 @@ from invoke.exceptions import CommandTimedOut
 from .model import StepError
 
 
+class Chunks(io.StringIO):
+    """Stdin for a remote command. Invoke reads a non-tty stream one byte per 10 ms; give it 64 KiB."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read(65536)
+
+
 class Host:
     """One server reached over SSH, by the name the operator's ssh config knows it by."""
 
@@ -65,7 +72,7 @@ class Host:
         try:
             result = self.conn.run(
                 command, hide=True, warn=True, timeout=timeout,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                in_stream=Chunks(stdin) if stdin is not None else False,
             )
         except CommandTimedOut:
             raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s") from None

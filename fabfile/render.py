@@ -5,6 +5,7 @@ No I/O here: every function takes values and returns text, so each is unit-teste
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -34,14 +35,8 @@ def literal(value: str) -> str:
 
 
 def ident(name: str) -> str:
-    """Quote an identifier only when it needs it, as PostgreSQL prints them."""
-    if re.match(r"^[a-z_][a-z0-9_$]*$", name):
-        return name
+    """Quote an identifier (always: a role may be named like a keyword, e.g. "user")."""
     return '"' + name.replace('"', '""') + '"'
-
-
-def qualified(schema: str, name: str) -> str:
-    return f"{ident(schema)}.{ident(name)}"
 
 
 # --- SCRAM-SHA-256 ----------------------------------------------------------------------------------
@@ -59,10 +54,14 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 
 def scram_matches(verifier: str | None, password: str) -> bool:
     """True when a stored verifier was made from this password."""
-    m = re.match(r"^SCRAM-SHA-256\$(\d+):([^$]+)\$", verifier or "")
+    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier or "")
     if not m:
         return False
-    return scram_verifier(password, base64.b64decode(m.group(2)), int(m.group(1))) == verifier
+    try:
+        salt = base64.b64decode(m.group(2), validate=True)
+    except binascii.Error:
+        return False
+    return hmac.compare_digest(scram_verifier(password, salt, int(m.group(1))), verifier)
 
 
 # --- managed blocks in text files -------------------------------------------------------------------
@@ -71,23 +70,28 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
     """Put `lines` between BEGIN/END markers named `tag`; replace an existing block in place.
 
     A new block goes before the first rule (top=True, for first-match files such as pg_hba.conf)
-    or at the end. Empty `lines` removes the block. The rest of the text is untouched.
+    or at the end. Empty `lines` removes the block. The rest of the text is untouched, line endings
+    included. A BEGIN marker without its END raises ValueError rather than guess where the block ends.
     """
     begin, end = BEGIN.format(tag), END.format(tag)
-    block = [begin, *lines, end] if lines else []
-    old = text.splitlines()
-    if begin in old and end in old[old.index(begin):]:
-        i = old.index(begin)
-        j = old.index(end, i)
-        new = old[:i] + block + old[j + 1:]
-    elif not lines:
+    old = text.splitlines(keepends=True)
+    bare = [l.rstrip("\r\n") for l in old]
+    eol = "\r\n" if old and old[0].endswith("\r\n") else "\n"
+    block = [l + eol for l in (begin, *lines, end)] if lines else []
+    if begin in bare:
+        i = bare.index(begin)
+        if end not in bare[i:]:
+            raise ValueError(f"managed block {tag!r} has a BEGIN marker but no END marker")
+        j = bare.index(end, i)
+        return "".join(old[:i] + block + old[j + 1:])
+    if not lines:
         return text
-    elif top:
-        first_rule = next((i for i, l in enumerate(old) if l.strip() and not l.lstrip().startswith("#")), len(old))
-        new = old[:first_rule] + block + old[first_rule:]
-    else:
-        new = old + block
-    return "\n".join(new) + ("\n" if new else "")
+    if old and not old[-1].endswith(("\n", "\r")):
+        old[-1] += eol
+    if top:
+        at = next((i for i, l in enumerate(bare) if l.strip() and not l.lstrip().startswith("#")), len(old))
+        return "".join(old[:at] + block + old[at:])
+    return "".join(old + block)
 
 
 def hba_lines(cluster: Cluster, addresses: list[str]) -> list[str]:
@@ -243,7 +247,8 @@ while :; do
     {slon_bin} -f "$conf" >>"$log" 2>&1 </dev/null 9>&- &
     child=$!
     wait "$child"
-    echo "$(date '+%Y-%m-%d %H:%M:%S') watchdog: slon for $instance exited ($?), restarting in 5 s" >>"$log"
+    rc=$?
+    echo "$(date '+%Y-%m-%d %H:%M:%S') watchdog: slon for $instance exited ($rc), restarting in 5 s" >>"$log"
     child=
     sleep 5
 done

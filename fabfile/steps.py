@@ -186,9 +186,10 @@ def build(run: Run, host_name: str, tarball: str, sha256: str = "",
         return
     work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
     try:
-        run.say(host_name, step, f"installing build dependencies: {packages}")
-        h.sudo(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {packages}",
-               timeout=1200, what="apt-get install (build dependencies)")
+        if h.run(f"dpkg-query -W {packages}", check=False).failed:
+            run.say(host_name, step, f"installing build dependencies: {packages}")
+            h.sudo(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                   f"--no-install-recommends {packages}", timeout=1200, what="apt-get install (build dependencies)")
         archive = f"{work}/{PurePosixPath(tarball).name}"
         if remote_url:
             h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=600, what=f"download {tarball}")
@@ -308,6 +309,7 @@ used AS (
          WHERE nspacl IS NOT NULL AND oid IN (SELECT oid FROM app))
 SELECT rolname, rolcanlogin, rolcreatedb, rolcreaterole, rolinherit, coalesce(rolpassword, '')
   FROM pg_authid WHERE oid IN (SELECT r FROM used) AND oid <> 10 AND rolname <> {user}
+   AND rolname NOT LIKE 'pg\_%'
  ORDER BY rolname"""
 
 
@@ -427,7 +429,9 @@ def init(run: Run) -> None:
         raise StepError(run.slave.name, f"schema {cl.schema} exists on the slave but not on the master "
                         "(left over from an earlier attempt)", "run inv uninstall, then run again")
     m, s = cl.master.id, cl.slave.id
-    paths = [(a, b) for a, b in ((m, s), (s, m)) if (a, b) not in origin["paths"]]
+    # A path (server, client) is stored on its client first; slon spreads it to the other node later.
+    on_client = {m: origin, s: receiver}
+    paths = [(a, b) for a, b in ((m, s), (s, m)) if (a, b) not in on_client[b]["paths"]]
     store_slave = s not in origin["nodes"]
     if origin["schema"] and not store_slave and not paths:
         run.say(run.master.name, step, f"cluster {cl.name} initialised: nodes {m}, {s} and paths both ways")
@@ -435,8 +439,8 @@ def init(run: Run) -> None:
     script = render.slonik_init(cl, init=not origin["schema"], store_slave=store_slave, paths=paths)
     run.slonik(step, script, f"init cluster {cl.name} (schema {cl.schema}, nodes, paths)")
     if not run.dry_run:
-        after = facts.slony_state(run.master, cl)
-        if s not in after["nodes"] or {(m, s), (s, m)} - after["paths"]:
+        origin, receiver = facts.slony_state(run.master, cl), facts.slony_state(run.slave, cl)
+        if s not in origin["nodes"] or (m, s) not in receiver["paths"] or (s, m) not in origin["paths"]:
             raise StepError(run.master.name, f"init left cluster {cl.name} incomplete", "read slonik's output")
 
 

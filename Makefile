@@ -1,0 +1,35 @@
+# Quick start: `make test` (unit and testbed tests), `make rehearse` (the migration on a fresh testbed).
+# Each target sets up what it needs: system packages, docker engine, virtualenv, images.
+VENV := .venv
+PYTHON ?= python3
+SIZE_MB ?= 200
+export INVOKE_SLONY_SSH_CONFIG := $(CURDIR)/docker/.testbed/ssh_config
+
+.PHONY: setup venv test unit rehearse down clean
+setup:
+	bash docker/setup-host.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+test: setup venv
+	$(VENV)/bin/pytest -ra tests
+
+rehearse: setup venv
+	$(VENV)/bin/inv testbed.down
+	$(VENV)/bin/inv testbed.up --size-mb $(SIZE_MB)
+	bash docker/rehearse.sh
+
+down: venv
+	$(VENV)/bin/inv testbed.down
+
+clean: down
+	rm -rf $(VENV) docker/.testbed

@@ -1,0 +1,47 @@
+"""Shared fixtures. The testbed (real PostgreSQL 15 and 17, real SSH) comes up once per session."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fabfile import testbed as tb
+
+SIZE_MB = int(os.environ.get("TESTBED_SIZE_MB", "20"))
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    return " ".join(tb.compose_command())
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> str:
+    return str(tb.DOCKER / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return tb.PROJECT
+
+
+@pytest.fixture(scope="session")
+def docker_setup():
+    # Images first (base images by debootstrap when no registry answers), then a fresh testbed.
+    tb.keys()
+    tb.base_images()
+    tb.compose("build")
+    return ["down -v --remove-orphans", "up -d"]
+
+
+@pytest.fixture(scope="session")
+def docker_cleanup():
+    return ["down -v --remove-orphans"]
+
+
+@pytest.fixture(scope="session")
+def testbed(docker_services):
+    """The seeded testbed; yields the path of its ssh config."""
+    docker_services.wait_until_responsive(check=tb.healthy, timeout=180, pause=1)
+    tb.seed(SIZE_MB)
+    yield str(tb.SSH_CONFIG)

@@ -1,0 +1,132 @@
+"""Helpers for the testbed tests: run the real CLI, query the real servers, reset between tests."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fabfile import facts
+from fabfile.model import make_cluster
+from fabfile.remote import Hosts
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = make_cluster("db01", "db02")
+pytestmark = pytest.mark.testbed
+
+
+class Bed:
+    """The running testbed as the tests see it: both hosts, the CLI, snapshots, reset."""
+
+    def __init__(self, ssh_config: str, home: Path):
+        self.ssh_config = ssh_config
+        self.home = home
+        self.hosts = Hosts(ssh_config)
+        self.env = {**os.environ, "INVOKE_SLONY_SSH_CONFIG": ssh_config, "SLONY_MIGRATE_HOME": str(home)}
+
+    def __getitem__(self, name: str):
+        return self.hosts[name]
+
+    def inv(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+        """Run `inv ARGS` as an operator would; return the completed process (text output)."""
+        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env,
+                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check and result.returncode:
+            raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=self.env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def sql(self, host: str, query: str, db: str = "shotserver04") -> list[list[str]]:
+        return self[host].psql(query, db)
+
+    def password(self) -> str:
+        return (self.home / "replication.password").read_text().strip()
+
+    def snapshot(self) -> dict:
+        """Everything a step could change on either server: catalogs, pg_hba, Slony files, processes."""
+        snap = {}
+        for name in ("db01", "db02"):
+            h = self[name]
+            snap[name] = {
+                "roles": h.psql("SELECT rolname, rolsuper, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid "
+                                "ORDER BY 1"),
+                "databases": h.psql("SELECT datname, pg_get_userbyid(datdba) FROM pg_database ORDER BY 1"),
+                "hba": h.read_file(h.value("SHOW hba_file")),
+                "objects": h.psql("SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
+                                  "ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', "
+                                  "'information_schema', 'pg_toast') ORDER BY 1, 2", "shotserver04")
+                if facts.database_exists(h, "shotserver04") else [],
+                "triggers": h.psql("SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
+                                   "ORDER BY 1, 2", "shotserver04")
+                if facts.database_exists(h, "shotserver04") else [],
+                "files": h.run("sudo -n sh -c 'ls -la /etc/slony1 /var/run/slony1 /usr/local/lib/slony-migrate "
+                               "/var/lib/postgresql/.pgpass 2>&1; dpkg -l | grep -i slony; true' | "
+                               "grep -v -E ' \\.\\.?$|^total'").stdout,
+                "slon": h.run("pgrep -a slon || true").stdout,
+            }
+        return snap
+
+    def table_digests(self, host: str) -> dict[str, tuple[str, str]]:
+        """Row count and an md5 of all rows, ordered, per application table."""
+        out = {}
+        for _, name in facts.app_tables(self[host], CLUSTER):
+            row = self.sql(host, f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+                                 f"FROM {name} t")[0]
+            out[name] = tuple(row)
+        return out
+
+    def sequences(self, host: str) -> dict[str, int]:
+        return {r[0]: int(r[1] or 0) for r in self.sql(
+            host, "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
+                  "WHERE schemaname <> '_replication'")}
+
+    def wait_same(self, timeout: float = 30) -> dict:
+        """Wait until every table on db02 has db01's rows; return the digests."""
+        deadline = time.monotonic() + timeout
+        while True:
+            a, b = self.table_digests("db01"), self.table_digests("db02")
+            if a == b:
+                return a
+            if time.monotonic() > deadline:
+                differ = [t for t in a if a[t] != b.get(t)]
+                raise AssertionError(f"tables differ after {timeout} s: {differ}")
+            time.sleep(1)
+
+    def reset(self) -> None:
+        """Back to a freshly seeded testbed, except the Slony packages, which stay installed."""
+        db01, db02 = self["db01"], self["db02"]
+        db02.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sleep 0.5; sudo -n pkill -9 -x slon; true",
+                 check=False)
+        for h in (db01, db02):
+            if facts.database_exists(h, "shotserver04"):
+                h.psql("DROP SCHEMA IF EXISTS _replication CASCADE", "shotserver04")
+            h.psql("DROP ROLE IF EXISTS slony")
+            hba = h.value("SHOW hba_file")
+            h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {hba}")
+            h.psql("SELECT pg_reload_conf()")
+        db02.psql("DROP DATABASE IF EXISTS shotserver04 WITH (FORCE)")
+        db02.psql("DROP ROLE IF EXISTS johann")
+        db02.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
+                 "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "
+                 "sudo -n sh -c 'rm -f /var/log/slony1/*'")
+
+
+@pytest.fixture(scope="session")
+def bed(testbed, tmp_path_factory) -> Bed:
+    b = Bed(testbed, tmp_path_factory.mktemp("slony-migrate-home"))
+    yield b
+    b.hosts.__exit__()
+
+
+@pytest.fixture
+def migrated(bed):
+    """A testbed on which `inv migrate` has run (once for the whole session, unless reset)."""
+    if not facts.slony_state(bed["db01"], CLUSTER)["subscribed"]:
+        bed.inv("migrate", "--master", "db01", "--slave", "db02")
+    return bed

@@ -1,0 +1,54 @@
+"""The testbed itself: two real servers over SSH, as a fresh migration finds them."""
+import subprocess
+
+import pytest
+
+from fabfile import facts
+from fabfile.model import StepError
+from fabfile.remote import Hosts
+
+
+def test_both_hosts_answer_over_ssh_with_sudo(bed):
+    for name in ("db01", "db02"):
+        out = bed[name].run("hostname; sudo -n id -u").stdout.split()
+        assert out == [name, "0"]
+
+
+def test_postgresql_versions(bed):
+    assert facts.pg_major(bed["db01"]) == 15
+    assert facts.pg_major(bed["db02"]) == 17
+    assert facts.os_release(bed["db01"])["VERSION_ID"] == "12"
+    assert facts.os_release(bed["db02"])["VERSION_ID"] == "13"
+
+
+def test_seeded_rows_on_db01_and_empty_db02(bed):
+    counts = dict(bed.sql("db01", "SELECT relname, n_live_tup FROM pg_stat_user_tables"))
+    assert int(bed.sql("db01", "SELECT count(*) FROM auth_message")[0][0]) > 10000
+    assert {"auth_user", "auth_group", "auth_group_permissions", "auth_message", "websites_domain",
+            "websites_website"} <= set(counts)
+    assert bed.sql("db01", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'shotserver04'",
+                   "postgres") == [["johann"]]
+    assert not facts.database_exists(bed["db02"], "shotserver04")
+
+
+def test_no_slony_installed_yet(bed):
+    for name in ("db01", "db02"):
+        h = bed[name]
+        assert facts.slony_modules(h) == []
+        assert facts.slony_tool(h, "slonik") is None
+        assert facts.slony_tool(h, "slon") is None
+
+
+def test_postgres_user_not_reachable_over_ssh(bed):
+    result = subprocess.run(["ssh", "-F", bed.ssh_config, "-o", "BatchMode=yes", "-l", "postgres", "db01", "true"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "Permission denied" in result.stderr
+
+
+def test_unknown_host_key_is_refused(bed, tmp_path):
+    config = tmp_path / "ssh_config"
+    config.write_text(open(bed.ssh_config).read().replace("known_hosts", "no_such_known_hosts"))
+    with Hosts(str(config)) as hosts:
+        with pytest.raises(StepError, match="host key unknown"):
+            hosts["db01"].run("true")
