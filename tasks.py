@@ -9,6 +9,7 @@ import sys
 
 from invoke import Collection, Exit, task
 
+from fabfile import preflight as checks
 from fabfile import steps, testbed
 from fabfile.model import StepError, make_cluster
 from fabfile.remote import Hosts
@@ -47,23 +48,28 @@ def helps(*names: str, **more: str) -> dict:
     return {**{k: HELP[k] for k in (*COMMON, *names)}, **{k.replace("_", "-"): v for k, v in more.items()}}
 
 
-def open_run(c, opts: dict):
-    """Build the Run for one task from CLI flags, else invoke config, else defaults."""
+def open_run(c, opts: dict, hosts_only: bool = False):
+    """Build the Run for one task from CLI flags, else invoke config, else defaults.
+
+    hosts_only: the task works on hosts it names itself (build) and needs no master and slave.
+    """
     conf = c.config.slony
     pick = lambda key: opts.get(key) or conf.get(key)  # noqa: E731
-    cluster = make_cluster(
-        pick("master"), pick("slave"), slon_host=pick("slon_host") or "", name=pick("cluster"),
-        database=pick("database"), user=pick("user"), port=int(conf.port),
-    )
+    cluster = None
+    if not hosts_only or pick("master") or pick("slave"):
+        cluster = make_cluster(
+            pick("master"), pick("slave"), slon_host=pick("slon_host") or "", name=pick("cluster"),
+            database=pick("database"), user=pick("user"), port=int(conf.port),
+        )
     hosts = Hosts(conf.ssh_config, conf.strict_host_keys)
     return steps.Run(hosts, cluster, dry_run=bool(opts.get("dry_run")),
                      prompt_password=bool(opts.get("prompt_password")))
 
 
-def execute(c, opts: dict, body) -> None:
+def execute(c, opts: dict, body, hosts_only: bool = False) -> None:
     """Run body(run), turning a StepError into one line on stderr and exit code 1."""
     try:
-        run = open_run(c, opts)
+        run = open_run(c, opts, hosts_only)
         with run.hosts:
             body(run)
             if run.dry_run:
@@ -99,7 +105,7 @@ create_set = step_task(steps.create_set, "create-set")
 def build(c, host, tarball, sha256="", deps="build-essential flex bison postgresql-server-dev-{major}",
           master=None, slave=None, slon_host=None, cluster=None, database=None, user=None, dry_run=False):
     """Build and install Slony from a source tarball on one host; no-op when that version is there."""
-    execute(c, locals(), lambda run: steps.build(run, host, tarball, sha256, deps))
+    execute(c, locals(), lambda run: steps.build(run, host, tarball, sha256, deps), hosts_only=True)
 
 
 @task(help=helps("dry-run", stop="stop the slons and their watchdogs instead"))
@@ -140,12 +146,25 @@ def logs(c, node=0, lines=50, follow=False, master=None, slave=None, slon_host=N
     execute(c, locals(), lambda run: steps.logs(run, node=node, lines=lines, follow=follow))
 
 
+@task(help=helps())
+def preflight(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None):
+    """Check both servers before a migration: ok / warn / fail per check, with host, object and fix."""
+    def body(run):
+        if not checks.preflight(run):
+            raise StepError("preflight", "a check failed (see above)", "fix what the failed checks name, then run again")
+    execute(c, locals(), body)
+
+
 @task(help=helps("dry-run", "prompt-password", tarball="build Slony from this tarball instead of installing packages",
                   sha256="expected SHA-256 of the tarball", timeout="seconds to wait for the initial copy"))
 def migrate(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None, dry_run=False,
             prompt_password=False, tarball="", sha256="", timeout=3600):
     """Run every step in order; return when the slave is subscribed and the initial copy is done."""
     def body(run):
+        print("== preflight", flush=True)
+        if not checks.preflight(run):
+            raise StepError("preflight", "a check failed (see above); nothing was changed",
+                            "fix what the failed checks name, then run again")
         before = len(run.changed)
         todo = list(steps.STEPS)
         for i, fn in enumerate(todo, 1):
@@ -166,6 +185,6 @@ def migrate(c, master=None, slave=None, slon_host=None, cluster=None, database=N
     execute(c, locals(), body)
 
 
-ns = Collection(install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
+ns = Collection(preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
                 slons, create_set, subscribe, logs, migrate, Collection.from_module(testbed, name="testbed"))
 ns.configure(DEFAULTS)

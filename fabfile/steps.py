@@ -26,7 +26,7 @@ class Run:
     """One invocation: the cluster, its hosts, dry-run or not, and the password once read."""
 
     hosts: Hosts
-    cluster: Cluster
+    cluster: Cluster | None  # None for tasks that name their hosts themselves (build)
     dry_run: bool = False
     prompt_password: bool = False
     changed: list[str] = field(default_factory=list)

@@ -15,9 +15,9 @@ from invoke import Exit, task
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-STATE = DOCKER / ".testbed"
-SSH_CONFIG = STATE / "ssh_config"
 PROJECT = os.environ.get("TESTBED_PROJECT", "slonytb")
+STATE = DOCKER / (".testbed" if PROJECT == "slonytb" else f".testbed-{PROJECT}")
+SSH_CONFIG = STATE / "ssh_config"
 HOSTS = {
     "db01": {"suite": "bookworm", "image": "debian:bookworm", "port": int(os.environ.get("DB01_SSH_PORT", 2221))},
     "db02": {"suite": "trixie", "image": "debian:trixie", "port": int(os.environ.get("DB02_SSH_PORT", 2222))},
@@ -34,7 +34,8 @@ def compose_command() -> list[str]:
 
 
 def compose(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DB01_SSH_PORT": str(HOSTS["db01"]["port"]), "DB02_SSH_PORT": str(HOSTS["db02"]["port"])}
+    env = {**os.environ, "DB01_SSH_PORT": str(HOSTS["db01"]["port"]), "DB02_SSH_PORT": str(HOSTS["db02"]["port"]),
+           "TESTBED_STATE": str(STATE)}
     cmd = [*compose_command(), "-p", PROJECT, "-f", str(DOCKER / "docker-compose.yml"), *args]
     result = subprocess.run(cmd, env=env, capture_output=capture, text=True)
     if check and result.returncode:

@@ -28,6 +28,9 @@ def docker_compose_project_name() -> str:
 @pytest.fixture(scope="session")
 def docker_setup():
     # Images first (base images by debootstrap when no registry answers), then a fresh testbed.
+    # pytest-docker runs compose with our environment: give it the same state dir and ports.
+    os.environ.update(TESTBED_STATE=str(tb.STATE), DB01_SSH_PORT=str(tb.HOSTS["db01"]["port"]),
+                      DB02_SSH_PORT=str(tb.HOSTS["db02"]["port"]))
     tb.keys()
     tb.base_images()
     tb.compose("build")
