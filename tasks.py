@@ -5,12 +5,14 @@ Every runbook step is a task with the same name as its function in fabfile/steps
 """
 from __future__ import annotations
 
+import json
 import sys
+import time
 
 from invoke import Collection, Exit, task
 
 from fabfile import preflight as checks
-from fabfile import steps, testbed
+from fabfile import endgame, steps, testbed
 from fabfile.model import StepError, make_cluster
 from fabfile.remote import Hosts
 
@@ -185,6 +187,80 @@ def migrate(c, master=None, slave=None, slon_host=None, cluster=None, database=N
     execute(c, locals(), body)
 
 
+@task(help=helps(watch="refresh every N seconds until interrupted", json="print JSON for scripts and monitoring"))
+def status(c, watch=0, json_=False, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None):
+    """Nodes, set origin, subscription, slons, lag; during the initial copy, progress and ETA."""
+    def body(run):
+        while True:
+            report = endgame.status(run)
+            print(json.dumps(report, indent=2) if json_ else endgame.format_status(report), flush=True)
+            if not watch:
+                return
+            time.sleep(int(watch))
+            print()
+    execute(c, locals(), body)
+
+
+@task(help=helps())
+def verify(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None):
+    """Compare origin and subscriber: rows and checksums per table, sequences, schema; non-zero on a difference."""
+    def body(run):
+        differences = endgame.verify(run)
+        if differences:
+            for d in differences:
+                print(f"[verify] DIFFERS {d}", file=sys.stderr, flush=True)
+            raise StepError(run.cluster.slave.host, f"{len(differences)} difference(s): {differences[0]}",
+                            "find out what wrote behind Slony's back; resubscribe if needed")
+    execute(c, locals(), body)
+
+
+SWITCH_HELP = dict(max_lag="refuse when lag is above this many seconds (default 10)",
+                   xact_age="a transaction older than this many seconds blocks the switchover (default 60)",
+                   wait_xacts="wait this long for such transactions to end before giving up (default 30)",
+                   timeout="seconds slonik waits for each event (default 120)")
+
+
+@task(help=helps("dry-run", **SWITCH_HELP))
+def switchover(c, max_lag=10.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
+               slon_host=None, cluster=None, database=None, user=None, dry_run=False):
+    """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
+    execute(c, locals(), lambda run: endgame.switchover(
+        run, run.cluster.slave, max_lag=max_lag, xact_age=xact_age, wait_xacts=wait_xacts, timeout=timeout))
+
+
+@task(help=helps("dry-run", **SWITCH_HELP))
+def switchback(c, max_lag=10.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
+               slon_host=None, cluster=None, database=None, user=None, dry_run=False):
+    """Roll back: make the master the origin again, with the same checks and proofs."""
+    execute(c, locals(), lambda run: endgame.switchover(
+        run, run.cluster.master, max_lag=max_lag, xact_age=xact_age, wait_xacts=wait_xacts, timeout=timeout))
+
+
+@task(help=helps("dry-run", yes="do not ask for confirmation"))
+def failover(c, yes=False, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None,
+             dry_run=False):
+    """The master is dead: promote the slave (FAILOVER, DROP NODE); says what may be lost."""
+    if not yes and not dry_run:
+        answer = input("FAILOVER loses what the slave has not received and drops the master from the cluster. "
+                       "Type yes: ")
+        if answer.strip() != "yes":
+            raise Exit("failover: not confirmed; nothing changed", code=1)
+    execute(c, locals(), endgame.failover)
+
+
+@task(help=helps("dry-run", drop_role="also drop the replication role", force="finish although the master is "
+                 "still the origin", yes="do not ask for confirmation"))
+def finish(c, drop_role=False, force=False, yes=False, master=None, slave=None, slon_host=None, cluster=None,
+           database=None, user=None, dry_run=False):
+    """After an accepted switchover: remove Slony from both nodes, stop slons, remove access and .pgpass."""
+    if not yes and not dry_run:
+        answer = input("This ends replication for good (no switchback afterwards). Type yes: ")
+        if answer.strip() != "yes":
+            raise Exit("finish: not confirmed; nothing changed", code=1)
+    execute(c, locals(), lambda run: endgame.finish(run, drop_role=drop_role, force=force))
+
+
 ns = Collection(preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
-                slons, create_set, subscribe, logs, migrate, Collection.from_module(testbed, name="testbed"))
+                slons, create_set, subscribe, logs, migrate, status, verify, switchover,
+                switchback, failover, finish, Collection.from_module(testbed, name="testbed"))
 ns.configure(DEFAULTS)

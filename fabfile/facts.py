@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import time
 
 from .model import Cluster, StepError
 from .remote import Host
+from . import render
 from .render import Table, literal
 
 SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
@@ -213,3 +215,154 @@ def slon_running(host: Host, cluster: Cluster, instance: str) -> int | None:
     r = host.run(f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slon-watchdog /proc/$p/cmdline && echo $p",
                  check=False)
     return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None
+
+
+def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
+    """The initial copy as the receiver shows it: slon log, pg_stat_progress_copy, origin table sizes."""
+    sizes = {render.plain(r[0]): int(r[1]) for r in master.psql(
+        f"SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname), pg_table_size(tab_reloid) "
+        f"FROM {cl.schema}.sl_table WHERE tab_set = {cl.set_id}", cl.database)}
+    text = slon.sudo(f"tail -n 5000 {cl.logdir}/slon-{cl.slave.instance}.log", check=False).stdout
+    log = render.parse_copy_log(text)
+    rows = slave.psql("SELECT p.relid::regclass::text, p.bytes_processed FROM pg_stat_progress_copy p "
+                          f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}")
+    current = sum(int(r[1]) for r in rows)
+    if rows and not log["current"]:
+        log["current"] = render.plain(rows[0][0])
+    elapsed = 0.0
+    if log["started"]:
+        now = slon.run("date -u '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+        elapsed = time.mktime(time.strptime(now, "%Y-%m-%d %H:%M:%S")) - time.mktime(
+            time.strptime(log["started"], "%Y-%m-%d %H:%M:%S"))
+    return {"tables": len(sizes), "bytes_total": sum(sizes.values()), "tables_done": sorted(log["done"]),
+            "current": log["current"], "current_bytes": current, "elapsed": elapsed, "retries": log["retries"],
+            "line": render.progress_line(sizes, log, current, elapsed)}
+
+
+# --- probes for preflight (read-only) ---------------------------------------------------------------
+
+def sudo_failure(host: Host) -> str:
+    """'' when the SSH user has passwordless sudo, else sudo's complaint (connects first)."""
+    r = host.run("sudo -n true", check=False)
+    if r.ok:
+        return ""
+    err = (r.stderr.strip() or r.stdout.strip()).splitlines()
+    return err[-1] if err else f"exit code {r.exited}"
+
+
+def server_version(host: Host) -> str:
+    return host.value("SHOW server_version")
+
+
+def database_size(host: Host, database: str) -> int:
+    return int(host.value(f"SELECT pg_database_size({literal(database)})"))
+
+
+def local_node_id(host: Host, cluster: Cluster) -> int | None:
+    """The Slony node id this database holds for the cluster, or None without the cluster's schema."""
+    if not schema_exists(host, cluster.database, cluster.schema):
+        return None
+    value = host.value(f"SELECT last_value FROM {cluster.schema}.sl_local_node_id", cluster.database)
+    return int(value) if value and int(value) > 0 else None
+
+
+def unlogged_tables(host: Host, cluster: Cluster) -> list[str]:
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND c.relpersistence = 'u'
+   AND n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname <> {literal(cluster.schema)}
+   AND n.nspname NOT LIKE 'pg\\_%'
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]
+
+
+def unowned_sequences(host: Host, cluster: Cluster) -> list[str]:
+    """Sequences of the application's schemas that no column owns (neither serial nor identity)."""
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'S' AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+   AND n.nspname <> {literal(cluster.schema)} AND n.nspname NOT LIKE 'pg\\_%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                      AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+                      AND d.deptype IN ('a', 'i'))
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]
+
+
+def large_objects(host: Host, database: str) -> int:
+    return int(host.value("SELECT count(*) FROM pg_largeobject_metadata", database))
+
+
+def long_transactions(host: Host, seconds: int) -> list[tuple[str, str, str, str, int]]:
+    """(pid, database, user, state, age in s) of client sessions, in any database of this server, whose
+    transaction is idle or older than `seconds`."""
+    rows = host.psql(f"""
+SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),
+       extract(epoch FROM now() - xact_start)::bigint
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL
+   AND (state LIKE 'idle in transaction%' OR xact_start < now() - make_interval(secs => {int(seconds)}))
+ ORDER BY xact_start""")
+    return [(pid, db, user, state, int(age)) for pid, db, user, state, age in rows]
+
+
+def prepared_transactions(host: Host) -> list[tuple[str, str, int]]:
+    """(gid, database, age in s) of every prepared transaction on this server."""
+    rows = host.psql("SELECT gid, database, extract(epoch FROM now() - prepared)::bigint "
+                     "FROM pg_prepared_xacts ORDER BY prepared")
+    return [(gid, db, int(age)) for gid, db, age in rows]
+
+
+def parse_df_available(text: str) -> int:
+    """Bytes available from `df --output=avail -B1 PATH` (a header line, then the number)."""
+    return int(text.split()[-1])
+
+
+def disk_free(host: Host, path: str) -> int:
+    """Bytes available to PostgreSQL on the filesystem that holds `path`."""
+    return parse_df_available(host.sudo(f"df --output=avail -B1 {shlex.quote(path)}", what="df").stdout)
+
+
+def normal_locale(name: str) -> str:
+    """A locale name as glibc compares it: the codeset lower-case without punctuation (C.UTF-8 = C.utf8)."""
+    base, dot, rest = name.partition(".")
+    codeset, at, modifier = rest.partition("@")
+    return base + dot + re.sub(r"[^a-z0-9]", "", codeset.lower()) + at + modifier
+
+
+def has_locale(host: Host, name: str) -> bool:
+    """Whether the OS of this host has the locale (C and POSIX always exist)."""
+    if name in ("C", "POSIX"):
+        return True
+    have = host.run("locale -a", check=False).stdout.split()
+    return normal_locale(name) in {normal_locale(l) for l in have}
+
+
+def role_exists(host: Host, role: str) -> bool:
+    return bool(host.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {literal(role)}"))
+
+
+def has_managed_block(host: Host, path: str, tag: str) -> bool:
+    """Whether the file holds slony-migrate's managed block `tag` (as written by apply_block)."""
+    from .render import BEGIN
+    return BEGIN.format(tag) in (host.read_file(path) or "").splitlines()
+
+
+def postgres_home(host: Host) -> str:
+    return host.run("getent passwd postgres").stdout.split(":")[5]
+
+
+def replication_login(host: Host, cluster: Cluster, node) -> str:
+    """'' when the postgres user of this host logs in to the node's database as the replication user
+    over TCP with its .pgpass (no prompt), else psql's error."""
+    cmd = (f"psql -w -X -q -h {shlex.quote(node.dbhost)} -p {int(node.port)} -U {shlex.quote(cluster.user)} "
+           f"-d {shlex.quote(cluster.database)} -c 'SELECT 1'")
+    r = host.sudo(cmd, user="postgres", check=False, timeout=60)
+    if r.ok:
+        return ""
+    err = [l.strip() for l in r.stderr.splitlines() if l.strip()]
+    line = next((l for l in err if "FATAL" in l), err[0] if err else f"exit code {r.exited}")
+    return line.split("failed: ", 1)[-1]

@@ -253,3 +253,81 @@ while :; do
     sleep 5
 done
 """
+
+
+def slonik_move_set(cluster: Cluster, old: Node, new: Node, timeout: int) -> str:
+    """Switchover: lock the set on its origin, wait until the new origin has every event, move it."""
+    sid = cluster.set_id
+    wait = f"wait for event (origin = {old.id}, confirmed = {new.id}, wait on = {old.id}, timeout = {timeout});"
+    return slonik_preamble(cluster) + "\n".join([
+        f"lock set (id = {sid}, origin = {old.id});",
+        f"sync (id = {old.id});",
+        wait,
+        f"move set (id = {sid}, old origin = {old.id}, new origin = {new.id});",
+        wait,
+    ]) + "\n"
+
+
+def slonik_unlock_set(cluster: Cluster, origin: Node) -> str:
+    return slonik_preamble(cluster) + f"unlock set (id = {cluster.set_id}, origin = {origin.id});\n"
+
+
+def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
+    """Promote the backup node when the origin is dead, then drop the dead node from the cluster."""
+    return slonik_preamble(cluster) + (
+        f"failover (id = {dead.id}, backup node = {backup.id});\n"
+        f"drop node (id = {dead.id}, event node = {backup.id});\n"
+    )
+
+
+# --- initial copy progress ---------------------------------------------------------------------
+
+COPY_LINE = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+remoteWorkerThread_\d+: "
+    r"(?:(?P<bytes>\d+) bytes copied for table (?P<table>\S+)"
+    r"|Begin COPY of table (?P<begin>\S+)"
+    r"|(?P<copyset>copy_set \d+ done in (?P<secs>[\d.]+) seconds))",
+    re.M,
+)
+SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set \d+", re.M)
+RETRY = re.compile(r"data copy for set \d+ failed (\d+) times", re.M)
+
+
+def plain(name: str) -> str:
+    """"public"."t" and public.t both become public.t, for matching log lines with catalog names."""
+    return name.replace('"', "")
+
+
+def parse_copy_log(text: str) -> dict:
+    """What the receiver's slon log says of the latest initial copy: start, tables done, current table."""
+    starts = list(SET_START.finditer(text))
+    if not starts:
+        return {"started": None, "done": {}, "current": None, "finished": False, "retries": 0}
+    last = starts[-1]
+    tail = text[last.start():]
+    done, current, finished = {}, None, False
+    for m in COPY_LINE.finditer(tail):
+        if m.group("table"):
+            done[plain(m.group("table"))] = int(m.group("bytes"))
+            current = None
+        elif m.group("begin"):
+            current = plain(m.group("begin"))
+        elif m.group("copyset"):
+            finished = True
+    retries = [int(n) for n in RETRY.findall(text)]
+    return {"started": last.group("ts"), "done": done, "current": current, "finished": finished,
+            "retries": max(retries) if retries else 0}
+
+
+def progress_line(sizes: dict[str, int], log: dict, current_bytes: int, elapsed: float) -> str:
+    """One line: a bar, percent, MB copied of the origin's size, tables done, ETA, current table."""
+    total = sum(sizes.values()) or 1
+    done_bytes = sum(sizes.get(t, 0) for t in log["done"])
+    copied = min(total, done_bytes + current_bytes)
+    frac = copied / total
+    bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+    eta = f"ETA {elapsed * (1 - frac) / frac:.0f} s" if frac > 0.02 and elapsed > 0 else "ETA --"
+    now = f", copying {log['current']}" if log["current"] else ""
+    retry = f", {log['retries']} failed attempt(s) before" if log["retries"] else ""
+    return (f"[{bar}] {frac * 100:3.0f}% {copied / 1e6:.0f}/{total / 1e6:.0f} MB, "
+            f"{len(log['done'])}/{len(sizes)} tables, {eta}{now}{retry}")

@@ -179,14 +179,17 @@ def build(run: Run, host_name: str, tarball: str, sha256: str = "",
         run.say(host_name, step, f"Slony {version} already installed for PostgreSQL {major}; nothing to do")
         return
     bindir = facts.pg_dir(h, "BINDIR")
-    packages = deps.format(major=major) + (" curl ca-certificates" if remote_url else "")
+    # What fetching and unpacking need comes on top of the build dependencies.
+    packages = " ".join([deps.format(major=major), *(["bzip2"] if tarball.endswith(".bz2") else []),
+                         *(["curl", "ca-certificates"] if remote_url else [])])
     plan = (f"apt-get install {packages}\nfetch {tarball}" + (f"\nverify sha256 {sha256}" if sha256 else "")
             + f"\n./configure --with-pgconfigdir={bindir}\nmake\nsudo make install")
     if not run.change(host_name, step, f"build Slony {version} for PostgreSQL {major} from {tarball}", plan):
         return
     work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
     try:
-        if h.run(f"dpkg-query -W {packages}", check=False).failed:
+        status = h.run(f"dpkg-query -W -f '${{db:Status-Status}}\\n' {packages}", check=False)
+        if status.failed or set(status.stdout.split()) != {"installed"}:
             run.say(host_name, step, f"installing build dependencies: {packages}")
             h.sudo(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
                    f"--no-install-recommends {packages}", timeout=1200, what="apt-get install (build dependencies)")
@@ -581,23 +584,16 @@ def receiver_active(run: Run) -> bool:
 def wait_copied(run: Run, timeout: int) -> None:
     """Wait for the initial copy to finish on the receiver, printing progress every few seconds."""
     step, cl = "subscribe", run.cluster
-    total = int(run.master.value(
-        f"SELECT coalesce(sum(pg_table_size(tab_reloid)), 0) FROM {cl.schema}.sl_table "
-        f"WHERE tab_set = {cl.set_id}", cl.database) or 0)
     start = time.monotonic()
-    last = 0.0
+    last = -5.0
     while not receiver_active(run):
         now = time.monotonic() - start
         if now > timeout:
             raise StepError(run.slave.name, f"initial copy of set {cl.set_id} not finished after {timeout} s",
                             f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again")
         if now - last >= 5:
-            rows = run.slave.psql("SELECT p.relid::regclass, p.bytes_processed FROM pg_stat_progress_copy p "
-                                  "JOIN pg_database d ON d.oid = p.datid "
-                                  f"WHERE d.datname = {literal(cl.database)}")
-            doing = ", ".join(f"{r[0]} {int(r[1]) / 1e6:.0f} MB" for r in rows) or "waiting for slon"
-            run.say(run.slave.name, step, f"initial copy running {now:.0f} s ({total / 1e6:.0f} MB on disk "
-                    f"at the origin): {doing}")
+            progress = facts.copy_progress(run.master, run.slave, run.slon, cl)
+            run.say(run.slave.name, step, f"initial copy: {progress['line']}")
             last = now
         time.sleep(1)
     run.say(run.slave.name, step, f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
