@@ -225,7 +225,7 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
     text = slon.sudo(f"tail -n 5000 {cl.logdir}/slon-{cl.slave.instance}.log", check=False).stdout
     log = render.parse_copy_log(text)
     rows = slave.psql("SELECT p.relid::regclass::text, p.bytes_processed FROM pg_stat_progress_copy p "
-                          f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}")
+                          f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}", cl.database)
     current = sum(int(r[1]) for r in rows)
     if rows and not log["current"]:
         log["current"] = render.plain(rows[0][0])

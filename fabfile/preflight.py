@@ -1,12 +1,326 @@
 """Preflight: read-only checks before a migration, each ok / warn / fail with host, object and fix.
 
-Never changes anything on either server.
+Every check prints one line, `[host] preflight: ok|warn|FAIL object: what; fix: how`; FAIL lines go
+to stderr, the others to stdout. Never changes anything on either server.
 """
 from __future__ import annotations
 
+import sys
+
+from . import facts
+from .model import StepError
+from .remote import Host
 from .steps import Run
+
+LONG_TRANSACTION_SECONDS = 300  # a transaction open longer than this on the master's server is reported
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+def line(host: str, level: str, obj: str, what: str, fix: str = "") -> str:
+    """One report line: `[host] preflight: level object: what; fix: how`."""
+    return f"[{host}] preflight: {level} {obj}: {what}" + (f"; fix: {fix}" if fix else "")
+
+
+def size(n: float) -> str:
+    """Bytes as a short human number: 512 B, 20 MB, 1.5 GB."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if n < 10 and unit != "B" else f"{n:.0f} {unit}"
+        n /= 1000
+    raise AssertionError("not reached")
+
+
+class Report:
+    """Prints the lines and counts the failures."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def __call__(self, host: str, level: str, obj: str, what: str, fix: str = "") -> None:
+        self.failed += level == FAIL
+        print(line(host, level, obj, what, fix), file=sys.stderr if level == FAIL else sys.stdout, flush=True)
+
+    def guard(self, host: str, obj: str, check, *args):
+        """Run one check and return its value; a probe that cannot run fails that check, not preflight."""
+        try:
+            return check(self, *args)
+        except StepError as e:
+            self(e.host or host, FAIL, obj, e.message, e.fix or "run the check by hand on that host")
+            return None
 
 
 def preflight(run: Run) -> bool:
     """Run every check, print one line each; return False when any check failed."""
-    return True  # stub: filled in by the preflight work
+    report, cl = Report(), run.cluster
+    m, s = cl.master, cl.slave
+    report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {s.id} is "
+           f"{s.host}, slon on {cl.slon_host}")
+    up = {name: access(report, run.host(name)) for name in dict.fromkeys([m.host, s.host, cl.slon_host])}
+    majors = {}
+    for name in (m.host, s.host):
+        if up[name]:
+            majors[name] = postgres(report, run.host(name))
+    if majors.get(m.host) and majors.get(s.host) and majors[s.host] < majors[m.host]:
+        report(s.host, WARN, "postgresql", f"PostgreSQL {majors[s.host]} is older than the master's {majors[m.host]}: "
+               "the schema step's dump may not load", "move to the same or a newer PostgreSQL version")
+    report.guard(cl.slon_host, "slony", slony, run, up, majors)
+    master = run.master if majors.get(m.host) else None
+    slave = run.slave if majors.get(s.host) else None
+    database = False
+    if master:
+        database = report.guard(m.host, f"database {cl.database}", master_database, run)
+        report.guard(m.host, "transactions", transactions, master)
+    if slave:
+        report.guard(s.host, f"database {cl.database}", slave_database, run, master)
+    if database and slave:
+        report.guard(s.host, "encoding", encoding, run)
+        report.guard(s.host, "disk", disk, run)
+        if up[cl.slon_host]:
+            report.guard(cl.slon_host, f"login {cl.user}", replication_logins, run)
+    return report.failed == 0
+
+
+def access(report: Report, h: Host) -> bool:
+    """SSH and passwordless sudo on one host."""
+    try:
+        complaint = facts.sudo_failure(h)
+    except StepError as e:
+        report(h.name, FAIL, "ssh", e.message, e.fix)
+        return False
+    user = h.conn.user
+    if complaint:
+        report(h.name, FAIL, "sudo", f"sudo -n true failed for {user}: {complaint}",
+               f"give {user} passwordless sudo on {h.name} (NOPASSWD in /etc/sudoers.d), or use another user")
+        return False
+    report(h.name, OK, "ssh", f"connected as {user}; sudo works")
+    return True
+
+
+def postgres(report: Report, h: Host) -> int | None:
+    """PostgreSQL answers as postgres over the local socket; its version."""
+    try:
+        version, major = facts.server_version(h), facts.pg_major(h)
+    except StepError as e:
+        report(h.name, FAIL, "postgresql", f"not reachable: {e.message}",
+               f"start PostgreSQL on {h.name} and check that the postgres user can connect with psql")
+        return None
+    report(h.name, OK, "postgresql", f"PostgreSQL {version}")
+    return major
+
+
+def slony(report: Report, run: Run, up: dict, majors: dict) -> None:
+    """The same Slony version for both servers' modules and the slon host's tools, installed or to be."""
+    cl = run.cluster
+    versions: dict[str, str] = {}
+    for name, major in majors.items():
+        if not major:
+            continue
+        h = run.host(name)
+        modules = facts.slony_modules(h)
+        if modules:
+            versions[f"{name} module"] = modules[-1]
+            report(name, OK, "slony module", f"slony1_funcs.{modules[-1]}.so present for PostgreSQL {major}"
+                   + (f" (also {', '.join(modules[:-1])})" if len(modules) > 1 else ""))
+            continue
+        package = f"postgresql-{major}-slony1-2"
+        wanted = available(report, h, package, "slony module", f"the Slony module for PostgreSQL {major}")
+        if wanted:
+            versions[f"{name} module"] = wanted
+    if not up.get(cl.slon_host):
+        return
+    h = run.host(cl.slon_host)
+    slonik, slon = facts.slonik_version(h), facts.slony_tool(h, "slon")
+    if slonik and slon:
+        versions[f"{h.name} slonik"] = slonik
+        report(h.name, OK, "slony tools", f"slonik {slonik} and slon ({slon}) present")
+    elif slonik or slon:
+        report(h.name, FAIL, "slony tools", f"{'slon' if slonik else 'slonik'} is missing, "
+               f"{'slonik' if slonik else 'slon'} is there", "reinstall slony1-2-bin, or build Slony again")
+    else:
+        wanted = available(report, h, "slony1-2-bin", "slony tools", "slonik and slon")
+        if wanted:
+            versions[f"{h.name} slonik"] = wanted
+    hosts = ", ".join(dict.fromkeys(k.split()[0] for k in versions))
+    if len(set(versions.values())) > 1:
+        listed = ", ".join(f"{k} {v}" for k, v in versions.items())
+        report(hosts, FAIL, "slony version", f"Slony versions differ (installed or to be installed): {listed}",
+               "use one Slony version everywhere: build the matching one with inv build --host H --tarball "
+               "slony1-VERSION.tar.bz2, or remove the stray slony1_funcs.*.so")
+    elif versions:
+        report(hosts, OK, "slony version", f"Slony {next(iter(versions.values()))} everywhere "
+               "(installed or to be installed)")
+
+
+def available(report: Report, h: Host, package: str, obj: str, what: str) -> str:
+    """Report what install will do about a missing Slony part; return the version it would install."""
+    candidate = facts.package_versions(h, [package])[package][1]
+    if candidate:
+        report(h.name, WARN, obj, f"{what} not installed yet; install will add {package} {candidate}")
+        return facts.upstream(candidate)
+    release = facts.os_release(h).get("PRETTY_NAME", "this distribution")
+    report(h.name, WARN, obj, f"{what} not installed yet and {package} not in the package lists of {release}",
+           "install runs apt-get update first and stops if the package is still missing; then build Slony "
+           "with inv build --host H --tarball slony1-VERSION.tar.bz2")
+    return ""
+
+
+def master_database(report: Report, run: Run) -> bool:
+    """The database exists on the master, is node 1 if the cluster exists, its tables can be replicated."""
+    cl, h = run.cluster, run.master
+    if not facts.database_exists(h, cl.database):
+        names = [r[0] for r in h.psql("SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                      "AND datname <> 'postgres' ORDER BY 1")]
+        report(h.name, FAIL, f"database {cl.database}", f"does not exist on {h.name} (there: "
+               f"{', '.join(names) or 'no application database'})", "check --database and --master")
+        return False
+    node = facts.local_node_id(h, cl)
+    if node is not None and node != cl.master.id:
+        report(h.name, FAIL, f"database {cl.database}", f"is node {node} of cluster {cl.name}, not the origin "
+               f"(node {cl.master.id})", "check --master/--slave: are they swapped?")
+    report(h.name, OK, f"database {cl.database}", f"exists, {size(facts.database_size(h, cl.database))}")
+    tables = facts.app_tables(h, cl)
+    for table, name in tables:
+        if table is None:
+            report(h.name, FAIL, f"table {name}", "no primary key and no unique index on NOT NULL columns: "
+                   "Slony cannot replicate it", f"add a primary key to {name} (or a unique index on NOT NULL "
+                   "columns)")
+        elif table.key:
+            report(h.name, OK, f"table {name}", f"no primary key; unique index {table.key} on NOT NULL columns "
+                   "serves as the key")
+    if all(t for t, _ in tables):
+        report(h.name, OK, "tables", f"all {len(tables)} tables have a key Slony can use")
+    unlogged = facts.unlogged_tables(h, cl)
+    if unlogged:
+        report(h.name, WARN, "unlogged tables", f"{', '.join(unlogged)}: not replicated, their rows stay on "
+               f"{h.name}", "ALTER TABLE ... SET LOGGED if the slave needs their rows")
+    unowned = facts.unowned_sequences(h, cl)
+    if unowned:
+        report(h.name, OK, "sequences", f"not owned by a column: {', '.join(unowned)} (in the set all the same, "
+               "replicated with each SYNC)")
+    lobs = facts.large_objects(h, cl.database)
+    if lobs:
+        report(h.name, WARN, "large objects", f"{lobs} in {cl.database}: Slony does not replicate large objects",
+               "move them into bytea columns, or copy them separately at switchover")
+    return True
+
+
+def transactions(report: Report, h: Host) -> None:
+    """Long or idle-in-transaction sessions and prepared transactions on the master's server, any database."""
+    long, prepared = facts.long_transactions(h, LONG_TRANSACTION_SECONDS), facts.prepared_transactions(h)
+    for pid, db, user, state, age in long:
+        report(h.name, WARN, f"session pid {pid}", f"database {db}, user {user}, {state}, transaction open "
+               f"{age} s: the initial copy retries and LOCK SET waits until it ends",
+               f"commit it in the application, or SELECT pg_terminate_backend({pid})")
+    for gid, db, age in prepared:
+        report(h.name, WARN, f"prepared transaction {gid}", f"database {db}, prepared {age} s ago: it holds "
+               "back the copy and LOCK SET like an open transaction", f"COMMIT PREPARED or ROLLBACK PREPARED "
+               f"'{gid}' in {db}")
+    if not long and not prepared:
+        report(h.name, OK, "transactions", f"none open longer than {LONG_TRANSACTION_SECONDS} s, none idle in "
+               "transaction, none prepared")
+
+
+def slave_database(report: Report, run: Run, master: Host | None) -> None:
+    """The slave's database is absent, empty, or subscribed already: never subscribe into rows."""
+    cl, h = run.cluster, run.slave
+    obj = f"database {cl.database}"
+    if not facts.database_exists(h, cl.database):
+        report(h.name, OK, obj, "not there yet; appdb will create it like the master's")
+        return
+    node = facts.local_node_id(h, cl)
+    if node is not None and node != cl.slave.id:
+        report(h.name, FAIL, obj, f"is node {node} of cluster {cl.name}, not the subscriber (node {cl.slave.id})",
+               "check --master/--slave: are they swapped?")
+        return
+    if subscribed(run, master):
+        report(h.name, OK, obj, f"subscribed to set {cl.set_id} already; its rows come from replication")
+        return
+    tables = [name for _, name in facts.app_tables(h, cl)]
+    full = facts.tables_with_rows(h, cl.database, tables)
+    if full:
+        report(h.name, FAIL, obj, f"{len(full)} table(s) hold rows ({', '.join(full[:5])}"
+               f"{' ...' if len(full) > 5 else ''}): subscribing would empty them",
+               "check --master/--slave (swapped?); if the rows are disposable, drop the database on "
+               f"{h.name} and run again")
+        return
+    report(h.name, OK, obj, f"exists, {len(tables)} tables, no rows")
+
+
+def subscribed(run: Run, master: Host | None) -> bool:
+    """Whether the slave is node 2 of the cluster and subscribed to the set (a re-run on a migrated pair)."""
+    cl, h = run.cluster, run.slave
+    if facts.local_node_id(h, cl) != cl.slave.id:
+        return False
+    return any(facts.slony_state(x, cl)["subscribed"] is not None for x in (h, master) if x)
+
+
+def encoding(report: Report, run: Run) -> None:
+    """The slave's database has (or can get) the master's encoding and collation."""
+    cl = run.cluster
+    want = facts.database_info(run.master, cl.database)
+    if not want:
+        return
+    have = facts.database_info(run.slave, cl.database)
+    settings = lambda i: f"{i['encoding']}, collate {i['collate']}, ctype {i['ctype']}"  # noqa: E731
+    if have:
+        if [have[k] for k in ("encoding", "collate", "ctype")] != [want[k] for k in ("encoding", "collate", "ctype")]:
+            report(run.slave.name, FAIL, "encoding", f"{cl.database} is {settings(have)} on {run.slave.name}, "
+                   f"{settings(want)} on {run.master.name}", f"drop {cl.database} on {run.slave.name} if it holds "
+                   "nothing, and let the appdb step create it like the master's")
+        else:
+            report(run.slave.name, OK, "encoding", f"{settings(want)} on both")
+        return
+    missing = [loc for loc in dict.fromkeys([want["collate"], want["ctype"]]) if not facts.has_locale(run.slave, loc)]
+    if missing:
+        report(run.slave.name, FAIL, "encoding", f"locale {', '.join(missing)} of the master's {cl.database} "
+               f"is not available on {run.slave.name}", f"generate it on {run.slave.name} (locale-gen), then "
+               "restart PostgreSQL there")
+    else:
+        report(run.slave.name, OK, "encoding", f"appdb will create {cl.database} with {settings(want)} "
+               f"(locale available on {run.slave.name})")
+
+
+def disk(report: Report, run: Run) -> None:
+    """Free space in the slave's data directory against the database's size on the master."""
+    cl, h = run.cluster, run.slave
+    path = h.value("SHOW data_directory")
+    free, need = facts.disk_free(h, path), facts.database_size(run.master, cl.database)
+    what = f"{size(free)} free in {path}, {cl.database} is {size(need)} on {run.master.name}"
+    if subscribed(run, run.master):
+        report(h.name, OK, "disk", what + " (copied already)")
+    elif free < need:
+        report(h.name, FAIL, "disk", what, f"free space or grow the filesystem of {path}")
+    elif free < 2 * need:
+        report(h.name, WARN, "disk", what + ": little room for sl_log and growth",
+               f"free space in {path} before the copy")
+    else:
+        report(h.name, OK, "disk", what)
+
+
+def replication_logins(report: Report, run: Run) -> None:
+    """The replication user logs in from the slon host to both databases (pg_hba and .pgpass work)."""
+    cl, h = run.cluster, run.slon
+    tag = f"cluster {cl.name}"
+    pgpass = facts.has_managed_block(h, f"{facts.postgres_home(h)}/.pgpass", tag)
+    for node in cl.nodes:
+        n = run.host(node.host)
+        obj = f"login {cl.user}@{node.dbhost}/{cl.database}"
+        missing = []
+        if not facts.role_exists(n, cl.user):
+            missing.append(f"role {cl.user} on {n.name} (users step)")
+        if not facts.has_managed_block(n, n.value("SHOW hba_file"), tag):
+            missing.append(f"pg_hba.conf block on {n.name} (hba step)")
+        if not pgpass:
+            missing.append(f".pgpass of postgres on {h.name} (users step)")
+        if not facts.database_exists(n, cl.database):
+            missing.append(f"database {cl.database} on {n.name} (appdb step)")
+        if missing:
+            report(h.name, WARN, obj, f"not set up yet: {'; '.join(missing)}; migrate will set it up")
+            continue
+        error = facts.replication_login(h, cl, node)
+        if error:
+            report(h.name, FAIL, obj, f"psql from {h.name} as {cl.user} failed: {error}",
+                   f"run inv users and inv hba again (role password, .pgpass on {h.name}, pg_hba.conf on {n.name})")
+        else:
+            report(h.name, OK, obj, f"psql from {h.name} as {cl.user} works (pg_hba and .pgpass)")
+
