@@ -26,7 +26,7 @@ test: setup venv
 rehearse: setup venv
 	$(VENV)/bin/inv testbed.down
 	$(VENV)/bin/inv testbed.up --size-mb $(SIZE_MB)
-	bash docker/rehearse.sh
+	$(VENV)/bin/inv testbed.rehearse
 
 down: venv
 	$(VENV)/bin/inv testbed.down

@@ -45,8 +45,7 @@ def status(run: Run) -> dict:
     if origin:
         report["origin"] = cl.node(origin).host
         receiver = cl.slave if origin == cl.master.id else cl.master
-        sub = states.get(receiver.id, {}).get("subscribed") if origin == cl.master.id else \
-            states.get(origin, {}).get("subscribed")
+        sub = next((s["subscribed"] for s in states.values() if s["subscribed"] is not None), None)
         # sl_subscribe on the receiver says whether its copy is done.
         active = None
         if receiver.id in states and states[receiver.id]["schema"]:

@@ -577,8 +577,9 @@ def receiver_active(run: Run) -> bool:
     cl = run.cluster
     if not facts.schema_exists(run.slave, cl.database, cl.schema):
         return False
-    return run.slave.value(f"SELECT sub_active FROM {cl.schema}.sl_subscribe WHERE sub_set = {cl.set_id} "
-                           f"AND sub_receiver = {cl.slave.id}", cl.database) == "t"
+    # Whichever node is the receiver now (after a switchover it is the master), its copy is done.
+    return run.slave.value(f"SELECT bool_and(sub_active) FROM {cl.schema}.sl_subscribe "
+                           f"WHERE sub_set = {cl.set_id}", cl.database) == "t"
 
 
 def wait_copied(run: Run, timeout: int) -> None:

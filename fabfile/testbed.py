@@ -154,3 +154,63 @@ def ssh(c, host="db01"):
     """Open an interactive shell on a testbed server as admin."""
     keys()
     os.execvp("ssh", ["ssh", "-F", str(SSH_CONFIG), host])
+
+
+@task(help={"rate": "writer inserts per second"})
+def rehearse(c, rate=5):
+    """The whole lifecycle on the running, seeded testbed with a writer throughout; prints a summary."""
+    import re
+    import sys
+
+    from .writer import Writer
+
+    env = {**os.environ, "INVOKE_SLONY_SSH_CONFIG": str(SSH_CONFIG),
+           "SLONY_MIGRATE_HOME": os.environ.get("SLONY_MIGRATE_HOME", str(STATE / "secrets"))}
+    args = ["--master", "db01", "--slave", "db02"]
+    phases, checks, blocked = [], [], []
+
+    def inv(*argv: str) -> str:
+        print(f"\n$ inv {' '.join(argv)}", flush=True)
+        t = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "invoke", *argv], cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        print(proc.stdout, end="", flush=True)
+        phases.append((" ".join(argv[:1]), time.monotonic() - t))
+        if proc.returncode:
+            writer.stop()
+            raise Exit(f"rehearsal: inv {' '.join(argv)} failed", code=1)
+        return proc.stdout
+
+    writer = Writer(str(SSH_CONFIG), rate=float(rate), max_seconds=3600, max_count=50_000).start()
+    inv("migrate", *args)
+    inv("verify", *args)
+    checks.append("verify after migrate")
+    for task_name in ("switchover", "switchback", "switchover"):
+        since = time.monotonic()
+        out = inv(task_name, *args)
+        time.sleep(3)
+        tool = re.search(r"blocked for at most ([\d.]+) s", out)
+        seen = writer.blocked_window(since)
+        blocked.append((task_name, float(tool.group(1)) if tool else None, seen))
+        inv("verify", *args)
+        checks.append(f"verify after {task_name}")
+    writer.stop()
+    with hosts() as h:
+        rows = dict((int(n), int(k)) for n, k in h["db02"].psql(writer.count_sql(), "shotserver04"))
+    acked = writer.acknowledged()
+    lost = [n for n in acked if rows.get(n) != 1]
+    if lost:
+        raise Exit(f"rehearsal: {len(lost)} acknowledged writes missing or doubled on db02: {lost[:10]}", code=1)
+    checks.append(f"all {len(acked)} acknowledged writes on db02 exactly once")
+    inv("finish", *args, "--yes")
+    checks.append("finish: Slony removed from both nodes")
+    print("\nrehearsal summary")
+    for name, seconds in phases:
+        print(f"  {name:<12} {seconds:6.1f} s")
+    for name, tool, seen in blocked:
+        print(f"  {name:<12} writes blocked: {tool if tool is not None else '?'} s (tool), "
+              f"{f'{seen:.1f}' if seen is not None else 'none seen'} s (writer at {rate}/s)")
+    failed = sum(1 for a in writer.attempts if not a.ok)
+    print(f"  writer: {len(writer.attempts)} attempts, {len(acked)} acknowledged, {failed} refused during locks")
+    for check in checks:
+        print(f"  ok  {check}")
