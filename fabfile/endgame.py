@@ -269,6 +269,10 @@ def switchover(run: Run, to: Node, *, max_lag: float = 10, xact_age: float = 60,
     old_h, new_h = run.host(old.host), run.host(to.host)
     # Checks, all before anything is locked.
     report = status(run)
+    down = next((n for n in report["nodes"] if not n["reachable"]), None)
+    if down:
+        raise StepError(down["host"], f"unreachable, so no switchover ({down['error']})",
+                        "bring it back, or if the origin is dead for good: inv failover")
     if not report["subscription"] or not report["subscription"]["active"]:
         raise StepError(to.host, f"{to.host} is not an active subscriber of set {cl.set_id}",
                         "wait for the initial copy (inv status), then run again")
@@ -279,7 +283,9 @@ def switchover(run: Run, to: Node, *, max_lag: float = 10, xact_age: float = 60,
     # origin makes one every 10 s, hence the margin); sl_status's numbers are reported.
     try:
         wait_for_sync(run, old_h, old, to, timeout=max_lag + 12)
-    except StepError:
+    except StepError as e:
+        if "no SYNC" not in e.message:
+            raise
         raise StepError(to.host, f"{to.host} confirmed no new SYNC within {max_lag + 12:.0f} s: lag too high",
                         "wait until inv status shows less lag, or raise --max-lag") from None
     lag = next((l for l in status(run)["lag"] or [] if l["node"] == to.host), {"events": "?", "seconds": "?"})

@@ -18,6 +18,8 @@ DOCKER = ROOT / "docker"
 PROJECT = os.environ.get("TESTBED_PROJECT", "slonytb")
 STATE = DOCKER / (".testbed" if PROJECT == "slonytb" else f".testbed-{PROJECT}")
 SSH_CONFIG = STATE / "ssh_config"
+# Each project its own /24 (172.30.240-249.0), so testbeds side by side don't collide.
+NET = os.environ.get("TESTBED_NET") or f"172.30.{240 + (0 if PROJECT == 'slonytb' else sum(map(ord, PROJECT)) % 9 + 1)}"
 HOSTS = {
     "db01": {"suite": "bookworm", "image": "debian:bookworm", "port": int(os.environ.get("DB01_SSH_PORT", 2221))},
     "db02": {"suite": "trixie", "image": "debian:trixie", "port": int(os.environ.get("DB02_SSH_PORT", 2222))},
@@ -35,7 +37,7 @@ def compose_command() -> list[str]:
 
 def compose(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "DB01_SSH_PORT": str(HOSTS["db01"]["port"]), "DB02_SSH_PORT": str(HOSTS["db02"]["port"]),
-           "TESTBED_STATE": str(STATE)}
+           "TESTBED_STATE": str(STATE), "TESTBED_NET": NET}
     cmd = [*compose_command(), "-p", PROJECT, "-f", str(DOCKER / "docker-compose.yml"), *args]
     result = subprocess.run(cmd, env=env, capture_output=capture, text=True)
     if check and result.returncode:

@@ -5,7 +5,9 @@ import os
 
 import pytest
 
+from fabfile import facts
 from fabfile import testbed as tb
+from tests.bed import CLUSTER, Bed
 
 SIZE_MB = int(os.environ.get("TESTBED_SIZE_MB", "20"))
 
@@ -29,7 +31,7 @@ def docker_compose_project_name() -> str:
 def docker_setup():
     # Images first (base images by debootstrap when no registry answers), then a fresh testbed.
     # pytest-docker runs compose with our environment: give it the same state dir and ports.
-    os.environ.update(TESTBED_STATE=str(tb.STATE), DB01_SSH_PORT=str(tb.HOSTS["db01"]["port"]),
+    os.environ.update(TESTBED_STATE=str(tb.STATE), TESTBED_NET=tb.NET, DB01_SSH_PORT=str(tb.HOSTS["db01"]["port"]),
                       DB02_SSH_PORT=str(tb.HOSTS["db02"]["port"]))
     tb.keys()
     tb.base_images()
@@ -48,3 +50,18 @@ def testbed(docker_services):
     docker_services.wait_until_responsive(check=tb.healthy, timeout=180, pause=1)
     tb.seed(SIZE_MB)
     yield str(tb.SSH_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def bed(testbed, tmp_path_factory) -> Bed:
+    b = Bed(testbed, tmp_path_factory.mktemp("slony-migrate-home"))
+    yield b
+    b.hosts.__exit__()
+
+
+@pytest.fixture
+def migrated(bed):
+    """A testbed on which `inv migrate` has run (once for the whole session, unless reset)."""
+    if not facts.slony_state(bed["db01"], CLUSTER)["subscribed"]:
+        bed.inv("migrate", "--master", "db01", "--slave", "db02")
+    return bed

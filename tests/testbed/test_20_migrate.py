@@ -3,7 +3,7 @@ import re
 import time
 
 from fabfile import facts
-from tests.testbed.conftest import CLUSTER
+from tests.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 

@@ -4,7 +4,7 @@ import signal
 import pytest
 
 from fabfile import facts
-from tests.testbed.conftest import CLUSTER
+from tests.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 STEPS = ["install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons", "create-set"]

@@ -7,7 +7,7 @@ import pytest
 from fabfile import facts
 from fabfile import testbed as tb
 from fabfile.writer import LOCKED, SUBSCRIBER, Writer
-from tests.testbed.conftest import CLUSTER
+from tests.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 

@@ -90,8 +90,10 @@ def settled_snapshot(bed, timeout: float = 60) -> dict:
     while True:
         time.sleep(2)
         now = bed.snapshot()
-        if now == last or time.monotonic() > deadline:
+        if now == last:
             return now
+        if time.monotonic() > deadline:
+            assert_unchanged(last, now, f"still after {timeout:.0f} s: slon")
         last = now
 
 

@@ -1,4 +1,4 @@
-"""Helpers for the testbed tests: run the real CLI, query the real servers, reset between tests."""
+"""The testbed as tests see it: run the real CLI, query the real servers, reset between tests."""
 from __future__ import annotations
 
 import os
@@ -7,15 +7,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from fabfile import facts
 from fabfile.model import make_cluster
 from fabfile.remote import Hosts
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = make_cluster("db01", "db02")
-pytestmark = pytest.mark.testbed
 
 
 class Bed:
@@ -115,18 +112,3 @@ class Bed:
         db02.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
                  "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "
                  "sudo -n sh -c 'rm -f /var/log/slony1/*'")
-
-
-@pytest.fixture(scope="session")
-def bed(testbed, tmp_path_factory) -> Bed:
-    b = Bed(testbed, tmp_path_factory.mktemp("slony-migrate-home"))
-    yield b
-    b.hosts.__exit__()
-
-
-@pytest.fixture
-def migrated(bed):
-    """A testbed on which `inv migrate` has run (once for the whole session, unless reset)."""
-    if not facts.slony_state(bed["db01"], CLUSTER)["subscribed"]:
-        bed.inv("migrate", "--master", "db01", "--slave", "db02")
-    return bed
