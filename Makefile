@@ -5,7 +5,7 @@ PYTHON ?= python3
 SIZE_MB ?= 200
 export INVOKE_SLONY_SSH_CONFIG := $(CURDIR)/docker/.testbed/ssh_config
 
-.PHONY: setup venv test unit rehearse down clean
+.PHONY: setup venv test test-faults unit rehearse down clean
 setup:
 	bash docker/setup-host.sh
 
@@ -21,7 +21,12 @@ unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
 test: setup venv
-	$(VENV)/bin/pytest -ra tests
+	$(VENV)/bin/pytest -ra tests/unit tests/testbed
+
+# Faults injected into a live replication (slon killed mid-copy, PostgreSQL restart, network cut,
+# migrate killed in every step): about 10 minutes of its own, so apart from `make test`; CI runs both.
+test-faults: setup venv
+	$(VENV)/bin/pytest -ra tests/faults
 
 rehearse: setup venv
 	$(VENV)/bin/inv testbed.down

@@ -169,7 +169,7 @@ def wait_for_sync(run: Run, origin: Host, origin_node: Node, receiver_node: Node
             f"SELECT 1 FROM {cl.schema}.sl_confirm WHERE con_origin = {origin_node.id} "
             f"AND con_received = {receiver_node.id} AND con_seqno > {since}", cl.database),
         timeout, receiver_node.host, f"no SYNC from {origin_node.host} confirmed",
-        f"check that both slons run (inv status), then run again", every=1)
+        "check that both slons run (inv status), then run again", every=1)
 
 
 def verify(run: Run, rounds: int = 3) -> list[str]:

@@ -6,6 +6,8 @@ or change as `[host] step: message`; they raise StepError (host, object, fix) wh
 from __future__ import annotations
 
 import difflib
+import hashlib
+import os
 import re
 import shlex
 import time
@@ -164,13 +166,9 @@ def build(run: Run, host_name: str, tarball: str, sha256: str = "",
         raise StepError(host_name, f"tarball {tarball!r} is not named slony1-VERSION.tar.bz2 or .tar.gz",
                         "give Slony's release tarball")
     version = m.group(1)
-    if not re.match(r"^(https?://|/|\.)", tarball) and "/" not in tarball:
-        tarball = "./" + tarball
     remote_url = re.match(r"^https?://", tarball)
-    if not remote_url:
-        import os
-        if not os.path.isfile(tarball):
-            raise StepError("local", f"tarball {tarball} not found", "give an existing path or a URL")
+    if not remote_url and not os.path.isfile(tarball):
+        raise StepError("local", f"tarball {tarball} not found", "give an existing path or a URL")
     if sha256 and not re.match(r"^[0-9a-f]{64}$", sha256):
         raise StepError("input", f"--sha256 {sha256!r} is not a SHA-256 hex digest", "give 64 hex digits")
     h = run.host(host_name)
@@ -179,44 +177,50 @@ def build(run: Run, host_name: str, tarball: str, sha256: str = "",
         run.say(host_name, step, f"Slony {version} already installed for PostgreSQL {major}; nothing to do")
         return
     bindir = facts.pg_dir(h, "BINDIR")
-    # What fetching and unpacking need comes on top of the build dependencies.
-    packages = " ".join([deps.format(major=major), *(["bzip2"] if tarball.endswith(".bz2") else []),
-                         *(["curl", "ca-certificates"] if remote_url else [])])
+    # Unpacking a .bz2 needs bzip2 on top of the build dependencies.
+    packages = " ".join([deps.format(major=major), *(["bzip2"] if tarball.endswith(".bz2") else [])])
     plan = (f"apt-get install {packages}\nfetch {tarball}" + (f"\nverify sha256 {sha256}" if sha256 else "")
             + f"\n./configure --with-pgconfigdir={bindir}\nmake\nsudo make install")
     if not run.change(host_name, step, f"build Slony {version} for PostgreSQL {major} from {tarball}", plan):
         return
+    name = PurePosixPath(tarball).name
+    mismatch = lambda got: StepError(host_name, f"checksum mismatch for {name}: expected {sha256}, got {got}",  # noqa: E731
+                                     "check the tarball and --sha256; nothing was installed")
+    if sha256 and not remote_url:
+        with open(tarball, "rb") as f:
+            got = hashlib.sha256(f.read()).hexdigest()
+        if got != sha256:
+            raise mismatch(got)
     work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
-    try:
-        status = h.run(f"dpkg-query -W -f '${{db:Status-Status}}\\n' {packages}", check=False)
-        if status.failed or set(status.stdout.split()) != {"installed"}:
-            run.say(host_name, step, f"installing build dependencies: {packages}")
-            h.sudo(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
-                   f"--no-install-recommends {packages}", timeout=1200, what="apt-get install (build dependencies)")
-        archive = f"{work}/{PurePosixPath(tarball).name}"
-        if remote_url:
-            h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=600, what=f"download {tarball}")
-        else:
-            h.conn.put(tarball, archive)
-        if sha256:
-            got = h.run(f"sha256sum {archive}").stdout.split()[0]
-            if got != sha256:
-                raise StepError(host_name, f"checksum mismatch for {PurePosixPath(tarball).name}: "
-                                f"expected {sha256}, got {got}", "check the tarball and --sha256; nothing was installed")
-            run.say(host_name, step, "checksum verified")
-        h.run(f"tar -xf {archive} -C {work}", what="tar")
-        src = f"{work}/slony1-{version}"
-        run.say(host_name, step, f"configure --with-pgconfigdir={bindir}")
-        h.run(f"cd {src} && ./configure --with-pgconfigdir={bindir} > {work}/configure.log 2>&1",
-              timeout=600, what=f"configure (log {work}/configure.log)")
-        run.say(host_name, step, "make (serial: the flex scanner is not parallel-safe)")
-        h.run(f"cd {src} && make > {work}/make.log 2>&1", timeout=1800, what=f"make (log {work}/make.log)")
-        h.sudo(f"cd {src} && make install > {work}/install.log 2>&1", timeout=600,
-               what=f"make install (log {work}/install.log)")
-    except StepError:
-        raise
+    archive = f"{work}/{name}"
+    if remote_url:
+        if h.run("command -v curl", check=False).failed:
+            h.sudo("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl ca-certificates",
+                   timeout=600, what="apt-get install curl")
+        h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=600, what=f"download {tarball}")
+        got = h.run(f"sha256sum {archive}").stdout.split()[0]
+        if sha256 and got != sha256:
+            h.run(f"rm -rf {work}", check=False)
+            raise mismatch(got)
     else:
-        h.run(f"rm -rf {work}", check=False)
+        h.conn.put(tarball, archive)
+    if sha256:
+        run.say(host_name, step, "checksum verified")
+    status = h.run(f"dpkg-query -W -f '${{db:Status-Status}}\\n' {packages}", check=False)
+    if status.failed or set(status.stdout.split()) != {"installed"}:
+        run.say(host_name, step, f"installing build dependencies: {packages}")
+        h.sudo(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+               f"--no-install-recommends {packages}", timeout=1200, what="apt-get install (build dependencies)")
+    h.run(f"tar -xf {archive} -C {work}", what="tar")
+    src = f"{work}/slony1-{version}"
+    run.say(host_name, step, f"configure --with-pgconfigdir={bindir}")
+    h.run(f"cd {src} && ./configure --with-pgconfigdir={bindir} > {work}/configure.log 2>&1",
+          timeout=600, what=f"configure (log {work}/configure.log)")
+    run.say(host_name, step, "make (serial: the flex scanner is not parallel-safe)")
+    h.run(f"cd {src} && make > {work}/make.log 2>&1", timeout=1800, what=f"make (log {work}/make.log)")
+    h.sudo(f"cd {src} && make install > {work}/install.log 2>&1", timeout=600,
+           what=f"make install (log {work}/install.log)")
+    h.run(f"rm -rf {work}", check=False)  # kept, with its logs, when a command above failed
     if version not in facts.slony_modules(h):
         raise StepError(host_name, f"make install left no slony1_funcs.{version}.so in the pkglibdir",
                         "check the build logs in /tmp/slony-build.*")

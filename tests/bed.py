@@ -11,7 +11,7 @@ from fabfile import facts
 from fabfile.model import make_cluster
 from fabfile.remote import Hosts
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = make_cluster("db01", "db02")
 
 

@@ -2,12 +2,10 @@
 import json
 import time
 
-import pytest
 
 from fabfile import facts
 from fabfile import testbed as tb
 from fabfile.writer import LOCKED, SUBSCRIBER, Writer
-from tests.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 

@@ -16,17 +16,20 @@ import pytest
 from fabfile import facts
 from fabfile.model import StepError
 from fabfile.remote import Hosts
-from tests.testbed.conftest import CLUSTER, ROOT
+from tests.bed import CLUSTER
 
+ROOT = Path(__file__).resolve().parents[2]
 ARGS = ("--master", "db01", "--slave", "db02")
 NOSUDO = "pfnosudo"
 
 
-def inv(bed, *args: str, ssh_config: str = "") -> subprocess.CompletedProcess:
-    """`inv ARGS` as an operator would run it, optionally with another ssh config; never raises."""
+def inv(bed, *args: str, ssh_config: str = "", check: bool = False) -> subprocess.CompletedProcess:
+    """`inv ARGS` as an operator would run it, optionally with another ssh config."""
     env = {**bed.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config or bed.ssh_config}
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert not check or result.returncode == 0, f"inv {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result
 
 
 def assert_refused(result: subprocess.CompletedProcess, host: str, obj: str, *words: str) -> str:
@@ -80,10 +83,10 @@ def assert_unchanged(before: dict, after: dict, what: str = "") -> None:
 
 
 def settled_snapshot(bed, timeout: float = 60) -> dict:
-    """A snapshot once db02 knows db01's set and two snapshots in a row agree: slon does its own
-    catalog work (partial indexes on sl_log) a little after each event."""
+    """A snapshot once db02 knows db01's set and two snapshots in a row agree: slon adds its partial
+    index on sl_log (PartInd_..._sl_log_N-node-1) on db02 a few seconds after the set is created."""
     deadline = time.monotonic() + timeout
-    while (facts.slony_state(bed["db02"], CLUSTER)["tables"] != facts.slony_state(bed["db01"], CLUSTER)["tables"]
+    while (facts.slony_state(bed["db02"], CLUSTER)["set"] != facts.slony_state(bed["db01"], CLUSTER)["set"]
            and time.monotonic() < deadline):
         time.sleep(1)
     last = bed.snapshot()
@@ -241,7 +244,7 @@ def test_guards_in_the_steps_refuse_by_hand(fresh):
     """create-set refuses a keyless table; subscribe refuses a receiver with rows; preflight proves logins."""
     bed = fresh
     for step in ("install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons"):
-        bed.inv(step, *ARGS)
+        inv(bed, step, *ARGS, check=True)
     settled_snapshot(bed)
     result = inv(bed, "preflight", *ARGS)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -261,7 +264,7 @@ def test_guards_in_the_steps_refuse_by_hand(fresh):
         line = assert_refused(inv(bed, "create-set", *ARGS), "db01", "public.preflight_keyless", "add a primary key")
         assert line.startswith("error: db01: table(s) without a primary key")
         assert_unchanged(before, bed.snapshot())
-    bed.inv("create-set", *ARGS)
+    inv(bed, "create-set", *ARGS, check=True)
 
     bed.sql("db02", "INSERT INTO websites_domain (name) VALUES ('only-on-db02.example')")
     try:
