@@ -33,6 +33,13 @@ rehearse: setup venv
 	$(VENV)/bin/inv testbed.up --size-mb $(SIZE_MB)
 	$(VENV)/bin/inv testbed.rehearse
 
+# The benchmark (not part of `make test`): its own testbed, then docs/benchmarks.md and docs/lag.png.
+# Options: make bench BENCH_ARGS="--size-mb 200 --reps 1" (see .venv/bin/python bench/run.py --help).
+.PHONY: bench
+bench: setup venv
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
 down: venv
 	$(VENV)/bin/inv testbed.down
 

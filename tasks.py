@@ -152,8 +152,10 @@ def logs(c, node=0, lines=50, follow=False, master=None, slave=None, slon_host=N
 def preflight(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None):
     """Check both servers before a migration: ok / warn / fail per check, with host, object and fix."""
     def body(run):
-        if not checks.preflight(run):
-            raise StepError("preflight", "a check failed (see above)", "fix what the failed checks name, then run again")
+        failed = checks.preflight(run)
+        if failed:
+            raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object)",
+                            "fix what they name, then run again")
     execute(c, locals(), body)
 
 
@@ -164,9 +166,10 @@ def migrate(c, master=None, slave=None, slon_host=None, cluster=None, database=N
     """Run every step in order; return when the slave is subscribed and the initial copy is done."""
     def body(run):
         print("== preflight", flush=True)
-        if not checks.preflight(run):
-            raise StepError("preflight", "a check failed (see above); nothing was changed",
-                            "fix what the failed checks name, then run again")
+        failed = checks.preflight(run)
+        if failed:
+            raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
+                            "nothing was changed", "fix what they name, then run again")
         before = len(run.changed)
         todo = list(steps.STEPS)
         for i, fn in enumerate(todo, 1):

@@ -21,6 +21,9 @@ if ! docker info >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then
         $SUDO systemctl start docker
     else
+        # A pid file left by an engine that was killed would stop the new one.
+        pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then $SUDO rm -f /var/run/docker.pid; fi
         echo "setup: starting dockerd in the background (log /var/log/dockerd.log)"
         $SUDO sh -c 'nohup dockerd >/var/log/dockerd.log 2>&1 &'
     fi

@@ -33,7 +33,8 @@ def slony_modules(host: Host) -> list[str]:
     """Slony versions whose server module (slony1_funcs.VERSION.so) is in this server's pkglibdir."""
     libdir = pg_dir(host, "PKGLIBDIR")
     out = host.run(f"ls {shlex.quote(libdir)}", what=f"listing {libdir}").stdout
-    return sorted(re.findall(r"^slony1_funcs\.([0-9.]+)\.so$", out, re.M))
+    found = set(re.findall(r"^slony1_funcs\.(\d+(?:\.\d+)*)\.so$", out, re.M))
+    return sorted(found, key=lambda v: tuple(map(int, v.split("."))))
 
 
 def slony_tool(host: Host, tool: str) -> str | None:

@@ -1,6 +1,6 @@
 """Preflight: read-only checks before a migration, each ok / warn / fail with host, object and fix.
 
-Every check prints one line, `[host] preflight: ok|warn|FAIL object: what; fix: how`; FAIL lines go
+Each finding prints one line, `[host] preflight: ok|warn|FAIL object: what; fix: how`; FAIL lines go
 to stderr, the others to stdout. Never changes anything on either server.
 """
 from __future__ import annotations
@@ -49,8 +49,8 @@ class Report:
             return None
 
 
-def preflight(run: Run) -> bool:
-    """Run every check, print one line each; return False when any check failed."""
+def preflight(run: Run) -> int:
+    """Run every check, print one line each; return how many checks failed."""
     report, cl = Report(), run.cluster
     m, s = cl.master, cl.slave
     report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {s.id} is "
@@ -77,7 +77,7 @@ def preflight(run: Run) -> bool:
         report.guard(s.host, "disk", disk, run)
         if up[cl.slon_host]:
             report.guard(cl.slon_host, f"login {cl.user}", replication_logins, run)
-    return report.failed == 0
+    return report.failed
 
 
 def access(report: Report, h: Host) -> bool:

@@ -75,11 +75,14 @@ class Host:
                 in_stream=Chunks(stdin) if stdin is not None else False,
             )
         except CommandTimedOut:
-            raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s") from None
+            raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s",
+                            "look at the host's load and logs, then run again") from None
         if check and result.failed:
             err = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = err[-1] if err else f"exit code {result.exited}"
-            raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}")
+            fix = (f"give {self.conn.user} passwordless sudo on {self.name}" if "sudo: a password is required" in detail
+                   or "not in the sudoers" in detail else "")
+            raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}", fix)
         return result
 
     def sudo(self, command: str, *, user: str = "root", **kw):

@@ -284,6 +284,11 @@ def hba(run: Run, remove: bool = False) -> None:
         old = h.read_file(path) or ""
         new = render.apply_block(old, f"cluster {cl.name}", lines, top=True)
         if new == old:
+            # A run killed between writing the file and reloading leaves it unloaded: reload then.
+            if h.value(f"SELECT pg_conf_load_time() < (pg_stat_file({literal(path)})).modification") == "t":
+                if run.change(h.name, step, f"reload PostgreSQL ({path} changed since the last load)"):
+                    h.psql("SELECT pg_reload_conf()")
+                continue
             run.say(h.name, step, f"{path} is up to date")
             continue
         owner_mode = h.run(f"sudo -n stat -c '%U:%G %a' {shlex.quote(path)}").stdout.split()

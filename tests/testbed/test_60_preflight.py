@@ -16,9 +16,8 @@ import pytest
 from fabfile import facts
 from fabfile.model import StepError
 from fabfile.remote import Hosts
-from tests.bed import CLUSTER
+from tests.bed import CLUSTER, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 ARGS = ("--master", "db01", "--slave", "db02")
 NOSUDO = "pfnosudo"
 

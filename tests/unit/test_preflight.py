@@ -47,3 +47,23 @@ def test_normal_locale_different(a, b):
 
 def test_long_transaction_threshold_is_five_minutes():
     assert LONG_TRANSACTION_SECONDS == 300
+
+
+def test_report_sends_failures_to_stderr_and_counts_them(capsys):
+    from fabfile.model import StepError
+    from fabfile.preflight import FAIL, OK, Report
+
+    report = Report()
+    report("db01", OK, "ssh", "connected as admin; sudo works")
+
+    def broken(report):
+        raise StepError("db02", "psql on database postgres: connection refused")
+
+    assert report.guard("db02", "disk", broken) is None
+    out, err = capsys.readouterr()
+    assert out == "[db01] preflight: ok ssh: connected as admin; sudo works\n"
+    assert err == ("[db02] preflight: FAIL disk: psql on database postgres: connection refused; "
+                   "fix: run the check by hand on that host\n")
+    assert report.failed == 1
+    report("db01", FAIL, "table public.t", "no key", "add a primary key")
+    assert report.failed == 2

@@ -1,0 +1,305 @@
+"""docs/benchmarks.md, docs/benchmarks.json and docs/lag.png from the benchmark's results (medians of the reps)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from parse import median
+
+MIGRATE_STEPS = ["preflight", "install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons",
+                 "create-set", "subscribe"]
+
+
+def get(d, *path):
+    for p in path:
+        if d is None:
+            return None
+        d = d.get(p) if isinstance(d, dict) else None
+    return d
+
+
+def values(reps, *path):
+    return [v for r in reps if (v := get(r, *path)) is not None]
+
+
+def fmt(vals, digits: int = 1, unit: str = "") -> str:
+    """Median, with min–max when there is more than one value."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    m = median(vals)
+    text = f"{m:.{digits}f}{unit}"
+    if len(vals) > 1 and min(vals) != max(vals):
+        text += f" ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+    return text
+
+
+def ratio(reps, num_path, den_path):
+    out = []
+    for r in reps:
+        a, b = get(r, *num_path), get(r, *den_path)
+        if a is not None and b:
+            out.append(a / b)
+    return out
+
+
+def settings_of(reps) -> list[str]:
+    labels: list[str] = []
+    for r in reps:
+        for s in r.get("settings", []):
+            if s["label"] not in labels:
+                labels.append(s["label"])
+    return labels
+
+
+def setting(r, label):
+    return next((s for s in r.get("settings", []) if s["label"] == label), None)
+
+
+def lag_stats(reps, label, rate):
+    """Per-rep stats of one (setting, rate)."""
+    out = []
+    for r in reps:
+        s = setting(r, label)
+        for run in (s or {}).get("lag", []):
+            if run["rate"] == rate:
+                out.append(run["stats"])
+    return out
+
+
+def bounded(stats: list[dict], bound: float) -> tuple[bool, str]:
+    """Bounded when the rate was delivered, sl_status p95 < bound and the data lag does not grow (medians)."""
+    tps = median([s["tps"] for s in stats])
+    p95 = median([s["lag_p95"] for s in stats])
+    slope = median([s["data_slope"] for s in stats])
+    target = stats[0]["target"]
+    if tps is None or tps < 0.9 * target:
+        return False, "rate not reached"
+    if p95 is None or p95 >= bound:
+        return False, f"p95 ≥ {bound:g} s"
+    if slope is not None and slope >= 0.1:
+        return False, "data lag grows"
+    return True, "yes"
+
+
+def markdown(res: dict) -> str:
+    meta, reps = res["meta"], res["reps"]
+    m, v = meta["machine"], res.get("versions", {})
+    n = len(reps)
+    db = meta.get("database", {})
+    small = meta["size_mb"] < 1000 or meta["reps"] < 3
+    L = ["# Benchmarks", ""]
+    if small:
+        L += [f"> **Development run**: {meta['size_mb']} MB database, {meta['reps']} repetition(s), "
+              f"{meta['load_seconds']} s of load per rate. The figures show the method and the shape, not the "
+              f"numbers of the full run (`make bench`: 1000 MB, 3 repetitions, 30 s per rate).", ""]
+    if meta.get("failed"):
+        L += [f"> **The run failed**: {meta['failed'].splitlines()[0]} — figures below are what was measured "
+              f"before.", ""]
+    L += [f"Measured {meta['date']} with `{meta['command']}` on the docker testbed (`{meta['testbed']}`): db01 "
+          f"{get(v, 'db01', 'os') or 'Debian 12'} with PostgreSQL {get(v, 'db01', 'postgresql') or '15'}, db02 "
+          f"{get(v, 'db02', 'os') or 'Debian 13'} with PostgreSQL {get(v, 'db02', 'postgresql') or '17'}, "
+          f"{v.get('slony') or 'Slony-I 2.2.11'} (packages"
+          + (f", db01 module {v['slony_db01']}" if v.get("slony_db01") else "") + f"), docker {m['docker']}"
+          + (f", compose {m['compose']}" if m.get("compose") else "") + ".", "",
+          f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, kernel {m['kernel']}; "
+          f"load average {m['loadavg_start'][0]:.1f} at the start, {meta.get('loadavg_end', [0])[0]:.1f} at "
+          f"the end (the machine is shared: other testbeds may run beside this one). Both servers run on it, "
+          f"so their \"network\" is a docker bridge and they compete for the same CPUs.", "",
+          f"Database: `shotserver04` seeded with `--size-mb {meta['size_mb']}`: "
+          + (f"{db['bytes'] / 1e6:.0f} MB on disk on db01, {db['auth_message_rows']:,} rows in auth_message. "
+             if db else "")
+          + f"Every figure is the median of {n} repetition(s)" + (" (min–max in brackets)" if n > 1 else "")
+          + f"; the whole run took {meta['elapsed_s'] / 60:.0f} min.", ""]
+
+    if any("migrate" in r for r in reps):
+        L += ["## Initial copy and tool overhead", "",
+              "| figure | seconds |", "|---|---:|",
+              f"| **Slony initial copy** (`copy_set 1 done in N seconds`, receiver's slon log) | "
+              f"**{fmt(values(reps, 'migrate', 'copy', 'seconds'))}** |",
+              f"| &nbsp;&nbsp;COPY of the rows (per table, from the log's timestamps, ±1 s) | "
+              f"{fmt(values(reps, 'migrate', 'copy', 'data'))} |",
+              f"| &nbsp;&nbsp;index rebuild after each table's COPY (±1 s) | "
+              f"{fmt(values(reps, 'migrate', 'copy', 'index'))} |",
+              f"| &nbsp;&nbsp;rest: prepare, truncate, sequences, setsync | "
+              f"{fmt(values(reps, 'migrate', 'copy', 'other'))} |",
+              f"| **`pg_dump -Fc \\| pg_restore`**, db01 to a new database on db02 | "
+              f"**{fmt(values(reps, 'dump', 'wall'))}** |",
+              f"| &nbsp;&nbsp;until pg_restore's first item (connect, pg_dump's catalog reads) | "
+              f"{fmt(values(reps, 'dump', 'phases', 'start'))} |",
+              f"| &nbsp;&nbsp;schema | {fmt(values(reps, 'dump', 'phases', 'schema'))} |",
+              f"| &nbsp;&nbsp;data (COPY) | {fmt(values(reps, 'dump', 'phases', 'data'))} |",
+              f"| &nbsp;&nbsp;indexes, primary and unique keys | {fmt(values(reps, 'dump', 'phases', 'index'))} |",
+              f"| &nbsp;&nbsp;foreign keys (validated) | {fmt(values(reps, 'dump', 'phases', 'fk'))} |",
+              f"| **ratio** dump/restore ÷ Slony copy | **{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'copy', 'seconds')), 2)}** |",
+              f"| ratio dump/restore ÷ `inv migrate` end to end | "
+              f"{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'wall')), 2)} |",
+              f"| **`inv migrate` end to end** | **{fmt(values(reps, 'migrate', 'wall'))}** |",
+              f"| **tool overhead** (`inv migrate` minus the copy) | **{fmt(values(reps, 'migrate', 'overhead'))}** |",
+              f"| &nbsp;&nbsp;preflight and the steps before subscribe | "
+              f"{fmt(values(reps, 'migrate', 'before_subscribe'))} |",
+              f"| &nbsp;&nbsp;subscribe: until slon began the copy (slonik, event, ±1 s) | "
+              f"{fmt(values(reps, 'migrate', 'before_copy'))} |",
+              f"| &nbsp;&nbsp;subscribe: after the copy until migrate returned (polling) | "
+              f"{fmt(values(reps, 'migrate', 'after_copy'))} |",
+              f"| **no-op re-run** of `inv migrate` | **{fmt(values(reps, 'noop', 'wall'))}** |"]
+        if res.get("install") is not None:
+            L.append(f"| Slony packages, `inv install` (once, before the repetitions; not in the figures above) | "
+                     f"{res['install']:.1f} |")
+        L += ["", "`inv migrate` step by step (seconds, from the arrival time of its `== N/M step` lines):", "",
+              "| " + " | ".join(MIGRATE_STEPS) + " |", "|" + "---:|" * len(MIGRATE_STEPS),
+              "| " + " | ".join(fmt(values(reps, "migrate", "steps", s)) for s in MIGRATE_STEPS) + " |", ""]
+        tables = sorted({t for r in reps for t in (get(r, "migrate", "copy", "tables") or {})},
+                        key=lambda t: -(median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0))
+        L += ["Slony's copy per table (receiver's slon log; COPY/index split from whole-second timestamps):", "",
+              "| table | MB copied | seconds | COPY | index rebuild |", "|---|---:|---:|---:|---:|"]
+        for t in tables:
+            b = median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0
+            L.append(f"| {t} | {b / 1e6:.1f} | {fmt(values(reps, 'migrate', 'copy', 'tables', t, 'seconds'), 2)} | "
+                     f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'data'), 0)} | "
+                     f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'index'), 0)} |")
+        L.append("")
+
+    labels = settings_of(reps)
+    defaults = res.get("defaults", {})
+
+    def describe(label):
+        s = next((setting(r, label) for r in reps if setting(r, label)), {})
+        txt = f"sync_interval={s.get('sync_interval')} ms, sync_interval_timeout={s.get('sync_interval_timeout')} ms"
+        return f"`{label}` ({txt})" if label != "default" else f"default ({txt}, as `inv config` writes them)"
+
+    if labels and any(get(setting(r, l), "lag") for r in reps for l in labels):
+        bound = meta["lag_bound"]
+        L += ["## Lag under load", "",
+              f"pgbench on db01 (local socket, `-c {meta['clients']} -j {meta['threads']} -T {meta['load_seconds']} "
+              f"-R rate`, one `INSERT INTO auth_message` per transaction) with db02 subscribed. Sampled every "
+              f"second: **sl_status** lag (`st_lag_time` on db01: age of the newest event db02 has confirmed, as "
+              f"far as db01 knows) and **data lag** (age of the oldest row on db01 not yet on db02, from the "
+              f"newest `auth_message.id` on each side, ±1 s). Catch-up: seconds after the load until db02 had "
+              f"every row. Bounded: the rate was delivered (≥ 90 %), sl_status p95 < {bound:g} s and the data lag "
+              f"does not grow (slope < 0.1 s/s).", ""]
+        for label in labels:
+            L += [f"Slon setting {describe(label)}:", "",
+                  "| target tps | achieved tps | sl_status lag median / p95 (s) | max events behind | "
+                  "data lag median / p95 (s) | data lag slope (s/s) | catch-up (s) | bounded |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---|"]
+            best = None
+            for rate in meta["rates"]:
+                st = lag_stats(reps, label, rate)
+                if not st:
+                    continue
+                ok, why = bounded(st, bound)
+                if ok:
+                    best = rate if best is None or rate > best else best
+                L.append(f"| {rate} | {fmt([s['tps'] for s in st], 0)} | {fmt([s['lag_median'] for s in st])} / "
+                         f"{fmt([s['lag_p95'] for s in st])} | {fmt([s['events_max'] for s in st], 0)} | "
+                         f"{fmt([s['data_median'] for s in st])} / {fmt([s['data_p95'] for s in st])} | "
+                         f"{fmt([s['data_slope'] for s in st], 3)} | {fmt([s['catch_up'] for s in st], 0)} | {why} |")
+            L += ["", f"Highest rate with bounded lag: **{best if best is not None else 'none'}"
+                  f"{' tps' if best is not None else ''}** (of the rates tried).", ""]
+
+    if labels and any(get(setting(r, l), "switch") for r in reps for l in labels):
+        L += ["## Switchover under load", "",
+              f"`fabfile.writer.Writer` inserting into auth_message at {meta['writer_rate']:g}/s (one psql over SSH "
+              f"per insert, so the achieved rate is lower) while `inv switchover` and then `inv switchback` run. "
+              f"Blocked writes: as the tool reports it (\"blocked for at most N s\": LOCK SET to MOVE SET "
+              f"confirmed) and as the writer saw it (first refused or stalled write to the first accepted one "
+              f"on the new origin). Every acknowledged write was checked to be on db01 exactly once.", "",
+              "| slon setting | switchover end to end (s) | blocked, tool (s) | blocked, writer (s) | "
+              "switchback end to end (s) | blocked, tool (s) | blocked, writer (s) | writer rate (/s) | "
+              "writes lost |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for label in labels:
+            sw = [get(setting(r, label), "switch") for r in reps]
+            sw = [s for s in sw if s]
+            if not sw:
+                continue
+            cells = []
+            for name in ("switchover", "switchback"):
+                cells += [fmt([get(s, name, "wall") for s in sw]), fmt([get(s, name, "tool") for s in sw]),
+                          fmt([get(s, name, "writer") for s in sw])]
+            L.append(f"| `{label}` | " + " | ".join(cells) + f" | "
+                     f"{fmt([get(s, 'writer_stats', 'achieved_rate') for s in sw])} | "
+                     f"{sum(get(s, 'writer_stats', 'lost_or_doubled') or 0 for s in sw)} |")
+        L.append("")
+    if labels:
+        L += ["Settings other than the default are applied after `inv migrate` by editing "
+              "`/etc/slony1/node*/slon.conf` on db02 and restarting the slons (`inv slons --stop`, `inv slons`). "
+              f"Tool defaults: {defaults}.", ""]
+    L += ["![lag over time per rate, and the writer during switchover and switchback](lag.png)", "",
+          "## How to read and rerun", "",
+          "- `make bench` (or `.venv/bin/python bench/run.py --help`) brings up its own testbed, measures, writes "
+          "this file, `benchmarks.json` (every sample) and `lag.png`, then removes the testbed. "
+          "`bench/run.py --render docs/benchmarks.json` rewrites the report from the JSON.",
+          "- Slony's copy time is slon's own figure; the COPY/index split and the waits come from whole-second "
+          "log timestamps. The dump/restore phases come from the arrival times of `pg_restore -v` lines.",
+          "- `pg_dump -Fc` compresses (CPU on db02, where both pg_dump and pg_restore run), and pg_restore "
+          "validates foreign keys; Slony's copy does neither (the schema step created the keys beforehand and "
+          "slon loads in replica mode).",
+          "- sl_status lag includes how long db01 takes to learn of db02's confirmation: slon's listener on "
+          "db01 polls db02 at up to `sync_interval_timeout`, so an idle or lightly loaded pair shows a "
+          "sawtooth up to about twice that, although the rows are there; the data lag shows the rows.", ""]
+    return "\n".join(L)
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reps = res["reps"]
+    labels = settings_of(reps)
+    rep = next((r for r in reversed(reps) if r.get("settings")), None)
+    if rep is None:
+        return
+    fig, axes = plt.subplots(len(labels), 2, figsize=(14, 4.2 * len(labels)), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for row, label in enumerate(labels):
+        s = setting(rep, label) or {}
+        ax = axes[row][0]
+        for i, run in enumerate(s.get("lag", [])):
+            c = colors[i % len(colors)]
+            t = [x[0] - run["start"] for x in run["samples"]]
+            ax.plot(t, [x[2] for x in run["samples"]], color=c, label=f"{run['rate']} tps: sl_status")
+            ax.plot(t, [x[3] for x in run["samples"]], color=c, linestyle="--", label=f"{run['rate']} tps: data")
+        if s.get("lag"):
+            ax.axvspan(0, s["lag"][0]["end"] - s["lag"][0]["start"], color="grey", alpha=0.12, label="pgbench")
+        ax.set_title(f"lag under load, slon setting {label} (rep {rep['rep']})")
+        ax.set_xlabel("seconds since pgbench started")
+        ax.set_ylabel("lag (s)")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        ax = axes[row][1]
+        sw = s.get("switch")
+        if sw:
+            ok = [a for a in sw["attempts"] if a[2]]
+            bad = [a for a in sw["attempts"] if not a[2]]
+            ax.scatter([a[0] for a in ok], [a[1] for a in ok], s=6, color="tab:green", label="write accepted")
+            ax.scatter([a[0] for a in bad], [a[1] for a in bad], s=14, marker="x", color="tab:red",
+                       label="write refused")
+            for name, c in (("switchover", "tab:blue"), ("switchback", "tab:purple")):
+                if sw.get(name):
+                    ax.axvspan(sw[name]["start"], sw[name]["end"], color=c, alpha=0.12,
+                               label=f"inv {name} ({sw[name]['wall']:.0f} s)")
+                    if sw[name].get("writer") is not None:
+                        first = next((a for a in sw["attempts"] if a[0] >= sw[name]["start"] and
+                                      (not a[2] or a[1] > 2)), None)
+                        if first:
+                            ax.axvspan(first[0], first[0] + sw[name]["writer"], color=c, alpha=0.35,
+                                       label=f"{name}: writes blocked {sw[name]['writer']:.1f} s")
+            ax.set_title(f"writer during switchover and switchback, setting {label}")
+            ax.set_xlabel("seconds since the writer started")
+            ax.set_ylabel("insert latency over SSH (s)")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+        else:
+            ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    (out / "benchmarks.md").write_text(markdown(res) + "\n")
+    plot(res, out / "lag.png")

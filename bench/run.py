@@ -1,0 +1,532 @@
+#!/usr/bin/env python3
+"""`make bench`: the figures of issue 6, measured side by side on a fresh testbed.
+
+Per repetition:
+  1. initial copy: `pg_dump -Fc | pg_restore` of shotserver04 from db01 into a fresh database on db02 (run
+     on db02 as postgres), then a reset, then `inv migrate` end to end; the copy itself from the receiver's
+     slon log (copy_set and per table: COPY and index rebuild); tool overhead = migrate minus the copy;
+     then a no-op `inv migrate`.
+  2. for each slon sync setting (--sync-interval): lag under load, pgbench on db01 at fixed rates, lag
+     sampled every second from sl_status and as data (oldest row on db01 not yet on db02);
+  3. switchover under load: fabfile.writer.Writer at a steady rate, `inv switchover` then `inv switchback`
+     end to end, blocked-write window from the tool's output and from the writer.
+Writes docs/benchmarks.md (medians of the repetitions), docs/benchmarks.json (every sample) and
+docs/lag.png, and prints the tables. Every load loop is bounded in count and time; load goes only to
+the testbed's containers. The testbed is the bench's own (TESTBED_PROJECT, default slonybench, SSH
+ports 2251/2252) and is removed at the end unless --keep.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# A testbed of its own, beside the tests' (fabfile.testbed reads these at import).
+os.environ.setdefault("TESTBED_PROJECT", "slonybench")
+os.environ.setdefault("DB01_SSH_PORT", "2251")
+os.environ.setdefault("DB02_SSH_PORT", "2252")
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import parse  # noqa: E402
+import report  # noqa: E402
+from fabfile import render  # noqa: E402
+from fabfile import testbed as tb  # noqa: E402
+from fabfile.model import make_cluster  # noqa: E402
+from fabfile.writer import Writer  # noqa: E402
+from tests.bed import Bed  # noqa: E402
+
+DB = "shotserver04"
+RESTORE_DB = "bench_restore"
+PAIR = ("--master", "db01", "--slave", "db02")
+CONFS = "/etc/slony1/node1/slon.conf /etc/slony1/node2/slon.conf"
+INSERT = "INSERT INTO auth_message (user_id, message) VALUES (1, 'bench');\n"
+SCRIPT = "/var/tmp/slony-bench-insert.sql"
+
+
+class BenchError(Exception):
+    pass
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --- running things ------------------------------------------------------------------------------------
+
+def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
+    """`inv ARGS` as an operator runs it; every output line with its arrival time (s since start)."""
+    t0, e0 = time.monotonic(), time.time()
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=bed.env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append((time.monotonic() - t0, line.rstrip("\n")))
+            if echo:
+                print(f"    {line}", end="", flush=True)
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    wall = time.monotonic() - t0
+    if rc:
+        tail = "\n".join(l for _, l in lines[-15:])
+        raise BenchError(f"inv {' '.join(args)} exited {rc} after {wall:.0f} s\n{tail}")
+    return {"wall": wall, "start": e0, "end": e0 + wall, "lines": lines}
+
+
+def ssh_stream(host: str, command: str, timeout: float) -> tuple[int, list[tuple[float, str]], float]:
+    """Run a command on a testbed host through ssh; each output line with its arrival time."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(["ssh", "-F", str(tb.SSH_CONFIG), host, command], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append((time.monotonic() - t0, line.rstrip("\n")))
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+    return rc, lines, time.monotonic() - t0
+
+
+def as_postgres(command: str) -> str:
+    return f"sudo -n -H -u postgres bash -o pipefail -c {shlex.quote('cd /tmp && ' + command)}"
+
+
+def newest(h, binary: str) -> str:
+    """The newest PostgreSQL major's copy of a client binary on a host."""
+    path = h.run(f"ls -d /usr/lib/postgresql/*/bin/{binary} | sort -V | tail -n 1").stdout.strip()
+    if not path:
+        raise BenchError(f"{h.name}: no {binary} under /usr/lib/postgresql/*/bin")
+    return path
+
+
+# --- testbed -------------------------------------------------------------------------------------------
+
+def fresh_testbed(size_mb: int) -> None:
+    say(f"fresh testbed {tb.PROJECT} (ssh ports {tb.HOSTS['db01']['port']}/{tb.HOSTS['db02']['port']}), "
+        f"seeding {size_mb} MB")
+    tb.compose("down", "-v", "--remove-orphans", check=False)
+    tb.keys()
+    tb.base_images()
+    tb.compose("build")
+    tb.compose("up", "-d")
+    tb.wait_healthy()
+    t = time.monotonic()
+    tb.seed(size_mb)
+    say(f"seeded in {time.monotonic() - t:.0f} s")
+
+
+def stop_slons(bed: Bed) -> None:
+    """Stop slons and watchdogs by their pids (inv slons --stop) when a configuration is there."""
+    if bed["db02"].run("test -e /etc/slony1/slon_tools.conf", check=False).ok:
+        inv(bed, "slons", "--stop", *PAIR, echo=False, timeout=120)
+
+
+def reset(bed: Bed) -> None:
+    """Back to a freshly seeded pair (Slony packages stay installed)."""
+    stop_slons(bed)
+    bed["db02"].psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
+    bed.reset()
+
+
+# --- 1. initial copy ------------------------------------------------------------------------------------
+
+def dump_restore(bed: Bed) -> dict:
+    """pg_dump -Fc | pg_restore of shotserver04, db01 to a fresh database on db02, run on db02 as postgres.
+
+    pg_dump connects to db01 as the replication user (the users and hba steps give db02 a .pgpass
+    entry and a pg_hba line for it); pg_restore writes over db02's local socket as postgres.
+    """
+    say("pg_dump | pg_restore: users and hba steps for the connection from db02 to db01")
+    inv(bed, "users", *PAIR, echo=False, timeout=300)
+    inv(bed, "hba", *PAIR, echo=False, timeout=300)
+    db01, db02 = bed["db01"], bed["db02"]
+    owner = db01.value(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{DB}'")
+    db02.psql(f"DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN "
+              f"CREATE ROLE {owner} LOGIN; END IF; END$$")
+    db02.psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
+    db02.psql(f"CREATE DATABASE {RESTORE_DB} OWNER {owner} ENCODING 'UTF8' TEMPLATE template0")
+    dump, restore = newest(db02, "pg_dump"), newest(db02, "pg_restore")
+    cmd = (f"{dump} -w -h db01 -U slony -Fc {DB} | "
+           f"{restore} -w -v --exit-on-error -d {RESTORE_DB}")
+    say(f"pg_dump | pg_restore: {cmd}")
+    rc, lines, wall = ssh_stream("db02", as_postgres(cmd), timeout=4 * 3600)
+    if rc:
+        tail = "\n".join(l for _, l in lines[-10:])
+        raise BenchError(f"pg_dump | pg_restore exited {rc}\n{tail}")
+    rows = [db.value("SELECT count(*) FROM auth_message", name)
+            for db, name in ((db01, DB), (db02, RESTORE_DB))]
+    if rows[0] != rows[1]:
+        raise BenchError(f"restore incomplete: auth_message has {rows[1]} rows on db02, {rows[0]} on db01")
+    phases = parse.restore_phases(lines, wall)
+    say(f"pg_dump | pg_restore: {wall:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) + ")")
+    db02.psql(f"DROP DATABASE {RESTORE_DB} WITH (FORCE)")
+    return {"wall": wall, "phases": phases, "command": cmd, "rows": int(rows[0])}
+
+
+def migrate(bed: Bed) -> dict:
+    say("inv migrate (timed end to end)")
+    run = inv(bed, "migrate", *PAIR, timeout=4 * 3600)
+    log = bed["db02"].sudo("cat /var/log/slony1/slon-node2.log").stdout
+    copy = parse.slon_copy(log)
+    if copy is None:
+        raise BenchError("no finished copy_set in db02's slon-node2.log")
+    steps = parse.migrate_steps(run["lines"], run["wall"])
+    sub_at = parse.step_start(run["lines"], "subscribe")
+    sub_start = run["start"] + (sub_at or 0.0)
+    # Log times are whole seconds: the copy began within [start, start + 1).
+    before = max(0.0, copy["start"] + 0.5 - sub_start)
+    subscribe = steps.get("subscribe", 0.0)
+    out = {"wall": run["wall"], "steps": steps, "copy": copy, "overhead": run["wall"] - copy["seconds"],
+           "before_copy": before, "after_copy": max(0.0, subscribe - before - copy["seconds"]),
+           "before_subscribe": run["wall"] - subscribe}
+    say(f"migrate {run['wall']:.1f} s; copy_set {copy['seconds']:.1f} s (COPY {copy['data']:.0f} s, index "
+        f"rebuild {copy['index']:.0f} s, other {copy['other']:.1f} s); overhead {out['overhead']:.1f} s")
+    return out
+
+
+def noop(bed: Bed) -> dict:
+    say("inv migrate again (no-op)")
+    run = inv(bed, "migrate", *PAIR, timeout=900, echo=False)
+    ok = any("nothing to do" in l for _, l in run["lines"])
+    if not ok:
+        raise BenchError("the second inv migrate did something:\n" + "\n".join(l for _, l in run["lines"]))
+    say(f"no-op migrate {run['wall']:.1f} s")
+    return {"wall": run["wall"]}
+
+
+# --- slon settings --------------------------------------------------------------------------------------
+
+def parse_settings(spec: str) -> list[dict]:
+    """'default,500,500:2000' -> settings; MS sets sync_interval, MS:MS also sync_interval_timeout."""
+    out = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        if item == "default":
+            out.append({"label": "default", "sync_interval": None, "sync_interval_timeout": None})
+            continue
+        m = re.fullmatch(r"(\d+)(?::(\d+))?", item)
+        if not m:
+            raise SystemExit(f"--sync-interval: {item!r} is neither 'default' nor MS nor MS:TIMEOUT_MS")
+        out.append({"label": item, "sync_interval": int(m[1]),
+                    "sync_interval_timeout": int(m[2]) if m[2] else None})
+    return out
+
+
+def sync_values(text: str) -> dict[str, int]:
+    return {k: int(v) for k, v in re.findall(r"^(sync_interval(?:_timeout)?)=(\d+)", text, re.M)}
+
+
+def conf_values(bed: Bed) -> dict[str, int]:
+    return sync_values(bed["db02"].sudo("cat /etc/slony1/node1/slon.conf").stdout)
+
+
+def tool_defaults() -> dict[str, int]:
+    """The sync settings `inv config` writes (fabfile.render.slon_conf)."""
+    cluster = make_cluster("db01", "db02")
+    return sync_values(render.slon_conf(cluster, cluster.master))
+
+
+def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str, int]:
+    """Edit both slon.conf files on db02 and restart the slons (inv slons --stop; inv slons) if needed."""
+    want = {"sync_interval": setting["sync_interval"] or defaults["sync_interval"],
+            "sync_interval_timeout": setting["sync_interval_timeout"] or defaults["sync_interval_timeout"]}
+    if conf_values(bed) != want:
+        say(f"slon settings {want}: editing {CONFS} on db02, restarting the slons")
+        sed = " ".join(f"-e 's/^{k}=.*/{k}={v}/'" for k, v in want.items())
+        bed["db02"].run(f"sudo -n sed -i {sed} {CONFS}")
+        inv(bed, "slons", "--stop", *PAIR, echo=False, timeout=120)
+        inv(bed, "slons", *PAIR, echo=False, timeout=120)
+        time.sleep(2)
+    logged = parse.slon_options(bed["db02"].sudo("cat /var/log/slony1/slon-node1.log").stdout)
+    if logged and logged != want:
+        raise BenchError(f"slon for node1 runs with {logged}, expected {want}")
+    return want
+
+
+# --- 2. lag under load ----------------------------------------------------------------------------------
+
+LAG_SQL = (f"SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), "
+           f"(SELECT coalesce(max(id), 0) FROM auth_message) FROM _replication.sl_status")
+TOP_SQL = "SELECT coalesce(max(id), 0) FROM auth_message"
+
+
+def lag_run(bed: Bed, pgbench: str, rate: int, seconds: int, clients: int, threads: int,
+            catchup_timeout: float, history: list) -> dict:
+    """pgbench at `rate` tps on db01 while sampling lag every second; then until db02 has every row."""
+    db01, db02 = bed["db01"], bed["db02"]
+    cmd = f"{pgbench} -n -f {SCRIPT} -R {rate} -T {seconds} -c {clients} -j {threads} {DB}"
+    samples: list[list[float]] = []
+
+    def sample(t0: float) -> tuple[float, int, int]:
+        row = db01.psql(LAG_SQL, DB)[0]
+        top1, top2 = int(row[2]), int(db02.value(TOP_SQL, DB))
+        now = time.monotonic()
+        history.append((now, top1))
+        samples.append([round(now - t0, 2), int(row[0]), float(row[1]), parse.data_lag(history, top2, now)])
+        return now, top1, top2
+
+    t0 = time.monotonic()
+    for _ in range(3):                      # a short baseline before the load
+        sample(t0)
+        time.sleep(max(0.0, 1 - (time.monotonic() - t0) % 1))
+    start = time.monotonic() - t0
+    out: list = []
+    proc = threading.Thread(target=lambda: out.append(ssh_stream("db01", as_postgres(cmd), seconds + 120)),
+                            daemon=True)
+    proc.start()
+    deadline = time.monotonic() + seconds + 120
+    while proc.is_alive() and time.monotonic() < deadline:
+        sample(t0)
+        time.sleep(max(0.0, 1 - (time.monotonic() - t0) % 1))
+    proc.join(timeout=10)
+    end = time.monotonic() - t0
+    if not out or out[0][0]:
+        raise BenchError(f"pgbench -R {rate} failed: " + ("\n".join(l for _, l in out[0][1][-5:]) if out else
+                                                          "did not finish"))
+    bench = parse.pgbench("\n".join(l for _, l in out[0][1]))
+    final = int(db01.value(TOP_SQL, DB))
+    caught_up = None
+    limit = time.monotonic() + catchup_timeout
+    while time.monotonic() < limit:
+        now, _, top2 = sample(t0)
+        if top2 >= final:
+            caught_up = now - t0 - end
+            break
+        time.sleep(max(0.0, 1 - (time.monotonic() - t0) % 1))
+    for _ in range(3):
+        sample(t0)
+        time.sleep(max(0.0, 1 - (time.monotonic() - t0) % 1))
+    window = [s for s in samples if start <= s[0] <= end]
+    stats = {
+        "target": rate, "tps": bench["tps"], "schedule_lag_ms": bench["schedule_lag_ms"],
+        "transactions": bench["transactions"],
+        "reached": bool(bench["tps"] and bench["tps"] >= 0.9 * rate),
+        "lag_median": parse.median([s[2] for s in window]), "lag_p95": parse.pct([s[2] for s in window], 95),
+        "lag_max": max((s[2] for s in window), default=None),
+        "events_max": max((s[1] for s in window), default=None),
+        "data_median": parse.median([s[3] for s in window]), "data_p95": parse.pct([s[3] for s in window], 95),
+        "data_slope": parse.slope([(s[0], s[3]) for s in window]),
+        "catch_up": caught_up,
+    }
+    say(f"  -R {rate}: {bench['tps'] or 0:.0f} tps; sl_status lag median {stats['lag_median']:.1f} s, p95 "
+        f"{stats['lag_p95']:.1f} s; data lag median {stats['data_median']:.1f} s, p95 {stats['data_p95']:.1f} s; "
+        f"caught up {'%.0f s' % caught_up if caught_up is not None else 'NOT'} after the load")
+    return {"rate": rate, "start": start, "end": end, "samples": samples, "pgbench": bench, "stats": stats}
+
+
+def settle(bed: Bed, timeout: float = 90) -> None:
+    """Wait (bounded) until db02 has every row of db01 and sl_status shows a recent confirmation."""
+    limit = time.monotonic() + timeout
+    while time.monotonic() < limit:
+        row = bed["db01"].psql(LAG_SQL, DB)[0]
+        if int(bed["db02"].value(TOP_SQL, DB)) >= int(row[2]) and int(row[0]) <= 2:
+            return
+        time.sleep(1)
+    say(f"  (replica not settled after {timeout:.0f} s; going on)")
+
+
+def lag_phase(bed: Bed, args) -> list[dict]:
+    db01 = bed["db01"]
+    pgbench = newest(db01, "pgbench")
+    db01.write_file(SCRIPT, INSERT, owner="postgres:postgres", mode="644")
+    runs, history = [], []
+    for rate in args.rates:
+        settle(bed)
+        runs.append(lag_run(bed, pgbench, rate, args.load_seconds, args.clients, args.threads,
+                            args.catchup_timeout, history))
+    return runs
+
+
+# --- 3. switchover under load ---------------------------------------------------------------------------
+
+BLOCKED = re.compile(r"blocked for at most ([\d.]+) s")
+
+
+def switch_phase(bed: Bed, args, tag: str) -> dict:
+    settle(bed)
+    writer = Writer(str(tb.SSH_CONFIG), rate=args.writer_rate, tag=tag, max_seconds=900,
+                    max_count=int(args.writer_rate * 900))
+    t0 = time.monotonic()
+    writer.start()
+    out: dict = {"rate": args.writer_rate}
+    try:
+        time.sleep(5)
+        for name in ("switchover", "switchback"):
+            since = time.monotonic()
+            say(f"inv {name} with the writer at {args.writer_rate}/s")
+            run = inv(bed, name, *PAIR, timeout=900, echo=False)
+            end = time.monotonic()
+            time.sleep(4)
+            tool = next((float(m[1]) for _, l in run["lines"] if (m := BLOCKED.search(l))), None)
+            seen = writer.blocked_window(since)
+            out[name] = {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0}
+            say(f"  {name}: {run['wall']:.1f} s end to end; writes blocked {tool} s (tool), "
+                f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer)")
+            settle(bed)
+    finally:
+        writer.stop()
+    span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
+    acked = writer.acknowledged()
+    rows = dict((int(n), int(k)) for n, k in bed["db01"].psql(writer.count_sql(), DB))
+    lost = [n for n in acked if rows.get(n) != 1]
+    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(acked),
+                           "refused": sum(1 for a in writer.attempts if not a.ok),
+                           "achieved_rate": len(writer.attempts) / span if span else None,
+                           "lost_or_doubled": len(lost)}
+    out["attempts"] = [[round(a.start - t0, 3), round(a.end - a.start, 3), a.ok] for a in writer.attempts]
+    if lost:
+        raise BenchError(f"{len(lost)} acknowledged writes missing or doubled on db01: {lost[:10]}")
+    return out
+
+
+# --- machine and versions -------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
+                if l.startswith("MemTotal")), 0)
+    docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
+                            text=True).stdout.strip()
+    compose = subprocess.run([*tb.compose_command(), "version", "--short"], capture_output=True,
+                             text=True).stdout.strip()
+    return {"nproc": os.cpu_count(), "memory_gib": round(mem / 1024 / 1024, 1), "cpu": cpu,
+            "kernel": os.uname().release, "docker": docker, "compose": compose,
+            "loadavg_start": os.getloadavg()}
+
+
+def versions(bed: Bed) -> dict:
+    out = {}
+    for name in ("db01", "db02"):
+        h = bed[name]
+        out[name] = {"postgresql": h.value("SHOW server_version"),
+                     "os": h.run(". /etc/os-release && echo $PRETTY_NAME").stdout.strip()}
+    out["slony"] = bed["db02"].run("slon -v 2>&1 || true").stdout.strip()
+    out["slony_db01"] = bed["db01"].run("dpkg-query -W -f '${Version}' 'postgresql-*-slony1-2' 2>/dev/null || true"
+                                        ).stdout.strip()
+    return out
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-mb", type=int, default=1000, help="size of the demo database (default 1000)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (default 3); the report shows medians")
+    p.add_argument("--rates", default="50,200,800,2000", help="pgbench rates in tps (default 50,200,800,2000)")
+    p.add_argument("--load-seconds", type=int, default=30, help="pgbench -T per rate (default 30)")
+    p.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
+    p.add_argument("--threads", type=int, default=2, help="pgbench -j (default 2)")
+    p.add_argument("--catchup-timeout", type=float, default=300, help="wait at most this long for db02 to "
+                   "catch up after each load (default 300 s)")
+    p.add_argument("--lag-bound", type=float, default=10.0, help="lag counts as bounded when its p95 (sl_status) "
+                   "stays below this many seconds and the data lag does not grow (default 10)")
+    p.add_argument("--writer-rate", type=float, default=10.0, help="writer inserts/s during switchover (default 10)")
+    p.add_argument("--sync-interval", default="default,500:2000",
+                   help="slon sync settings to compare, comma-separated: 'default' (as inv config writes them), "
+                        "MS (sync_interval) or MS:MS (sync_interval:sync_interval_timeout); applied after "
+                        "migrate by editing /etc/slony1/node*/slon.conf on db02 and restarting the slons "
+                        "(default: default,500:2000)")
+    p.add_argument("--phases", default="copy,lag,switchover", help="what to measure (default copy,lag,switchover)")
+    p.add_argument("--reuse", action="store_true", help="use the running testbed as it is (development)")
+    p.add_argument("--keep", action="store_true", help="leave the testbed running at the end")
+    p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json and lag.png go (docs/)")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the report from a benchmarks.json")
+    args = p.parse_args()
+    out = Path(args.out)
+    if args.render:
+        results = json.loads(Path(args.render).read_text())
+        report.write(results, out)
+        print(report.markdown(results))
+        return 0
+    args.rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    settings = parse_settings(args.sync_interval)
+    phases = set(args.phases.split(","))
+    started = time.monotonic()
+    results: dict = {
+        "meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "size_mb": args.size_mb,
+                 "reps": args.reps, "rates": args.rates, "load_seconds": args.load_seconds,
+                 "clients": args.clients, "threads": args.threads, "writer_rate": args.writer_rate,
+                 "lag_bound": args.lag_bound, "settings": [s["label"] for s in settings],
+                 "phases": sorted(phases), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+                 "testbed": tb.PROJECT, "machine": machine()},
+        "reps": [],
+    }
+    failed = None
+    bed = None
+    try:
+        if not args.reuse:
+            fresh_testbed(args.size_mb)
+        bed = Bed(str(tb.SSH_CONFIG), Path(os.environ.get("SLONY_MIGRATE_HOME") or (tb.STATE / "bench-home")))
+        bed.home.mkdir(parents=True, exist_ok=True)
+        bed.env["SLONY_MIGRATE_HOME"] = str(bed.home)
+        results["meta"]["database"] = {
+            "bytes": int(bed["db01"].value(f"SELECT pg_database_size('{DB}')")),
+            "auth_message_rows": int(bed["db01"].value("SELECT count(*) FROM auth_message", DB))}
+        say(f"database {DB} on db01: {results['meta']['database']['bytes'] / 1e6:.0f} MB")
+        if "copy" in phases:
+            say("Slony packages (once, outside the repetitions): inv install")
+            results["install"] = inv(bed, "install", *PAIR, timeout=1800, echo=False)["wall"]
+            say(f"install {results['install']:.1f} s")
+        for rep in range(1, args.reps + 1):
+            say(f"=== repetition {rep}/{args.reps}")
+            r: dict = {"rep": rep}
+            results["reps"].append(r)
+            if "copy" in phases:
+                reset(bed)
+                r["dump"] = dump_restore(bed)
+                reset(bed)
+                r["migrate"] = migrate(bed)
+                r["noop"] = noop(bed)
+            if phases & {"lag", "switchover"}:
+                results["defaults"] = tool_defaults()
+                r["settings"] = []
+                for i, setting in enumerate(settings):
+                    applied = apply_setting(bed, setting, results["defaults"])
+                    s = {"label": setting["label"], **applied}
+                    r["settings"].append(s)
+                    say(f"--- slon setting {setting['label']}: {applied}")
+                    if "lag" in phases:
+                        s["lag"] = lag_phase(bed, args)
+                    if "switchover" in phases:
+                        s["switch"] = switch_phase(bed, args, tag=f"bench{rep}x{i}")
+        results["versions"] = versions(bed)
+    except Exception as e:  # keep what was measured; say what failed
+        failed = f"{type(e).__name__}: {e}"
+        say(f"FAILED: {failed}")
+    finally:
+        results["meta"]["elapsed_s"] = round(time.monotonic() - started)
+        results["meta"]["loadavg_end"] = os.getloadavg()
+        if failed:
+            results["meta"]["failed"] = failed
+        if bed is not None:
+            bed.hosts.__exit__()
+        if not args.keep and not args.reuse:
+            say(f"removing testbed {tb.PROJECT}")
+            tb.compose("down", "-v", "--remove-orphans", check=False)
+    if results["reps"]:
+        report.write(results, out)
+        print()
+        print(report.markdown(results))
+        say(f"wrote {out / 'benchmarks.md'}, {out / 'benchmarks.json'}, {out / 'lag.png'}")
+    say(f"elapsed {results['meta']['elapsed_s'] / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

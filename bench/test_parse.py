@@ -1,0 +1,94 @@
+"""The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). `pytest bench`."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import parse  # noqa: E402
+
+SLON_LOG = """\
+2026-11-25 22:18:52 UTC CONFIG main: Integer option sync_interval = 2000
+2026-11-25 22:18:52 UTC CONFIG main: Integer option sync_interval_timeout = 10000
+2026-11-25 22:18:57 UTC CONFIG storeSubscribe: sub_set=1 sub_provider=1 sub_forward='t'
+2026-11-25 22:18:57 UTC INFO   copy_set 1 - omit=f - bool=0
+2026-11-25 22:18:57 UTC CONFIG remoteWorkerThread_1: prepare to copy table "public"."auth_message"
+2026-11-25 22:18:57 UTC CONFIG remoteWorkerThread_1: copy table "public"."auth_message"
+2026-11-25 22:18:57 UTC CONFIG remoteWorkerThread_1: Begin COPY of table "public"."auth_message"
+NOTICE:  truncate of "public"."auth_message" succeeded
+2026-11-25 22:18:59 UTC CONFIG remoteWorkerThread_1: 26780051 bytes copied for table "public"."auth_message"
+2026-11-25 22:19:01 UTC CONFIG remoteWorkerThread_1: 3.982 seconds to copy table "public"."auth_message"
+2026-11-25 22:19:01 UTC CONFIG remoteWorkerThread_1: Begin COPY of table "public"."auth_user"
+NOTICE:  truncate of "public"."auth_user" failed - doing delete
+2026-11-25 22:19:02 UTC CONFIG remoteWorkerThread_1: 3566682 bytes copied for table "public"."auth_user"
+2026-11-25 22:19:02 UTC CONFIG remoteWorkerThread_1: 0.654 seconds to copy table "public"."auth_user"
+2026-11-25 22:19:02 UTC INFO   remoteWorkerThread_1: 0.005 seconds to copy sequences
+2026-11-25 22:19:02 UTC INFO   remoteWorkerThread_1: 0.003 seconds to build initial setsync status
+2026-11-25 22:19:02 UTC INFO   copy_set 1 done in 5.067 seconds
+2026-11-25 22:19:05 UTC INFO   remoteWorkerThread_1: SYNC 5000000041 done in 0.350 seconds
+"""
+
+
+def test_slon_copy():
+    c = parse.slon_copy(SLON_LOG)
+    assert c["seconds"] == 5.067
+    assert c["done"] - c["start"] == 5
+    assert c["subscribe_seen"] == c["start"]
+    msg = c["tables"]["public.auth_message"]
+    assert msg["bytes"] == 26780051 and msg["seconds"] == 3.982
+    assert msg["index"] == 2.0 and abs(msg["data"] - 1.982) < 1e-9
+    assert c["tables"]["public.auth_user"]["index"] == 0.0
+    assert abs(c["other"] - (5.067 - 3.982 - 0.654)) < 1e-9
+    assert c["bytes"] == 26780051 + 3566682
+
+
+def test_slon_copy_unfinished_or_absent():
+    assert parse.slon_copy("") is None
+    assert parse.slon_copy(SLON_LOG.split("copy_set 1 done")[0]) is None
+
+
+def test_slon_options():
+    assert parse.slon_options(SLON_LOG + SLON_LOG.replace("= 2000", "= 500")) == {
+        "sync_interval": 500, "sync_interval_timeout": 10000}
+
+
+def test_restore_phases():
+    lines = [(0.5, "pg_restore: connecting to database for restore"),
+             (1.0, 'pg_restore: creating TABLE "public.auth_message"'),
+             (1.5, 'pg_restore: processing data for table "public.auth_message"'),
+             (9.5, 'pg_restore: creating CONSTRAINT "public.auth_message auth_message_pkey"'),
+             (11.0, 'pg_restore: creating INDEX "public.auth_message_user_id"'),
+             (12.0, 'pg_restore: creating FK CONSTRAINT "public.auth_message auth_message_user_id_fkey"')]
+    p = parse.restore_phases(lines, 13.0)
+    assert p == {"start": 1.0, "schema": 0.5, "data": 8.0, "index": 2.5, "fk": 1.0}
+    assert sum(p.values()) == 13.0
+
+
+def test_pgbench():
+    out = """number of transactions actually processed: 19958
+number of failed transactions: 0 (0.000%)
+latency average = 50.337 ms
+rate limit schedule lag: avg 48.650 (max 279.647) ms
+tps = 2004.425041 (without initial connection time)"""
+    b = parse.pgbench(out)
+    assert b["tps"] == 2004.425041 and b["transactions"] == 19958 and b["schedule_lag_ms"] == 48.65
+
+
+def test_migrate_steps():
+    lines = [(0.0, "== preflight"), (2.0, "[db01] preflight: ok"), (3.0, "== 1/11 install"),
+             (4.0, "== 11/11 subscribe"), (10.0, "migrate: done")]
+    assert parse.migrate_steps(lines, 12.0) == {"preflight": 3.0, "install": 1.0, "subscribe": 8.0}
+    assert parse.step_start(lines, "subscribe") == 4.0
+
+
+def test_data_lag():
+    history = [(0.0, 100), (1.0, 150), (2.0, 200)]
+    assert parse.data_lag(history, 200, 2.0) == 0.0
+    assert parse.data_lag(history, 120, 2.0) == 1.0   # row 121..150 appeared by t=1
+    assert parse.data_lag(history, 90, 2.5) == 2.5
+
+
+def test_stats():
+    assert parse.pct(list(range(1, 101)), 95) == 95
+    assert parse.pct([3.0], 95) == 3.0
+    assert parse.median([1, None, 3]) == 2
+    assert abs(parse.slope([(0, 0), (1, 2), (2, 4)]) - 2) < 1e-9
