@@ -92,3 +92,14 @@ def test_stats():
     assert parse.pct([3.0], 95) == 3.0
     assert parse.median([1, None, 3]) == 2
     assert abs(parse.slope([(0, 0), (1, 2), (2, 4)]) - 2) < 1e-9
+
+
+def test_verdict():
+    import report
+    base = {"target": 800, "tps": 801.0, "lag_p95": 4.0, "data_max_1st": 9.0, "data_max_2nd": 2.0,
+            "catch_up": 1.0, "data_slope": 0.0}
+    assert report.verdict([base], 10) == (True, True, "yes")
+    assert report.verdict([{**base, "lag_p95": 12.0}], 10)[:2] == (True, False)
+    assert report.verdict([{**base, "data_max_2nd": 14.0}], 10)[:2] == (False, False)
+    assert report.verdict([{**base, "catch_up": None}], 10)[:2] == (False, False)
+    assert report.verdict([{**base, "tps": 500.0}], 10)[2] == "rate not reached on db01"

@@ -131,14 +131,19 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
     return out
 
 
-def app_sequences(host: Host, cluster: Cluster) -> list[str]:
+def app_relations(host: Host, cluster: Cluster, where: str) -> list[str]:
+    """Quoted names of the application's relations (pg_class c) that match `where`, sorted."""
     rows = host.psql(f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'S' AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+ WHERE {where} AND n.nspname NOT IN {SYSTEM_SCHEMAS}
    AND n.nspname <> {literal(cluster.schema)} AND n.nspname NOT LIKE 'pg\\_%'
  ORDER BY 1""", cluster.database)
     return [r[0] for r in rows]
+
+
+def app_sequences(host: Host, cluster: Cluster) -> list[str]:
+    return app_relations(host, cluster, "c.relkind = 'S'")
 
 
 def replicable(host: Host, cluster: Cluster) -> tuple[list[Table], list[str]]:
@@ -268,29 +273,16 @@ def local_node_id(host: Host, cluster: Cluster) -> int | None:
 
 
 def unlogged_tables(host: Host, cluster: Cluster) -> list[str]:
-    rows = host.psql(f"""
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND c.relpersistence = 'u'
-   AND n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname <> {literal(cluster.schema)}
-   AND n.nspname NOT LIKE 'pg\\_%'
- ORDER BY 1""", cluster.database)
-    return [r[0] for r in rows]
+    return app_relations(host, cluster, "c.relkind = 'r' AND c.relpersistence = 'u'")
 
 
 def unowned_sequences(host: Host, cluster: Cluster) -> list[str]:
     """Sequences of the application's schemas that no column owns (neither serial nor identity)."""
-    rows = host.psql(f"""
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'S' AND n.nspname NOT IN {SYSTEM_SCHEMAS}
-   AND n.nspname <> {literal(cluster.schema)} AND n.nspname NOT LIKE 'pg\\_%'
+    return app_relations(host, cluster, """c.relkind = 'S'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                       AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
-                      AND d.deptype IN ('a', 'i'))
- ORDER BY 1""", cluster.database)
-    return [r[0] for r in rows]
+                      AND d.deptype IN ('a', 'i'))""")
 
 
 def large_objects(host: Host, database: str) -> int:

@@ -61,7 +61,8 @@ def bed(testbed, tmp_path_factory) -> Bed:
 
 @pytest.fixture
 def migrated(bed):
-    """A testbed on which `inv migrate` has run (once for the whole session, unless reset)."""
+    """A testbed on which `inv migrate` has run: kept from an earlier test when still replicating."""
     if not facts.slony_state(bed["db01"], CLUSTER)["subscribed"]:
+        bed.reset()  # whatever an earlier test left (e.g. uninstalled, data kept on db02)
         bed.inv("migrate", "--master", "db01", "--slave", "db02")
     return bed
