@@ -70,14 +70,18 @@ class Run:
         self.changed.append(f"{host} {step}: {message}")
         return not self.dry_run
 
-    def slonik(self, step: str, script: str, what: str, timeout: int = 600) -> None:
-        """Run a slonik script on the slon host as postgres, script on stdin (never in argv)."""
-        if not self.change(self.cluster.slon_host, step, what, script):
-            return
+    def slonik(self, step: str, script: str, what: str, timeout: int = 600, check: bool = True, quiet=False):
+        """Run a slonik script on the slon host as postgres, script on stdin (never in argv).
+
+        Reports it as a change first (quiet: not); returns the result, or None in a dry run.
+        """
+        if not quiet and not self.change(self.cluster.slon_host, step, what, script):
+            return None
         slonik = facts.slony_tool(self.slon, "slonik")
         if not slonik:
             raise StepError(self.slon.name, "slonik is not installed", "run the install (or build) step first")
-        self.slon.sudo(f"{slonik} -w", user="postgres", stdin=script, timeout=timeout, what=f"slonik ({what})")
+        return self.slon.sudo(f"{slonik} -w", user="postgres", stdin=script, timeout=timeout, check=check,
+                              what=f"slonik ({what})")
 
 
 def diff(old: str, new: str, path: str) -> str:
