@@ -11,8 +11,8 @@ import time
 
 from invoke import Collection, Exit, task
 
-from fabfile import preflight as checks
 from fabfile import endgame, steps, testbed
+from fabfile import migrate as migration
 from fabfile.model import StepError, make_cluster
 from fabfile.remote import Hosts
 
@@ -151,12 +151,7 @@ def logs(c, node=0, lines=50, follow=False, master=None, slave=None, slon_host=N
 @task(help=helps())
 def preflight(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None):
     """Check both servers before a migration: ok / warn / fail per check, with host, object and fix."""
-    def body(run):
-        failed = checks.preflight(run)
-        if failed:
-            raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object)",
-                            "fix what they name, then run again")
-    execute(c, locals(), body)
+    execute(c, locals(), migration.check)
 
 
 @task(help=helps("dry-run", "prompt-password", tarball="build Slony from this tarball instead of installing packages",
@@ -164,30 +159,7 @@ def preflight(c, master=None, slave=None, slon_host=None, cluster=None, database
 def migrate(c, master=None, slave=None, slon_host=None, cluster=None, database=None, user=None, dry_run=False,
             prompt_password=False, tarball="", sha256="", timeout=3600):
     """Run every step in order; return when the slave is subscribed and the initial copy is done."""
-    def body(run):
-        print("== preflight", flush=True)
-        failed = checks.preflight(run)
-        if failed:
-            raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
-                            "nothing was changed", "fix what they name, then run again")
-        before = len(run.changed)
-        todo = list(steps.STEPS)
-        for i, fn in enumerate(todo, 1):
-            name = fn.__name__.replace("_", "-")
-            print(f"== {i}/{len(todo)} {name}", flush=True)
-            if fn is steps.install and tarball:
-                for h in dict.fromkeys([run.cluster.master.host, run.cluster.slave.host, run.cluster.slon_host]):
-                    steps.build(run, h, tarball, sha256)
-            elif fn is steps.subscribe:
-                steps.subscribe(run, wait=True, timeout=timeout)
-            else:
-                fn(run)
-        made = len(run.changed) - before
-        if not run.dry_run:
-            print(f"migrate: done, {made} change(s); {run.cluster.slave.host} replicates "
-                  f"{run.cluster.database} from {run.cluster.master.host}" if made else
-                  "migrate: nothing to do, every step was already done", flush=True)
-    execute(c, locals(), body)
+    execute(c, locals(), lambda run: migration.migrate(run, tarball, sha256, timeout))
 
 
 @task(help=helps(watch="refresh every N seconds until interrupted", json="print JSON for scripts and monitoring"))
