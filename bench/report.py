@@ -225,25 +225,29 @@ def markdown(res: dict) -> str:
         L += ["## Switchover under load", "",
               f"`fabfile.writer.Writer` inserting into auth_message at {meta['writer_rate']:g}/s (one psql over SSH "
               f"per insert, so the achieved rate is lower) while `inv switchover` and then `inv switchback` run. "
-              f"Blocked writes: as the tool reports it (\"blocked for at most N s\": LOCK SET to MOVE SET "
-              f"confirmed) and as the writer saw it (first refused or stalled write to the first accepted one "
-              f"on the new origin). Every acknowledged write was checked to be on db01 exactly once.", "",
-              "| slon setting | switchover end to end (s) | blocked, tool (s) | blocked, writer (s) | "
-              "switchback end to end (s) | blocked, tool (s) | blocked, writer (s) | writer rate (/s) | "
-              "writes lost |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              f"Blocked writes: as the tool reports it (\"blocked for at most N s\": the slonik script from LOCK "
+              f"SET to the confirmed MOVE SET) and as the writer saw it (first refused or stalled write to the "
+              f"first accepted one on the new origin). Before each, the bench waits until sl_status on the "
+              f"origin shows no backlog older than 8 s, which `inv switchover` requires (more than one "
+              f"unconfirmed event older than `--max-lag`, 10 s, is refused): that wait is shown too. Every "
+              f"acknowledged write was checked to be on db01 exactly once.", "",
+              "| slon setting | direction | wait for the lag check (s) | end to end (s) | blocked, tool (s) | "
+              "blocked, writer (s) |", "|---|---|---:|---:|---:|---:|"]
+        writer_lines = []
         for label in labels:
-            sw = [get(setting(r, label), "switch") for r in reps]
-            sw = [s for s in sw if s]
+            sw = [s for r in reps if (s := get(setting(r, label), "switch"))]
             if not sw:
                 continue
-            cells = []
             for name in ("switchover", "switchback"):
-                cells += [fmt([get(s, name, "wall") for s in sw]), fmt([get(s, name, "tool") for s in sw]),
-                          fmt([get(s, name, "writer") for s in sw])]
-            L.append(f"| `{label}` | " + " | ".join(cells) + f" | "
-                     f"{fmt([get(s, 'writer_stats', 'achieved_rate') for s in sw])} | "
-                     f"{sum(get(s, 'writer_stats', 'lost_or_doubled') or 0 for s in sw)} |")
-        L.append("")
+                L.append(f"| `{label}` | {name} | {fmt([get(s, name, 'settle') for s in sw], 0)} | "
+                         f"{fmt([get(s, name, 'wall') for s in sw])} | {fmt([get(s, name, 'tool') for s in sw])} | "
+                         f"**{fmt([get(s, name, 'writer') for s in sw])}** |")
+            writer_lines.append(
+                f"`{label}`: {fmt([get(s, 'writer_stats', 'achieved_rate') for s in sw])} writes/s achieved, "
+                f"{sum(get(s, 'writer_stats', 'refused') or 0 for s in sw)} refused while locked, "
+                f"{sum(get(s, 'writer_stats', 'lost_or_doubled') or 0 for s in sw)} acknowledged writes lost "
+                f"or doubled")
+        L += ["", "Writer: " + "; ".join(writer_lines) + ".", ""]
     if labels:
         L += ["Settings other than the default are applied after `inv migrate` by editing "
               "`/etc/slony1/node*/slon.conf` on db02 and restarting the slons (`inv slons --stop`, `inv slons`). "

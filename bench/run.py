@@ -339,15 +339,25 @@ def lag_run(bed: Bed, pgbench: str, rate: int, seconds: int, clients: int, threa
     return {"rate": rate, "start": start, "end": end, "samples": samples, "pgbench": bench, "stats": stats}
 
 
-def settle(bed: Bed, timeout: float = 120) -> None:
-    """Wait (bounded) until the subscriber has every row of the origin, then 2 s more."""
-    limit = time.monotonic() + timeout
+def settle(bed: Bed, timeout: float = 120, max_lag: float | None = None, origin: str = "db01",
+           receiver: str = "db02", rows: bool = True) -> float:
+    """Wait (bounded) until the receiver has every row of the origin, then 2 s more; return the seconds.
+
+    max_lag: also until sl_status on the origin shows no backlog older than that (inv switchover refuses
+    more than one unconfirmed event older than its --max-lag, although the rows may all be there).
+    rows=False: only that (while a writer runs, the receiver is always a few rows behind).
+    """
+    t0 = time.monotonic()
+    limit = t0 + timeout
     while time.monotonic() < limit:
-        if int(bed["db02"].value(TOP_SQL, DB)) >= int(bed["db01"].value(TOP_SQL, DB)):
+        row = bed[origin].psql(LAG_SQL, DB)[0]
+        rows_in = not rows or int(bed[receiver].value(TOP_SQL, DB)) >= int(row[2])
+        if rows_in and (max_lag is None or int(row[0]) <= 1 or float(row[1]) <= max_lag):
             time.sleep(2)
-            return
+            return time.monotonic() - t0
         time.sleep(1)
-    say(f"  (db02 still misses rows of db01 after {timeout:.0f} s; going on)")
+    say(f"  ({receiver} not settled after {timeout:.0f} s; going on)")
+    return time.monotonic() - t0
 
 
 def lag_phase(bed: Bed, args) -> list[dict]:
@@ -376,7 +386,9 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
     out: dict = {"rate": args.writer_rate}
     try:
         time.sleep(5)
-        for name in ("switchover", "switchback"):
+        for name, origin, receiver in (("switchover", "db01", "db02"), ("switchback", "db02", "db01")):
+            # until inv switchover's own lag check would pass (see settle)
+            waited = settle(bed, max_lag=8, origin=origin, receiver=receiver, rows=False)
             since = time.monotonic()
             say(f"inv {name} with the writer at {args.writer_rate}/s")
             run = inv(bed, name, *PAIR, timeout=900, echo=False)
@@ -384,10 +396,11 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
             time.sleep(4)
             tool = next((float(m[1]) for _, l in run["lines"] if (m := BLOCKED.search(l))), None)
             seen = writer.blocked_window(since)
-            out[name] = {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0}
+            out[name] = {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0,
+                         "settle": waited}
             say(f"  {name}: {run['wall']:.1f} s end to end; writes blocked {tool} s (tool), "
-                f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer)")
-            settle(bed)
+                f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer); waited {waited:.0f} s before "
+                f"for sl_status to show no backlog")
     finally:
         writer.stop()
     span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0

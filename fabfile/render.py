@@ -283,13 +283,13 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
 # --- initial copy progress ---------------------------------------------------------------------
 
 COPY_LINE = re.compile(
-    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+remoteWorkerThread_\d+: "
+    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+(?:remoteWorkerThread_\d+: )?"
     r"(?:(?P<bytes>\d+) bytes copied for table (?P<table>\S+)"
     r"|Begin COPY of table (?P<begin>\S+)"
     r"|(?P<copyset>copy_set \d+ done in (?P<secs>[\d.]+) seconds))",
     re.M,
 )
-SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set \d+", re.M)
+SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set \d+ - ", re.M)
 RETRY = re.compile(r"data copy for set \d+ failed (\d+) times", re.M)
 
 
