@@ -189,26 +189,29 @@ def verify(c, master=None, slave=None, slon_host=None, cluster=None, database=No
     execute(c, locals(), body)
 
 
-SWITCH_HELP = dict(max_lag="refuse when lag is above this many seconds (default 10)",
+SWITCH_HELP = dict(max_lag="refuse when events older than this many seconds wait (default 30)",
+                   wait_lag="wait this long for the lag to drop below --max-lag (default 60)",
                    xact_age="a transaction older than this many seconds blocks the switchover (default 60)",
                    wait_xacts="wait this long for such transactions to end before giving up (default 30)",
                    timeout="seconds slonik waits for each event (default 120)")
 
 
 @task(help=helps("dry-run", **SWITCH_HELP))
-def switchover(c, max_lag=10.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
+def switchover(c, max_lag=30.0, wait_lag=60.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
                slon_host=None, cluster=None, database=None, user=None, dry_run=False):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
     execute(c, locals(), lambda run: endgame.switchover(
-        run, run.cluster.slave, max_lag=max_lag, xact_age=xact_age, wait_xacts=wait_xacts, timeout=timeout))
+        run, run.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age, wait_xacts=wait_xacts,
+        timeout=timeout))
 
 
 @task(help=helps("dry-run", **SWITCH_HELP))
-def switchback(c, max_lag=10.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
+def switchback(c, max_lag=30.0, wait_lag=60.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
                slon_host=None, cluster=None, database=None, user=None, dry_run=False):
     """Roll back: make the master the origin again, with the same checks and proofs."""
     execute(c, locals(), lambda run: endgame.switchover(
-        run, run.cluster.master, max_lag=max_lag, xact_age=xact_age, wait_xacts=wait_xacts, timeout=timeout))
+        run, run.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age, wait_xacts=wait_xacts,
+        timeout=timeout))
 
 
 @task(help=helps("dry-run", yes="do not ask for confirmation"))

@@ -29,8 +29,9 @@ def fmt(vals, digits: int = 1, unit: str = "") -> str:
         return "–"
     m = median(vals)
     text = f"{m:.{digits}f}{unit}"
-    if len(vals) > 1 and min(vals) != max(vals):
-        text += f" ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+    lo, hi = f"{min(vals):.{digits}f}", f"{max(vals):.{digits}f}"
+    if len(vals) > 1 and lo != hi:
+        text += f" ({lo}–{hi})"
     return text
 
 
@@ -95,6 +96,67 @@ def verdict(stats: list[dict], bound: float) -> tuple[bool, bool, str]:
     return True, True, "yes"
 
 
+def worst(reps, label, key) -> list[float]:
+    """Per rep, the highest value of a lag statistic over the rates."""
+    out = []
+    for r in reps:
+        runs = (setting(r, label) or {}).get("lag", [])
+        vals = [run["stats"][key] for run in runs if run["stats"].get(key) is not None]
+        if vals:
+            out.append(max(vals))
+    return out
+
+
+def highest(res, label, which: int):
+    """Highest rate that keeps up (which=0) or is bounded (which=1), from the medians."""
+    best = None
+    for rate in res["meta"]["rates"]:
+        st = lag_stats(res["reps"], label, rate)
+        if st and verdict(st, res["meta"]["lag_bound"])[which]:
+            best = rate
+    return best
+
+
+def summary(res: dict) -> list[str]:
+    """The headline figures: copy against dump/restore, and each slon setting side by side (before/after)."""
+    reps = res["reps"]
+    L = ["## Summary", ""]
+    if any("migrate" in r for r in reps):
+        L += ["| initial copy | seconds |", "|---|---:|",
+              f"| Slony initial copy (copy_set) | {fmt(values(reps, 'migrate', 'copy', 'seconds'))} |",
+              f"| `pg_dump -Fc \| pg_restore` | {fmt(values(reps, 'dump', 'wall'))} |",
+              f"| ratio dump/restore ÷ Slony copy | {fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'copy', 'seconds')), 2)} |",
+              f"| `inv migrate` end to end | {fmt(values(reps, 'migrate', 'wall'))} |",
+              f"| tool overhead (migrate − copy) | {fmt(values(reps, 'migrate', 'overhead'))} |",
+              f"| no-op `inv migrate` | {fmt(values(reps, 'noop', 'wall'))} |", ""]
+    labels = settings_of(reps)
+    if labels:
+        def cell(vals, digits=1):
+            return fmt(vals, digits)
+        rows = [("sl_status lag p95, worst rate (s)", lambda l: cell(worst(reps, l, "lag_p95"))),
+                ("data lag p95, worst rate (s)", lambda l: cell(worst(reps, l, "data_p95"))),
+                ("highest rate with bounded lag (tps)", lambda l: str(highest(res, l, 1) or "none")),
+                ("highest rate db02 keeps up with (tps)", lambda l: str(highest(res, l, 0) or "none"))]
+        for name in ("switchover", "switchback"):
+            rows += [(f"{name}: writes blocked, writer (s)",
+                      lambda l, n=name: cell([get(setting(r, l), "switch", n, "writer") for r in reps])),
+                     (f"{name}: writes blocked, tool (s)",
+                      lambda l, n=name: cell([get(setting(r, l), "switch", n, "tool") for r in reps])),
+                     (f"{name}: end to end (s)",
+                      lambda l, n=name: cell([get(setting(r, l), "switch", n, "wall") for r in reps]))]
+        L += ["| slon sync setting → | " + " | ".join(f"`{l}`" for l in labels) + " |",
+              "|---|" + "---:|" * len(labels)]
+        L += [f"| {name} | " + " | ".join(f(l) for l in labels) + " |" for name, f in rows]
+        L += ["", "Settings: " + "; ".join(f"`{l}` = " + describe_setting(reps, l) for l in labels) + ".", ""]
+    return L
+
+
+def describe_setting(reps, label) -> str:
+    s = next((setting(r, label) for r in reps if setting(r, label)), {})
+    txt = f"sync_interval {s.get('sync_interval')} ms, sync_interval_timeout {s.get('sync_interval_timeout')} ms"
+    return txt + (" (as `inv config` writes them)" if label == "default" else "")
+
+
 def markdown(res: dict) -> str:
     meta, reps = res["meta"], res["reps"]
     m, v = meta["machine"], res.get("versions", {})
@@ -127,6 +189,7 @@ def markdown(res: dict) -> str:
           + f"Every figure is the median of {n} repetition(s)" + (" (min–max in brackets)" if n > 1 else "")
           + f"; the whole run took {meta['elapsed_s'] / 60:.0f} min.", ""]
 
+    L += summary(res)
     if any("migrate" in r for r in reps):
         L += ["## Initial copy and tool overhead", "",
               "| figure | seconds |", "|---|---:|",

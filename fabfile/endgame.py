@@ -255,8 +255,8 @@ SELECT quote_ident(s.seq_nspname) || '.' || quote_ident(s.seq_relname), d.refobj
  WHERE s.seq_set = {cl.set_id}""", cl.database)]
 
 
-def switchover(run: Run, to: Node, *, max_lag: float = 10, xact_age: float = 60, wait_xacts: float = 30,
-               timeout: int = 120) -> dict:
+def switchover(run: Run, to: Node, *, max_lag: float = 30, wait_lag: float = 60, xact_age: float = 60,
+               wait_xacts: float = 30, timeout: int = 120) -> dict:
     """Move the set's origin to `to` (MOVE SET) with writes blocked as briefly as possible; prove it."""
     cl = run.cluster
     step = "switchover" if to is cl.slave else "switchback"
@@ -279,13 +279,21 @@ def switchover(run: Run, to: Node, *, max_lag: float = 10, xact_age: float = 60,
     dead = [n for n, pid in report["slons"].items() if not pid]
     if dead:
         raise StepError(run.slon.name, f"slon not running for {', '.join(dead)}", "run inv slons, then again")
-    # sl_status lags by up to one idle SYNC interval (10 s) even when all is applied: only a backlog
-    # of events older than --max-lag refuses. Then a SYNC made from now on must come back confirmed,
-    # which proves both slons are working right now.
-    lag = next((l for l in report["lag"] or [] if l["node"] == to.host), None)
-    if lag is None or (lag["events"] > 1 and lag["seconds"] > max_lag):
-        raise StepError(to.host, f"lag {lag['seconds'] if lag else '?'} s ({lag['events'] if lag else '?'} events) "
-                        f"is over {max_lag} s", "wait until inv status shows less lag, or raise --max-lag")
+    # sl_status lags by up to one idle SYNC interval (10 s) even when all is applied: a backlog of
+    # events older than --max-lag refuses, after waiting up to --wait-lag for it to shrink. Then a
+    # SYNC made from now on must come back confirmed: both slons are working right now.
+    deadline = time.monotonic() + wait_lag
+    while True:
+        lag = next((l for l in report["lag"] or [] if l["node"] == to.host), None)
+        if lag and (lag["events"] <= 1 or lag["seconds"] <= max_lag):
+            break
+        if time.monotonic() > deadline:
+            raise StepError(to.host, f"lag {lag['seconds'] if lag else '?'} s ({lag['events'] if lag else '?'} "
+                            f"events) is over {max_lag} s", "wait until inv status shows less lag, or raise --max-lag")
+        run.say(to.host, step, f"lag {lag['seconds'] if lag else '?'} s is over {max_lag} s, waiting "
+                f"({deadline - time.monotonic():.0f} s left)")
+        time.sleep(3)
+        report = status(run)
     wait_for_sync(run, old_h, old, to, timeout=60)
     run.say(to.host, step, f"lag {lag['seconds']} s ({lag['events']} events), a fresh SYNC confirmed")
     diff = schema_diff(run, old_h, new_h)

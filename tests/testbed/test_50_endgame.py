@@ -42,11 +42,13 @@ def test_verify_passes_then_names_a_table_changed_behind_slonys_back(migrated):
 def switch_under_writer(bed, task: str, new_origin: str, tag: str) -> tuple[Writer, str]:
     """Run `inv TASK` while a writer inserts rows; return the writer and the task's output."""
     writer = Writer(bed.ssh_config, tag=tag, rate=5, max_seconds=240, max_count=1200).start()
-    time.sleep(3)
-    since = time.monotonic()
-    result = bed.inv(task, *ARGS, timeout=300)
-    time.sleep(4)
-    writer.stop()
+    try:
+        time.sleep(3)
+        since = time.monotonic()
+        result = bed.inv(task, *ARGS, timeout=300)
+        time.sleep(4)
+    finally:
+        writer.stop()
     assert writer.target == new_origin
     window = writer.blocked_window(since)
     print(f"{task}: writer saw writes blocked for {window:.2f} s")
@@ -95,6 +97,8 @@ def test_switchback_restores_db01_as_origin(migrated):
 
 def test_switchover_aborts_cleanly_when_a_long_transaction_is_open(migrated):
     bed = migrated
+    if origin(bed) != "db01":
+        bed.inv("switchback", *ARGS)
     db01 = bed["db01"]
     db01.sudo("setsid -f psql -X -d shotserver04 -c 'BEGIN; SELECT txid_current(); SELECT pg_sleep(90); COMMIT' "
               ">/dev/null 2>&1 </dev/null", user="postgres")
