@@ -18,12 +18,12 @@ DOCKER = ROOT / "docker"
 PROJECT = os.environ.get("TESTBED_PROJECT", "slonytb")
 STATE = DOCKER / (".testbed" if PROJECT == "slonytb" else f".testbed-{PROJECT}")
 SSH_CONFIG = STATE / "ssh_config"
-# Each project its own /24 (172.30.240-249.0), so testbeds side by side don't collide.
-NET = os.environ.get("TESTBED_NET") or f"172.30.{240 + (0 if PROJECT == 'slonytb' else sum(map(ord, PROJECT)) % 9 + 1)}"
 HOSTS = {
     "db01": {"suite": "bookworm", "image": "debian:bookworm", "port": int(os.environ.get("DB01_SSH_PORT", 2221))},
     "db02": {"suite": "trixie", "image": "debian:trixie", "port": int(os.environ.get("DB02_SSH_PORT", 2222))},
 }
+# A fixed /24 per testbed, derived from its SSH port so testbeds side by side don't collide.
+NET = os.environ.get("TESTBED_NET") or f"172.30.{HOSTS['db01']['port'] % 256}"
 
 
 def compose_command() -> list[str]:
