@@ -266,8 +266,8 @@ def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str
 
 # --- 2. lag under load ----------------------------------------------------------------------------------
 
-LAG_SQL = (f"SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), "
-           f"(SELECT coalesce(max(id), 0) FROM auth_message) FROM _replication.sl_status")
+LAG_SQL = ("SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), "
+           "(SELECT coalesce(max(id), 0) FROM auth_message) FROM _replication.sl_status")
 TOP_SQL = "SELECT coalesce(max(id), 0) FROM auth_message"
 
 
@@ -461,11 +461,11 @@ def main() -> int:
     p.add_argument("--lag-bound", type=float, default=10.0, help="lag counts as bounded when its p95 (sl_status) "
                    "stays below this many seconds and the data lag does not grow (default 10)")
     p.add_argument("--writer-rate", type=float, default=10.0, help="writer inserts/s during switchover (default 10)")
-    p.add_argument("--sync-interval", default="default,1000:2000",
+    p.add_argument("--sync-interval", default="2000:10000,default",
                    help="slon sync settings to compare, comma-separated: 'default' (as inv config writes them), "
                         "MS (sync_interval) or MS:MS (sync_interval:sync_interval_timeout); applied after "
                         "migrate by editing /etc/slony1/node*/slon.conf on db02 and restarting the slons "
-                        "(default: default,1000:2000)")
+                        "(default: 2000:10000,default: the old slon defaults against the current ones)")
     p.add_argument("--phases", default="copy,lag,switchover", help="what to measure (default copy,lag,switchover)")
     p.add_argument("--reuse", action="store_true", help="use the running testbed as it is (development)")
     p.add_argument("--keep", action="store_true", help="leave the testbed running at the end")

@@ -279,7 +279,7 @@ def switchover(run: Run, to: Node, *, max_lag: float = 30, wait_lag: float = 60,
     dead = [n for n, pid in report["slons"].items() if not pid]
     if dead:
         raise StepError(run.slon.name, f"slon not running for {', '.join(dead)}", "run inv slons, then again")
-    # sl_status lags by up to one idle SYNC interval (10 s) even when all is applied: a backlog of
+    # sl_status lags by up to one idle SYNC interval (2 s) even when all is applied: a backlog of
     # events older than --max-lag refuses, after waiting up to --wait-lag for it to shrink. Then a
     # SYNC made from now on must come back confirmed: both slons are working right now.
     deadline = time.monotonic() + wait_lag

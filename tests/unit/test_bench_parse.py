@@ -1,8 +1,8 @@
-"""The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). `pytest bench`."""
+"""The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). Part of `make test` (tests/unit)."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import parse  # noqa: E402
 
