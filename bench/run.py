@@ -63,11 +63,12 @@ def say(msg: str) -> None:
 
 # --- running things ------------------------------------------------------------------------------------
 
-def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
-    """`inv ARGS` as an operator runs it; every output line with its arrival time (s since start)."""
-    t0, e0 = time.monotonic(), time.time()
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=bed.env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+def stream(cmd: list[str], timeout: float, env: dict | None = None, echo: bool = False
+           ) -> tuple[int, list[tuple[float, str]], float]:
+    """Run a command (killed after `timeout`); each output line with its arrival time (s since start)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     lines = []
@@ -79,7 +80,13 @@ def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
         rc = proc.wait()
     finally:
         timer.cancel()
-    wall = time.monotonic() - t0
+    return rc, lines, time.monotonic() - t0
+
+
+def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
+    """`inv ARGS` as an operator runs it; every output line with its arrival time."""
+    e0 = time.time()
+    rc, lines, wall = stream([sys.executable, "-u", "-m", "invoke", *args], timeout, bed.env, echo)
     if rc:
         tail = "\n".join(l for _, l in lines[-15:])
         raise BenchError(f"inv {' '.join(args)} exited {rc} after {wall:.0f} s\n{tail}")
@@ -88,19 +95,7 @@ def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
 
 def ssh_stream(host: str, command: str, timeout: float) -> tuple[int, list[tuple[float, str]], float]:
     """Run a command on a testbed host through ssh; each output line with its arrival time."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(["ssh", "-F", str(tb.SSH_CONFIG), host, command], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append((time.monotonic() - t0, line.rstrip("\n")))
-        rc = proc.wait()
-    finally:
-        timer.cancel()
-    return rc, lines, time.monotonic() - t0
+    return stream(["ssh", "-F", str(tb.SSH_CONFIG), host, command], timeout)
 
 
 def as_postgres(command: str) -> str:
