@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
@@ -50,7 +50,6 @@ class Cluster:
     logdir: str = "/var/log/slony1"
     confdir: str = "/etc/slony1"
     rundir: str = "/var/run/slony1"
-    app_schemas: tuple[str, ...] = field(default=())
 
     @property
     def schema(self) -> str:
