@@ -196,22 +196,24 @@ SWITCH_HELP = dict(max_lag="refuse when events older than this many seconds wait
                    timeout="seconds slonik waits for each event (default 120)")
 
 
+def switch(c, to: str, opts: dict) -> None:
+    """Switchover and switchback: move the set's origin to the cluster's `to` node (slave or master)."""
+    keys = ("max_lag", "wait_lag", "xact_age", "wait_xacts", "timeout")
+    execute(c, opts, lambda run: endgame.switchover(run, getattr(run.cluster, to), **{k: opts[k] for k in keys}))
+
+
 @task(help=helps("dry-run", **SWITCH_HELP))
 def switchover(c, max_lag=30.0, wait_lag=60.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
                slon_host=None, cluster=None, database=None, user=None, dry_run=False):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
-    execute(c, locals(), lambda run: endgame.switchover(
-        run, run.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age, wait_xacts=wait_xacts,
-        timeout=timeout))
+    switch(c, "slave", locals())
 
 
 @task(help=helps("dry-run", **SWITCH_HELP))
 def switchback(c, max_lag=30.0, wait_lag=60.0, xact_age=60.0, wait_xacts=30.0, timeout=120, master=None, slave=None,
                slon_host=None, cluster=None, database=None, user=None, dry_run=False):
     """Roll back: make the master the origin again, with the same checks and proofs."""
-    execute(c, locals(), lambda run: endgame.switchover(
-        run, run.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age, wait_xacts=wait_xacts,
-        timeout=timeout))
+    switch(c, "master", locals())
 
 
 @task(help=helps("dry-run", yes="do not ask for confirmation"))

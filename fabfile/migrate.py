@@ -21,8 +21,8 @@ def migrate(run: Run, tarball: str = "", sha256: str = "", timeout: int = 3600) 
     print("== preflight", flush=True)
     check(run)
     before = len(run.changed)
-    for i, fn in enumerate(steps.STEPS, 1):
-        print(f"== {i}/{len(steps.STEPS)} {fn.__name__.replace('_', '-')}", flush=True)
+    for i, (fn, name) in enumerate(zip(steps.STEPS, steps.STEP_NAMES), 1):
+        print(f"== {i}/{len(steps.STEPS)} {name}", flush=True)
         if fn is steps.install and tarball:
             for host in dict.fromkeys([cl.master.host, cl.slave.host, cl.slon_host]):
                 steps.build(run, host, tarball, sha256)

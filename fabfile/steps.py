@@ -626,3 +626,5 @@ def logs(run: Run, node: int = 0, lines: int = 50, follow: bool = False) -> None
 
 
 STEPS = [install, users, hba, appdb, plpgsql, schema, config, init, slons, create_set, subscribe]
+# The names the tasks and the log lines use: create_set -> create-set.
+STEP_NAMES = [fn.__name__.replace("_", "-") for fn in STEPS]

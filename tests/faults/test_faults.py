@@ -10,13 +10,13 @@ import time
 import pytest
 
 from fabfile import facts
+from fabfile.steps import STEP_NAMES
 from fabfile import testbed as tb
 from fabfile.writer import Writer
 from tests.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
-STEPS = ["install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons", "create-set",
-         "subscribe"]
+STEPS = STEP_NAMES
 
 
 def assert_all_acknowledged_on(bed, writer: Writer, host: str, timeout: float = 120):
