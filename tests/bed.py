@@ -83,6 +83,22 @@ class Bed:
             host, "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
                   "WHERE schemaname <> '_replication'")}
 
+    def assert_acknowledged_once(self, writer, host: str, timeout: float = 0) -> None:
+        """Every write the writer saw acknowledged is on `host` exactly once (waiting up to `timeout`)."""
+        acked = writer.acknowledged()
+        assert len(acked) > 10, f"only {len(acked)} writes acknowledged: too few to prove anything"
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = dict((int(n), int(c)) for n, c in self.sql(host, writer.count_sql()))
+            missing = [n for n in acked if rows.get(n) != 1]
+            doubled = [n for n, c in rows.items() if c > 1]
+            if not missing and not doubled:
+                return
+            assert time.monotonic() < deadline, (
+                f"on {host}: {len(missing)} acknowledged writes missing or doubled {missing[:10]}, "
+                f"doubled {doubled[:10]}")
+            time.sleep(2)
+
     def wait_same(self, timeout: float = 30) -> dict:
         """Wait until every table on db02 has db01's rows; return the digests."""
         deadline = time.monotonic() + timeout
