@@ -95,8 +95,8 @@ class Bed:
             if not missing and not doubled:
                 return
             assert time.monotonic() < deadline, (
-                f"on {host}: {len(missing)} acknowledged writes missing or doubled {missing[:10]}, "
-                f"doubled {doubled[:10]}")
+                f"on {host}: {len(missing)} acknowledged writes not there exactly once {missing[:10]}; "
+                f"rows written more than once {doubled[:10]}")
             time.sleep(2)
 
     def wait_same(self, timeout: float = 30) -> dict:
