@@ -7,9 +7,10 @@ import re
 import statistics
 import time
 
+from fabfile.render import SET_START as COPY_START, plain
+
 TS = r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?: [A-Z]{2,5})?"
 WORKER = r"\s+\w+\s+remoteWorkerThread_\d+: "
-COPY_START = re.compile(rf"^{TS}\s+\w+\s+copy_set (?P<set>\d+) - omit=", re.M)
 COPY_DONE = re.compile(rf"^{TS}\s+\w+\s+copy_set (?P<set>\d+) done in (?P<secs>[\d.]+) seconds", re.M)
 BEGIN = re.compile(rf"^{TS}{WORKER}Begin COPY of table (?P<table>\S+)", re.M)
 BYTES = re.compile(rf"^{TS}{WORKER}(?P<bytes>\d+) bytes copied for table (?P<table>\S+)", re.M)
@@ -23,10 +24,6 @@ SLON_OPTION = re.compile(r"Integer option (?P<name>sync_interval(?:_timeout)?) =
 def epoch(ts: str) -> float:
     """A slon log timestamp (UTC, whole seconds) as a Unix time."""
     return float(calendar.timegm(time.strptime(ts, "%Y-%m-%d %H:%M:%S")))
-
-
-def plain(name: str) -> str:
-    return name.replace('"', "")
 
 
 def slon_copy(text: str) -> dict | None:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parse  # noqa: E402
 import report  # noqa: E402
-from fabfile import render  # noqa: E402
+from fabfile import facts, render  # noqa: E402
 from fabfile import testbed as tb  # noqa: E402
 from fabfile.model import make_cluster  # noqa: E402
 from fabfile.writer import Writer  # noqa: E402
@@ -104,7 +104,7 @@ def as_postgres(command: str) -> str:
 
 def newest(h, binary: str) -> str:
     """The newest PostgreSQL major's copy of a client binary on a host."""
-    path = h.run(f"ls -d /usr/lib/postgresql/*/bin/{binary} | sort -V | tail -n 1").stdout.strip()
+    path = facts.newest_client(h, binary)
     if not path:
         raise BenchError(f"{h.name}: no {binary} under /usr/lib/postgresql/*/bin")
     return path
@@ -126,15 +126,8 @@ def fresh_testbed(size_mb: int) -> None:
     say(f"seeded in {time.monotonic() - t:.0f} s")
 
 
-def stop_slons(bed: Bed) -> None:
-    """Stop slons and watchdogs by their pids (inv slons --stop) when a configuration is there."""
-    if bed["db02"].run("test -e /etc/slony1/slon_tools.conf", check=False).ok:
-        inv(bed, "slons", "--stop", *PAIR, echo=False, timeout=120)
-
-
 def reset(bed: Bed) -> None:
     """Back to a freshly seeded pair (Slony packages stay installed), without the rows the load added."""
-    stop_slons(bed)
     bed["db02"].psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
     bed.reset()
     # pgbench inserts 'bench', the writer 'benchNxM K'; the seed's messages are hex digits.
@@ -261,9 +254,9 @@ def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str
 
 # --- 2. lag under load ----------------------------------------------------------------------------------
 
-LAG_SQL = ("SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), "
-           "(SELECT coalesce(max(id), 0) FROM auth_message) FROM _replication.sl_status")
 TOP_SQL = "SELECT coalesce(max(id), 0) FROM auth_message"
+LAG_SQL = (f"SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), ({TOP_SQL}) "
+           "FROM _replication.sl_status")
 
 
 def lag_run(bed: Bed, pgbench: str, rate: int, seconds: int, clients: int, threads: int,

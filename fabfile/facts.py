@@ -37,6 +37,12 @@ def slony_modules(host: Host) -> list[str]:
     return sorted(found, key=lambda v: tuple(map(int, v.split("."))))
 
 
+def newest_client(host: Host, binary: str) -> str | None:
+    """The newest PostgreSQL major's copy of a client binary (pg_dump, pgbench, ...) on this host."""
+    path = host.run(f"ls /usr/lib/postgresql/*/bin/{binary} 2>/dev/null | sort -V | tail -n 1", check=False)
+    return path.stdout.strip() or None
+
+
 def slony_tool(host: Host, tool: str) -> str | None:
     """Path of slon or slonik on this host: on PATH (packages) or in PostgreSQL's bindir (source build)."""
     r = host.run(f"command -v {tool} || ls /usr/lib/postgresql/*/bin/{tool} 2>/dev/null | sort -V | tail -n 1",

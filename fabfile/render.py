@@ -186,7 +186,7 @@ def slon_conf(cluster: Cluster, node: Node) -> str:
         "log_level=0\n"
         "log_timestamp=true\n"
         # Measured by make bench (docs/benchmarks.md): with 2000/10000, slon notices new events only
-        # every 10 s when idle, and MOVE SET waits for that twice: writes blocked 15 s instead of 4 s.
+        # every 10 s when idle, and MOVE SET waits for that twice: writes blocked 9.2 s instead of 3.6 s.
         "sync_interval=1000\n"
         "sync_interval_timeout=2000\n"
     )
@@ -291,7 +291,7 @@ COPY_LINE = re.compile(
     r"|(?P<copyset>copy_set \d+ done in (?P<secs>[\d.]+) seconds))",
     re.M,
 )
-SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set \d+ - ", re.M)
+SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set (?P<set>\d+) - ", re.M)
 RETRY = re.compile(r"data copy for set \d+ failed (\d+) times", re.M)
 
 

@@ -202,10 +202,11 @@ def build(run: Run, host_name: str, tarball: str, sha256: str = "",
             h.sudo("apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q curl ca-certificates",
                    timeout=600, what="apt-get install curl")
         h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=600, what=f"download {tarball}")
-        got = h.run(f"sha256sum {archive}").stdout.split()[0]
-        if sha256 and got != sha256:
-            h.run(f"rm -rf {work}", check=False)
-            raise mismatch(got)
+        if sha256:
+            got = h.run(f"sha256sum {archive}").stdout.split()[0]
+            if got != sha256:
+                h.run(f"rm -rf {work}", check=False)
+                raise mismatch(got)
     else:
         h.conn.put(tarball, archive)
     if sha256:
@@ -397,7 +398,9 @@ def schema(run: Run) -> None:
                         f"({len(have)} of {len(wanted)} tables)",
                         f"drop and recreate {cl.database} on {run.slave.name}, then run again")
     h = run.slon
-    pg_dump = h.run("ls /usr/lib/postgresql/*/bin/pg_dump | sort -V | tail -n 1").stdout.strip()
+    pg_dump = facts.newest_client(h, "pg_dump")
+    if not pg_dump:
+        raise StepError(h.name, "no pg_dump under /usr/lib/postgresql/*/bin", "install postgresql-client")
     m, s = cl.master, cl.slave
     deny = rf"TRIGGER {cl.schema}_(logtrigger|truncatetrigger|denyaccess|truncatedeny)\b"
     pipeline = (

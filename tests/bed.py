@@ -27,9 +27,11 @@ class Bed:
     def __getitem__(self, name: str):
         return self.hosts[name]
 
-    def inv(self, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        """Run `inv ARGS` as an operator would; return the completed process (text output)."""
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=self.env,
+    def inv(self, *args: str, check: bool = True, timeout: int = 900, ssh_config: str = ""
+            ) -> subprocess.CompletedProcess:
+        """Run `inv ARGS` as an operator would (optionally with another ssh config); the completed process."""
+        env = {**self.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config} if ssh_config else self.env
+        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode:
             raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
