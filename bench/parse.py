@@ -1,13 +1,11 @@
 """Pure parsers and statistics for the benchmark (no network): slon log, pg_restore -v, pgbench, migrate output."""
 from __future__ import annotations
 
-import calendar
 import math
 import re
 import statistics
-import time
 
-from fabfile.render import SET_START as COPY_START, plain
+from fabfile.render.parse import SET_START as COPY_START, epoch, plain
 
 TS = r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?: [A-Z]{2,5})?"
 WORKER = r"\s+\w+\s+remoteWorkerThread_\d+: "
@@ -19,11 +17,6 @@ SEQ_SECS = re.compile(rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to copy sequences
 SETSYNC_SECS = re.compile(rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to build initial setsync status", re.M)
 SUBSCRIBE_SEEN = re.compile(rf"^{TS}\s+\w+\s+storeSubscribe: sub_set=", re.M)
 SLON_OPTION = re.compile(r"Integer option (?P<name>sync_interval(?:_timeout)?) = (?P<value>\d+)")
-
-
-def epoch(ts: str) -> float:
-    """A slon log timestamp (UTC, whole seconds) as a Unix time."""
-    return float(calendar.timegm(time.strptime(ts, "%Y-%m-%d %H:%M:%S")))
 
 
 def slon_copy(text: str) -> dict | None:

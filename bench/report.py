@@ -5,10 +5,12 @@ import json
 import re
 from pathlib import Path
 
+from fabfile.migrate import STEP_NAMES
+from fabfile.settings import MAX_LAG
 from parse import median
+from testbed import DATABASE, WRITER_TABLE
 
-MIGRATE_STEPS = ["preflight", "install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons",
-                 "create-set", "subscribe"]
+MIGRATE_STEPS = ["preflight", *STEP_NAMES]
 
 
 def get(d, *path):
@@ -166,9 +168,22 @@ def describe_setting(reps, label) -> str:
 
 
 def markdown(res: dict) -> str:
-    meta, reps = res["meta"], res["reps"]
-    m, v = meta["machine"], res.get("versions", {})
-    n = len(reps)
+    """docs/benchmarks.md: a section for each phase that was measured."""
+    reps = res["reps"]
+    labels = settings_of(reps)
+    L = header(res) + setup_section(res) + summary(res)
+    if any("migrate" in r for r in reps):
+        L += copy_section(res) + steps_section(reps) + tables_section(reps)
+    if labels and any(get(setting(r, l), "lag") for r in reps for l in labels):
+        L += lag_section(res, labels)
+    if labels and any(get(setting(r, l), "switch") for r in reps for l in labels):
+        L += switch_section(res, labels)
+    return "\n".join(L + footer(res, labels))
+
+
+def header(res: dict) -> list[str]:
+    """The title, and a warning when the run was small or failed."""
+    meta = res["meta"]
     db = meta.get("database", {})
     small = meta["size_mb"] < 1000 or meta["reps"] < 3 or meta["load_seconds"] < 30
     L = ["# Benchmarks", ""]
@@ -181,163 +196,200 @@ def markdown(res: dict) -> str:
     if meta.get("failed"):
         L += [f"> **The run failed**: {meta['failed'].splitlines()[0]} — figures below are what was measured "
               f"before.", ""]
-    L += [f"Measured {meta['date']} with `{meta['command']}` on the docker testbed (`{meta['testbed']}`): db01 "
-          f"{get(v, 'db01', 'os') or 'Debian 12'} with PostgreSQL {get(v, 'db01', 'postgresql') or '15'}, db02 "
-          f"{get(v, 'db02', 'os') or 'Debian 13'} with PostgreSQL {get(v, 'db02', 'postgresql') or '17'}, "
-          f"{v.get('slony') or 'Slony-I 2.2.11'} (packages"
-          + (f", db01 module {v['slony_db01']}" if v.get("slony_db01") else "") + f"), docker {m['docker']}"
-          + (f", compose {m['compose']}" if m.get("compose") else "") + ".", "",
-          f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, kernel {m['kernel']}; "
-          f"load average {m['loadavg_start'][0]:.1f} at the start, {meta.get('loadavg_end', [0])[0]:.1f} at "
-          f"the end (the machine is shared: other testbeds may run beside this one). Both servers run on it, "
-          f"so their \"network\" is a docker bridge and they compete for the same CPUs.", "",
-          f"Database: `shotserver04` seeded with `--size-mb {meta['size_mb']}`: "
-          + (f"{db['bytes'] / 1e6:.0f} MB on disk on db01, {db['auth_message_rows']:,} rows in auth_message. "
-             if db else "")
-          + f"Every figure is the median of {n} repetition(s)" + (" (min–max in brackets)" if n > 1 else "")
-          + f"; the whole run took {meta['elapsed_s'] / 60:.0f} min.", ""]
+    return L
 
-    L += summary(res)
-    if any("migrate" in r for r in reps):
-        L += ["## Initial copy and tool overhead", "",
-              "| figure | seconds |", "|---|---:|",
-              f"| **Slony initial copy** (`copy_set 1 done in N seconds`, receiver's slon log) | "
-              f"**{fmt(values(reps, 'migrate', 'copy', 'seconds'))}** |",
-              f"| &nbsp;&nbsp;COPY of the rows (per table, from the log's timestamps, ±1 s) | "
-              f"{fmt(values(reps, 'migrate', 'copy', 'data'))} |",
-              f"| &nbsp;&nbsp;index rebuild after each table's COPY (±1 s) | "
-              f"{fmt(values(reps, 'migrate', 'copy', 'index'))} |",
-              f"| &nbsp;&nbsp;rest: prepare, truncate, sequences, setsync | "
-              f"{fmt(values(reps, 'migrate', 'copy', 'other'))} |",
-              f"| **`pg_dump -Fc \\| pg_restore`**, db01 to a new database on db02 | "
-              f"**{fmt(values(reps, 'dump', 'wall'))}** |",
-              f"| &nbsp;&nbsp;until pg_restore's first item (connect, pg_dump's catalog reads) | "
-              f"{fmt(values(reps, 'dump', 'phases', 'start'))} |",
-              f"| &nbsp;&nbsp;schema | {fmt(values(reps, 'dump', 'phases', 'schema'))} |",
-              f"| &nbsp;&nbsp;data (COPY) | {fmt(values(reps, 'dump', 'phases', 'data'))} |",
-              f"| &nbsp;&nbsp;indexes, primary and unique keys | {fmt(values(reps, 'dump', 'phases', 'index'))} |",
-              f"| &nbsp;&nbsp;foreign keys (validated) | {fmt(values(reps, 'dump', 'phases', 'fk'))} |",
-              f"| **ratio** dump/restore ÷ Slony copy | **{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'copy', 'seconds')), 2)}** |",
-              f"| ratio dump/restore ÷ `inv migrate` end to end | "
-              f"{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'wall')), 2)} |",
-              f"| **`inv migrate` end to end** | **{fmt(values(reps, 'migrate', 'wall'))}** |",
-              f"| **tool overhead** (`inv migrate` minus the copy) | **{fmt(values(reps, 'migrate', 'overhead'))}** |",
-              f"| &nbsp;&nbsp;preflight and the steps before subscribe | "
-              f"{fmt(values(reps, 'migrate', 'before_subscribe'))} |",
-              f"| &nbsp;&nbsp;subscribe: until slon began the copy (slonik, event, ±1 s) | "
-              f"{fmt(values(reps, 'migrate', 'before_copy'))} |",
-              f"| &nbsp;&nbsp;subscribe: after the copy until migrate returned (polling) | "
-              f"{fmt(values(reps, 'migrate', 'after_copy'))} |",
-              f"| **no-op re-run** of `inv migrate` | **{fmt(values(reps, 'noop', 'wall'))}** |"]
-        if res.get("install") is not None:
-            L.append(f"| Slony packages, `inv install` (once, before the repetitions; not in the figures above) | "
-                     f"{res['install']:.1f} |")
-        L += ["", "`inv migrate` step by step (seconds, from the arrival time of its `== N/M step` lines):", "",
-              "| run | " + " | ".join(MIGRATE_STEPS) + " |", "|---|" + "---:|" * len(MIGRATE_STEPS),
-              "| migrate | " + " | ".join(fmt(values(reps, "migrate", "steps", s)) for s in MIGRATE_STEPS) + " |",
-              "| no-op re-run | " + " | ".join(fmt(values(reps, "noop", "steps", s)) for s in MIGRATE_STEPS) + " |",
-              ""]
-        tables = sorted({t for r in reps for t in (get(r, "migrate", "copy", "tables") or {})},
-                        key=lambda t: -(median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0))
-        L += ["Slony's copy per table (receiver's slon log; COPY/index split from whole-second timestamps):", "",
-              "| table | MB copied | seconds | COPY | index rebuild |", "|---|---:|---:|---:|---:|"]
-        for t in tables:
-            b = median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0
-            L.append(f"| {t} | {b / 1e6:.1f} | {fmt(values(reps, 'migrate', 'copy', 'tables', t, 'seconds'), 2)} | "
-                     f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'data'), 0)} | "
-                     f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'index'), 0)} |")
-        L.append("")
 
-    labels = settings_of(reps)
-    defaults = res.get("defaults", {})
+def setup_section(res: dict) -> list[str]:
+    """What was measured on: versions, machine, database, repetitions."""
+    meta, reps = res["meta"], res["reps"]
+    m, v = meta["machine"], res.get("versions", {})
+    n = len(reps)
+    db = meta.get("database", {})
+    return [f"Measured {meta['date']} with `{meta['command']}` on the docker testbed (`{meta['testbed']}`): db01 "
+            f"{get(v, 'db01', 'os') or 'Debian 12'} with PostgreSQL {get(v, 'db01', 'postgresql') or '15'}, db02 "
+            f"{get(v, 'db02', 'os') or 'Debian 13'} with PostgreSQL {get(v, 'db02', 'postgresql') or '17'}, "
+            f"{v.get('slony') or 'Slony-I 2.2.11'} (packages"
+            + (f", db01 module {v['slony_db01']}" if v.get("slony_db01") else "") + f"), docker {m['docker']}"
+            + (f", compose {m['compose']}" if m.get("compose") else "") + ".", "",
+            f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory, kernel {m['kernel']}; "
+            f"load average {m['loadavg_start'][0]:.1f} at the start, {meta.get('loadavg_end', [0])[0]:.1f} at "
+            f"the end (the machine is shared: other testbeds may run beside this one). Both servers run on it, "
+            f"so their \"network\" is a docker bridge and they compete for the same CPUs.", "",
+            f"Database: `{DATABASE}` seeded with `--size-mb {meta['size_mb']}`: "
+            + (f"{db['bytes'] / 1e6:.0f} MB on disk on db01, {db['auth_message_rows']:,} rows in {WRITER_TABLE}. "
+               if db else "")
+            + f"Every figure is the median of {n} repetition(s)" + (" (min–max in brackets)" if n > 1 else "")
+            + f"; the whole run took {meta['elapsed_s'] / 60:.0f} min.", ""]
 
-    def describe(label):
-        s = next((setting(r, label) for r in reps if setting(r, label)), {})
-        txt = f"sync_interval={s.get('sync_interval')} ms, sync_interval_timeout={s.get('sync_interval_timeout')} ms"
-        return f"`{label}` ({txt})" if label != "default" else f"default ({txt}, as `inv config` writes them)"
 
-    if labels and any(get(setting(r, l), "lag") for r in reps for l in labels):
-        bound = meta["lag_bound"]
-        L += ["## Lag under load", "",
-              f"pgbench on db01 (local socket, `-c {meta['clients']} -j {meta['threads']} -T {meta['load_seconds']} "
-              f"-R rate`, one `INSERT INTO auth_message` per transaction) with db02 subscribed. Sampled every "
-              f"second: **sl_status** lag (`st_lag_time` on db01: age of the newest event db02 has confirmed, as "
-              f"far as db01 knows) and **data lag** (age of the oldest row on db01 not yet on db02, from the "
-              f"newest `auth_message.id` on each side, ±1 s). Catch-up: seconds after the load until db02 had "
-              f"every row. *Keeps up*: the rate was delivered (≥ 90 % of the target), the data lag does not grow "
-              f"in the second half of the load (its maximum at most the larger of {GROWTH_SLACK:g} s and "
-              f"sync_interval_timeout above the first half's: slon's listener polls for new events at up to that "
-              f"interval) and db02 caught up afterwards. *Bounded*: keeps "
-              f"up and sl_status p95 < {bound:g} s.", ""]
-        for label in labels:
-            L += [f"Slon setting {describe(label)}:", "",
-                  "| target tps | achieved tps | sl_status lag median / p95 (s) | max events behind | "
-                  "data lag median / p95 (s) | data lag max, 1st / 2nd half (s) | catch-up (s) | bounded |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---|"]
-            best = keeps = None
-            for rate in meta["rates"]:
-                st = lag_stats(reps, label, rate)
-                if not st:
-                    continue
-                up, ok, why = verdict(st, bound, slack_of(reps, label))
-                if ok:
-                    best = rate if best is None or rate > best else best
-                if up:
-                    keeps = rate if keeps is None or rate > keeps else keeps
-                L.append(f"| {rate} | {fmt([s['tps'] for s in st], 0)} | {fmt([s['lag_median'] for s in st])} / "
-                         f"{fmt([s['lag_p95'] for s in st])} | {fmt([s['events_max'] for s in st], 0)} | "
-                         f"{fmt([s['data_median'] for s in st])} / {fmt([s['data_p95'] for s in st])} | "
-                         f"{fmt([s.get('data_max_1st') for s in st])} / {fmt([s.get('data_max_2nd') for s in st])} | "
-                         f"{fmt([s['catch_up'] for s in st], 0)} | {why} |")
-            L += ["", f"Highest rate with bounded lag: **{f'{best} tps' if best is not None else 'none'}**; "
-                  f"highest rate db02 keeps up with: **{f'{keeps} tps' if keeps is not None else 'none'}** "
-                  f"(of the rates tried: {', '.join(map(str, meta['rates']))}).", ""]
+def copy_section(res: dict) -> list[str]:
+    """Slony's initial copy against pg_dump | pg_restore, and the tool's overhead around the copy."""
+    reps = res["reps"]
+    L = ["## Initial copy and tool overhead", "",
+         "| figure | seconds |", "|---|---:|",
+         f"| **Slony initial copy** (`copy_set 1 done in N seconds`, receiver's slon log) | "
+         f"**{fmt(values(reps, 'migrate', 'copy', 'seconds'))}** |",
+         f"| &nbsp;&nbsp;COPY of the rows (per table, from the log's timestamps, ±1 s) | "
+         f"{fmt(values(reps, 'migrate', 'copy', 'data'))} |",
+         f"| &nbsp;&nbsp;index rebuild after each table's COPY (±1 s) | "
+         f"{fmt(values(reps, 'migrate', 'copy', 'index'))} |",
+         f"| &nbsp;&nbsp;rest: prepare, truncate, sequences, setsync | "
+         f"{fmt(values(reps, 'migrate', 'copy', 'other'))} |",
+         f"| **`pg_dump -Fc \\| pg_restore`**, db01 to a new database on db02 | "
+         f"**{fmt(values(reps, 'dump', 'wall'))}** |",
+         f"| &nbsp;&nbsp;until pg_restore's first item (connect, pg_dump's catalog reads) | "
+         f"{fmt(values(reps, 'dump', 'phases', 'start'))} |",
+         f"| &nbsp;&nbsp;schema | {fmt(values(reps, 'dump', 'phases', 'schema'))} |",
+         f"| &nbsp;&nbsp;data (COPY) | {fmt(values(reps, 'dump', 'phases', 'data'))} |",
+         f"| &nbsp;&nbsp;indexes, primary and unique keys | {fmt(values(reps, 'dump', 'phases', 'index'))} |",
+         f"| &nbsp;&nbsp;foreign keys (validated) | {fmt(values(reps, 'dump', 'phases', 'fk'))} |",
+         f"| **ratio** dump/restore ÷ Slony copy | **{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'copy', 'seconds')), 2)}** |",
+         f"| ratio dump/restore ÷ `inv migrate` end to end | "
+         f"{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'wall')), 2)} |",
+         f"| **`inv migrate` end to end** | **{fmt(values(reps, 'migrate', 'wall'))}** |",
+         f"| **tool overhead** (`inv migrate` minus the copy) | **{fmt(values(reps, 'migrate', 'overhead'))}** |",
+         f"| &nbsp;&nbsp;preflight and the steps before subscribe | "
+         f"{fmt(values(reps, 'migrate', 'before_subscribe'))} |",
+         f"| &nbsp;&nbsp;subscribe: until slon began the copy (slonik, event, ±1 s) | "
+         f"{fmt(values(reps, 'migrate', 'before_copy'))} |",
+         f"| &nbsp;&nbsp;subscribe: after the copy until migrate returned (polling) | "
+         f"{fmt(values(reps, 'migrate', 'after_copy'))} |",
+         f"| **no-op re-run** of `inv migrate` | **{fmt(values(reps, 'noop', 'wall'))}** |"]
+    if res.get("install") is not None:
+        L.append(f"| Slony packages, `inv install` (once, before the repetitions; not in the figures above) | "
+                 f"{res['install']:.1f} |")
+    return L
 
-    if labels and any(get(setting(r, l), "switch") for r in reps for l in labels):
-        L += ["## Switchover under load", "",
-              f"`fabfile.writer.Writer` inserting into auth_message at {meta['writer_rate']:g}/s (one psql over SSH "
-              f"per insert, so the achieved rate is lower) while `inv switchover` and then `inv switchback` run. "
-              f"Blocked writes: as the tool reports it (\"blocked for at most N s\": the slonik script from LOCK "
-              f"SET to the confirmed MOVE SET) and as the writer saw it (first refused or stalled write to the "
-              f"first accepted one on the new origin). Before each, the bench waits until sl_status on the "
-              f"origin shows no backlog older than 8 s, which `inv switchover` requires (more than one "
-              f"unconfirmed event older than `--max-lag`, 10 s, is refused): that wait is shown too. Every "
-              f"acknowledged write was checked to be on db01 exactly once.", "",
-              "| slon setting | direction | wait for the lag check (s) | end to end (s) | blocked, tool (s) | "
-              "blocked, writer (s) |", "|---|---|---:|---:|---:|---:|"]
-        writer_lines = []
-        for label in labels:
-            sw = [s for r in reps if (s := get(setting(r, label), "switch"))]
-            if not sw:
-                continue
-            for name in ("switchover", "switchback"):
-                L.append(f"| `{label}` | {name} | {fmt([get(s, name, 'settle') for s in sw], 0)} | "
-                         f"{fmt([get(s, name, 'wall') for s in sw])} | {fmt([get(s, name, 'tool') for s in sw])} | "
-                         f"**{fmt([get(s, name, 'writer') for s in sw])}** |")
-            writer_lines.append(
-                f"`{label}`: {fmt([get(s, 'writer_stats', 'achieved_rate') for s in sw])} writes/s achieved, "
-                f"{sum(get(s, 'writer_stats', 'refused') or 0 for s in sw)} refused while locked, "
-                f"{sum(get(s, 'writer_stats', 'lost_or_doubled') or 0 for s in sw)} acknowledged writes lost "
-                f"or doubled")
-        L += ["", "Writer: " + "; ".join(writer_lines) + ".", ""]
+
+def steps_section(reps) -> list[str]:
+    """`inv migrate` and its no-op re-run, step by step."""
+    return ["", "`inv migrate` step by step (seconds, from the arrival time of its `== N/M step` lines):", "",
+            "| run | " + " | ".join(MIGRATE_STEPS) + " |", "|---|" + "---:|" * len(MIGRATE_STEPS),
+            "| migrate | " + " | ".join(fmt(values(reps, "migrate", "steps", s)) for s in MIGRATE_STEPS) + " |",
+            "| no-op re-run | " + " | ".join(fmt(values(reps, "noop", "steps", s)) for s in MIGRATE_STEPS) + " |",
+            ""]
+
+
+def tables_section(reps) -> list[str]:
+    """Slony's copy per table, the largest first."""
+    tables = sorted({t for r in reps for t in (get(r, "migrate", "copy", "tables") or {})},
+                    key=lambda t: -(median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0))
+    L = ["Slony's copy per table (receiver's slon log; COPY/index split from whole-second timestamps):", "",
+         "| table | MB copied | seconds | COPY | index rebuild |", "|---|---:|---:|---:|---:|"]
+    for t in tables:
+        b = median(values(reps, "migrate", "copy", "tables", t, "bytes")) or 0
+        L.append(f"| {t} | {b / 1e6:.1f} | {fmt(values(reps, 'migrate', 'copy', 'tables', t, 'seconds'), 2)} | "
+                 f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'data'), 0)} | "
+                 f"{fmt(values(reps, 'migrate', 'copy', 'tables', t, 'index'), 0)} |")
+    L.append("")
+    return L
+
+
+def lag_section(res: dict, labels: list[str]) -> list[str]:
+    """How the method works, then one table per slon setting."""
+    meta = res["meta"]
+    L = ["## Lag under load", "",
+         f"pgbench on db01 (local socket, `-c {meta['clients']} -j {meta['threads']} -T {meta['load_seconds']} "
+         f"-R rate`, one `INSERT INTO {WRITER_TABLE}` per transaction) with db02 subscribed. Sampled every "
+         f"second: **sl_status** lag (`st_lag_time` on db01: age of the newest event db02 has confirmed, as "
+         f"far as db01 knows) and **data lag** (age of the oldest row on db01 not yet on db02, from the "
+         f"newest `{WRITER_TABLE}.id` on each side, ±1 s). Catch-up: seconds after the load until db02 had "
+         f"every row. *Keeps up*: the rate was delivered (≥ 90 % of the target), the data lag does not grow "
+         f"in the second half of the load (its maximum at most the larger of {GROWTH_SLACK:g} s and "
+         f"sync_interval_timeout above the first half's: slon's listener polls for new events at up to that "
+         f"interval) and db02 caught up afterwards. *Bounded*: keeps "
+         f"up and sl_status p95 < {meta['lag_bound']:g} s.", ""]
+    for label in labels:
+        L += lag_table(res, label)
+    return L
+
+
+def lag_title(reps, label) -> str:
+    """A slon setting as the lag tables name it."""
+    s = next((setting(r, label) for r in reps if setting(r, label)), {})
+    txt = f"sync_interval={s.get('sync_interval')} ms, sync_interval_timeout={s.get('sync_interval_timeout')} ms"
+    return f"`{label}` ({txt})" if label != "default" else f"default ({txt}, as `inv config` writes them)"
+
+
+def lag_table(res: dict, label: str) -> list[str]:
+    """One slon setting: a row per rate, then the highest rates that are bounded and that keep up."""
+    meta, reps = res["meta"], res["reps"]
+    L = [f"Slon setting {lag_title(reps, label)}:", "",
+         "| target tps | achieved tps | sl_status lag median / p95 (s) | max events behind | "
+         "data lag median / p95 (s) | data lag max, 1st / 2nd half (s) | catch-up (s) | bounded |",
+         "|---:|---:|---:|---:|---:|---:|---:|---|"]
+    best = keeps = None
+    for rate in meta["rates"]:
+        st = lag_stats(reps, label, rate)
+        if not st:
+            continue
+        up, ok, why = verdict(st, meta["lag_bound"], slack_of(reps, label))
+        if ok:
+            best = rate if best is None or rate > best else best
+        if up:
+            keeps = rate if keeps is None or rate > keeps else keeps
+        L.append(f"| {rate} | {fmt([s['tps'] for s in st], 0)} | {fmt([s['lag_median'] for s in st])} / "
+                 f"{fmt([s['lag_p95'] for s in st])} | {fmt([s['events_max'] for s in st], 0)} | "
+                 f"{fmt([s['data_median'] for s in st])} / {fmt([s['data_p95'] for s in st])} | "
+                 f"{fmt([s.get('data_max_1st') for s in st])} / {fmt([s.get('data_max_2nd') for s in st])} | "
+                 f"{fmt([s['catch_up'] for s in st], 0)} | {why} |")
+    return L + ["", f"Highest rate with bounded lag: **{f'{best} tps' if best is not None else 'none'}**; "
+                f"highest rate db02 keeps up with: **{f'{keeps} tps' if keeps is not None else 'none'}** "
+                f"(of the rates tried: {', '.join(map(str, meta['rates']))}).", ""]
+
+
+def switch_section(res: dict, labels: list[str]) -> list[str]:
+    """Switchover and switchback with the writer running: a row per setting and direction."""
+    meta, reps = res["meta"], res["reps"]
+    L = ["## Switchover under load", "",
+         f"`testbed.writer.Writer` inserting into {WRITER_TABLE} at {meta['writer_rate']:g}/s (one psql over SSH "
+         f"per insert, so the achieved rate is lower) while `inv switchover` and then `inv switchback` run. "
+         f"Blocked writes: as the tool reports it (\"blocked for at most N s\": the slonik script from LOCK "
+         f"SET to the confirmed MOVE SET) and as the writer saw it (first refused or stalled write to the "
+         f"first accepted one on the new origin). Before each, the bench waits until sl_status on the "
+         f"origin shows no backlog older than 8 s (stricter than `inv switchover`, which refuses more than "
+         f"one unconfirmed event older than `--max-lag`, {MAX_LAG:g} s): that wait is shown too. Every "
+         f"acknowledged write was checked to be on db01 exactly once.", "",
+         "| slon setting | direction | wait for the lag check (s) | end to end (s) | blocked, tool (s) | "
+         "blocked, writer (s) |", "|---|---|---:|---:|---:|---:|"]
+    writer_lines = []
+    for label in labels:
+        sw = [s for r in reps if (s := get(setting(r, label), "switch"))]
+        if not sw:
+            continue
+        for name in ("switchover", "switchback"):
+            L.append(f"| `{label}` | {name} | {fmt([get(s, name, 'settle') for s in sw], 0)} | "
+                     f"{fmt([get(s, name, 'wall') for s in sw])} | {fmt([get(s, name, 'tool') for s in sw])} | "
+                     f"**{fmt([get(s, name, 'writer') for s in sw])}** |")
+        writer_lines.append(
+            f"`{label}`: {fmt([get(s, 'writer_stats', 'achieved_rate') for s in sw])} writes/s achieved, "
+            f"{sum(get(s, 'writer_stats', 'refused') or 0 for s in sw)} refused while locked, "
+            f"{sum(get(s, 'writer_stats', 'lost_or_doubled') or 0 for s in sw)} acknowledged writes lost "
+            f"or doubled")
+    return L + ["", "Writer: " + "; ".join(writer_lines) + ".", ""]
+
+
+def footer(res: dict, labels: list[str]) -> list[str]:
+    """How the settings were applied, the plot, and how to read and rerun."""
+    L = []
     if labels:
         L += ["Settings other than the default are applied after `inv migrate` by editing "
               "`/etc/slony1/node*/slon.conf` on db02 and restarting the slons (`inv slons --stop`, `inv slons`). "
-              f"Tool defaults: {defaults}.", ""]
-    L += ["![lag over time per rate, and the writer during switchover and switchback](lag.png)", "",
-          "## How to read and rerun", "",
-          "- `make bench` (or `.venv/bin/python bench/run.py --help`) brings up its own testbed, measures, writes "
-          "this file, `benchmarks.json` (every sample) and `lag.png`, then removes the testbed. "
-          "`bench/run.py --render docs/benchmarks.json` rewrites the report from the JSON.",
-          "- Slony's copy time is slon's own figure; the COPY/index split and the waits come from whole-second "
-          "log timestamps. The dump/restore phases come from the arrival times of `pg_restore -v` lines.",
-          "- `pg_dump -Fc` compresses (CPU on db02, where both pg_dump and pg_restore run), and pg_restore "
-          "validates foreign keys; Slony's copy does neither (the schema step created the keys beforehand and "
-          "slon loads in replica mode).",
-          "- sl_status lag includes how long db01 takes to learn of db02's confirmation: slon's listener on "
-          "db01 polls db02 at up to `sync_interval_timeout`, so an idle or lightly loaded pair shows a "
-          "sawtooth up to about twice that, although the rows are there; the data lag shows the rows.", ""]
-    return "\n".join(L)
+              f"Tool defaults: {res.get('defaults', {})}.", ""]
+    return L + [
+        "![lag over time per rate, and the writer during switchover and switchback](lag.png)", "",
+        "## How to read and rerun", "",
+        "- `make bench` (or `.venv/bin/python bench/run.py --help`) brings up its own testbed, measures, writes "
+        "this file, `benchmarks.json` (every sample) and `lag.png`, then removes the testbed. "
+        "`bench/run.py --render docs/benchmarks.json` rewrites the report from the JSON.",
+        "- Slony's copy time is slon's own figure; the COPY/index split and the waits come from whole-second "
+        "log timestamps. The dump/restore phases come from the arrival times of `pg_restore -v` lines.",
+        "- `pg_dump -Fc` compresses (CPU on db02, where both pg_dump and pg_restore run), and pg_restore "
+        "validates foreign keys; Slony's copy does neither (the schema step created the keys beforehand and "
+        "slon loads in replica mode).",
+        "- sl_status lag includes how long db01 takes to learn of db02's confirmation: slon's listener on "
+        "db01 polls db02 at up to `sync_interval_timeout`, so an idle or lightly loaded pair shows a "
+        "sawtooth up to about twice that, although the rows are there; the data lag shows the rows.", ""]
 
 
 def plot(res: dict, path: Path) -> None:

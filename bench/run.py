@@ -8,7 +8,7 @@ Per repetition:
      then a no-op `inv migrate`.
   2. for each slon sync setting (--sync-interval): lag under load, pgbench on db01 at fixed rates, lag
      sampled every second from sl_status and as data (oldest row on db01 not yet on db02);
-  3. switchover under load: fabfile.writer.Writer at a steady rate, `inv switchover` then `inv switchback`
+  3. switchover under load: testbed.writer.Writer at a steady rate, `inv switchover` then `inv switchback`
      end to end, blocked-write window from the tool's output and from the writer.
 Writes docs/benchmarks.md (medians of the repetitions), docs/benchmarks.json (every sample) and
 docs/lag.png, and prints the tables. Every load loop is bounded in count and time; load goes only to
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# A testbed of its own, beside the tests' (fabfile.testbed reads these at import).
+# A testbed of its own, beside the tests' (testbed.compose reads these whenever it is called).
 os.environ.setdefault("TESTBED_PROJECT", "slonybench")
 os.environ.setdefault("DB01_SSH_PORT", "2251")
 os.environ.setdefault("DB02_SSH_PORT", "2252")
@@ -39,22 +39,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parse  # noqa: E402
 import report  # noqa: E402
-from fabfile import facts, render  # noqa: E402
-from fabfile import testbed as tb  # noqa: E402
+from fabfile import facts  # noqa: E402
+from fabfile.errors import StepError  # noqa: E402
 from fabfile.model import make_cluster  # noqa: E402
-from fabfile.writer import Writer  # noqa: E402
-from tests.bed import Bed  # noqa: E402
+from fabfile.render.files import slon_conf  # noqa: E402
+from testbed import DATABASE as DB, WRITER_TABLE as TABLE  # noqa: E402
+from testbed import compose as tb  # noqa: E402
+from testbed.bed import Bed  # noqa: E402
+from testbed.writer import Writer  # noqa: E402
 
-DB = "shotserver04"
 RESTORE_DB = "bench_restore"
 PAIR = ("--master", "db01", "--slave", "db02")
 CONFS = "/etc/slony1/node1/slon.conf /etc/slony1/node2/slon.conf"
-INSERT = "INSERT INTO auth_message (user_id, message) VALUES (1, 'bench');\n"
+INSERT = f"INSERT INTO {TABLE} (user_id, message) VALUES (1, 'bench');\n"
 SCRIPT = "/var/tmp/slony-bench-insert.sql"
-
-
-class BenchError(Exception):
-    pass
 
 
 def say(msg: str) -> None:
@@ -89,13 +87,13 @@ def inv(bed: Bed, *args: str, timeout: float = 3600, echo: bool = True) -> dict:
     rc, lines, wall = stream([sys.executable, "-u", "-m", "invoke", *args], timeout, bed.env, echo)
     if rc:
         tail = "\n".join(l for _, l in lines[-15:])
-        raise BenchError(f"inv {' '.join(args)} exited {rc} after {wall:.0f} s\n{tail}")
+        raise StepError("bench", f"inv {' '.join(args)} exited {rc} after {wall:.0f} s\n{tail}")
     return {"wall": wall, "start": e0, "end": e0 + wall, "lines": lines}
 
 
 def ssh_stream(host: str, command: str, timeout: float) -> tuple[int, list[tuple[float, str]], float]:
     """Run a command on a testbed host through ssh; each output line with its arrival time."""
-    return stream(["ssh", "-F", str(tb.SSH_CONFIG), host, command], timeout)
+    return stream(["ssh", "-F", str(tb.current().ssh_config), host, command], timeout)
 
 
 def as_postgres(command: str) -> str:
@@ -106,24 +104,20 @@ def newest(h, binary: str) -> str:
     """The newest PostgreSQL major's copy of a client binary on a host."""
     path = facts.newest_client(h, binary)
     if not path:
-        raise BenchError(f"{h.name}: no {binary} under /usr/lib/postgresql/*/bin")
+        raise StepError(h.name, f"no {binary} under /usr/lib/postgresql/*/bin",
+                        "install the PostgreSQL client programs there")
     return path
 
 
 # --- testbed -------------------------------------------------------------------------------------------
 
 def fresh_testbed(size_mb: int) -> None:
-    say(f"fresh testbed {tb.PROJECT} (ssh ports {tb.HOSTS['db01']['port']}/{tb.HOSTS['db02']['port']}), "
+    current = tb.current()
+    say(f"fresh testbed {current.project} (ssh ports {current.ports['db01']}/{current.ports['db02']}), "
         f"seeding {size_mb} MB")
     tb.compose("down", "-v", "--remove-orphans", check=False)
-    tb.keys()
-    tb.base_images()
-    tb.compose("build")
-    tb.compose("up", "-d")
-    tb.wait_healthy()
-    t = time.monotonic()
-    tb.seed(size_mb)
-    say(f"seeded in {time.monotonic() - t:.0f} s")
+    times = tb.up(size_mb)
+    say("testbed up: " + ", ".join(f"{phase} {secs:.0f} s" for phase, secs in times.items()))
 
 
 def reset(bed: Bed) -> None:
@@ -131,10 +125,10 @@ def reset(bed: Bed) -> None:
     bed["db02"].psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
     bed.reset()
     # pgbench inserts 'bench', the writer 'benchNxM K'; the seed's messages are hex digits.
-    deleted = bed["db01"].psql("WITH d AS (DELETE FROM auth_message WHERE message LIKE 'bench%' RETURNING 1) "
+    deleted = bed["db01"].psql(f"WITH d AS (DELETE FROM {TABLE} WHERE message LIKE 'bench%' RETURNING 1) "
                                "SELECT count(*) FROM d", DB)[0][0]
     if int(deleted):
-        bed["db01"].psql("VACUUM ANALYZE auth_message", DB, timeout=3600)
+        bed["db01"].psql(f"VACUUM ANALYZE {TABLE}", DB, timeout=3600)
 
 
 # --- 1. initial copy ------------------------------------------------------------------------------------
@@ -161,11 +155,11 @@ def dump_restore(bed: Bed) -> dict:
     rc, lines, wall = ssh_stream("db02", as_postgres(cmd), timeout=4 * 3600)
     if rc:
         tail = "\n".join(l for _, l in lines[-10:])
-        raise BenchError(f"pg_dump | pg_restore exited {rc}\n{tail}")
-    rows = [db.value("SELECT count(*) FROM auth_message", name)
+        raise StepError("db02", f"pg_dump | pg_restore exited {rc}\n{tail}")
+    rows = [db.value(f"SELECT count(*) FROM {TABLE}", name)
             for db, name in ((db01, DB), (db02, RESTORE_DB))]
     if rows[0] != rows[1]:
-        raise BenchError(f"restore incomplete: auth_message has {rows[1]} rows on db02, {rows[0]} on db01")
+        raise StepError("db02", f"restore incomplete: {TABLE} has {rows[1]} rows here, {rows[0]} on db01")
     phases = parse.restore_phases(lines, wall)
     say(f"pg_dump | pg_restore: {wall:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) + ")")
     db02.psql(f"DROP DATABASE {RESTORE_DB} WITH (FORCE)")
@@ -178,7 +172,7 @@ def migrate(bed: Bed) -> dict:
     log = bed["db02"].sudo("cat /var/log/slony1/slon-node2.log").stdout
     copy = parse.slon_copy(log)
     if copy is None:
-        raise BenchError("no finished copy_set in db02's slon-node2.log")
+        raise StepError("db02", "no finished copy_set in /var/log/slony1/slon-node2.log", "read that log")
     steps = parse.migrate_steps(run["lines"], run["wall"])
     sub_at = parse.step_start(run["lines"], "subscribe")
     sub_start = run["start"] + (sub_at or 0.0)
@@ -198,7 +192,7 @@ def noop(bed: Bed) -> dict:
     run = inv(bed, "migrate", *PAIR, timeout=900, echo=False)
     ok = any("nothing to do" in l for _, l in run["lines"])
     if not ok:
-        raise BenchError("the second inv migrate did something:\n" + "\n".join(l for _, l in run["lines"]))
+        raise StepError("bench", "the second inv migrate did something:\n" + "\n".join(l for _, l in run["lines"]))
     say(f"no-op migrate {run['wall']:.1f} s")
     return {"wall": run["wall"], "steps": parse.migrate_steps(run["lines"], run["wall"])}
 
@@ -229,9 +223,9 @@ def conf_values(bed: Bed) -> dict[str, int]:
 
 
 def tool_defaults() -> dict[str, int]:
-    """The sync settings `inv config` writes (fabfile.render.slon_conf)."""
+    """The sync settings `inv config` writes (fabfile.render.files.slon_conf)."""
     cluster = make_cluster("db01", "db02")
-    return sync_values(render.slon_conf(cluster, cluster.master))
+    return sync_values(slon_conf(cluster, cluster.master))
 
 
 def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str, int]:
@@ -254,7 +248,7 @@ def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str
 
 # --- 2. lag under load ----------------------------------------------------------------------------------
 
-TOP_SQL = "SELECT coalesce(max(id), 0) FROM auth_message"
+TOP_SQL = f"SELECT coalesce(max(id), 0) FROM {TABLE}"
 LAG_SQL = (f"SELECT st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0), ({TOP_SQL}) "
            "FROM _replication.sl_status")
 
@@ -290,8 +284,8 @@ def lag_run(bed: Bed, pgbench: str, rate: int, seconds: int, clients: int, threa
     proc.join(timeout=10)
     end = time.monotonic() - t0
     if not out or out[0][0]:
-        raise BenchError(f"pgbench -R {rate} failed: " + ("\n".join(l for _, l in out[0][1][-5:]) if out else
-                                                          "did not finish"))
+        raise StepError("db01", f"pgbench -R {rate} failed: " + ("\n".join(l for _, l in out[0][1][-5:]) if out
+                                                                  else "did not finish"))
     bench = parse.pgbench("\n".join(l for _, l in out[0][1]))
     final = int(db01.value(TOP_SQL, DB))
     caught_up = None
@@ -367,7 +361,7 @@ BLOCKED = re.compile(r"blocked for at most ([\d.]+) s")
 
 def switch_phase(bed: Bed, args, tag: str) -> dict:
     settle(bed)
-    writer = Writer(str(tb.SSH_CONFIG), rate=args.writer_rate, tag=tag, max_seconds=900,
+    writer = Writer(str(tb.current().ssh_config), rate=args.writer_rate, tag=tag, max_seconds=900,
                     max_count=int(args.writer_rate * 900))
     t0 = time.monotonic()
     writer.start()
@@ -392,16 +386,13 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
     finally:
         writer.stop()
     span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
-    acked = writer.acknowledged()
-    rows = dict((int(n), int(k)) for n, k in bed["db01"].psql(writer.count_sql(), DB))
-    lost = [n for n in acked if rows.get(n) != 1]
-    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(acked),
+    missing, _ = writer.not_once(bed["db01"])
+    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
                            "refused": sum(1 for a in writer.attempts if not a.ok),
                            "achieved_rate": len(writer.attempts) / span if span else None,
-                           "lost_or_doubled": len(lost)}
+                           "lost_or_doubled": len(missing)}
     out["attempts"] = [[round(a.start - t0, 3), round(a.end - a.start, 3), a.ok] for a in writer.attempts]
-    if lost:
-        raise BenchError(f"{len(lost)} acknowledged writes missing or doubled on db01: {lost[:10]}")
+    writer.check_acknowledged(bed["db01"])   # StepError when a write is missing or doubled
     return out
 
 
@@ -435,7 +426,7 @@ def versions(bed: Bed) -> dict:
 
 # --- main -----------------------------------------------------------------------------------------------
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size-mb", type=int, default=1000, help="size of the demo database (default 1000)")
     p.add_argument("--reps", type=int, default=3, help="repetitions (default 3); the report shows medians")
@@ -459,7 +450,110 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="leave the testbed running at the end")
     p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json and lag.png go (docs/)")
     p.add_argument("--render", metavar="JSON", help="only rewrite the report from a benchmarks.json")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def new_results(args, settings: list[dict], phases: set[str]) -> dict:
+    """The results so far: how the run was asked for, on which machine; no repetitions yet."""
+    return {
+        "meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "size_mb": args.size_mb,
+                 "reps": args.reps, "rates": args.rates, "load_seconds": args.load_seconds,
+                 "clients": args.clients, "threads": args.threads, "writer_rate": args.writer_rate,
+                 "lag_bound": args.lag_bound, "settings": [s["label"] for s in settings],
+                 "phases": sorted(phases), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
+                 "testbed": tb.current().project, "machine": machine()},
+        "reps": [],
+    }
+
+
+def open_bed() -> Bed:
+    """The testbed's hosts and the CLI's environment, with a SLONY_MIGRATE_HOME of the bench's own."""
+    current = tb.current()
+    bed = Bed(str(current.ssh_config), Path(os.environ.get("SLONY_MIGRATE_HOME") or (current.state / "bench-home")))
+    bed.home.mkdir(parents=True, exist_ok=True)
+    bed.env["SLONY_MIGRATE_HOME"] = str(bed.home)
+    return bed
+
+
+def measure(bed: Bed, args, settings: list[dict], phases: set[str], results: dict) -> None:
+    """The database's size, then every repetition; into `results` as they are measured."""
+    run_id = time.strftime("%H%M%S")
+    results["meta"]["database"] = {
+        "bytes": int(bed["db01"].value(f"SELECT pg_database_size('{DB}')")),
+        "auth_message_rows": int(bed["db01"].value(f"SELECT count(*) FROM {TABLE}", DB))}
+    say(f"database {DB} on db01: {results['meta']['database']['bytes'] / 1e6:.0f} MB")
+    if "copy" in phases:
+        say("Slony packages (once, outside the repetitions): inv install")
+        results["install"] = inv(bed, "install", *PAIR, timeout=1800, echo=False)["wall"]
+        say(f"install {results['install']:.1f} s")
+    for rep in range(1, args.reps + 1):
+        say(f"=== repetition {rep}/{args.reps}")
+        r: dict = {"rep": rep}
+        results["reps"].append(r)
+        if "copy" in phases:
+            copy_phase(bed, r)
+        if phases & {"lag", "switchover"}:
+            results["defaults"] = tool_defaults()
+            r["settings"] = []
+            setting_phases(bed, args, settings, phases, results["defaults"], r["settings"],
+                           tag=f"bench{run_id}r{rep}")
+
+
+def copy_phase(bed: Bed, r: dict) -> None:
+    """1. dump/restore, migrate and a no-op migrate, each from a reset testbed; into the repetition `r`."""
+    reset(bed)
+    r["dump"] = dump_restore(bed)
+    reset(bed)
+    r["migrate"] = migrate(bed)
+    r["noop"] = noop(bed)
+
+
+def setting_phases(bed: Bed, args, settings: list[dict], phases: set[str], defaults: dict[str, int],
+                   out: list[dict], tag: str) -> None:
+    """2. and 3. for each slon setting; appended to `out` as they are measured."""
+    for i, setting in enumerate(settings):
+        applied = apply_setting(bed, setting, defaults)
+        s = {"label": setting["label"], **applied}
+        out.append(s)
+        say(f"--- slon setting {setting['label']}: sync_interval={applied['sync_interval']} ms, "
+            f"sync_interval_timeout={applied['sync_interval_timeout']} ms")
+        if "lag" in phases:
+            s["lag"] = lag_phase(bed, args)
+        if "switchover" in phases:
+            # unique per run: the check counts the writer's rows by tag
+            s["switch"] = switch_phase(bed, args, tag=f"{tag}s{i}")
+
+
+def finish(bed: Bed | None, args, results: dict, started: float, failed: str | None) -> None:
+    """Versions, elapsed time and the failure into `results`; then remove the testbed unless kept."""
+    if bed is not None:
+        try:
+            results["versions"] = versions(bed)
+        except Exception as e:  # noqa: BLE001 - the report says what it could not read
+            say(f"versions not read: {e}")
+    results["meta"]["elapsed_s"] = round(time.monotonic() - started)
+    results["meta"]["loadavg_end"] = os.getloadavg()
+    if failed:
+        results["meta"]["failed"] = failed
+    if bed is not None:
+        bed.hosts.__exit__()
+    if not args.keep and not args.reuse:
+        say(f"removing testbed {tb.current().project}")
+        tb.compose("down", "-v", "--remove-orphans", check=False)
+
+
+def write_results(results: dict, out: Path) -> None:
+    """benchmarks.md, benchmarks.json and lag.png when a repetition began; the report on stdout."""
+    if results["reps"]:
+        report.write(results, out)
+        print()
+        print(report.markdown(results))
+        say(f"wrote {out / 'benchmarks.md'}, {out / 'benchmarks.json'}, {out / 'lag.png'}")
+    say(f"elapsed {results['meta']['elapsed_s'] / 60:.1f} min")
+
+
+def main() -> int:
+    args = parse_args()
     out = Path(args.out)
     if args.render:
         results = json.loads(Path(args.render).read_text())
@@ -470,80 +564,20 @@ def main() -> int:
     settings = parse_settings(args.sync_interval)
     phases = set(args.phases.split(","))
     started = time.monotonic()
-    run_id = time.strftime("%H%M%S")
-    results: dict = {
-        "meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "size_mb": args.size_mb,
-                 "reps": args.reps, "rates": args.rates, "load_seconds": args.load_seconds,
-                 "clients": args.clients, "threads": args.threads, "writer_rate": args.writer_rate,
-                 "lag_bound": args.lag_bound, "settings": [s["label"] for s in settings],
-                 "phases": sorted(phases), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
-                 "testbed": tb.PROJECT, "machine": machine()},
-        "reps": [],
-    }
+    results = new_results(args, settings, phases)
     failed = None
     bed = None
     try:
         if not args.reuse:
             fresh_testbed(args.size_mb)
-        bed = Bed(str(tb.SSH_CONFIG), Path(os.environ.get("SLONY_MIGRATE_HOME") or (tb.STATE / "bench-home")))
-        bed.home.mkdir(parents=True, exist_ok=True)
-        bed.env["SLONY_MIGRATE_HOME"] = str(bed.home)
-        results["meta"]["database"] = {
-            "bytes": int(bed["db01"].value(f"SELECT pg_database_size('{DB}')")),
-            "auth_message_rows": int(bed["db01"].value("SELECT count(*) FROM auth_message", DB))}
-        say(f"database {DB} on db01: {results['meta']['database']['bytes'] / 1e6:.0f} MB")
-        if "copy" in phases:
-            say("Slony packages (once, outside the repetitions): inv install")
-            results["install"] = inv(bed, "install", *PAIR, timeout=1800, echo=False)["wall"]
-            say(f"install {results['install']:.1f} s")
-        for rep in range(1, args.reps + 1):
-            say(f"=== repetition {rep}/{args.reps}")
-            r: dict = {"rep": rep}
-            results["reps"].append(r)
-            if "copy" in phases:
-                reset(bed)
-                r["dump"] = dump_restore(bed)
-                reset(bed)
-                r["migrate"] = migrate(bed)
-                r["noop"] = noop(bed)
-            if phases & {"lag", "switchover"}:
-                results["defaults"] = tool_defaults()
-                r["settings"] = []
-                for i, setting in enumerate(settings):
-                    applied = apply_setting(bed, setting, results["defaults"])
-                    s = {"label": setting["label"], **applied}
-                    r["settings"].append(s)
-                    say(f"--- slon setting {setting['label']}: sync_interval={applied['sync_interval']} ms, "
-                        f"sync_interval_timeout={applied['sync_interval_timeout']} ms")
-                    if "lag" in phases:
-                        s["lag"] = lag_phase(bed, args)
-                    if "switchover" in phases:
-                        # unique per run: the check counts the writer's rows by tag
-                        s["switch"] = switch_phase(bed, args, tag=f"bench{run_id}r{rep}s{i}")
+        bed = open_bed()
+        measure(bed, args, settings, phases, results)
     except Exception as e:  # keep what was measured; say what failed
         failed = f"{type(e).__name__}: {e}"
         say(f"FAILED: {failed}")
     finally:
-        if bed is not None:
-            try:
-                results["versions"] = versions(bed)
-            except Exception as e:  # noqa: BLE001 - the report says what it could not read
-                say(f"versions not read: {e}")
-        results["meta"]["elapsed_s"] = round(time.monotonic() - started)
-        results["meta"]["loadavg_end"] = os.getloadavg()
-        if failed:
-            results["meta"]["failed"] = failed
-        if bed is not None:
-            bed.hosts.__exit__()
-        if not args.keep and not args.reuse:
-            say(f"removing testbed {tb.PROJECT}")
-            tb.compose("down", "-v", "--remove-orphans", check=False)
-    if results["reps"]:
-        report.write(results, out)
-        print()
-        print(report.markdown(results))
-        say(f"wrote {out / 'benchmarks.md'}, {out / 'benchmarks.json'}, {out / 'lag.png'}")
-    say(f"elapsed {results['meta']['elapsed_s'] / 60:.1f} min")
+        finish(bed, args, results, started, failed)
+    write_results(results, out)
     return 1 if failed else 0
 
 

@@ -1,36 +1,49 @@
-"""`inv migrate`: preflight, then every runbook step in order, each a no-op when already done."""
+"""`inv migrate`: preflight, then every runbook step in order, each a no-op when already done.
+
+STEPS is the one list of the runbook's steps: migrate runs it, the tests and the benchmark read it.
+"""
 from __future__ import annotations
 
-from . import steps
-from .model import StepError
-from .preflight import preflight
-from .steps import Run
+from . import settings
+from .endgame.preflight import preflight
+from .errors import StepError
+from .session import Session
+from .steps.access import hba, users
+from .steps.cluster import config, create_set, init, slons, subscribe
+from .steps.database import appdb, plpgsql, schema
+from .steps.software import build, install, install_hosts
+
+# (name, function): the name is the task's, the log lines' and the one migrate prints.
+STEPS = [("install", install), ("users", users), ("hba", hba), ("appdb", appdb), ("plpgsql", plpgsql),
+         ("schema", schema), ("config", config), ("init", init), ("slons", slons), ("create-set", create_set),
+         ("subscribe", subscribe)]
+STEP_NAMES = [name for name, _ in STEPS]
 
 
-def check(run: Run) -> None:
+def check(s: Session) -> None:
     """Preflight as a guard: StepError when any check failed (the FAIL lines name host and object)."""
-    failed = preflight(run)
+    failed = preflight(s)
     if failed:
         raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
                         "nothing was changed", "fix what they name, then run again")
 
 
-def migrate(run: Run, tarball: str = "", sha256: str = "", timeout: int = 3600) -> None:
+def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = settings.COPY_WAIT) -> None:
     """Run preflight and steps 1 (or build) to subscribe; return when the initial copy is done."""
-    cl = run.cluster
-    print("== preflight", flush=True)
-    check(run)
-    before = len(run.changed)
-    for i, (fn, name) in enumerate(zip(steps.STEPS, steps.STEP_NAMES), 1):
-        print(f"== {i}/{len(steps.STEPS)} {name}", flush=True)
-        if fn is steps.install and tarball:
-            for host in dict.fromkeys([cl.master.host, cl.slave.host, cl.slon_host]):
-                steps.build(run, host, tarball, sha256)
-        elif fn is steps.subscribe:
-            steps.subscribe(run, wait=True, timeout=timeout)
+    cl = s.cluster
+    s.out.line("== preflight")
+    check(s)
+    before = len(s.changes)
+    for i, (name, fn) in enumerate(STEPS, 1):
+        s.out.line(f"== {i}/{len(STEPS)} {name}")
+        if fn is install and tarball:
+            for host in install_hosts(s):
+                build(s, host, tarball, sha256)
+        elif fn is subscribe:
+            subscribe(s, wait=True, timeout=timeout)
         else:
-            fn(run)
-    made = len(run.changed) - before
-    if not run.dry_run:
-        print(f"migrate: done, {made} change(s); {cl.slave.host} replicates {cl.database} from {cl.master.host}"
-              if made else "migrate: nothing to do, every step was already done", flush=True)
+            fn(s)
+    made = len(s.changes) - before
+    if not s.dry_run:
+        s.out.line(f"migrate: done, {made} change(s); {cl.slave.host} replicates {cl.database} from "
+                   f"{cl.master.host}" if made else "migrate: nothing to do, every step was already done")

@@ -1,24 +1,15 @@
-"""The migration's settings as frozen values, validated once. Pure: no I/O."""
+"""The migration's settings and what is known of Slony's state, as typed values. Pure: no I/O."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .errors import StepError
+from .settings import DEFAULTS
 
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
-
-
-class StepError(Exception):
-    """A step cannot go on. Names the host, the object and the fix."""
-
-    def __init__(self, host: str, message: str, fix: str = ""):
-        self.host, self.message, self.fix = host, message, fix
-        super().__init__(self.line())
-
-    def line(self) -> str:
-        text = f"{self.host}: {self.message}"
-        return f"{text}; fix: {self.fix}" if self.fix else text
 
 
 @dataclass(frozen=True)
@@ -43,9 +34,9 @@ class Cluster:
     master: Node
     slave: Node
     slon_host: str
-    name: str = "replication"
-    database: str = "shotserver04"
-    user: str = "slony"
+    name: str = DEFAULTS["slony"]["cluster"]
+    database: str = DEFAULTS["slony"]["database"]
+    user: str = DEFAULTS["slony"]["user"]
     set_id: int = 1
     logdir: str = "/var/log/slony1"
     confdir: str = "/etc/slony1"
@@ -68,10 +59,10 @@ def make_cluster(
     slave: str,
     *,
     slon_host: str = "",
-    name: str = "replication",
-    database: str = "shotserver04",
-    user: str = "slony",
-    port: int = 5432,
+    name: str = DEFAULTS["slony"]["cluster"],
+    database: str = DEFAULTS["slony"]["database"],
+    user: str = DEFAULTS["slony"]["user"],
+    port: int = DEFAULTS["slony"]["port"],
     master_dbhost: str = "",
     slave_dbhost: str = "",
     set_id: int = 1,
@@ -102,3 +93,25 @@ def make_cluster(
         user=user,
         set_id=set_id,
     )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table to replicate: fully qualified name and, without a primary key, the unique index to use."""
+
+    name: str
+    key: str | None = None
+
+
+@dataclass
+class SlonyState:
+    """What of the cluster one node's database holds (its `_<cluster>` schema), as read by facts.slony_state."""
+
+    schema: bool = False                                     # the _<cluster> schema exists
+    nodes: set[int] = field(default_factory=set)
+    paths: set[tuple[int, int]] = field(default_factory=set)  # (server, client)
+    has_set: bool = False
+    origin: int | None = None                                # the set's origin, as this node knows it
+    tables: dict[str, int] = field(default_factory=dict)     # quoted name: table id
+    sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
+    subscribed: bool | None = None                           # None: no subscription; False: copying; True: active

@@ -1,6 +1,7 @@
-"""The thin Fabric layer: SSH connections with checked host keys, commands, psql, file writes.
+"""The thin Fabric layer: SSH connections with checked host keys, commands, psql, files.
 
-Secrets and SQL go over stdin, never on a command line. Output is captured, never echoed.
+The only module that imports Fabric. Secrets and SQL go over stdin, never on a command line.
+Output is captured, never echoed (apart from `follow`, which streams to the operator's terminal).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
-from .model import StepError
+from . import settings
+from .errors import StepError
 
 
 class Chunks(io.StringIO):
@@ -24,13 +26,23 @@ class Chunks(io.StringIO):
         return super().read(65536)
 
 
+def error_line(stderr: str, default: str = "failed") -> str:
+    """The line of psql's stderr that says what went wrong (ERROR or FATAL), else its last line."""
+    err = [l for l in stderr.splitlines() if l.strip()]
+    return next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else default).strip()
+
+
 class Host:
     """One server reached over SSH, by the name the operator's ssh config knows it by."""
 
     def __init__(self, name: str, ssh_config: str = "", strict_host_keys: bool = True):
         self.name = name
+        if ssh_config and not os.path.isfile(os.path.expanduser(ssh_config)):
+            raise StepError("local", f"ssh config {ssh_config} does not exist",
+                            "correct INVOKE_SLONY_SSH_CONFIG (or ssh_config in invoke.yaml), or leave it empty "
+                            "for ~/.ssh/config")
         config = Config(runtime_ssh_path=os.path.expanduser(ssh_config)) if ssh_config else Config()
-        self.conn = Connection(name, config=config, connect_timeout=15)
+        self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT)
         client = self.conn.client
         known = self.conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
         for path in known.split():
@@ -39,6 +51,11 @@ class Host:
                 client.load_host_keys(path)
         if strict_host_keys:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+    @property
+    def user(self) -> str:
+        """The SSH user this host is reached as."""
+        return self.conn.user
 
     def open(self) -> None:
         try:
@@ -80,7 +97,7 @@ class Host:
         if check and result.failed:
             err = (result.stderr.strip() or result.stdout.strip()).splitlines()
             detail = err[-1] if err else f"exit code {result.exited}"
-            fix = (f"give {self.conn.user} passwordless sudo on {self.name}" if "sudo: a password is required" in detail
+            fix = (f"give {self.user} passwordless sudo on {self.name}" if "sudo: a password is required" in detail
                    or "not in the sudoers" in detail else "")
             raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}", fix)
         return result
@@ -89,16 +106,26 @@ class Host:
         """Run a command as another user through non-interactive sudo (no password prompt)."""
         return self.run(f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}", **kw)
 
-    def psql(self, sql: str, database: str = "postgres", *, check: bool = True, timeout: int | None = 120
+    def _psql(self, sql: str, database: str, timeout: int | None, csv_rows: bool, variables: dict | None):
+        options = "-t --csv " if csv_rows else "-o /dev/null "
+        options += "".join(f"-v {k}={shlex.quote(str(v))} " for k, v in (variables or {}).items())
+        cmd = f"psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
+
+    def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:
         """Run SQL as the postgres superuser over the local socket; return the rows as lists of text."""
-        cmd = f"psql -X -q -t --csv -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
-        result = self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
-        if check and result.failed:
-            err = [l for l in result.stderr.splitlines() if l.strip()]
-            msg = next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else "failed")
+        result = self._psql(sql, database, timeout, True, None)
+        if result.failed:
+            msg = error_line(result.stderr)
             raise StepError(self.name, f"psql on database {database}: {msg.split(':', 2)[-1].strip()}")
         return list(csv.reader(io.StringIO(result.stdout)))
+
+    def try_psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL,
+                 variables: dict | None = None) -> str:
+        """Run SQL as postgres, output discarded; '' when it worked, else psql's error line."""
+        result = self._psql(sql, database, timeout, False, variables)
+        return "" if result.ok else error_line(result.stderr)
 
     def value(self, sql: str, database: str = "postgres") -> str | None:
         """The first column of the first row, or None."""
@@ -123,6 +150,18 @@ class Host:
         self.sudo(f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}", stdin=text,
                   what=f"writing {path}")
 
+    def put(self, local: str, remote: str) -> None:
+        """Copy a local file to a path the SSH user may write (e.g. a private temp directory)."""
+        if not self.conn.is_connected:
+            self.open()
+        self.conn.put(local, remote)
+
+    def follow(self, command: str) -> None:
+        """Run a command as root with a terminal, its output streamed to ours until it ends or Ctrl-C."""
+        if not self.conn.is_connected:
+            self.open()
+        self.conn.run(f"sudo -n -- {command}", pty=True, in_stream=False, warn=True)
+
 
 class Hosts:
     """One SSH connection per host name for a whole run; closed at the end."""
@@ -140,5 +179,8 @@ class Hosts:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         for host in self._hosts.values():
             host.close()

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from fabfile import facts
-from fabfile import testbed as tb
-from tests.bed import CLUSTER, Bed
+from testbed import compose as tb
+from testbed.bed import CLUSTER, Bed
 
 SIZE_MB = int(os.environ.get("TESTBED_SIZE_MB", "20"))
 
@@ -24,15 +24,14 @@ def docker_compose_file() -> str:
 
 @pytest.fixture(scope="session")
 def docker_compose_project_name() -> str:
-    return tb.PROJECT
+    return tb.current().project
 
 
 @pytest.fixture(scope="session")
 def docker_setup():
     # Images first (base images by debootstrap when no registry answers), then a fresh testbed.
     # pytest-docker runs compose with our environment: give it the same state dir and ports.
-    os.environ.update(TESTBED_STATE=str(tb.STATE), TESTBED_NET=tb.NET, DB01_SSH_PORT=str(tb.HOSTS["db01"]["port"]),
-                      DB02_SSH_PORT=str(tb.HOSTS["db02"]["port"]))
+    os.environ.update(tb.current().env())
     tb.keys()
     tb.base_images()
     tb.compose("build")
@@ -49,7 +48,7 @@ def testbed(docker_services):
     """The seeded testbed; yields the path of its ssh config."""
     docker_services.wait_until_responsive(check=tb.healthy, timeout=180, pause=1)
     tb.seed(SIZE_MB)
-    yield str(tb.SSH_CONFIG)
+    yield str(tb.current().ssh_config)
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +61,7 @@ def bed(testbed, tmp_path_factory) -> Bed:
 @pytest.fixture
 def migrated(bed):
     """A testbed on which `inv migrate` has run: kept from an earlier test when still replicating."""
-    if not facts.slony_state(bed["db01"], CLUSTER)["subscribed"]:
+    if not facts.slony_state(bed["db01"], CLUSTER).subscribed:
         bed.reset()  # whatever an earlier test left (e.g. uninstalled, data kept on db02)
         bed.inv("migrate", "--master", "db01", "--slave", "db02")
     return bed

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from fabfile import facts
-from fabfile.steps import STEP_NAMES
-from fabfile import testbed as tb
-from fabfile.writer import Writer
-from tests.bed import CLUSTER
+from fabfile.migrate import STEP_NAMES
+from testbed import compose as tb
+from testbed.bed import CLUSTER
+from testbed.writer import Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
 STEPS = STEP_NAMES
@@ -66,7 +66,7 @@ def test_db02_postgresql_restarted_under_load(migrated):
 def test_network_cut_for_60_seconds_under_load(migrated):
     bed = migrated
     container = tb.compose("ps", "-q", "db02", capture=True).stdout.strip()
-    network = f"{tb.PROJECT}_testbed"
+    network = f"{tb.current().project}_testbed"
     before = max_lag_seconds(bed)
     writer = Writer(bed.ssh_config, tag="netcut", rate=5, max_seconds=240, max_count=1000).start()
     time.sleep(3)
@@ -77,7 +77,7 @@ def test_network_cut_for_60_seconds_under_load(migrated):
             time.sleep(2)
             lags.append(max_lag_seconds(bed))
     finally:
-        subprocess.run(["docker", "network", "connect", "--ip", f"{tb.NET}.12", "--alias", "db02", network,
+        subprocess.run(["docker", "network", "connect", "--ip", f"{tb.current().net}.12", "--alias", "db02", network,
                         container], check=True)
         bed.hosts["db02"].close()
     assert max(lags) > 30, f"lag did not grow while cut: {lags}"
@@ -107,5 +107,5 @@ def test_migrate_killed_in_each_step_then_run_again(bed, step):
     result = bed.inv("migrate", *ARGS, timeout=900)
     assert "initial copy of set 1 done" in result.stdout or "nothing to do" in result.stdout
     bed.wait_same()
-    assert facts.slony_state(bed["db02"], CLUSTER)["subscribed"] is True
+    assert facts.slony_state(bed["db02"], CLUSTER).subscribed is True
     bed.inv("verify", *ARGS)

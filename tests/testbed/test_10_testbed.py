@@ -4,7 +4,7 @@ import subprocess
 import pytest
 
 from fabfile import facts
-from fabfile.model import StepError
+from fabfile.errors import StepError
 from fabfile.remote import Hosts
 
 

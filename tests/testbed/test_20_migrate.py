@@ -3,7 +3,7 @@ import re
 import time
 
 from fabfile import facts
-from tests.bed import CLUSTER
+from testbed.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 
@@ -24,9 +24,9 @@ def test_migrate_replicates_every_table_and_sequence(bed):
     digests = bed.wait_same(timeout=30)
     assert int(digests["public.auth_message"][0]) > 10000
     state = facts.slony_state(bed["db02"], CLUSTER)
-    assert state["subscribed"] is True
-    assert len(state["tables"]) == 8 and len(state["sequences"]) == 8
-    assert state["tables"]["public.websites_alias"]  # no primary key: replicated by its unique index
+    assert state.subscribed is True
+    assert len(state.tables) == 8 and len(state.sequences) == 8
+    assert state.tables["public.websites_alias"]  # no primary key: replicated by its unique index
 
 
 def test_changes_on_db01_reach_db02_within_30_seconds(migrated):

@@ -4,8 +4,8 @@ import signal
 import pytest
 
 from fabfile import facts
-from fabfile.steps import STEP_NAMES
-from tests.bed import CLUSTER
+from fabfile.migrate import STEP_NAMES
+from testbed.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 STEPS = STEP_NAMES[:-1]  # all but subscribe, which the test runs with --wait
@@ -15,8 +15,7 @@ def slony_picture(bed) -> dict:
     """What migrate leaves behind, without timestamps or pids: Slony catalogs, files, slons, data."""
     out = {}
     for name in ("db01", "db02"):
-        state = facts.slony_state(bed[name], CLUSTER)
-        out[name] = {k: sorted(v) if isinstance(v, set) else v for k, v in state.items()}
+        out[name] = {k: sorted(v) if isinstance(v, set) else v for k, v in bed.state(name).items()}
     db02 = bed["db02"]
     out["files"] = db02.run("sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
                             "/etc/slony1/node2/slon.conf /usr/local/lib/slony-migrate/slon-watchdog").stdout
@@ -51,7 +50,7 @@ def test_interrupted_migrate_completes_when_run_again(bed, kill_at):
     result = bed.inv("migrate", *ARGS)
     assert "initial copy of set 1 done" in result.stdout
     bed.wait_same()
-    assert facts.slony_state(bed["db02"], CLUSTER)["subscribed"] is True
+    assert facts.slony_state(bed["db02"], CLUSTER).subscribed is True
 
 
 def test_uninstall_removes_the_cluster_and_keeps_data(migrated):

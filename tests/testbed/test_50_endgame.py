@@ -4,8 +4,8 @@ import time
 
 
 from fabfile import facts
-from fabfile import testbed as tb
-from fabfile.writer import LOCKED, SUBSCRIBER, Writer
+from testbed import compose as tb
+from testbed.writer import LOCKED, SUBSCRIBER, Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fabfile import facts
-from fabfile.model import StepError
+from fabfile.errors import StepError
 from fabfile.remote import Hosts
-from tests.bed import CLUSTER
+from testbed.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 NOSUDO = "pfnosudo"
@@ -80,7 +80,7 @@ def settled_snapshot(bed, timeout: float = 60) -> dict:
     """A snapshot once db02 knows db01's set and two snapshots in a row agree: slon adds its partial
     index on sl_log (PartInd_..._sl_log_N-node-1) on db02 a few seconds after the set is created."""
     deadline = time.monotonic() + timeout
-    while (facts.slony_state(bed["db02"], CLUSTER)["set"] != facts.slony_state(bed["db01"], CLUSTER)["set"]
+    while (facts.slony_state(bed["db02"], CLUSTER).has_set != facts.slony_state(bed["db01"], CLUSTER).has_set
            and time.monotonic() < deadline):
         time.sleep(1)
     last = bed.snapshot()
@@ -267,7 +267,7 @@ def test_guards_in_the_steps_refuse_by_hand(fresh):
                               "subscribing would empty them")
         assert line.startswith("error: db02: receiver tables hold rows")
         assert_unchanged(before, bed.snapshot())
-        assert facts.slony_state(bed["db01"], CLUSTER)["subscribed"] is None
+        assert facts.slony_state(bed["db01"], CLUSTER).subscribed is None
     finally:
         bed.sql("db02", "DELETE FROM websites_domain")
 

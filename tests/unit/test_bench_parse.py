@@ -1,8 +1,10 @@
 """The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). Part of `make test` (tests/unit)."""
+import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
 
 import parse  # noqa: E402
 
@@ -103,3 +105,14 @@ def test_verdict():
     assert report.verdict([{**base, "data_max_2nd": 14.0}], 10)[:2] == (False, False)
     assert report.verdict([{**base, "catch_up": None}], 10)[:2] == (False, False)
     assert report.verdict([{**base, "tps": 500.0}], 10)[2] == "rate not reached on db01"
+
+
+def test_report_of_the_published_run():
+    import report
+    from fabfile.settings import MAX_LAG
+    md = report.markdown(json.loads((ROOT / "docs" / "benchmarks.json").read_text()))
+    for heading in ("# Benchmarks", "## Summary", "## Initial copy and tool overhead", "## Lag under load",
+                    "## Switchover under load", "## How to read and rerun"):
+        assert f"\n{heading}\n" in f"\n{md}\n"
+    assert "| run | preflight | install | users |" in md
+    assert "`testbed.writer.Writer`" in md and f"`--max-lag`, {MAX_LAG:g} s" in md

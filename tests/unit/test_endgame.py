@@ -1,6 +1,6 @@
 """Pure parts of the end-game: the slon log parser, the progress line, verify's checksum SQL."""
-from fabfile.endgame import checksum_sql
-from fabfile.render import parse_copy_log, progress_line
+from fabfile.render.parse import parse_copy_log, progress_line
+from fabfile.render.sql import checksum_sql
 
 # Lines as Slony-I 2.2.11's slon writes them (log_level=0, log_timestamp=true), from the testbed.
 LOG = """\
@@ -56,7 +56,7 @@ def test_progress_line_counts_done_tables_and_the_running_copy():
 
 def test_checksum_sql_chunks_integer_keys_and_cuts_off_new_rows():
     sql = checksum_sql({"public.t": [("id", "integer")], "public.alias": [("a", "integer"), ("b", "text")]},
-                       {"public.t": "41"})
+                       {"public.t": "41"}, 10000)
     assert "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" in sql and sql.rstrip().endswith("COMMIT;")
     assert "FROM public.t t WHERE id <= 41 GROUP BY 2" in sql
     assert "(id / 10000)::text" in sql

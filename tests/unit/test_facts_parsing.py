@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile.facts import upstream
+from fabfile.render.parse import upstream
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile.model import Cluster, Node, StepError, make_cluster
+from fabfile.errors import StepError
+from fabfile.model import Cluster, Node, make_cluster
 
 
 def error_of(*args, **kwargs) -> StepError:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile.facts import normal_locale, parse_df_available
-from fabfile.preflight import LONG_TRANSACTION_SECONDS, line, size
+from fabfile.endgame.preflight import line
+from fabfile.render.parse import normal_locale, parse_df_available, size
+from fabfile.settings import LONG_TRANSACTION
 
 
 def test_line_with_fix():
@@ -46,12 +47,12 @@ def test_normal_locale_different(a, b):
 
 
 def test_long_transaction_threshold_is_five_minutes():
-    assert LONG_TRANSACTION_SECONDS == 300
+    assert LONG_TRANSACTION == 300
 
 
 def test_report_sends_failures_to_stderr_and_counts_them(capsys):
-    from fabfile.model import StepError
-    from fabfile.preflight import FAIL, OK, Report
+    from fabfile.endgame.preflight import FAIL, OK, Report
+    from fabfile.errors import StepError
 
     report = Report()
     report("db01", OK, "ssh", "connected as admin; sudo works")

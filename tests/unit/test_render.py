@@ -10,28 +10,27 @@ import subprocess
 
 import pytest
 
-from fabfile.model import make_cluster
-from fabfile.render import (
+from fabfile.model import Table, make_cluster
+from fabfile.render.files import (
     BEGIN,
     END,
-    Table,
+    MarkerError,
     apply_block,
-    conninfo,
     hba_lines,
-    ident,
-    literal,
     pgpass_lines,
-    scram_matches,
-    scram_verifier,
     slon_conf,
     slon_tools_conf,
+    watchdog_script,
+)
+from fabfile.render.slonik import (
+    conninfo,
     slonik_create_set,
     slonik_init,
     slonik_preamble,
     slonik_subscribe,
     slonik_uninstall,
-    watchdog_script,
 )
+from fabfile.render.sql import ident, literal, scram_matches, scram_verifier
 
 
 @pytest.fixture
@@ -222,6 +221,12 @@ HBA = (
 def test_markers_name_the_tag():
     assert TAG in B and TAG in E
     assert B.startswith("#") and E.startswith("#")
+
+
+def test_apply_block_begin_without_end_is_a_marker_error():
+    text = f"{BEGIN.format('t')}\nlocal all all peer\n"
+    with pytest.raises(MarkerError, match="BEGIN marker but no END marker"):
+        apply_block(text, "t", ["x"])
 
 
 def test_apply_block_top_inserts_before_first_rule():

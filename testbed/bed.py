@@ -1,22 +1,26 @@
-"""The testbed as tests see it: run the real CLI, query the real servers, reset between tests."""
+"""The testbed as tests and the benchmark see it: run the real CLI, query the real servers, reset."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from fabfile import facts
+from fabfile.errors import StepError
 from fabfile.model import make_cluster
 from fabfile.remote import Hosts
 
-ROOT = Path(__file__).resolve().parents[1]
-CLUSTER = make_cluster("db01", "db02")
+from . import DATABASE
+from .compose import ROOT
+
+CLUSTER = make_cluster("db01", "db02", database=DATABASE)
 
 
 class Bed:
-    """The running testbed as the tests see it: both hosts, the CLI, snapshots, reset."""
+    """The running testbed: both hosts, the CLI, snapshots, reset."""
 
     def __init__(self, ssh_config: str, home: Path):
         self.ssh_config = ssh_config
@@ -34,36 +38,40 @@ class Bed:
         result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode:
-            raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+            raise StepError("local", f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n"
+                            f"{result.stderr}")
         return result
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=self.env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
-    def sql(self, host: str, query: str, db: str = "shotserver04") -> list[list[str]]:
+    def sql(self, host: str, query: str, db: str = DATABASE) -> list[list[str]]:
         return self[host].psql(query, db)
 
     def password(self) -> str:
-        return (self.home / "replication.password").read_text().strip()
+        return (self.home / f"{CLUSTER.name}.password").read_text().strip()
+
+    def state(self, host: str) -> dict:
+        """The Slony state of a host's database as a plain dict."""
+        return asdict(facts.slony_state(self[host], CLUSTER))
 
     def snapshot(self) -> dict:
         """Everything a step could change on either server: catalogs, pg_hba, Slony files, processes."""
         snap = {}
         for name in ("db01", "db02"):
             h = self[name]
+            has_db = facts.database_exists(h, DATABASE)
             snap[name] = {
                 "roles": h.psql("SELECT rolname, rolsuper, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid "
                                 "ORDER BY 1"),
                 "databases": h.psql("SELECT datname, pg_get_userbyid(datdba) FROM pg_database ORDER BY 1"),
-                "hba": h.read_file(h.value("SHOW hba_file")),
+                "hba": h.read_file(facts.hba_file(h)),
                 "objects": h.psql("SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
                                   "ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', "
-                                  "'information_schema', 'pg_toast') ORDER BY 1, 2", "shotserver04")
-                if facts.database_exists(h, "shotserver04") else [],
+                                  "'information_schema', 'pg_toast') ORDER BY 1, 2", DATABASE) if has_db else [],
                 "triggers": h.psql("SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
-                                   "ORDER BY 1, 2", "shotserver04")
-                if facts.database_exists(h, "shotserver04") else [],
+                                   "ORDER BY 1, 2", DATABASE) if has_db else [],
                 "files": h.run("sudo -n sh -c 'ls -la /etc/slony1 /var/run/slony1 /usr/local/lib/slony-migrate "
                                "/var/lib/postgresql/.pgpass 2>&1; dpkg -l | grep -i slony; true' | "
                                "grep -v -E ' \\.\\.?$|^total'").stdout,
@@ -83,23 +91,16 @@ class Bed:
     def sequences(self, host: str) -> dict[str, int]:
         return {r[0]: int(r[1] or 0) for r in self.sql(
             host, "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
-                  "WHERE schemaname <> '_replication'")}
+                  f"WHERE schemaname <> '{CLUSTER.schema}'")}
 
     def assert_acknowledged_once(self, writer, host: str, timeout: float = 0) -> None:
         """Every write the writer saw acknowledged is on `host` exactly once (waiting up to `timeout`)."""
         acked = writer.acknowledged()
         assert len(acked) > 10, f"only {len(acked)} writes acknowledged: too few to prove anything"
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = dict((int(n), int(c)) for n, c in self.sql(host, writer.count_sql()))
-            missing = [n for n in acked if rows.get(n) != 1]
-            doubled = [n for n, c in rows.items() if c > 1]
-            if not missing and not doubled:
-                return
-            assert time.monotonic() < deadline, (
-                f"on {host}: {len(missing)} acknowledged writes not there exactly once {missing[:10]}; "
-                f"rows written more than once {doubled[:10]}")
-            time.sleep(2)
+        try:
+            writer.check_acknowledged(self[host], timeout)
+        except StepError as e:
+            raise AssertionError(e.line()) from None
 
     def wait_same(self, timeout: float = 30) -> dict:
         """Wait until every table on db02 has db01's rows; return the digests."""
@@ -119,13 +120,12 @@ class Bed:
         db02.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sleep 0.5; sudo -n pkill -9 -x slon; true",
                  check=False)
         for h in (db01, db02):
-            if facts.database_exists(h, "shotserver04"):
-                h.psql("DROP SCHEMA IF EXISTS _replication CASCADE", "shotserver04")
-            h.psql("DROP ROLE IF EXISTS slony")
-            hba = h.value("SHOW hba_file")
-            h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {hba}")
+            if facts.database_exists(h, DATABASE):
+                h.psql(f"DROP SCHEMA IF EXISTS {CLUSTER.schema} CASCADE", DATABASE)
+            h.psql(f"DROP ROLE IF EXISTS {CLUSTER.user}")
+            h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {facts.hba_file(h)}")
             h.psql("SELECT pg_reload_conf()")
-        db02.psql("DROP DATABASE IF EXISTS shotserver04 WITH (FORCE)")
+        db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         db02.psql("DROP ROLE IF EXISTS johann")
         db02.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
                  "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "

@@ -12,10 +12,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .remote import Hosts
+from fabfile.errors import StepError
+from fabfile.remote import Host, Hosts
+
+from . import DATABASE, WRITER_TABLE
 
 SUBSCRIBER = "cannot be modified on a subscriber"
 LOCKED = "locked against updates"
+STALL = 2.0    # an accepted write that took longer than this counts as blocked
 
 
 @dataclass
@@ -32,7 +36,8 @@ class Attempt:
 class Writer:
     ssh_config: str
     hosts: tuple[str, str] = ("db01", "db02")
-    database: str = "shotserver04"
+    database: str = DATABASE
+    table: str = WRITER_TABLE
     tag: str = "writer"
     rate: float = 5.0            # attempts per second
     max_count: int = 20_000
@@ -60,15 +65,13 @@ class Writer:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 i = n + 1
-                sql = f"INSERT INTO auth_message (user_id, message) VALUES (1, '{self.tag} {i}')"
+                sql = f"INSERT INTO {self.table} (user_id, message) VALUES (1, '{self.tag} {i}')"
                 t0 = time.monotonic()
                 try:
-                    r = hosts[self.target].sudo(f"psql -X -q -v ON_ERROR_STOP=1 -d {self.database} -f -",
-                                                user="postgres", stdin=sql, check=False, timeout=10)
-                    ok, error = r.ok, "" if r.ok else (r.stderr.strip().splitlines() or ["failed"])[-1]
+                    error = hosts[self.target].try_psql(sql, self.database, timeout=10)
                 except Exception as e:  # a hang (timeout) or a lost connection is an outcome too
-                    ok, error = False, f"{type(e).__name__}: {e}"
-                self.attempts.append(Attempt(t0, time.monotonic(), self.target, i, ok, error))
+                    error = f"{type(e).__name__}: {e}"
+                self.attempts.append(Attempt(t0, time.monotonic(), self.target, i, not error, error))
                 if SUBSCRIBER in error:
                     self.target = self.hosts[1] if self.target == self.hosts[0] else self.hosts[0]
                 time.sleep(max(0.0, 1 / self.rate - (time.monotonic() - t0)))
@@ -78,12 +81,31 @@ class Writer:
 
     def count_sql(self) -> str:
         """Rows per writer number on a server: compare with acknowledged() (each exactly once)."""
-        return (f"SELECT split_part(message, ' ', 2)::int, count(*) FROM auth_message "
+        return (f"SELECT split_part(message, ' ', 2)::int, count(*) FROM {self.table} "
                 f"WHERE message LIKE '{self.tag} %' GROUP BY 1")
+
+    def not_once(self, host: Host) -> tuple[list[int], list[int]]:
+        """(acknowledged writes missing on `host`, writes there more than once)."""
+        rows = {int(n): int(c) for n, c in host.psql(self.count_sql(), self.database)}
+        return [n for n in self.acknowledged() if rows.get(n) != 1], [n for n, c in rows.items() if c > 1]
+
+    def check_acknowledged(self, host: Host, timeout: float = 0) -> None:
+        """Every acknowledged write is on `host` exactly once (waiting up to `timeout` s); else StepError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing, doubled = self.not_once(host)
+            if not missing and not doubled:
+                return
+            if time.monotonic() >= deadline:
+                raise StepError(host.name, f"{len(missing)} acknowledged writes not there exactly once "
+                                f"{missing[:10]}; rows written more than once {doubled[:10]}",
+                                "compare the writer's log with the table")
+            time.sleep(2)
 
     def blocked_window(self, since: float) -> float | None:
         """Seconds from the first refused or stalled write after `since` to the next accepted write."""
-        first_bad = next((a for a in self.attempts if a.start >= since and (not a.ok or a.end - a.start > 2)), None)
+        first_bad = next((a for a in self.attempts if a.start >= since and (not a.ok or a.end - a.start > STALL)),
+                         None)
         if first_bad is None:
             return None
         next_ok = next((a for a in self.attempts if a.start > first_bad.start and a.ok), None)

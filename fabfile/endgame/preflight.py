@@ -7,27 +7,20 @@ from __future__ import annotations
 
 import sys
 
-from . import facts
-from .model import StepError
-from .remote import Host
-from .steps import Run
+from .. import facts, settings
+from ..errors import StepError
+from ..remote import Host
+from ..render.parse import size
+from ..session import Session
+from ..render.parse import upstream
+from ..steps.software import differing
 
-LONG_TRANSACTION_SECONDS = 300  # a transaction open longer than this on the master's server is reported
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
 def line(host: str, level: str, obj: str, what: str, fix: str = "") -> str:
     """One report line: `[host] preflight: level object: what; fix: how`."""
     return f"[{host}] preflight: {level} {obj}: {what}" + (f"; fix: {fix}" if fix else "")
-
-
-def size(n: float) -> str:
-    """Bytes as a short human number: 512 B, 20 MB, 1.5 GB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if n < 10 and unit != "B" else f"{n:.0f} {unit}"
-        n /= 1000
-    raise AssertionError("not reached")
 
 
 class Report:
@@ -49,34 +42,34 @@ class Report:
             return None
 
 
-def preflight(run: Run) -> int:
+def preflight(s: Session) -> int:
     """Run every check, print one line each; return how many checks failed."""
-    report, cl = Report(), run.cluster
-    m, s = cl.master, cl.slave
-    report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {s.id} is "
-           f"{s.host}, slon on {cl.slon_host}")
-    up = {name: access(report, run.host(name)) for name in dict.fromkeys([m.host, s.host, cl.slon_host])}
+    report, cl = Report(), s.cluster
+    m, sl = cl.master, cl.slave
+    report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {sl.id} is "
+           f"{sl.host}, slon on {cl.slon_host}")
+    up = {name: access(report, s.host(name)) for name in dict.fromkeys([m.host, sl.host, cl.slon_host])}
     majors = {}
-    for name in (m.host, s.host):
+    for name in (m.host, sl.host):
         if up[name]:
-            majors[name] = postgres(report, run.host(name))
-    if majors.get(m.host) and majors.get(s.host) and majors[s.host] < majors[m.host]:
-        report(s.host, WARN, "postgresql", f"PostgreSQL {majors[s.host]} is older than the master's {majors[m.host]}: "
-               "the schema step's dump may not load", "move to the same or a newer PostgreSQL version")
-    report.guard(cl.slon_host, "slony", slony, run, up, majors)
-    master = run.master if majors.get(m.host) else None
-    slave = run.slave if majors.get(s.host) else None
+            majors[name] = postgres(report, s.host(name))
+    if majors.get(m.host) and majors.get(sl.host) and majors[sl.host] < majors[m.host]:
+        report(sl.host, WARN, "postgresql", f"PostgreSQL {majors[sl.host]} is older than the master's "
+               f"{majors[m.host]}: the schema step's dump may not load", "move to the same or a newer PostgreSQL version")
+    report.guard(cl.slon_host, "slony", slony, s, up, majors)
+    master = s.master if majors.get(m.host) else None
+    slave = s.slave if majors.get(sl.host) else None
     database = False
     if master:
-        database = report.guard(m.host, f"database {cl.database}", master_database, run)
+        database = report.guard(m.host, f"database {cl.database}", master_database, s)
         report.guard(m.host, "transactions", transactions, master)
     if slave:
-        report.guard(s.host, f"database {cl.database}", slave_database, run, master)
+        report.guard(sl.host, f"database {cl.database}", slave_database, s, master)
     if database and slave:
-        report.guard(s.host, "encoding", encoding, run)
-        report.guard(s.host, "disk", disk, run)
+        report.guard(sl.host, "encoding", encoding, s)
+        report.guard(sl.host, "disk", disk, s)
         if up[cl.slon_host]:
-            report.guard(cl.slon_host, f"login {cl.user}", replication_logins, run)
+            report.guard(cl.slon_host, f"login {cl.user}", replication_logins, s)
     return report.failed
 
 
@@ -87,7 +80,7 @@ def access(report: Report, h: Host) -> bool:
     except StepError as e:
         report(h.name, FAIL, "ssh", e.message, e.fix)
         return False
-    user = h.conn.user
+    user = h.user
     if complaint:
         report(h.name, FAIL, "sudo", f"sudo -n true failed for {user}: {complaint}",
                f"give {user} passwordless sudo on {h.name} (NOPASSWD in /etc/sudoers.d), or use another user")
@@ -108,14 +101,14 @@ def postgres(report: Report, h: Host) -> int | None:
     return major
 
 
-def slony(report: Report, run: Run, up: dict, majors: dict) -> None:
+def slony(report: Report, s: Session, up: dict, majors: dict) -> None:
     """The same Slony version for both servers' modules and the slon host's tools, installed or to be."""
-    cl = run.cluster
+    cl = s.cluster
     versions: dict[str, str] = {}
     for name, major in majors.items():
         if not major:
             continue
-        h = run.host(name)
+        h = s.host(name)
         modules = facts.slony_modules(h)
         if modules:
             versions[f"{name} module"] = modules[-1]
@@ -128,7 +121,7 @@ def slony(report: Report, run: Run, up: dict, majors: dict) -> None:
             versions[f"{name} module"] = wanted
     if not up.get(cl.slon_host):
         return
-    h = run.host(cl.slon_host)
+    h = s.host(cl.slon_host)
     slonik, slon = facts.slonik_version(h), facts.slony_tool(h, "slon")
     if slonik and slon:
         versions[f"{h.name} slonik"] = slonik
@@ -141,8 +134,8 @@ def slony(report: Report, run: Run, up: dict, majors: dict) -> None:
         if wanted:
             versions[f"{h.name} slonik"] = wanted
     hosts = ", ".join(dict.fromkeys(k.split()[0] for k in versions))
-    if len(set(versions.values())) > 1:
-        listed = ", ".join(f"{k} {v}" for k, v in versions.items())
+    listed = differing(versions)
+    if listed:
         report(hosts, FAIL, "slony version", f"Slony versions differ (installed or to be installed): {listed}",
                "use one Slony version everywhere: build the matching one with inv build --host H --tarball "
                "slony1-VERSION.tar.bz2, or remove the stray slony1_funcs.*.so")
@@ -156,7 +149,7 @@ def available(report: Report, h: Host, package: str, obj: str, what: str) -> str
     candidate = facts.package_versions(h, [package])[package][1]
     if candidate:
         report(h.name, WARN, obj, f"{what} not installed yet; install will add {package} {candidate}")
-        return facts.upstream(candidate)
+        return upstream(candidate)
     release = facts.os_release(h).get("PRETTY_NAME", "this distribution")
     report(h.name, WARN, obj, f"{what} not installed yet and {package} not in the package lists of {release}",
            "install runs apt-get update first and stops if the package is still missing; then build Slony "
@@ -164,12 +157,11 @@ def available(report: Report, h: Host, package: str, obj: str, what: str) -> str
     return ""
 
 
-def master_database(report: Report, run: Run) -> bool:
+def master_database(report: Report, s: Session) -> bool:
     """The database exists on the master, is node 1 if the cluster exists, its tables can be replicated."""
-    cl, h = run.cluster, run.master
+    cl, h = s.cluster, s.master
     if not facts.database_exists(h, cl.database):
-        names = [r[0] for r in h.psql("SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                      "AND datname <> 'postgres' ORDER BY 1")]
+        names = facts.database_names(h)
         report(h.name, FAIL, f"database {cl.database}", f"does not exist on {h.name} (there: "
                f"{', '.join(names) or 'no application database'})", "check --database and --master")
         return False
@@ -206,7 +198,7 @@ def master_database(report: Report, run: Run) -> bool:
 
 def transactions(report: Report, h: Host) -> None:
     """Long or idle-in-transaction sessions and prepared transactions on the master's server, any database."""
-    long, prepared = facts.long_transactions(h, LONG_TRANSACTION_SECONDS), facts.prepared_transactions(h)
+    long, prepared = facts.long_transactions(h, settings.LONG_TRANSACTION), facts.prepared_transactions(h)
     for pid, db, user, state, age in long:
         report(h.name, WARN, f"session pid {pid}", f"database {db}, user {user}, {state}, transaction open "
                f"{age} s: the initial copy retries and LOCK SET waits until it ends",
@@ -216,13 +208,13 @@ def transactions(report: Report, h: Host) -> None:
                "back the copy and LOCK SET like an open transaction", f"COMMIT PREPARED or ROLLBACK PREPARED "
                f"'{gid}' in {db}")
     if not long and not prepared:
-        report(h.name, OK, "transactions", f"none open longer than {LONG_TRANSACTION_SECONDS} s, none idle in "
+        report(h.name, OK, "transactions", f"none open longer than {settings.LONG_TRANSACTION} s, none idle in "
                "transaction, none prepared")
 
 
-def slave_database(report: Report, run: Run, master: Host | None) -> None:
+def slave_database(report: Report, s: Session, master: Host | None) -> None:
     """The slave's database is absent, empty, or subscribed already: never subscribe into rows."""
-    cl, h = run.cluster, run.slave
+    cl, h = s.cluster, s.slave
     obj = f"database {cl.database}"
     if not facts.database_exists(h, cl.database):
         report(h.name, OK, obj, "not there yet; appdb will create it like the master's")
@@ -232,7 +224,7 @@ def slave_database(report: Report, run: Run, master: Host | None) -> None:
         report(h.name, FAIL, obj, f"is node {node} of cluster {cl.name}, not the subscriber (node {cl.slave.id})",
                "check --master/--slave: are they swapped?")
         return
-    if subscribed(run, master):
+    if subscribed(s, master):
         report(h.name, OK, obj, f"subscribed to set {cl.set_id} already; its rows come from replication")
         return
     tables = [name for _, name in facts.app_tables(h, cl)]
@@ -246,47 +238,47 @@ def slave_database(report: Report, run: Run, master: Host | None) -> None:
     report(h.name, OK, obj, f"exists, {len(tables)} tables, no rows")
 
 
-def subscribed(run: Run, master: Host | None) -> bool:
+def subscribed(s: Session, master: Host | None) -> bool:
     """Whether the slave is node 2 of the cluster and subscribed to the set (a re-run on a migrated pair)."""
-    cl, h = run.cluster, run.slave
+    cl, h = s.cluster, s.slave
     if facts.local_node_id(h, cl) != cl.slave.id:
         return False
-    return any(facts.slony_state(x, cl)["subscribed"] is not None for x in (h, master) if x)
+    return any(facts.slony_state(x, cl).subscribed is not None for x in (h, master) if x)
 
 
-def encoding(report: Report, run: Run) -> None:
+def encoding(report: Report, s: Session) -> None:
     """The slave's database has (or can get) the master's encoding and collation."""
-    cl = run.cluster
-    want = facts.database_info(run.master, cl.database)
+    cl = s.cluster
+    want = facts.database_info(s.master, cl.database)
     if not want:
         return
-    have = facts.database_info(run.slave, cl.database)
-    settings = lambda i: f"{i['encoding']}, collate {i['collate']}, ctype {i['ctype']}"  # noqa: E731
+    have = facts.database_info(s.slave, cl.database)
+    describe = lambda i: f"{i['encoding']}, collate {i['collate']}, ctype {i['ctype']}"  # noqa: E731
     if have:
         if [have[k] for k in ("encoding", "collate", "ctype")] != [want[k] for k in ("encoding", "collate", "ctype")]:
-            report(run.slave.name, FAIL, "encoding", f"{cl.database} is {settings(have)} on {run.slave.name}, "
-                   f"{settings(want)} on {run.master.name}", f"drop {cl.database} on {run.slave.name} if it holds "
+            report(s.slave.name, FAIL, "encoding", f"{cl.database} is {describe(have)} on {s.slave.name}, "
+                   f"{describe(want)} on {s.master.name}", f"drop {cl.database} on {s.slave.name} if it holds "
                    "nothing, and let the appdb step create it like the master's")
         else:
-            report(run.slave.name, OK, "encoding", f"{settings(want)} on both")
+            report(s.slave.name, OK, "encoding", f"{describe(want)} on both")
         return
-    missing = [loc for loc in dict.fromkeys([want["collate"], want["ctype"]]) if not facts.has_locale(run.slave, loc)]
+    missing = [loc for loc in dict.fromkeys([want["collate"], want["ctype"]]) if not facts.has_locale(s.slave, loc)]
     if missing:
-        report(run.slave.name, FAIL, "encoding", f"locale {', '.join(missing)} of the master's {cl.database} "
-               f"is not available on {run.slave.name}", f"generate it on {run.slave.name} (locale-gen), then "
+        report(s.slave.name, FAIL, "encoding", f"locale {', '.join(missing)} of the master's {cl.database} "
+               f"is not available on {s.slave.name}", f"generate it on {s.slave.name} (locale-gen), then "
                "restart PostgreSQL there")
     else:
-        report(run.slave.name, OK, "encoding", f"appdb will create {cl.database} with {settings(want)} "
-               f"(locale available on {run.slave.name})")
+        report(s.slave.name, OK, "encoding", f"appdb will create {cl.database} with {describe(want)} "
+               f"(locale available on {s.slave.name})")
 
 
-def disk(report: Report, run: Run) -> None:
+def disk(report: Report, s: Session) -> None:
     """Free space in the slave's data directory against the database's size on the master."""
-    cl, h = run.cluster, run.slave
-    path = h.value("SHOW data_directory")
-    free, need = facts.disk_free(h, path), facts.database_size(run.master, cl.database)
-    what = f"{size(free)} free in {path}, {cl.database} is {size(need)} on {run.master.name}"
-    if subscribed(run, run.master):
+    cl, h = s.cluster, s.slave
+    path = facts.data_directory(h)
+    free, need = facts.disk_free(h, path), facts.database_size(s.master, cl.database)
+    what = f"{size(free)} free in {path}, {cl.database} is {size(need)} on {s.master.name}"
+    if subscribed(s, s.master):
         report(h.name, OK, "disk", what + " (copied already)")
     elif free < need:
         report(h.name, FAIL, "disk", what, f"free space or grow the filesystem of {path}")
@@ -297,18 +289,18 @@ def disk(report: Report, run: Run) -> None:
         report(h.name, OK, "disk", what)
 
 
-def replication_logins(report: Report, run: Run) -> None:
+def replication_logins(report: Report, s: Session) -> None:
     """The replication user logs in from the slon host to both databases (pg_hba and .pgpass work)."""
-    cl, h = run.cluster, run.slon
+    cl, h = s.cluster, s.slon
     tag = f"cluster {cl.name}"
     pgpass = facts.has_managed_block(h, f"{facts.postgres_home(h)}/.pgpass", tag)
     for node in cl.nodes:
-        n = run.host(node.host)
+        n = s.host(node.host)
         obj = f"login {cl.user}@{node.dbhost}/{cl.database}"
         missing = []
         if not facts.role_exists(n, cl.user):
             missing.append(f"role {cl.user} on {n.name} (users step)")
-        if not facts.has_managed_block(n, n.value("SHOW hba_file"), tag):
+        if not facts.has_managed_block(n, facts.hba_file(n), tag):
             missing.append(f"pg_hba.conf block on {n.name} (hba step)")
         if not pgpass:
             missing.append(f".pgpass of postgres on {h.name} (users step)")

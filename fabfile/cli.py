@@ -1,0 +1,243 @@
+"""The task layer: one Invoke task per step and operation. Tasks parse arguments and call steps.
+
+`operation` declares a task once: the step's own flags from its signature, plus the common flags
+(--master, --slave, --slon-host, --cluster, --database, --user), and where they apply --dry-run,
+--prompt-password and --yes. A flag wins over the configuration (fabfile.settings.DEFAULTS,
+invoke.yaml, INVOKE_SLONY_* variables). A StepError becomes one line on stderr and exit code 1.
+
+`namespace()` is the same collection for `inv` in a checkout (tasks.py) and for the
+`slony-migrate` command of an installed package (`main`).
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+from inspect import Parameter
+
+from invoke import Collection, Exit, Program, task
+
+from . import settings
+from .endgame import failover as failover_
+from .endgame import finish as finish_
+from .endgame import status as status_
+from .endgame import switchover as switchover_
+from .endgame import verify as verify_
+from .errors import StepError
+from .migrate import check, migrate as migrate_
+from .model import make_cluster
+from .remote import Hosts
+from .session import Session
+from .steps import access, cluster, database, software
+
+VERSION = "0.2.0"
+
+COMMON = {
+    "master": "SSH name of the old server (the set's origin)",
+    "slave": "SSH name of the new server",
+    "slon_host": "SSH name of the host that runs slon and slonik (default: the slave)",
+    "cluster": f"Slony cluster name (default: {settings.DEFAULTS['slony']['cluster']})",
+    "database": f"database to move (default: {settings.DEFAULTS['slony']['database']})",
+    "user": f"replication superuser (default: {settings.DEFAULTS['slony']['user']})",
+}
+DRY_RUN = "show what would be done (scripts, SQL, diffs; passwords masked) and change nothing"
+PROMPT_PASSWORD = "ask for the replication password instead of reading it from the environment or file"
+
+
+def open_session(c, opts: dict, needs_pair: bool) -> Session:
+    """The Session for one task: each setting from its flag, else the configuration.
+
+    needs_pair: False for tasks that name their hosts themselves (build) and need no master and slave.
+    """
+    conf = c.config.slony
+    pick = lambda key: opts.get(key) or conf.get(key)  # noqa: E731
+    cl = None
+    if needs_pair or pick("master") or pick("slave"):
+        cl = make_cluster(pick("master"), pick("slave"), slon_host=pick("slon_host") or "", name=pick("cluster"),
+                          database=pick("database"), user=pick("user"), port=int(conf.port))
+    return Session(Hosts(conf.ssh_config, conf.strict_host_keys), cl, dry_run=bool(opts.get("dry_run")),
+                   prompt_password=bool(opts.get("prompt_password")))
+
+
+def confirmed(question: str) -> bool:
+    try:
+        return input(f"{question} Type yes: ").strip() == "yes"
+    except EOFError:  # no terminal to ask on
+        return False
+
+
+def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = False, confirm: str = "",
+              needs_pair: bool = True, help: dict[str, str] | None = None):
+    """Make `fn(s, **own flags)` a task with the common flags; see the module's docstring."""
+    def wrap(fn):
+        own = list(inspect.signature(fn).parameters.values())[1:]
+        extra = {"dry_run": dry_run, "prompt_password": prompt_password, "yes": bool(confirm)}
+        flags = [Parameter(k, Parameter.KEYWORD_ONLY, default=None) for k in COMMON]
+        flags += [Parameter(k, Parameter.KEYWORD_ONLY, default=False) for k, on in extra.items() if on]
+        task_name = name or fn.__name__.rstrip("_").replace("_", "-")
+
+        def body(c, *args, **opts):
+            if confirm and not opts.get("yes") and not opts.get("dry_run") and not confirmed(confirm):
+                raise Exit(f"{task_name}: not confirmed; nothing changed", code=1)
+            mine = {p.name: opts.pop(p.name) for p in own if p.name in opts}
+            try:
+                s = open_session(c, opts, needs_pair)
+                with s.hosts:
+                    fn(s, *args, **mine)
+                    if s.dry_run:
+                        s.out.line(f"dry run: {len(s.changes)} change(s) would be made; nothing was changed")
+            except StepError as e:
+                print(f"error: {e.line()}", file=sys.stderr, flush=True)
+                raise Exit(code=1) from None
+        body.__signature__ = inspect.Signature(
+            [Parameter("c", Parameter.POSITIONAL_OR_KEYWORD),
+             *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in own],
+             *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in flags]])
+        body.__doc__, body.__name__ = fn.__doc__, fn.__name__
+        helps = {**COMMON, **(help or {})}
+        if dry_run:
+            helps["dry_run"] = DRY_RUN
+        if prompt_password:
+            helps["prompt_password"] = PROMPT_PASSWORD
+        if confirm:
+            helps["yes"] = "do not ask for confirmation"
+        return task(body, name=task_name, help={k.replace("_", "-"): v for k, v in helps.items()})
+    return wrap
+
+
+def step(fn, name: str = ""):
+    """A task for a runbook step that takes the common flags only."""
+    return operation(name, prompt_password=True)(fn)
+
+
+# --- the runbook's steps ------------------------------------------------------------------------------
+
+install = step(software.install)
+users = step(access.users)
+hba = step(access.hba)
+appdb = step(database.appdb)
+plpgsql = step(database.plpgsql)
+schema = step(database.schema)
+config = step(cluster.config)
+init = step(cluster.init)
+create_set = step(cluster.create_set, "create-set")
+
+
+@operation(needs_pair=False, help={
+    "host": "SSH name of the host to build on", "tarball": "URL or local path of slony1-VERSION.tar.bz2",
+    "sha256": "expected SHA-256 of the tarball", "deps": "build dependencies ({major}: PostgreSQL major)"})
+def build(s, host, tarball, sha256="", deps=software.BUILD_DEPS):
+    """Build and install Slony from a source tarball on one host; no-op when that version is there."""
+    software.build(s, host, tarball, sha256, deps)
+
+
+@operation(help={"stop": "stop the slons and their watchdogs instead"})
+def slons(s, stop=False):
+    """Start slon with a watchdog for both nodes on the slon host (never a second one); --stop stops them."""
+    cluster.slons(s, stop=stop)
+
+
+@operation(help={"wait": "wait until the initial copy is done", "timeout": "seconds to wait at most"})
+def subscribe(s, wait=False, timeout=settings.COPY_WAIT):
+    """Subscribe the slave to the set; with --wait, return when the initial copy is done."""
+    cluster.subscribe(s, wait=wait, timeout=timeout)
+
+
+@operation(confirm="This stops replication and removes the Slony cluster from both nodes.")
+def uninstall(s):
+    """Remove a previous attempt: stop slons, uninstall the cluster on both nodes; data stays."""
+    cluster.uninstall(s)
+
+
+@operation(dry_run=False)
+def show_config(s):
+    """Show the Slony configuration as the altperl tools read it (slony_show_configuration)."""
+    cluster.show_config(s)
+
+
+@operation(dry_run=False, help={"node": "node id (default: both)", "lines": "lines to show",
+                                "follow": "follow the logs"})
+def logs(s, node=0, lines=50, follow=False):
+    """Show or follow the slon logs on the slon host."""
+    cluster.logs(s, node=node, lines=lines, follow=follow)
+
+
+# --- migrate and the end-game ----------------------------------------------------------------------------
+
+@operation(dry_run=False)
+def preflight(s):
+    """Check both servers before a migration: ok / warn / fail per check, with host, object and fix."""
+    check(s)
+
+
+@operation(prompt_password=True, help={
+    "tarball": "build Slony from this tarball instead of installing packages",
+    "sha256": "expected SHA-256 of the tarball", "timeout": "seconds to wait for the initial copy"})
+def migrate(s, tarball="", sha256="", timeout=settings.COPY_WAIT):
+    """Run every step in order; return when the slave is subscribed and the initial copy is done."""
+    migrate_(s, tarball, sha256, timeout)
+
+
+@operation(dry_run=False, help={"watch": "refresh every N seconds until interrupted",
+                                "json": "print JSON for scripts and monitoring"})
+def status(s, watch=0, json_=False):
+    """Nodes, set origin, subscription, slons, lag; during the initial copy, progress and ETA."""
+    status_.show_status(s, watch, json_)
+
+
+@operation(dry_run=False)
+def verify(s):
+    """Compare origin and subscriber: rows and checksums per table, sequences, schema; exit 1 on a difference."""
+    verify_.check(s)
+
+SWITCH_HELP = {
+    "max_lag": f"refuse when events older than this many seconds wait (default {settings.MAX_LAG:.0f})",
+    "wait_lag": f"wait this long for the lag to drop below --max-lag (default {settings.WAIT_LAG:.0f})",
+    "xact_age": f"a transaction older than this many seconds blocks the switchover (default {settings.XACT_AGE:.0f})",
+    "wait_xacts": f"wait this long for such transactions to end before giving up (default {settings.WAIT_XACTS:.0f})",
+    "timeout": f"seconds slonik waits for each event (default {settings.MOVE_EVENT})",
+}
+
+
+@operation(help=SWITCH_HELP)
+def switchover(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT):
+    """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
+    switchover_.switchover(s, s.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
+                           wait_xacts=wait_xacts, timeout=timeout)
+
+
+@operation(help=SWITCH_HELP)
+def switchback(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT):
+    """Roll back: make the master the origin again, with the same checks and proofs."""
+    switchover_.switchover(s, s.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
+                           wait_xacts=wait_xacts, timeout=timeout)
+
+
+@operation(confirm="FAILOVER loses what the slave has not received and drops the master from the cluster.")
+def failover(s):
+    """The master is dead: promote the slave (FAILOVER, DROP NODE); says what may be lost."""
+    failover_.failover(s)
+
+
+@operation(confirm="This ends replication for good (no switchback afterwards).", help={
+    "drop_role": "also drop the replication role", "force": "finish although the master is still the origin"})
+def finish(s, drop_role=False, force=False):
+    """After an accepted switchover: remove Slony from both nodes, stop slons, remove access and .pgpass."""
+    finish_.finish(s, drop_role=drop_role, force=force)
+
+
+TASKS = [preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
+         slons, create_set, subscribe, logs, migrate, status, verify, switchover, switchback, failover, finish]
+
+
+def namespace() -> Collection:
+    """The tasks, configured with the defaults (a new Collection each call)."""
+    ns = Collection(*TASKS)
+    ns.configure(settings.DEFAULTS)
+    return ns
+
+
+def main() -> None:
+    """The `slony-migrate` command: the same tasks and help as `inv` in the checkout."""
+    Program(namespace=namespace(), name="slony-migrate", binary="slony-migrate", version=VERSION).run()

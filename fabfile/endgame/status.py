@@ -1,0 +1,159 @@
+"""`inv status`: nodes, origin, subscription, slons, lag and copy progress; also what switchover checks."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from .. import facts, settings
+from ..errors import StepError
+from ..model import Node, SlonyState
+from ..plan import wait_until
+from ..remote import Host
+from ..session import Session
+
+
+@dataclass
+class NodeStatus:
+    id: int
+    host: str
+    reachable: bool
+    cluster_schema: bool = False
+    error: str = ""
+
+
+@dataclass
+class Subscription:
+    receiver: str
+    exists: bool
+    active: bool | None     # the receiver's copy is done (None: the receiver cannot tell)
+
+
+@dataclass
+class Lag:
+    node: str
+    events: int
+    seconds: float
+
+
+@dataclass
+class Status:
+    cluster: str
+    set: int
+    database: str
+    nodes: list[NodeStatus] = field(default_factory=list)
+    origin: str | None = None
+    subscription: Subscription | None = None
+    slons: dict[str, int | None] = field(default_factory=dict)   # instance: watchdog pid
+    slons_error: str = ""
+    lag: list[Lag] | None = None
+    copy: dict | None = None
+
+    def lag_of(self, host: str) -> Lag | None:
+        return next((l for l in self.lag or [] if l.node == host), None)
+
+    def unreachable(self) -> NodeStatus | None:
+        return next((n for n in self.nodes if not n.reachable), None)
+
+
+def origin_in(states: dict[int, SlonyState]) -> int | None:
+    """The set's origin as the nodes that answered know it."""
+    return next((st.origin for st in states.values() if st.origin), None)
+
+
+def node_states(s: Session) -> tuple[dict[int, SlonyState], dict[int, StepError]]:
+    """Each node's Slony state, and the error of each node that could not be read."""
+    states, errors = {}, {}
+    for n in s.cluster.nodes:
+        try:
+            states[n.id] = facts.slony_state(s.node_host(n), s.cluster)
+        except StepError as e:
+            errors[n.id] = e
+    return states, errors
+
+
+def origin_of(s: Session) -> Node | None:
+    """The set's origin, read from the nodes that answer; None when there is no set.
+
+    A node that cannot be read is an error only when no other node knows the origin.
+    """
+    states, errors = node_states(s)
+    origin = origin_in(states)
+    if origin is None and errors:
+        raise next(iter(errors.values()))
+    return s.cluster.node(origin) if origin else None
+
+
+def status(s: Session) -> Status:
+    """Everything the operator needs on one screen."""
+    cl = s.cluster
+    report = Status(cl.name, cl.set_id, cl.database)
+    states, errors = node_states(s)
+    for n in cl.nodes:
+        report.nodes.append(NodeStatus(n.id, n.host, True, states[n.id].schema) if n.id in states
+                            else NodeStatus(n.id, n.host, False, error=errors[n.id].line()))
+    origin = origin_in(states)
+    if origin:
+        report.origin = cl.node(origin).host
+        receiver = cl.slave if origin == cl.master.id else cl.master
+        sub = next((st.subscribed for st in states.values() if st.subscribed is not None), None)
+        # sl_subscribe on the receiver says whether its copy is done.
+        active = None
+        if receiver.id in states and states[receiver.id].schema:
+            active = facts.subscription_active(s.node_host(receiver), cl, receiver)
+        report.subscription = Subscription(receiver.host, sub is not None or bool(active), active)
+        if origin in states:
+            report.lag = [Lag(cl.node(node).host, events, round(seconds, 1))
+                          for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)]
+        if origin == cl.master.id and report.subscription.exists and not active:
+            report.copy = facts.copy_progress(s.master, s.slave, s.slon, cl)
+    try:
+        for n in cl.nodes:
+            report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
+    except StepError as e:
+        report.slons_error = e.line()
+    return report
+
+
+def format_status(report: Status) -> str:
+    lines = [f"cluster {report.cluster}, set {report.set}, database {report.database}"]
+    for n in report.nodes:
+        state = ("unreachable: " + n.error) if not n.reachable else \
+            ("in the cluster" if n.cluster_schema else "no Slony schema")
+        lines.append(f"  node {n.id} {n.host}: {state}")
+    lines.append(f"  origin: {report.origin or 'no set yet'}")
+    sub = report.subscription
+    if sub:
+        what = "copy done, replicating" if sub.active else ("initial copy running" if sub.exists
+                                                            else "not subscribed")
+        lines.append(f"  subscription: {sub.receiver}: {what}")
+    for name, pid in report.slons.items():
+        lines.append(f"  slon {name}: " + (f"running (watchdog pid {pid})" if pid else "NOT running"))
+    if report.slons_error:
+        lines.append(f"  slons: {report.slons_error}")
+    for lag in report.lag or []:
+        lines.append(f"  lag to {lag.node}: {lag.events} events, {lag.seconds} s")
+    if report.copy:
+        lines.append(f"  copy: {report.copy['line']}")
+    return "\n".join(lines)
+
+
+def show_status(s: Session, watch: int = 0, as_json: bool = False) -> None:
+    """Print the status once, or every `watch` seconds until interrupted."""
+    while True:
+        report = status(s)
+        s.out.line(json.dumps(asdict(report), indent=2) if as_json else format_status(report))
+        if not watch:
+            return
+        time.sleep(int(watch))
+        s.out.line("")
+
+
+def wait_for_sync(s: Session, origin: Host, origin_node: Node, receiver_node: Node,
+                  timeout: float = settings.SYNC_CONFIRM) -> None:
+    """Wait until the receiver confirms a SYNC that the origin made after this call began."""
+    cl = s.cluster
+    since = facts.max_event(origin, cl, origin_node)
+    wait_until(lambda: facts.confirmed_since(origin, cl, origin_node, receiver_node, since),
+               timeout, receiver_node.host, f"no SYNC from {origin_node.host} confirmed",
+               "check that both slons run (inv status), then run again", every=settings.POLL)

@@ -1,0 +1,259 @@
+"""Facts of PostgreSQL's catalogs: versions, databases, the application's tables, roles, sessions."""
+from __future__ import annotations
+
+from ..errors import StepError
+from ..model import Cluster, Table
+from ..remote import Host
+from ..render.files import BEGIN
+from ..render.sql import literal
+
+__all__ = ["app_schema", "pg_major", "server_version", "pg_dir", "database_exists", "database_info",
+           "database_names", "require_database", "schema_exists", "app_tables", "app_relations", "app_sequences",
+           "replicable", "tables_with_rows", "unlogged_tables", "unowned_sequences", "large_objects",
+           "long_transactions", "prepared_transactions", "role_exists", "role", "app_roles", "hba_file",
+           "hba_unloaded", "hba_errors", "has_managed_block", "has_plpgsql", "database_size", "data_directory",
+           "schema_objects"]
+
+
+def app_schema(column: str, cluster: Cluster) -> str:
+    """SQL: the schema named by `column` belongs to the application (not PostgreSQL's, not Slony's)."""
+    return (f"{column} NOT IN ('pg_catalog', 'information_schema') AND {column} NOT LIKE 'pg\\_%' "
+            f"AND {column} <> {literal(cluster.schema)}")
+
+
+def pg_major(host: Host) -> int:
+    """Major version of the server's PostgreSQL (15, 17, ...)."""
+    return int(host.value("SHOW server_version_num")) // 10000
+
+
+def server_version(host: Host) -> str:
+    return host.value("SHOW server_version")
+
+
+def pg_dir(host: Host, name: str) -> str:
+    """A directory from pg_config: BINDIR, PKGLIBDIR, SHAREDIR."""
+    return host.value(f"SELECT setting FROM pg_config WHERE name = {literal(name)}")
+
+
+def database_exists(host: Host, database: str) -> bool:
+    return bool(host.psql(f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}"))
+
+
+def database_info(host: Host, database: str) -> dict[str, str] | None:
+    """owner, encoding, collate, ctype of a database, or None when it does not exist."""
+    rows = host.psql(
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+        f"FROM pg_database WHERE datname = {literal(database)}"
+    )
+    if not rows:
+        return None
+    return dict(zip(("owner", "encoding", "collate", "ctype"), rows[0]))
+
+
+def database_names(host: Host) -> list[str]:
+    """The server's databases apart from templates and postgres."""
+    return [r[0] for r in host.psql("SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                    "AND datname <> 'postgres' ORDER BY 1")]
+
+
+def require_database(host: Host, database: str) -> None:
+    if not database_exists(host, database):
+        raise StepError(host.name, f"database {database} does not exist",
+                        "check --database, or run the appdb step for the slave")
+
+
+def schema_exists(host: Host, database: str, schema: str) -> bool:
+    if not database_exists(host, database):
+        return False
+    return bool(host.psql(f"SELECT 1 FROM pg_namespace WHERE nspname = {literal(schema)}", database))
+
+
+def app_tables(host: Host, cluster: Cluster) -> list[tuple[Table | None, str]]:
+    """Every ordinary table of the application's schemas, sorted, with the key Slony would use.
+
+    Returns (Table, name) pairs; Table is None for a table with neither a primary key nor a unique
+    index on NOT NULL columns.
+    """
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+         WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+           AND i.indexprs IS NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid
+                             AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)
+         ORDER BY ic.relname LIMIT 1)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND {app_schema('n.nspname', cluster)}
+ ORDER BY 1""", cluster.database)
+    out = []
+    for name, has_pk, index in rows:
+        if has_pk == "t":
+            out.append((Table(name), name))
+        elif index:
+            out.append((Table(name, index), name))
+        else:
+            out.append((None, name))
+    return out
+
+
+def app_relations(host: Host, cluster: Cluster, where: str) -> list[str]:
+    """Quoted names of the application's relations (pg_class c) that match `where`, sorted."""
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE {where} AND {app_schema('n.nspname', cluster)}
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]
+
+
+def app_sequences(host: Host, cluster: Cluster) -> list[str]:
+    return app_relations(host, cluster, "c.relkind = 'S'")
+
+
+def replicable(host: Host, cluster: Cluster) -> tuple[list[Table], list[str]]:
+    """Tables and sequences for the set; StepError naming every table without a usable key."""
+    tables = app_tables(host, cluster)
+    keyless = [name for t, name in tables if t is None]
+    if keyless:
+        raise StepError(
+            host.name,
+            f"table(s) without a primary key or a unique index on NOT NULL columns: {', '.join(keyless)}",
+            "add a primary key (or a unique index on NOT NULL columns) to each, then run again",
+        )
+    return [t for t, _ in tables], app_sequences(host, cluster)
+
+
+def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
+    """The tables among `tables` (quoted qualified names) that hold at least one row; missing ones are skipped."""
+    if not tables:
+        return []
+    names = ", ".join(literal(t) for t in tables)
+    existing = [r[0] for r in host.psql(
+        f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE to_regclass(t) IS NOT NULL", database)]
+    if not existing:
+        return []
+    checks = " UNION ALL ".join(f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing)
+    return [r[0] for r in host.psql(checks, database)]
+
+
+def unlogged_tables(host: Host, cluster: Cluster) -> list[str]:
+    return app_relations(host, cluster, "c.relkind = 'r' AND c.relpersistence = 'u'")
+
+
+def unowned_sequences(host: Host, cluster: Cluster) -> list[str]:
+    """Sequences of the application's schemas that no column owns (neither serial nor identity)."""
+    return app_relations(host, cluster, """c.relkind = 'S'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                      AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+                      AND d.deptype IN ('a', 'i'))""")
+
+
+def large_objects(host: Host, database: str) -> int:
+    return int(host.value("SELECT count(*) FROM pg_largeobject_metadata", database))
+
+
+def long_transactions(host: Host, seconds: float) -> list[tuple[str, str, str, str, int]]:
+    """(pid, database, user, state, age in s) of client sessions, in any database of this server, whose
+    transaction is idle or older than `seconds`, oldest first."""
+    rows = host.psql(f"""
+SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),
+       extract(epoch FROM now() - xact_start)::bigint
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL
+   AND (state LIKE 'idle in transaction%' OR xact_start < now() - make_interval(secs => {float(seconds)}))
+ ORDER BY xact_start""")
+    return [(pid, db, user, state, int(age)) for pid, db, user, state, age in rows]
+
+
+def prepared_transactions(host: Host) -> list[tuple[str, str, int]]:
+    """(gid, database, age in s) of every prepared transaction on this server, oldest first."""
+    rows = host.psql("SELECT gid, database, extract(epoch FROM now() - prepared)::bigint "
+                     "FROM pg_prepared_xacts ORDER BY prepared")
+    return [(gid, db, int(age)) for gid, db, age in rows]
+
+
+def role_exists(host: Host, role: str) -> bool:
+    return bool(host.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {literal(role)}"))
+
+
+def role(host: Host, name: str) -> tuple[bool, bool, str] | None:
+    """(superuser, can log in, stored password verifier) of a role, or None when it does not exist."""
+    rows = host.psql(f"SELECT rolsuper, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid "
+                     f"WHERE rolname = {literal(name)}")
+    return (rows[0][0] == "t", rows[0][1] == "t", rows[0][2]) if rows else None
+
+
+APP_ROLES = r"""
+WITH app AS (SELECT oid FROM pg_namespace n WHERE {app}),
+used AS (
+  SELECT datdba AS r FROM pg_database WHERE datname = current_database()
+  UNION SELECT nspowner FROM pg_namespace WHERE oid IN (SELECT oid FROM app)
+  UNION SELECT relowner FROM pg_class WHERE relnamespace IN (SELECT oid FROM app)
+  UNION SELECT proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM app)
+  UNION SELECT typowner FROM pg_type WHERE typnamespace IN (SELECT oid FROM app)
+  UNION SELECT (aclexplode(relacl)).grantee FROM pg_class
+         WHERE relacl IS NOT NULL AND relnamespace IN (SELECT oid FROM app)
+  UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace
+         WHERE nspacl IS NOT NULL AND oid IN (SELECT oid FROM app))
+SELECT rolname, rolcanlogin, rolcreatedb, rolcreaterole, rolinherit, coalesce(rolpassword, '')
+  FROM pg_authid WHERE oid IN (SELECT r FROM used) AND oid <> 10 AND rolname <> {user}
+   AND rolname NOT LIKE 'pg\_%'
+ ORDER BY rolname"""
+
+
+def app_roles(host: Host, cluster: Cluster) -> list[tuple[str, bool, bool, bool, bool, str]]:
+    """The roles the application's database uses (owners, grantees): (name, login, createdb,
+    createrole, inherit, password verifier), without postgres and the replication user."""
+    rows = host.psql(APP_ROLES.format(app=app_schema("n.nspname", cluster), user=literal(cluster.user)),
+                     cluster.database)
+    return [(name, login == "t", createdb == "t", createrole == "t", inherit == "t", verifier)
+            for name, login, createdb, createrole, inherit, verifier in rows]
+
+
+def hba_file(host: Host) -> str:
+    return host.value("SHOW hba_file")
+
+
+def hba_unloaded(host: Host, path: str) -> bool:
+    """Whether pg_hba.conf changed after PostgreSQL last loaded its configuration."""
+    return host.value(f"SELECT pg_conf_load_time() < (pg_stat_file({literal(path)})).modification") == "t"
+
+
+def hba_errors(host: Host) -> list[tuple[str, str]]:
+    """(line number, error) of every rule PostgreSQL cannot use in the pg_hba.conf on disk."""
+    return [tuple(r) for r in host.psql("SELECT line_number, error FROM pg_hba_file_rules "
+                                        "WHERE error IS NOT NULL")]
+
+
+def has_managed_block(host: Host, path: str, tag: str) -> bool:
+    """Whether the file holds slony-migrate's managed block `tag` (as written by render.files.apply_block)."""
+    return BEGIN.format(tag) in (host.read_file(path) or "").splitlines()
+
+
+def has_plpgsql(host: Host, database: str) -> bool:
+    return bool(host.psql("SELECT 1 FROM pg_language WHERE lanname = 'plpgsql'", database))
+
+
+def database_size(host: Host, database: str) -> int:
+    return int(host.value(f"SELECT pg_database_size({literal(database)})"))
+
+
+def data_directory(host: Host) -> str:
+    return host.value("SHOW data_directory")
+
+
+def schema_objects(host: Host, cluster: Cluster) -> set[tuple[str, str, str]]:
+    """The application's columns (type, NOT NULL) and index definitions, for comparing two servers."""
+    rows = host.psql(f"""
+SELECT 'column', c.relnamespace::regnamespace || '.' || c.relname || '.' || a.attname,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)}
+UNION ALL
+SELECT 'index', schemaname || '.' || indexname, indexdef FROM pg_indexes
+ WHERE {app_schema('schemaname', cluster)}
+ORDER BY 1, 2""", cluster.database)
+    return {tuple(r) for r in rows}

@@ -1,0 +1,187 @@
+"""Facts of Slony's catalog (`_<cluster>`) and of the replication it runs: state, lag, events, copy."""
+from __future__ import annotations
+
+from .. import settings
+from ..model import Cluster, Node, SlonyState
+from ..remote import Host
+from ..render import parse
+from ..render.sql import literal
+from .catalog import schema_exists
+from .system import epoch_now, slon_log
+
+__all__ = ["slony_state", "local_node_id", "subscription_active", "lag", "max_event", "confirmed_since",
+           "last_event_from", "table_keys", "key_maxima", "checksums", "set_sequences", "owned_sequences",
+           "sequence_heads", "sequence_value", "copy_progress", "write_error"]
+
+
+def slony_state(host: Host, cluster: Cluster) -> SlonyState:
+    """What of the cluster exists in this node's database: schema, nodes, paths, set, tables, subscription."""
+    state = SlonyState()
+    if not schema_exists(host, cluster.database, cluster.schema):
+        return state
+    s, sid = cluster.schema, cluster.set_id
+    state.schema = True
+    rows = host.psql(f"""
+SELECT 'node', no_id::text, '' FROM {s}.sl_node
+UNION ALL SELECT 'path', pa_server::text, pa_client::text FROM {s}.sl_path
+UNION ALL SELECT 'set', set_id::text, set_origin::text FROM {s}.sl_set WHERE set_id = {sid}
+UNION ALL SELECT 'table', tab_id::text, quote_ident(tab_nspname) || '.' || quote_ident(tab_relname)
+            FROM {s}.sl_table WHERE tab_set = {sid}
+UNION ALL SELECT 'sequence', seq_id::text, quote_ident(seq_nspname) || '.' || quote_ident(seq_relname)
+            FROM {s}.sl_sequence WHERE seq_set = {sid}
+UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_subscribe
+            WHERE sub_set = {sid}""", cluster.database)
+    for kind, a, b in rows:
+        if kind == "node":
+            state.nodes.add(int(a))
+        elif kind == "path":
+            state.paths.add((int(a), int(b)))
+        elif kind == "set":
+            state.has_set = True
+            state.origin = int(b)
+        elif kind == "table":
+            state.tables[b] = int(a)
+        elif kind == "sequence":
+            state.sequences[b] = int(a)
+        elif kind == "subscribe":  # two nodes: one subscription, whichever way the set goes now
+            state.subscribed = b == "true"
+    return state
+
+
+def local_node_id(host: Host, cluster: Cluster) -> int | None:
+    """The Slony node id this database holds for the cluster, or None without the cluster's schema."""
+    if not schema_exists(host, cluster.database, cluster.schema):
+        return None
+    value = host.value(f"SELECT last_value FROM {cluster.schema}.sl_local_node_id", cluster.database)
+    return int(value) if value and int(value) > 0 else None
+
+
+def subscription_active(host: Host, cluster: Cluster, receiver: Node | None = None) -> bool:
+    """Whether this node's sl_subscribe says the set's subscription (of `receiver`, else any) is active:
+    on the receiver that means its initial copy is done."""
+    if not schema_exists(host, cluster.database, cluster.schema):
+        return False
+    only = f" AND sub_receiver = {receiver.id}" if receiver else ""
+    return host.value(f"SELECT bool_and(sub_active) FROM {cluster.schema}.sl_subscribe "
+                      f"WHERE sub_set = {cluster.set_id}{only}", cluster.database) == "t"
+
+
+def lag(origin: Host, cluster: Cluster) -> list[tuple[int, int, float]]:
+    """(receiver node id, events behind, seconds behind) per receiver, from sl_status on the origin."""
+    rows = origin.psql(f"SELECT st_received, st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0) "
+                       f"FROM {cluster.schema}.sl_status", cluster.database)
+    return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
+
+
+def max_event(host: Host, cluster: Cluster, origin: Node) -> int:
+    """The newest event number from `origin` that this node knows."""
+    return int(host.value(f"SELECT coalesce(max(ev_seqno), 0) FROM {cluster.schema}.sl_event "
+                          f"WHERE ev_origin = {origin.id}", cluster.database))
+
+
+def confirmed_since(host: Host, cluster: Cluster, origin: Node, receiver: Node, seqno: int) -> bool:
+    """Whether `receiver` has confirmed an event of `origin` newer than `seqno` (as this node knows)."""
+    return bool(host.value(f"SELECT 1 FROM {cluster.schema}.sl_confirm WHERE con_origin = {origin.id} "
+                           f"AND con_received = {receiver.id} AND con_seqno > {int(seqno)} LIMIT 1",
+                           cluster.database))
+
+
+def last_event_from(host: Host, cluster: Cluster, origin: Node) -> tuple[str, str]:
+    """(time, seconds ago) of the newest event from `origin` that this node received."""
+    row = host.psql(f"SELECT max(ev_timestamp), extract(epoch FROM now() - max(ev_timestamp))::int "
+                    f"FROM {cluster.schema}.sl_event WHERE ev_origin = {origin.id}", cluster.database)[0]
+    return row[0], row[1]
+
+
+def table_keys(host: Host, cluster: Cluster) -> dict[str, list[tuple[str, str]]]:
+    """Each replicated table's key columns (quoted name, type) in index order, from sl_table's index."""
+    rows = host.psql(f"""
+SELECT quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_relname), quote_ident(a.attname),
+       format_type(a.atttypid, a.atttypmod)
+  FROM {cluster.schema}.sl_table t
+  JOIN pg_index i ON i.indexrelid = (quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_idxname))::regclass
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+ WHERE t.tab_set = {cluster.set_id}
+ ORDER BY 1, array_position(i.indkey::int2[], a.attnum)""", cluster.database)
+    keys: dict[str, list[tuple[str, str]]] = {}
+    for table, col, typ in rows:
+        keys.setdefault(table, []).append((col, typ))
+    return keys
+
+
+def key_maxima(host: Host, cluster: Cluster, keys: dict[str, list[tuple[str, str]]]) -> dict[str, str | None]:
+    """The largest key of each table with a one-column key (None for an empty table)."""
+    single = {t: cols[0][0] for t, cols in keys.items() if len(cols) == 1}
+    if not single:
+        return {}
+    sql = " UNION ALL ".join(f"SELECT {literal(t)}, max({col})::text FROM {t}" for t, col in single.items())
+    return {r[0]: (r[1] or None) for r in host.psql(sql, cluster.database)}
+
+
+def checksums(host: Host, cluster: Cluster, sql: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(table, chunk): (rows, md5)} from verify's checksum query (render.sql.checksum_sql)."""
+    rows = host.psql(sql, cluster.database, timeout=settings.CHECKSUMS)
+    return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+def set_sequences(host: Host, cluster: Cluster) -> dict[str, int]:
+    """{sequence: last value} of every sequence in the set."""
+    rows = host.psql(f"SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname), "
+                     f"(SELECT last_value FROM pg_sequences WHERE schemaname = seq_nspname "
+                     f"AND sequencename = seq_relname) "
+                     f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} ORDER BY 1",
+                     cluster.database)
+    return {r[0]: int(r[1] or 0) for r in rows}
+
+
+def owned_sequences(host: Host, cluster: Cluster) -> list[tuple[str, str, str]]:
+    """(sequence, table, column) for each set sequence owned by a column."""
+    return [tuple(r) for r in host.psql(f"""
+SELECT quote_ident(s.seq_nspname) || '.' || quote_ident(s.seq_relname), d.refobjid::regclass::text,
+       quote_ident(a.attname)
+  FROM {cluster.schema}.sl_sequence s
+  JOIN pg_depend d ON d.objid = s.seq_reloid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                  AND d.refclassid = 'pg_class'::regclass
+  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+ WHERE s.seq_set = {cluster.set_id}""", cluster.database)]
+
+
+def sequence_heads(host: Host, cluster: Cluster, owned: list[tuple[str, str, str]]) -> list[tuple[int, int]]:
+    """(last value, largest value in its column) for each (sequence, table, column)."""
+    out = []
+    for seq, table, col in owned:
+        row = host.psql(f"SELECT (SELECT last_value FROM {seq}), (SELECT coalesce(max({col}), 0) FROM {table})",
+                        cluster.database)[0]
+        out.append((int(row[0]), int(row[1] or 0)))
+    return out
+
+
+def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
+    """A sequence's last value."""
+    return int(host.value(f"SELECT last_value FROM {sequence}", cluster.database))
+
+
+def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
+    """The initial copy as the receiver shows it: slon log, pg_stat_progress_copy, origin table sizes."""
+    sizes = {parse.plain(r[0]): int(r[1]) for r in master.psql(
+        f"SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname), pg_table_size(tab_reloid) "
+        f"FROM {cl.schema}.sl_table WHERE tab_set = {cl.set_id}", cl.database)}
+    log = parse.parse_copy_log(slon_log(slon, cl, cl.slave))
+    rows = slave.psql("SELECT p.relid::regclass::text, p.bytes_processed FROM pg_stat_progress_copy p "
+                      f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}", cl.database)
+    current = sum(int(r[1]) for r in rows)
+    if rows and not log["current"]:
+        log["current"] = parse.plain(rows[0][0])
+    elapsed = epoch_now(slon) - parse.epoch(log["started"]) if log["started"] else 0.0
+    return {"tables": len(sizes), "bytes_total": sum(sizes.values()), "tables_done": sorted(log["done"]),
+            "current": log["current"], "current_bytes": current, "elapsed": elapsed, "retries": log["retries"],
+            "line": parse.progress_line(sizes, log, current, elapsed)}
+
+
+def write_error(host: Host, cluster: Cluster, table: str, key: str) -> str:
+    """Try a row write on `table` in a transaction that is rolled back: '' when accepted, else the error.
+
+    Changes nothing: the UPDATE sets the key to itself and is rolled back.
+    """
+    return host.try_psql(f"BEGIN; UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT min({key}) FROM {table}); "
+                         "ROLLBACK;", cluster.database)

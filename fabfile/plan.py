@@ -1,0 +1,94 @@
+"""Changes and how they are applied: the one place that knows about dry runs.
+
+A step reads facts and returns the Changes it would make; `apply` prints each one and, unless
+this is a dry run, carries it out. Also the helpers every step uses to build Changes (a file that
+differs, a slonik script) and to wait for a change to take effect.
+"""
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from . import facts, settings
+from .errors import StepError
+from .remote import Host
+from .session import Session
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change on one host: what the operator reads, what a dry run shows, what applying does."""
+
+    host: str
+    step: str
+    message: str                       # "create role slony (superuser, SCRAM password)"
+    action: Callable[[], object]       # carries it out (and checks it, where it can)
+    detail: str = ""                   # script, SQL (passwords masked) or diff, shown in a dry run
+
+
+def apply(s: Session, changes: Iterable[Change]) -> int:
+    """Print each change; carry it out unless this is a dry run. Returns how many were carried out."""
+    done = 0
+    for c in changes:
+        s.say(c.host, c.step, ("would " if s.dry_run else "") + c.message)
+        s.changes.append(c)
+        if s.dry_run:
+            if c.detail:
+                s.out.detail(c.detail)
+            continue
+        c.action()
+        done += 1
+    return done
+
+
+def diff(old: str, new: str, path: str) -> str:
+    return "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), path, path + " (new)"))
+
+
+def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owner: str = "root:root",
+                mode: str = "644", secret: bool = False, old: str | None = None) -> list[Change]:
+    """A Change writing `text` to `path` when it differs (a diff, or only the name when it holds a secret).
+
+    `old` is the file's current text when the caller has read it already.
+    """
+    old = host.read_file(path) if old is None else old
+    if old == text:
+        s.say(host.name, step, f"{path} is up to date")
+        return []
+    verb = "update" if old is not None else "create"
+    return [Change(host.name, step, f"{verb} {path} (mode {mode}{', contents not shown' if secret else ''})",
+                   lambda: host.write_file(path, text, owner=owner, mode=mode),
+                   "" if secret else diff(old or "", text, path))]
+
+
+def run_slonik(s: Session, script: str, what: str, timeout: int = settings.SLONIK, check: bool = True):
+    """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result."""
+    slonik = facts.slony_tool(s.slon, "slonik")
+    if not slonik:
+        raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
+    return s.slon.sudo(f"{slonik} -w", user="postgres", stdin=script, timeout=timeout, check=check,
+                       what=f"slonik ({what})")
+
+
+def slonik_change(s: Session, step: str, script: str, what: str, timeout: int = settings.SLONIK,
+                  then: Callable[[], None] | None = None) -> Change:
+    """A Change that runs a slonik script on the slon host; `then` checks the result afterwards."""
+    def action():
+        run_slonik(s, script, what, timeout)
+        if then:
+            then()
+    return Change(s.cluster.slon_host, step, what, action, script)
+
+
+def wait_until(predicate, timeout: float, host: str, message: str, fix: str, every: float = 0.5):
+    """Poll `predicate` until it returns something true (returned); StepError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise StepError(host, f"{message} after {timeout:.0f} s", fix)
+        time.sleep(every)

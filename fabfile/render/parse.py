@@ -1,0 +1,125 @@
+"""Pure parsers of what the servers print (slon logs, apt, df, os-release) and small formatters. No I/O."""
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+COPY_LINE = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+(?:remoteWorkerThread_\d+: )?"
+    r"(?:(?P<bytes>\d+) bytes copied for table (?P<table>\S+)"
+    r"|Begin COPY of table (?P<begin>\S+)"
+    r"|(?P<copyset>copy_set \d+ done in (?P<secs>[\d.]+) seconds))",
+    re.M,
+)
+SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set (?P<set>\d+) - ", re.M)
+RETRY = re.compile(r"data copy for set \d+ failed (\d+) times", re.M)
+
+
+def plain(name: str) -> str:
+    """"public"."t" and public.t both become public.t, for matching log lines with catalog names."""
+    return name.replace('"', "")
+
+
+def parse_copy_log(text: str) -> dict:
+    """What the receiver's slon log says of the latest initial copy: start, tables done, current table."""
+    starts = list(SET_START.finditer(text))
+    if not starts:
+        return {"started": None, "done": {}, "current": None, "finished": False, "retries": 0}
+    last = starts[-1]
+    tail = text[last.start():]
+    done, current, finished = {}, None, False
+    for m in COPY_LINE.finditer(tail):
+        if m.group("table"):
+            done[plain(m.group("table"))] = int(m.group("bytes"))
+            current = None
+        elif m.group("begin"):
+            current = plain(m.group("begin"))
+        elif m.group("copyset"):
+            finished = True
+    retries = [int(n) for n in RETRY.findall(text)]
+    return {"started": last.group("ts"), "done": done, "current": current, "finished": finished,
+            "retries": max(retries) if retries else 0}
+
+
+def progress_line(sizes: dict[str, int], log: dict, current_bytes: int, elapsed: float) -> str:
+    """One line: a bar, percent, MB copied of the origin's size, tables done, ETA, current table."""
+    total = sum(sizes.values()) or 1
+    done_bytes = sum(sizes.get(t, 0) for t in log["done"])
+    copied = min(total, done_bytes + current_bytes)
+    frac = copied / total
+    bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
+    eta = f"ETA {elapsed * (1 - frac) / frac:.0f} s" if frac > 0.02 and elapsed > 0 else "ETA --"
+    now = f", copying {log['current']}" if log["current"] else ""
+    retry = f", {log['retries']} failed attempt(s) before" if log["retries"] else ""
+    return (f"[{bar}] {frac * 100:3.0f}% {copied / 1e6:.0f}/{total / 1e6:.0f} MB, "
+            f"{len(log['done'])}/{len(sizes)} tables, {eta}{now}{retry}")
+
+
+# --- system output ------------------------------------------------------------------------------------
+
+def os_release(text: str) -> dict[str, str]:
+    """/etc/os-release as a dict (quotes removed)."""
+    return dict((k, v.strip('"')) for k, _, v in (l.partition("=") for l in text.splitlines()) if k)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """2.2.11 -> (2, 2, 11): versions in numeric order."""
+    return tuple(map(int, version.split(".")))
+
+
+def slony_modules(listing: str) -> list[str]:
+    """Slony versions whose slony1_funcs.VERSION.so is in a directory listing (`ls` output), oldest first."""
+    found = set(re.findall(r"^slony1_funcs\.(\d+(?:\.\d+)*)\.so$", listing, re.M))
+    return sorted(found, key=version_key)
+
+
+def apt_policy(text: str, packages: list[str]) -> dict[str, tuple[str, str]]:
+    """{package: (installed version or '', candidate version or '')} from `apt-cache policy` output."""
+    found: dict[str, tuple[str, str]] = {}
+    for block in re.split(r"^(?=\S)", text, flags=re.M):
+        m = re.match(r"^(\S+):\n", block)
+        if not m:
+            continue
+        inst = re.search(r"Installed: (\S+)", block)
+        cand = re.search(r"Candidate: (\S+)", block)
+        clean = lambda v: "" if not v or v.group(1) == "(none)" else v.group(1)  # noqa: E731
+        found[m.group(1)] = (clean(inst), clean(cand))
+    return {p: found.get(p, ("", "")) for p in packages}
+
+
+def upstream(version: str) -> str:
+    """Upstream part of a Debian version: 2.2.11-6 -> 2.2.11."""
+    return re.sub(r"^\d+:", "", version).rsplit("-", 1)[0]
+
+
+def parse_df_available(text: str) -> int:
+    """Bytes available from `df --output=avail -B1 PATH` (a header line, then the number)."""
+    return int(text.split()[-1])
+
+
+def normal_locale(name: str) -> str:
+    """A locale name as glibc compares it: the codeset lower-case without punctuation (C.UTF-8 = C.utf8)."""
+    base, dot, rest = name.partition(".")
+    codeset, at, modifier = rest.partition("@")
+    return base + dot + re.sub(r"[^a-z0-9]", "", codeset.lower()) + at + modifier
+
+
+def size(n: float) -> str:
+    """Bytes as a short human number: 512 B, 20 MB, 1.5 GB."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if n < 10 and unit != "B" else f"{n:.0f} {unit}"
+        n /= 1000
+    raise AssertionError("not reached")
+
+
+def slony_version(text: str) -> str | None:
+    """The version slonik -v prints (slonik version 2.2.11)."""
+    m = re.search(r"([0-9]+\.[0-9]+\.[0-9]+)", text)
+    return m.group(1) if m else None
+
+
+def epoch(ts: str) -> float:
+    """'2026-11-25 23:08:05' (UTC) as seconds since the epoch."""
+    return float(calendar.timegm(time.strptime(ts, "%Y-%m-%d %H:%M:%S")))

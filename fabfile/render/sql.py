@@ -1,0 +1,93 @@
+"""Pure SQL: quoting, SCRAM verifiers, and the statements the steps run. No I/O."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import re
+
+MASK = "********"
+
+
+def literal(value: str) -> str:
+    """Quote a string as an SQL literal (standard_conforming_strings on)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    """Quote an identifier (always: a role may be named like a keyword, e.g. "user")."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """Return the SCRAM-SHA-256 verifier PostgreSQL stores for this password (RFC 5802/7677)."""
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def scram_matches(verifier: str | None, password: str) -> bool:
+    """True when a stored verifier was made from this password."""
+    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier or "")
+    if not m:
+        return False
+    try:
+        salt = base64.b64decode(m.group(2), validate=True)
+    except binascii.Error:
+        return False
+    return hmac.compare_digest(scram_verifier(password, salt, int(m.group(1))), verifier)
+
+
+# --- statements ---------------------------------------------------------------------------------------
+
+def replication_role(name: str, verifier: str, *, exists: bool) -> str:
+    """CREATE (or ALTER) the replication superuser with a SCRAM verifier (or MASK, for showing)."""
+    verb = "ALTER" if exists else "CREATE"
+    return f"{verb} ROLE {name} WITH LOGIN SUPERUSER PASSWORD {literal(verifier)}"
+
+
+def app_role(name: str, login: bool, createdb: bool, createrole: bool, inherit: bool, verifier: str) -> str:
+    """CREATE ROLE for one of the application's roles, as it is on the master (verifier or MASK)."""
+    attrs = " ".join(["LOGIN" if login else "NOLOGIN", "CREATEDB" if createdb else "NOCREATEDB",
+                      "CREATEROLE" if createrole else "NOCREATEROLE", "INHERIT" if inherit else "NOINHERIT"])
+    return f"CREATE ROLE {ident(name)} WITH {attrs}" + (f" PASSWORD {literal(verifier)}" if verifier else "")
+
+
+def create_database(name: str, info: dict[str, str]) -> str:
+    """CREATE DATABASE with the owner, encoding and locale of `info` (facts.database_info)."""
+    return (f"CREATE DATABASE {name} OWNER {ident(info['owner'])} TEMPLATE template0 "
+            f"ENCODING {literal(info['encoding'])} LC_COLLATE {literal(info['collate'])} "
+            f"LC_CTYPE {literal(info['ctype'])}")
+
+
+# --- verify -----------------------------------------------------------------------------------------
+
+# Both sides print values alike (PostgreSQL 15 and 17, any server settings).
+VERIFY_SESSION = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1;\n"
+
+
+def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str | None], chunk: int) -> str:
+    """One read-only snapshot: per table (per key chunk for integer keys) a row count and an md5.
+
+    keys: table -> key columns (name, type); cutoffs: table -> largest key to include (rows newer
+    than that are left out), for tables with a one-column key.
+    """
+    parts = []
+    for table, cols in sorted(keys.items()):
+        order = ", ".join(c for c, _ in cols)
+        rowmd5 = f"md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), ''))"
+        if len(cols) == 1 and cols[0][1] in ("integer", "bigint", "smallint"):
+            k = cols[0][0]
+            where = f" WHERE {k} <= {int(cutoffs[table])}" if cutoffs.get(table) not in (None, "") else ""
+            parts.append(f"SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
+                         f"FROM {table} t{where} GROUP BY 2")
+        else:
+            parts.append(f"SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t")
+    return (VERIFY_SESSION + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+            + ";\n".join(parts) + ";\nCOMMIT;\n")

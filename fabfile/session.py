@@ -1,0 +1,105 @@
+"""One invocation: the cluster, its hosts, dry run or not, the password once read, and the output.
+
+Output goes through `Output`: one line per finding or change, `[host] step: message`; a progress
+line redraws itself in place on a terminal and prints every few seconds in a log.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from . import settings
+from .model import Cluster, Node
+from .remote import Host, Hosts
+from .secrets import replication_password
+
+
+class Output:
+    """The operator's view: step lines, dry-run details, progress."""
+
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._progress = False       # a progress line is on the screen without its newline
+        self._last_progress = -1e9
+
+    def _end_progress(self) -> None:
+        if self._progress:
+            self.stream.write("\n")
+            self._progress = False
+
+    def line(self, text: str) -> None:
+        self._end_progress()
+        print(text, file=self.stream, flush=True)
+
+    def say(self, host: str, step: str, message: str) -> None:
+        self.line(f"[{host}] {step}: {message}")
+
+    def error(self, text: str) -> None:
+        """A line on stderr (a failed check, the final error)."""
+        self._end_progress()
+        print(text, file=sys.stderr, flush=True)
+
+    def detail(self, text: str) -> None:
+        """An indented block (a script, SQL, a diff), as a dry run shows it."""
+        self.line("\n".join("    " + l for l in text.rstrip("\n").splitlines()))
+
+    def progress_due(self, every: float = settings.PROGRESS_EVERY) -> bool:
+        """Whether a progress line would be shown now (worth computing one)."""
+        return self.tty or time.monotonic() - self._last_progress >= every
+
+    def progress(self, host: str, step: str, message: str, every: float = settings.PROGRESS_EVERY) -> None:
+        """A line that changes: redrawn in place on a terminal; in a log, printed at most every `every` s."""
+        text = f"[{host}] {step}: {message}"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+            self._progress = True
+        elif time.monotonic() - self._last_progress >= every:
+            self.line(text)
+            self._last_progress = time.monotonic()
+
+
+@dataclass
+class Session:
+    """Everything one task works with. `cluster` is None for tasks that name their hosts themselves."""
+
+    hosts: Hosts
+    cluster: Cluster | None
+    dry_run: bool = False
+    prompt_password: bool = False
+    out: Output = field(default_factory=Output)
+    changes: list = field(default_factory=list)   # plan.Change, as applied (or shown, in a dry run)
+    _password: str | None = None
+
+    def host(self, name: str) -> Host:
+        return self.hosts[name]
+
+    def node_host(self, node: Node) -> Host:
+        return self.hosts[node.host]
+
+    @property
+    def master(self) -> Host:
+        return self.node_host(self.cluster.master)
+
+    @property
+    def slave(self) -> Host:
+        return self.node_host(self.cluster.slave)
+
+    @property
+    def slon(self) -> Host:
+        return self.host(self.cluster.slon_host)
+
+    def node_hosts(self) -> list[Host]:
+        return [self.master, self.slave]
+
+    def password(self) -> str:
+        if self._password is None:
+            self._password = replication_password(self.cluster.name, prompt=self.prompt_password,
+                                                  dry_run=self.dry_run)
+        return self._password
+
+    def say(self, host: str, step: str, message: str) -> None:
+        self.out.say(host, step, message)

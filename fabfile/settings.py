@@ -1,0 +1,63 @@
+"""Defaults and time limits, in one place. Pure: no I/O.
+
+DEFAULTS are the invoke configuration (`c.config.slony`): a command-line flag wins over the
+configuration, which Invoke builds from these defaults, configuration files (invoke.yaml,
+~/.invoke.yaml, /etc/invoke.yaml) and INVOKE_SLONY_<KEY> environment variables, in that order.
+The time limits are seconds; those an operator may need to change are flags as well.
+"""
+from __future__ import annotations
+
+DEFAULTS = {
+    "slony": {
+        "master": "",            # SSH name of the old server, e.g. db01
+        "slave": "",             # SSH name of the new server, e.g. db02
+        "slon_host": "",         # where slon and slonik run; empty: the slave, as in the runbook
+        "cluster": "replication",
+        "database": "shotserver04",
+        "user": "slony",         # the replication superuser
+        "port": 5432,
+        "ssh_config": "",        # empty: ~/.ssh/config
+        "strict_host_keys": True,  # unknown SSH host keys are an error (known_hosts from the ssh config)
+    }
+}
+
+# --- SSH and SQL --------------------------------------------------------------------------------------
+SSH_CONNECT = 15          # connecting to a host
+PSQL = 120                # one psql call (catalog queries, DDL)
+CHECKSUMS = 3600          # verify's checksum query over a whole database side
+
+# --- software -----------------------------------------------------------------------------------------
+APT_UPDATE = 600
+APT_INSTALL = 900
+BUILD_DEPS = 1200         # apt-get install of the build dependencies
+CONFIGURE = 600
+MAKE = 1800
+MAKE_INSTALL = 600
+DOWNLOAD = 600
+
+# --- steps ----------------------------------------------------------------------------------------------
+SCHEMA_COPY = 1800        # pg_dump -s | psql, host to host
+SLONIK = 600              # one slonik script (init, create set, subscribe, uninstall)
+SLON_START = 15           # a watchdog writes its pid file
+SLON_STOP = 30            # a watchdog and its slon exit after SIGTERM
+COPY_WAIT = 3600          # subscribe --wait / migrate: the initial copy (flag --timeout)
+PROGRESS_EVERY = 5        # a progress line in a log (not a terminal) every this many seconds
+
+# --- end-game -------------------------------------------------------------------------------------------
+SYNC_CONFIRM = 120        # verify: a SYNC made after it started comes back confirmed
+VERIFY_ROUNDS = 3         # a difference must survive this many SYNCs
+CHECKSUM_CHUNK = 10000    # rows per checksum chunk of an integer key
+FRESH_SYNC = 60           # switchover: a SYNC made now comes back confirmed
+PROOF = 60                # switchover: the old origin refuses writes, the new one accepts them
+MOVE_EVENT = 120          # switchover: slonik waits this long for each event (flag --timeout)
+UNLOCK = 120              # UNLOCK SET after a failed move
+MAX_LAG = 30.0            # switchover: refuse events older than this (flag --max-lag)
+WAIT_LAG = 60.0           # ... after waiting this long for them (flag --wait-lag)
+XACT_AGE = 60.0           # a transaction older than this blocks a switchover (flag --xact-age)
+WAIT_XACTS = 30.0         # ... after waiting this long for it (flag --wait-xacts)
+FAILOVER_WRITABLE = 120   # failover: the backup node accepts writes
+LONG_TRANSACTION = 300    # preflight: a transaction open longer than this on the master is reported
+POLL = 1.0                # between two looks at something that is expected to change
+LAG_POLL = 3.0            # switchover: between two looks at the lag while waiting for it to drop
+XACT_POLL = 2.0           # switchover: between two looks at long transactions while waiting for them
+LOGIN = 60                # preflight: a test login as the replication user

@@ -1,0 +1,109 @@
+"""Runbook steps 3 and 4: the replication superuser and its .pgpass (users), pg_hba.conf (hba)."""
+from __future__ import annotations
+
+from .. import facts
+from ..errors import StepError
+from ..model import Cluster
+from ..plan import Change, apply, diff, file_change
+from ..remote import Host
+from ..render import files, sql
+from ..render.sql import MASK
+from ..session import Session
+
+
+def role_plan(cl: Cluster, role: tuple[bool, bool, str] | None, password: str) -> tuple[str, bool] | None:
+    """What the replication role needs: None when it is right, else (what to do, whether it exists)."""
+    if role is None:
+        return f"create role {cl.user} (superuser, SCRAM password)", False
+    superuser, login, verifier = role
+    if superuser and login and sql.scram_matches(verifier, password):
+        return None
+    return f"update role {cl.user} (superuser, login, SCRAM password)", True
+
+
+def users(s: Session) -> None:
+    """The replication superuser on each node (SCRAM verifier), and its .pgpass on the slon host."""
+    step, cl = "users", s.cluster
+    password = s.password()
+    changes = []
+    for h in s.node_hosts():
+        plan = role_plan(cl, facts.role(h, cl.user), password)
+        if plan is None:
+            s.say(h.name, step, f"role {cl.user} exists (superuser, password current)")
+            continue
+        message, exists = plan
+        changes.append(Change(h.name, step, message,
+                              lambda h=h, exists=exists: h.psql(sql.replication_role(
+                                  cl.user, sql.scram_verifier(password), exists=exists)),
+                              sql.replication_role(cl.user, MASK, exists=exists)))
+    apply(s, changes)
+    pgpass(s, step)
+
+
+def merged(h: Host, path: str, old: str, tag: str, lines: list[str], *, top: bool = False) -> str:
+    """`old` with the managed block `tag` set to `lines`; a broken block is an error naming the file."""
+    try:
+        return files.apply_block(old, tag, lines, top=top)
+    except files.MarkerError as e:
+        raise StepError(h.name, f"{path}: {e}", "remove the stray slony-migrate marker line by hand, "
+                        "then run again") from None
+
+
+def pgpass(s: Session, step: str, remove: bool = False) -> None:
+    """The managed .pgpass block of the postgres user on the slon host (mode 0600)."""
+    cl, h = s.cluster, s.slon
+    path = f"{facts.postgres_home(h)}/.pgpass"
+    old = h.read_file(path)
+    lines = [] if remove else files.pgpass_lines(cl, s.password())
+    new = merged(h, path, old or "", f"cluster {cl.name}", lines)
+    stat = facts.file_stat(h, path)
+    if new == (old or "") and (not new or (stat and stat[1] == "600")):
+        s.say(h.name, step, f"{path} is up to date")
+        return
+    if new == old:  # right content, wrong mode
+        apply(s, [Change(h.name, step, f"set mode 600 on {path}",
+                         lambda: h.write_file(path, new, owner="postgres:postgres", mode="600"))])
+        return
+    apply(s, file_change(s, h, step, path, new, owner="postgres:postgres", mode="600", secret=True, old=old))
+
+
+def hba_addresses(s: Session, h: Host) -> list[str]:
+    """Addresses, as this node sees them, of the host that runs slon (and slonik, pg_dump)."""
+    cl = s.cluster
+    own = {n.host: n.dbhost for n in cl.nodes}
+    return [facts.address_of(h, own.get(cl.slon_host, cl.slon_host))]
+
+
+def hba(s: Session, remove: bool = False) -> None:
+    """A managed pg_hba.conf block admitting the replication user from the slon host; reload."""
+    step, cl = "hba", s.cluster
+    changes = []
+    for h in s.node_hosts():
+        lines = [] if remove else files.hba_lines(cl, hba_addresses(s, h))
+        path = facts.hba_file(h)
+        old = h.read_file(path) or ""
+        new = merged(h, path, old, f"cluster {cl.name}", lines, top=True)
+        if new != old:
+            changes.append(Change(h.name, step, f"{'remove the managed block from' if remove else 'update'} "
+                                  f"{path} and reload", lambda h=h, path=path, old=old, new=new:
+                                  write_hba(h, path, old, new), diff(old, new, path)))
+        elif facts.hba_unloaded(h, path):
+            # A run killed between writing the file and reloading leaves it unloaded: reload then.
+            changes.append(Change(h.name, step, f"reload PostgreSQL ({path} changed since the last load)",
+                                  lambda h=h: h.psql("SELECT pg_reload_conf()")))
+        else:
+            s.say(h.name, step, f"{path} is up to date")
+    apply(s, changes)
+
+
+def write_hba(h: Host, path: str, old: str, new: str) -> None:
+    """Write pg_hba.conf and reload; put the old file back when PostgreSQL cannot use the new one."""
+    owner, mode = facts.file_stat(h, path)
+    h.write_file(path, new, owner=owner, mode=mode)
+    h.psql("SELECT pg_reload_conf()")
+    errors = facts.hba_errors(h)
+    if errors:
+        h.write_file(path, old, owner=owner, mode=mode)
+        h.psql("SELECT pg_reload_conf()")
+        raise StepError(h.name, f"{path} line {errors[0][0]}: {errors[0][1]} (old file restored)",
+                        "fix pg_hba.conf by hand, then run again")

@@ -1,0 +1,232 @@
+"""Runbook steps 8 to 14: Slony's configuration, the cluster, the slon daemons, the set, the subscription."""
+from __future__ import annotations
+
+import time
+
+from .. import facts, settings
+from ..errors import StepError
+from ..model import Cluster, SlonyState, Table
+from ..plan import Change, apply, file_change, slonik_change, wait_until
+from ..render import files, slonik
+from ..session import Session
+
+WATCHDOG = "/usr/local/lib/slony-migrate/slon-watchdog"
+
+
+# --- 8: configuration ---------------------------------------------------------------------------------
+
+def config(s: Session) -> None:
+    """Write slon_tools.conf and each node's slon.conf on the slon host (no passwords in them)."""
+    step, cl, h = "config", s.cluster, s.slon
+    tables, sequences = facts.replicable(s.master, cl)
+    changes = file_change(s, h, step, f"{cl.confdir}/slon_tools.conf", files.slon_tools_conf(cl, tables, sequences))
+    for n in cl.nodes:
+        changes += file_change(s, h, step, f"{cl.confdir}/{n.instance}/slon.conf", files.slon_conf(cl, n))
+    apply(s, changes)
+
+
+def show_config(s: Session) -> None:
+    """Print the configuration as the altperl tools read it (slony_show_configuration)."""
+    s.out.line(s.slon.run("slony_show_configuration", what="slony_show_configuration").stdout.rstrip("\n"))
+
+
+# --- 9-11: cluster and daemons ------------------------------------------------------------------------
+
+def init_plan(cl: Cluster, origin: SlonyState, receiver: SlonyState) -> dict | None:
+    """What init must still do, as slonik_init's arguments; None when the cluster is complete."""
+    if receiver.schema and not origin.schema:
+        raise StepError(cl.slave.host, f"schema {cl.schema} exists on the slave but not on the master "
+                        "(left over from an earlier attempt)", "run inv uninstall, then run again")
+    m, sl = cl.master.id, cl.slave.id
+    # A path (server, client) is stored on its client first; slon spreads it to the other node later.
+    on_client = {m: origin, sl: receiver}
+    paths = [(a, b) for a, b in ((m, sl), (sl, m)) if (a, b) not in on_client[b].paths]
+    store_slave = sl not in origin.nodes
+    if origin.schema and not store_slave and not paths:
+        return None
+    return {"init": not origin.schema, "store_slave": store_slave, "paths": paths}
+
+
+def init(s: Session) -> None:
+    """Init cluster on the master, store the slave node and the paths both ways; no-op when done."""
+    step, cl = "init", s.cluster
+    plan = init_plan(cl, facts.slony_state(s.master, cl), facts.slony_state(s.slave, cl))
+    if plan is None:
+        s.say(s.master.name, step, f"cluster {cl.name} initialised: nodes {cl.master.id}, {cl.slave.id} and "
+              "paths both ways")
+        return
+
+    def check():
+        origin, receiver = facts.slony_state(s.master, cl), facts.slony_state(s.slave, cl)
+        if init_plan(cl, origin, receiver) is not None:
+            raise StepError(s.master.name, f"init left cluster {cl.name} incomplete", "read slonik's output")
+    apply(s, [slonik_change(s, step, slonik.slonik_init(cl, **plan),
+                            f"init cluster {cl.name} (schema {cl.schema}, nodes, paths)", then=check)])
+
+
+def slons(s: Session, stop: bool = False) -> None:
+    """Start a watchdog and slon per node on the slon host (never two per node); or stop them."""
+    step, cl, h = "slons", s.cluster, s.slon
+    if stop:
+        apply(s, stop_slons(s, step))
+        return
+    slon = facts.slony_tool(h, "slon")
+    if not slon:
+        if not s.dry_run:
+            raise StepError(h.name, "slon is not installed", "run the install (or build) step first")
+        slon = "/usr/bin/slon"  # install only showed what it would add
+    changes = file_change(s, h, step, WATCHDOG, files.watchdog_script(cl, slon), mode="755")
+    for d in (cl.logdir, cl.rundir):
+        if not facts.postgres_writable(h, d):
+            changes.append(Change(h.name, step, f"create {d} (owner postgres)",
+                                  lambda d=d: h.sudo(f"install -d -o postgres -g postgres -m 2775 {d}")))
+    for n in cl.nodes:
+        pid = facts.slon_running(h, cl, n.instance)
+        if pid:
+            s.say(h.name, step, f"slon for {n.instance} running (watchdog pid {pid})")
+            continue
+        conf = f"{cl.confdir}/{n.instance}/slon.conf"
+
+        def start(n=n):
+            h.sudo(f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", user="postgres")
+            wait_until(lambda: facts.slon_running(h, cl, n.instance), settings.SLON_START, h.name,
+                       f"slon watchdog for {n.instance} did not start", f"read {cl.logdir}/slon-{n.instance}.log")
+        changes.append(Change(h.name, step, f"start slon for {n.instance} with watchdog "
+                              f"(log {cl.logdir}/slon-{n.instance}.log)", start,
+                              f"{WATCHDOG} {n.instance}  # slon -f {conf}"))
+    apply(s, changes)
+
+
+def stop_slons(s: Session, step: str) -> list[Change]:
+    """Changes stopping each running slon watchdog (and its slon) on the slon host."""
+    cl, h = s.cluster, s.slon
+    changes = []
+    for n in cl.nodes:
+        pid = facts.slon_running(h, cl, n.instance)
+        if pid is None:
+            s.say(h.name, step, f"slon for {n.instance} is not running")
+            continue
+
+        def stop(n=n, pid=pid):
+            h.sudo(f"kill -TERM {pid}")
+            wait_until(lambda: facts.slon_running(h, cl, n.instance) is None, settings.SLON_STOP, h.name,
+                       f"slon watchdog {pid} still running", f"kill it by hand: sudo kill {pid}")
+        changes.append(Change(h.name, step, f"stop slon for {n.instance} (watchdog {pid})", stop))
+    return changes
+
+
+def uninstall(s: Session) -> None:
+    """Remove the cluster from both nodes (stop slons, UNINSTALL NODE); tables and data stay."""
+    step, cl = "uninstall", s.cluster
+    slons(s, stop=True)
+    present = [n.id for n, h in zip(cl.nodes, s.node_hosts()) if facts.schema_exists(h, cl.database, cl.schema)]
+    if not present:
+        s.say(s.master.name, step, f"no {cl.schema} schema on either node; nothing to remove")
+        return
+
+    def check():
+        left = [h.name for h in s.node_hosts() if facts.schema_exists(h, cl.database, cl.schema)]
+        if left:
+            raise StepError(", ".join(left), f"schema {cl.schema} still present after uninstall",
+                            "read slonik's output")
+    apply(s, [slonik_change(s, step, slonik.slonik_uninstall(cl, present),
+                            f"uninstall node {', '.join(map(str, present))}", then=check)])
+
+
+# --- 12-14: set, subscription, logs -------------------------------------------------------------------
+
+def allocate(wanted: list[int], used: set[int]) -> list[int]:
+    """Keep each wanted id unless taken; give taken ones fresh ids above every used one."""
+    out, taken = [], set(used)
+    for i in wanted:
+        if i in taken:
+            i = max(taken | set(wanted)) + 1
+        taken.add(i)
+        out.append(i)
+    return out
+
+
+def set_plan(cl: Cluster, tables: list[Table], sequences: list[str], state: SlonyState
+             ) -> tuple[list[tuple[int, Table]], list[tuple[int, str]]] | None:
+    """The (id, table) and (id, sequence) pairs the set still lacks; None when it holds them all."""
+    missing_t = [t for t in tables if t.name not in state.tables]
+    missing_s = [q for q in sequences if q not in state.sequences]
+    if state.has_set and not missing_t and not missing_s:
+        return None
+    if state.subscribed is not None and (missing_t or missing_s):
+        names = ", ".join([t.name for t in missing_t] + missing_s)
+        raise StepError(cl.master.host, f"set {cl.set_id} is subscribed and lacks {names}",
+                        "add them through a second set and MERGE SET (not automated yet)")
+    t_ids = allocate([tables.index(t) + 1 for t in missing_t], set(state.tables.values()))
+    s_ids = allocate([sequences.index(q) + 1 for q in missing_s], set(state.sequences.values()))
+    return list(zip(t_ids, missing_t)), list(zip(s_ids, missing_s))
+
+
+def create_set(s: Session) -> None:
+    """Create the set with every table and sequence of the application's schemas (keyless: refuse)."""
+    step, cl = "create-set", s.cluster
+    tables, sequences = facts.replicable(s.master, cl)
+    state = facts.slony_state(s.master, cl)
+    if not state.schema and not s.dry_run:  # in a dry run, init only showed what it would do
+        raise StepError(s.master.name, f"cluster {cl.name} is not initialised", "run the init step first")
+    plan = set_plan(cl, tables, sequences, state)
+    if plan is None:
+        s.say(s.master.name, step, f"set {cl.set_id} holds all {len(tables)} tables and "
+              f"{len(sequences)} sequences")
+        return
+    add_t, add_s = plan
+    apply(s, [slonik_change(s, step, slonik.slonik_create_set(cl, add_t, add_s, create=not state.has_set),
+                            f"create set {cl.set_id}: add {len(add_t)} tables, {len(add_s)} sequences")])
+
+
+def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT) -> None:
+    """Subscribe the slave to the set (forward = yes); refuse a receiver whose tables hold rows."""
+    step, cl = "subscribe", s.cluster
+    state = facts.slony_state(s.master, cl)
+    if not state.has_set and not s.dry_run:  # in a dry run, create-set only showed what it would do
+        raise StepError(s.master.name, f"set {cl.set_id} does not exist", "run the create-set step first")
+    if state.subscribed is None:
+        full = facts.tables_with_rows(s.slave, cl.database, list(state.tables))
+        if full:
+            raise StepError(s.slave.name, f"receiver tables hold rows: {', '.join(full[:5])}"
+                            + (" ..." if len(full) > 5 else ""),
+                            "subscribing would empty them; check --master/--slave, or empty them on purpose")
+        for n in cl.nodes:
+            if not facts.slon_running(s.slon, cl, n.instance) and not s.dry_run:
+                raise StepError(s.slon.name, f"slon for {n.instance} is not running", "run the slons step first")
+        apply(s, [slonik_change(s, step, slonik.slonik_subscribe(cl),
+                                f"subscribe {s.slave.name} to set {cl.set_id}")])
+    if wait and not s.dry_run:
+        wait_copied(s, timeout)
+    elif state.subscribed is not None:
+        copied = facts.subscription_active(s.slave, cl)
+        s.say(s.slave.name, step, f"subscribed to set {cl.set_id} "
+              f"({'copy done' if copied else 'initial copy running'})")
+
+
+def wait_copied(s: Session, timeout: int) -> None:
+    """Wait for the initial copy to finish on the receiver, showing its progress."""
+    step, cl = "subscribe", s.cluster
+    start = time.monotonic()
+    # Whichever node is the receiver now (after a switchover it is the master), its copy is done.
+    while not facts.subscription_active(s.slave, cl):
+        if time.monotonic() - start > timeout:
+            raise StepError(s.slave.name, f"initial copy of set {cl.set_id} not finished after {timeout} s",
+                            f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again")
+        if s.out.progress_due():
+            progress = facts.copy_progress(s.master, s.slave, s.slon, cl)
+            s.out.progress(s.slave.name, step, f"initial copy: {progress['line']}")
+        time.sleep(settings.POLL)
+    s.say(s.slave.name, step, f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
+          "of waiting); the slave replicates")
+
+
+def logs(s: Session, node: int = 0, lines: int = 50, follow: bool = False) -> None:
+    """Show (or follow) the slon logs on the slon host."""
+    cl = s.cluster
+    nodes = [cl.node(node)] if node else list(cl.nodes)
+    paths = " ".join(f"{cl.logdir}/slon-{n.instance}.log" for n in nodes)
+    if follow:
+        s.slon.follow(f"tail -n {lines} -F {paths}")
+    else:
+        s.out.line(s.slon.sudo(f"tail -n {lines} {paths}", what="tail").stdout.rstrip("\n"))

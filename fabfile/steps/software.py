@@ -1,0 +1,187 @@
+"""Runbook steps 1 and 2: Slony from the distribution's packages (install), or built from source (build)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+from pathlib import PurePosixPath
+
+from .. import facts, settings
+from ..errors import StepError
+from ..plan import Change, apply
+from ..remote import Host
+from ..render.parse import upstream
+from ..session import Session
+
+BUILD_DEPS = "build-essential flex bison postgresql-server-dev-{major}"
+APT_INSTALL = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+
+
+def install_hosts(s: Session) -> list[str]:
+    cl = s.cluster
+    return list(dict.fromkeys([cl.master.host, cl.slave.host, cl.slon_host]))
+
+
+def differing(versions: dict[str, str]) -> str:
+    """'' when all Slony versions agree, else each listed: 'db01 2.2.99, db02 2.2.11'."""
+    return ", ".join(f"{k} {v}" for k, v in versions.items()) if len(set(versions.values())) > 1 else ""
+
+
+def check_versions(versions: dict[str, str]) -> None:
+    """StepError when the Slony versions (installed or to be installed) differ between hosts."""
+    listed = differing(versions)
+    if listed:
+        raise StepError(", ".join(versions), f"Slony versions differ ({listed})",
+                        "use the same Slony version everywhere: build the matching version with inv build")
+
+
+def install(s: Session) -> None:
+    """Install Slony from the distribution: the module on each node, the tools on the slon host."""
+    step, cl = "install", s.cluster
+    wanted: dict[str, list[str]] = {}
+    versions: dict[str, str] = {}
+    for name in install_hosts(s):
+        h = s.host(name)
+        packages = []
+        if name in (cl.master.host, cl.slave.host):
+            major = facts.pg_major(h)
+            modules = facts.slony_modules(h)
+            if modules:
+                versions[name] = modules[-1]
+                s.say(name, step, f"Slony module {modules[-1]} present for PostgreSQL {major}")
+            else:
+                packages.append(f"postgresql-{major}-slony1-2")
+        if name == cl.slon_host:
+            have = facts.slonik_version(h)
+            if have:
+                s.say(name, step, f"slonik {have} present")
+                versions.setdefault(name, have)
+                if versions[name] != have:
+                    raise StepError(name, f"slonik {have} differs from the Slony module {versions[name]}",
+                                    "install one Slony version on this host")
+            else:
+                packages += ["slony1-2-bin", "libswitch-perl"]
+        if packages:
+            wanted[name] = packages
+    candidates = {name: facts.package_versions(s.host(name), pkgs) for name, pkgs in wanted.items()}
+    stale = [name for name, pkgs in candidates.items() if any(not cand for _, cand in pkgs.values())]
+    apply(s, [Change(name, step, "refresh the package lists (apt-get update)",
+                     lambda h=s.host(name): h.sudo("apt-get update -q", timeout=settings.APT_UPDATE,
+                                                   what="apt-get update")) for name in stale])
+    for name in stale:
+        candidates[name] = facts.package_versions(s.host(name), wanted[name])
+        missing = [p for p, (_, cand) in candidates[name].items() if not cand]
+        if missing and not s.dry_run:
+            release = facts.os_release(s.host(name)).get("PRETTY_NAME", "this distribution")
+            raise StepError(name, f"no package {', '.join(missing)} in {release}",
+                            f"build Slony from source: inv build --host {name} --tarball slony1-VERSION.tar.bz2")
+    for name, pkgs in wanted.items():
+        module = next((p for p in pkgs if p.startswith("postgresql-")), pkgs[0])
+        if candidates[name][module][1]:
+            versions.setdefault(name, upstream(candidates[name][module][1]))
+    check_versions(versions)
+    apply(s, [install_change(s, step, name, pkgs, versions.get(name, "?")) for name, pkgs in wanted.items()])
+
+
+def install_change(s: Session, step: str, name: str, packages: list[str], version: str) -> Change:
+    cl, h = s.cluster, s.host(name)
+    cmd = APT_INSTALL + " ".join(packages)
+
+    def action():
+        h.sudo(cmd, timeout=settings.APT_INSTALL, what="apt-get install")
+        if name in (cl.master.host, cl.slave.host) and not facts.slony_modules(h):
+            raise StepError(name, "the Slony module is still missing after apt-get install",
+                            "check the package's contents (dpkg -L)")
+    return Change(name, step, f"install {' '.join(packages)} ({version})", action, cmd)
+
+
+# --- build from source -------------------------------------------------------------------------------
+
+def tarball_version(host: str, tarball: str, sha256: str) -> str:
+    """The Slony version a release tarball's name gives; StepError for a bad name, path or checksum."""
+    m = re.match(r"^slony1-(\d+\.\d+\.\d+)\.tar\.(bz2|gz)$", PurePosixPath(tarball).name)
+    if not m:
+        raise StepError(host, f"tarball {tarball!r} is not named slony1-VERSION.tar.bz2 or .tar.gz",
+                        "give Slony's release tarball")
+    if not is_url(tarball) and not os.path.isfile(tarball):
+        raise StepError("local", f"tarball {tarball} not found", "give an existing path or a URL")
+    if sha256 and not re.match(r"^[0-9a-f]{64}$", sha256):
+        raise StepError("input", f"--sha256 {sha256!r} is not a SHA-256 hex digest", "give 64 hex digits")
+    return m.group(1)
+
+
+def is_url(tarball: str) -> bool:
+    return bool(re.match(r"^https?://", tarball))
+
+
+def build(s: Session, host_name: str, tarball: str, sha256: str = "", deps: str = BUILD_DEPS) -> None:
+    """Build and install Slony from a source tarball (URL or local path) on one host."""
+    step = "build"
+    version = tarball_version(host_name, tarball, sha256)
+    h = s.host(host_name)
+    major = facts.pg_major(h)
+    if version in facts.slony_modules(h):
+        s.say(host_name, step, f"Slony {version} already installed for PostgreSQL {major}; nothing to do")
+        return
+    bindir = facts.pg_dir(h, "BINDIR")
+    # Unpacking a .bz2 needs bzip2 on top of the build dependencies.
+    packages = " ".join([deps.format(major=major), *(["bzip2"] if tarball.endswith(".bz2") else [])])
+    plan = (f"apt-get install {packages}\nfetch {tarball}" + (f"\nverify sha256 {sha256}" if sha256 else "")
+            + f"\n./configure --with-pgconfigdir={bindir}\nmake\nsudo make install")
+    apply(s, [Change(host_name, step, f"build Slony {version} for PostgreSQL {major} from {tarball}",
+                     lambda: build_on(s, h, step, tarball, sha256, version, major, bindir, packages), plan)])
+
+
+def build_on(s: Session, h: Host, step: str, tarball: str, sha256: str, version: str, major: int, bindir: str,
+             packages: str) -> None:
+    """Fetch, verify, unpack, configure, make and make install; the build tree stays when a command fails."""
+    if sha256 and not is_url(tarball):  # before anything touches the host
+        with open(tarball, "rb") as f:
+            check_sha256(h, tarball, sha256, hashlib.sha256(f.read()).hexdigest())
+    work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
+    archive = fetch(h, tarball, sha256, work)
+    if sha256:
+        s.say(h.name, step, "checksum verified")
+    if not facts.packages_installed(h, packages):
+        s.say(h.name, step, f"installing build dependencies: {packages}")
+        h.sudo("apt-get update -q && " + APT_INSTALL + packages, timeout=settings.BUILD_DEPS,
+               what="apt-get install (build dependencies)")
+    h.run(f"tar -xf {archive} -C {work}", what="tar")
+    src = f"{work}/slony1-{version}"
+    s.say(h.name, step, f"configure --with-pgconfigdir={bindir}")
+    h.run(f"cd {src} && ./configure --with-pgconfigdir={bindir} > {work}/configure.log 2>&1",
+          timeout=settings.CONFIGURE, what=f"configure (log {work}/configure.log)")
+    s.say(h.name, step, "make (serial: the flex scanner is not parallel-safe)")
+    h.run(f"cd {src} && make > {work}/make.log 2>&1", timeout=settings.MAKE, what=f"make (log {work}/make.log)")
+    h.sudo(f"cd {src} && make install > {work}/install.log 2>&1", timeout=settings.MAKE_INSTALL,
+           what=f"make install (log {work}/install.log)")
+    h.run(f"rm -rf {work}", check=False)
+    if version not in facts.slony_modules(h):
+        raise StepError(h.name, f"make install left no slony1_funcs.{version}.so in the pkglibdir",
+                        "check the build logs in /tmp/slony-build.*")
+    s.say(h.name, step, f"Slony {version} installed for PostgreSQL {major}")
+
+
+def check_sha256(h: Host, tarball: str, sha256: str, got: str) -> None:
+    if got != sha256:
+        raise StepError(h.name, f"checksum mismatch for {PurePosixPath(tarball).name}: expected {sha256}, got {got}",
+                        "check the tarball and --sha256; nothing was installed")
+
+
+def fetch(h: Host, tarball: str, sha256: str, work: str) -> str:
+    """The tarball in `work` on the host (uploaded, or downloaded there and its checksum verified when given)."""
+    archive = f"{work}/{PurePosixPath(tarball).name}"
+    if not is_url(tarball):
+        h.put(tarball, archive)
+        return archive
+    if h.run("command -v curl", check=False).failed:
+        h.sudo("apt-get update -q && " + APT_INSTALL + "curl ca-certificates", timeout=settings.APT_INSTALL,
+               what="apt-get install curl")
+    h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=settings.DOWNLOAD, what=f"download {tarball}")
+    if sha256:
+        got = h.run(f"sha256sum {archive}").stdout.split()[0]
+        if got != sha256:
+            h.run(f"rm -rf {work}", check=False)
+        check_sha256(h, tarball, sha256, got)
+    return archive

@@ -1,0 +1,160 @@
+"""The docker-compose testbed: db01 (Debian 12, PostgreSQL 15) and db02 (Debian 13, PostgreSQL 17).
+
+Which testbed is read from the environment when asked (`current()`), so a second one can run beside
+the first: TESTBED_PROJECT (default slonytb), DB01_SSH_PORT / DB02_SSH_PORT (2221/2222), TESTBED_NET.
+Nothing here is used by the migration: it reaches the testbed by ssh config alone.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabfile.errors import StepError
+from fabfile.remote import Hosts
+
+from . import DATABASE
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+SUITES = {"db01": ("bookworm", "debian:bookworm"), "db02": ("trixie", "debian:trixie")}
+HEALTHY = 180  # seconds for the containers to become healthy
+
+
+@dataclass(frozen=True)
+class Testbed:
+    project: str
+    ports: dict[str, int]
+    net: str
+
+    @property
+    def state(self) -> Path:
+        """Keys, ssh config and known_hosts of this testbed (git-ignored)."""
+        return DOCKER / (".testbed" if self.project == "slonytb" else f".testbed-{self.project}")
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.state / "ssh_config"
+
+    def env(self) -> dict[str, str]:
+        """The environment docker-compose.yml reads."""
+        return {"DB01_SSH_PORT": str(self.ports["db01"]), "DB02_SSH_PORT": str(self.ports["db02"]),
+                "TESTBED_STATE": str(self.state), "TESTBED_NET": self.net}
+
+
+def current() -> Testbed:
+    """The testbed the environment names."""
+    ports = {"db01": int(os.environ.get("DB01_SSH_PORT", 2221)), "db02": int(os.environ.get("DB02_SSH_PORT", 2222))}
+    # A fixed /24 per testbed, derived from its SSH port so testbeds side by side don't collide.
+    net = os.environ.get("TESTBED_NET") or f"172.30.{ports['db01'] % 256}"
+    return Testbed(os.environ.get("TESTBED_PROJECT", "slonytb"), ports, net)
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) when the plugin is there, else `docker-compose` (v1)."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise StepError("testbed", "neither `docker compose` nor `docker-compose` found", "run `make setup`")
+
+
+def compose(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    tb = current()
+    cmd = [*compose_command(), "-p", tb.project, "-f", str(DOCKER / "docker-compose.yml"), *args]
+    result = subprocess.run(cmd, env={**os.environ, **tb.env()}, capture_output=capture, text=True)
+    if check and result.returncode:
+        raise StepError("testbed", f"{' '.join(cmd)} failed ({result.returncode})",
+                        "read docker's output above")
+    return result
+
+
+def keys() -> None:
+    """The admin key and a pinned host key per server, then the ssh config and known_hosts for them."""
+    tb = current()
+    tb.state.mkdir(exist_ok=True)
+    admin = tb.state / "id_ed25519"
+    if not admin.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "testbed-admin", "-f", str(admin)],
+                       check=True)
+    known, config = [], []
+    for name, port in tb.ports.items():
+        d = tb.state / name
+        d.mkdir(exist_ok=True)
+        hostkey = d / "ssh_host_ed25519_key"
+        if not hostkey.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(hostkey)],
+                           check=True)
+        shutil.copy(f"{admin}.pub", d / "admin.pub")
+        pub = " ".join(Path(f"{hostkey}.pub").read_text().split()[:2])
+        known.append(f"[127.0.0.1]:{port} {pub}")
+        config += [f"Host {name}", "  HostName 127.0.0.1", f"  Port {port}", "  User admin",
+                   f"  IdentityFile {admin}", "  IdentitiesOnly yes",
+                   f"  UserKnownHostsFile {tb.state / 'known_hosts'}", "  StrictHostKeyChecking yes", ""]
+    (tb.state / "known_hosts").write_text("\n".join(known) + "\n")
+    tb.ssh_config.write_text("\n".join(config))
+
+
+def base_images() -> None:
+    """Make sure each base image exists: present, pulled, or built with debootstrap (in parallel)."""
+    procs = [subprocess.Popen([str(DOCKER / "base-image.sh"), image, suite]) for suite, image in SUITES.values()]
+    if any(p.wait() for p in procs):
+        raise StepError("testbed", "a base image could not be made", "read base-image.sh's output above")
+
+
+def healthy() -> bool:
+    ids = compose("ps", "-q", capture=True).stdout.split()
+    if len(ids) < len(SUITES):
+        return False
+    out = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", *ids],
+                         capture_output=True, text=True).stdout.split()
+    return out == ["healthy"] * len(SUITES)
+
+
+def wait_healthy(timeout: float = HEALTHY) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        if time.monotonic() > deadline:
+            compose("ps", check=False)
+            raise StepError("testbed", f"containers not healthy after {timeout:.0f} s",
+                            "read `docker logs` of the containers")
+        time.sleep(1)
+
+
+def hosts() -> Hosts:
+    return Hosts(str(current().ssh_config))
+
+
+def seed(size_mb: int) -> bool:
+    """Create the demo database on db01 (via SSH, as postgres) unless it exists; True when seeded now."""
+    with hosts() as h:
+        db01 = h["db01"]
+        if db01.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
+            return False
+        error = db01.try_psql((DOCKER / "seed.sql").read_text(), timeout=3600, variables={"size_mb": int(size_mb)})
+        if error:
+            raise StepError("db01", f"seeding {DATABASE} failed: {error}", "read docker/seed.sql")
+        return True
+
+
+def up(size_mb: int, rebuild: bool = False) -> dict[str, float]:
+    """Keys, base images, images, containers up and healthy, the demo database; seconds per phase."""
+    times = {}
+    t = time.monotonic()
+    keys()
+    base_images()
+    times["base images"] = time.monotonic() - t
+    t = time.monotonic()
+    compose("build", *(["--no-cache"] if rebuild else []))
+    times["image build"] = time.monotonic() - t
+    t = time.monotonic()
+    compose("up", "-d")
+    wait_healthy()
+    times["up"] = time.monotonic() - t
+    t = time.monotonic()
+    seeded = seed(size_mb)
+    times["seed" if seeded else "seed (already there)"] = time.monotonic() - t
+    return times

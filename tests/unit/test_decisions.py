@@ -1,0 +1,337 @@
+"""The steps' and operations' decisions with canned facts: what they plan, refuse or leave alone. No I/O."""
+from __future__ import annotations
+
+import pytest
+
+from fabfile import facts
+from fabfile.endgame import status as status_
+from fabfile.endgame.status import Lag, NodeStatus, Status, Subscription
+from fabfile.endgame.switchover import blockers, lag_acceptable, refuse_unready
+from fabfile.endgame.verify import sequence_differences, table_differences
+from fabfile.errors import StepError
+from fabfile.model import SlonyState, Table, make_cluster
+from fabfile.render.files import BEGIN, END
+from fabfile.render.sql import scram_verifier
+from fabfile.steps import access, cluster, software
+from tests.unit.fakes import canned, output, session
+
+CL = make_cluster("db01", "db02")
+PASSWORD = "correct-horse-battery-staple"
+
+
+# --- users: the replication role ---------------------------------------------------------------------
+
+def test_role_plan_creates_a_missing_role():
+    assert access.role_plan(CL, None, PASSWORD) == ("create role slony (superuser, SCRAM password)", False)
+
+
+def test_role_plan_leaves_a_current_role_alone():
+    assert access.role_plan(CL, (True, True, scram_verifier(PASSWORD)), PASSWORD) is None
+
+
+@pytest.mark.parametrize("role", [(True, True, scram_verifier("another-password-x")), (False, True, ""),
+                                  (True, False, scram_verifier(PASSWORD))])
+def test_role_plan_updates_a_role_with_the_wrong_password_or_rights(role):
+    assert access.role_plan(CL, role, PASSWORD) == ("update role slony (superuser, login, SCRAM password)", True)
+
+
+def pgpass_facts(monkeypatch, mode="600"):
+    canned(monkeypatch, postgres_home="/var/lib/postgresql", file_stat=("postgres:postgres", mode))
+
+
+def test_users_dry_run_shows_masked_sql_and_runs_nothing(monkeypatch):
+    s = session(dry_run=True)
+    s._password = PASSWORD
+    canned(monkeypatch, role={"db01": (True, True, scram_verifier(PASSWORD)), "db02": None})
+    pgpass_facts(monkeypatch)
+    access.users(s)
+    out = output(s)
+    assert "[db01] users: role slony exists (superuser, password current)" in out
+    assert "[db02] users: would create role slony (superuser, SCRAM password)" in out
+    assert "CREATE ROLE slony WITH LOGIN SUPERUSER PASSWORD '********'" in out
+    assert "would create /var/lib/postgresql/.pgpass (mode 600, contents not shown)" in out
+    assert PASSWORD not in out
+    assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
+
+
+def test_users_applies_a_verifier_never_the_password(monkeypatch):
+    s = session()
+    s._password = PASSWORD
+    canned(monkeypatch, role=None)
+    pgpass_facts(monkeypatch)
+    access.users(s)
+    for name in ("db01", "db02"):
+        command = s.hosts[name].commands[0]
+        assert command.startswith("psql postgres: CREATE ROLE slony WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$4096:")
+        assert PASSWORD not in command
+    assert PASSWORD in s.hosts["db02"].files["/var/lib/postgresql/.pgpass"]
+    assert s.hosts["db02"].commands[-1] == "write /var/lib/postgresql/.pgpass postgres:postgres 600"
+
+
+def test_pgpass_with_the_right_block_but_a_loose_mode_is_made_0600(monkeypatch):
+    s = session()
+    s._password = PASSWORD
+    pgpass_facts(monkeypatch, mode="644")
+    access.pgpass(s, "users")  # first: write it
+    s.hosts["db02"].commands.clear()
+    access.pgpass(s, "users")
+    assert "[db02] users: set mode 600 on /var/lib/postgresql/.pgpass" in output(s)
+    assert s.hosts["db02"].commands == ["write /var/lib/postgresql/.pgpass postgres:postgres 600"]
+
+
+def test_pgpass_up_to_date_changes_nothing(monkeypatch):
+    s = session()
+    s._password = PASSWORD
+    pgpass_facts(monkeypatch)
+    access.pgpass(s, "users")
+    s.hosts["db02"].commands.clear()
+    access.pgpass(s, "users")
+    assert output(s).rstrip().endswith("[db02] users: /var/lib/postgresql/.pgpass is up to date")
+    assert s.hosts["db02"].commands == []
+
+
+def test_pgpass_remove_keeps_other_lines(monkeypatch):
+    s = session()
+    s._password = PASSWORD
+    pgpass_facts(monkeypatch)
+    s.hosts["db02"].files["/var/lib/postgresql/.pgpass"] = "other:5432:*:app:secret\n"
+    access.pgpass(s, "users")
+    access.pgpass(s, "finish", remove=True)
+    assert s.hosts["db02"].files["/var/lib/postgresql/.pgpass"] == "other:5432:*:app:secret\n"
+
+
+# --- hba ---------------------------------------------------------------------------------------------
+
+HBA = "/etc/postgresql/15/main/pg_hba.conf"
+
+
+def hba_facts(monkeypatch, unloaded=False):
+    canned(monkeypatch, hba_file=HBA, address_of="10.0.0.2", hba_unloaded=unloaded)
+
+
+def test_hba_plans_the_block_with_a_diff(monkeypatch):
+    s = session(dry_run=True)
+    hba_facts(monkeypatch)
+    for h in ("db01", "db02"):
+        s.hosts[h].files[HBA] = "local all postgres peer\n"
+    access.hba(s)
+    out = output(s)
+    assert out.count(f"would update {HBA} and reload") == 2
+    assert "+host    shotserver04    slony    10.0.0.2/32    scram-sha-256" in out
+
+
+def test_hba_reloads_a_file_written_but_never_loaded(monkeypatch):
+    s = session()
+    hba_facts(monkeypatch, unloaded=True)
+    block = f"{BEGIN.format('cluster replication')}\nhost    shotserver04    slony    10.0.0.2/32    " \
+            f"scram-sha-256\n{END.format('cluster replication')}\n"
+    for h in ("db01", "db02"):
+        s.hosts[h].files[HBA] = block + "local all postgres peer\n"
+    access.hba(s)
+    assert f"[db01] hba: reload PostgreSQL ({HBA} changed since the last load)" in output(s)
+    assert s.hosts["db01"].commands == ["psql postgres: SELECT pg_reload_conf()"]
+
+
+def test_hba_with_a_stray_marker_is_an_error_naming_the_file_and_changes_nothing(monkeypatch):
+    s = session()
+    hba_facts(monkeypatch)
+    s.hosts["db01"].files[HBA] = BEGIN.format("cluster replication") + "\nlocal all all peer\n"
+    with pytest.raises(StepError) as e:
+        access.hba(s)
+    assert e.value.host == "db01" and HBA in e.value.message and "no END marker" in e.value.message
+    assert "stray slony-migrate marker" in e.value.fix
+    assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
+
+
+# --- install -----------------------------------------------------------------------------------------
+
+def test_install_refuses_differing_versions_before_any_change(monkeypatch):
+    s = session()
+    canned(monkeypatch, pg_major={"db01": 15, "db02": 17}, slony_modules={"db01": ["2.2.10"], "db02": []},
+           slonik_version=None,
+           package_versions={"db02": {"postgresql-17-slony1-2": ("", "2.2.11-6"), "slony1-2-bin": ("", "2.2.11-6"),
+                                      "libswitch-perl": ("", "2.17-3")}})
+    with pytest.raises(StepError) as e:
+        software.install(s)
+    assert e.value.host == "db01, db02" and "db01 2.2.10, db02 2.2.11" in e.value.message
+    assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
+
+
+def test_install_dry_run_shows_the_refresh_and_the_packages(monkeypatch):
+    s = session(dry_run=True)
+    canned(monkeypatch, pg_major={"db01": 15, "db02": 17}, slony_modules=[], slonik_version=None,
+           package_versions={"db01": {"postgresql-15-slony1-2": ("", "")},
+                             "db02": {"postgresql-17-slony1-2": ("", "2.2.11-6"), "slony1-2-bin": ("", "2.2.11-6"),
+                                      "libswitch-perl": ("", "2.17-3")}})
+    software.install(s)
+    out = output(s)
+    assert "[db01] install: would refresh the package lists (apt-get update)" in out
+    assert "[db01] install: would install postgresql-15-slony1-2 (?)" in out
+    assert "[db02] install: would install postgresql-17-slony1-2 slony1-2-bin libswitch-perl (2.2.11)" in out
+    assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
+
+
+def test_differing():
+    assert software.differing({"a": "2.2.11", "b": "2.2.11"}) == ""
+    assert software.differing({"a": "2.2.11", "b": "2.2.10"}) == "a 2.2.11, b 2.2.10"
+
+
+@pytest.mark.parametrize("tarball, sha, words", [
+    ("slony.tar.bz2", "", "is not named slony1-VERSION"),
+    ("/nonexistent/slony1-2.2.11.tar.bz2", "", "not found"),
+    ("https://example.org/slony1-2.2.11.tar.bz2", "abc", "is not a SHA-256"),
+])
+def test_tarball_version_refuses_bad_input(tarball, sha, words):
+    with pytest.raises(StepError, match=words):
+        software.tarball_version("db01", tarball, sha)
+
+
+# --- init, create-set ------------------------------------------------------------------------------------
+
+def state(**kw) -> SlonyState:
+    return SlonyState(**kw)
+
+
+def test_init_plan_on_fresh_nodes_does_everything():
+    assert cluster.init_plan(CL, state(), state()) == {"init": True, "store_slave": True, "paths": [(1, 2), (2, 1)]}
+
+
+def test_init_plan_only_what_is_missing():
+    origin = state(schema=True, nodes={1, 2}, paths={(2, 1)})
+    assert cluster.init_plan(CL, origin, state(schema=True)) == {"init": False, "store_slave": False,
+                                                                 "paths": [(1, 2)]}
+    assert cluster.init_plan(CL, origin, state(schema=True, paths={(1, 2)})) is None
+
+
+def test_init_plan_refuses_a_leftover_schema_on_the_slave():
+    with pytest.raises(StepError, match="exists on the slave but not on the master"):
+        cluster.init_plan(CL, state(), state(schema=True))
+
+
+TABLES = [Table('public."a"'), Table("public.b", "b_key")]
+
+
+def test_set_plan_new_set_numbers_in_order():
+    assert cluster.set_plan(CL, TABLES, ["public.s"], state(schema=True)) == (
+        [(1, TABLES[0]), (2, TABLES[1])], [(1, "public.s")])
+
+
+def test_set_plan_complete_set_is_none():
+    st = state(schema=True, has_set=True, tables={'public."a"': 1, "public.b": 2}, sequences={"public.s": 1})
+    assert cluster.set_plan(CL, TABLES, ["public.s"], st) is None
+
+
+def test_set_plan_keeps_ids_unique_when_resuming():
+    st = state(schema=True, has_set=True, tables={"public.b": 1})
+    assert cluster.set_plan(CL, TABLES, [], st) == ([(2, TABLES[0])], [])
+
+
+def test_set_plan_refuses_to_add_to_a_subscribed_set():
+    st = state(schema=True, has_set=True, tables={'public."a"': 1}, subscribed=True)
+    with pytest.raises(StepError, match="is subscribed and lacks public.b"):
+        cluster.set_plan(CL, TABLES, [], st)
+
+
+# --- switchover checks -------------------------------------------------------------------------------
+
+def ready(**kw) -> Status:
+    st = Status("replication", 1, "shotserver04", [NodeStatus(1, "db01", True, True), NodeStatus(2, "db02", True, True)],
+                "db01", Subscription("db02", True, True), {"node1": 11, "node2": 12}, "", [Lag("db02", 1, 0.5)])
+    for k, v in kw.items():
+        setattr(st, k, v)
+    return st
+
+
+def test_refuse_unready_passes_a_healthy_pair():
+    refuse_unready(ready(), CL.slave, CL, "db02")
+
+
+@pytest.mark.parametrize("change, host, words", [
+    ({"nodes": [NodeStatus(1, "db01", False, error="db01: host unreachable")]}, "db01", "unreachable"),
+    ({"subscription": Subscription("db02", True, False)}, "db02", "not an active subscriber"),
+    ({"subscription": None}, "db02", "not an active subscriber"),
+    ({"slons": {"node1": 11, "node2": None}}, "db02", "slon not running for node2"),
+    ({"slons_error": "db02: host unreachable"}, "db02", "cannot tell whether the slons run"),
+])
+def test_refuse_unready(change, host, words):
+    with pytest.raises(StepError) as e:
+        refuse_unready(ready(**change), CL.slave, CL, "db02")
+    assert e.value.host == host and words in e.value.message
+
+
+@pytest.mark.parametrize("lag, ok", [(None, False), (Lag("db02", 1, 50), True), (Lag("db02", 5, 29), True),
+                                     (Lag("db02", 5, 31), False)])
+def test_lag_acceptable(lag, ok):
+    assert lag_acceptable(lag, 30) is ok
+
+
+def test_blockers_oldest_first_with_prepared_transactions():
+    found = blockers([("101", "app", "johann", "active", 70), ("102", "app", "x", "idle in transaction", 300)],
+                     [("gid1", "app", 100)])
+    assert found == [("102", "app", "idle in transaction", 300), ("-", "app", "prepared gid1", 100),
+                     ("101", "app", "active", 70)]
+
+
+# --- verify --------------------------------------------------------------------------------------------
+
+def test_table_differences_count_rows_and_chunks():
+    a = {("public.t", "0"): ("10", "x"), ("public.t", "1"): ("10", "y"), ("public.u", "all"): ("1", "z")}
+    b = {("public.t", "0"): ("10", "x"), ("public.t", "1"): ("9", "w"), ("public.u", "all"): ("1", "z")}
+    assert table_differences(a, b, "db01", "db02") == ["table public.t: 20 rows on db01, 19 on db02, 1 chunk(s) differ"]
+    assert table_differences(a, a, "db01", "db02") == []
+
+
+def test_sequence_differences_only_behind_counts():
+    assert sequence_differences({"s": 5, "t": 7}, {"s": 6, "t": 3}, "db01", "db02") == ["sequence t: 7 on db01, 3 on db02"]
+    assert sequence_differences({"s": 5}, {}, "db01", "db02") == ["sequence s: 5 on db01, None on db02"]
+
+
+# --- origin --------------------------------------------------------------------------------------------
+
+def test_origin_of_reads_the_node_that_answers(monkeypatch):
+    def slony_state(host, cl):
+        if host.name == "db01":
+            raise StepError("db01", "host unreachable")
+        return SlonyState(schema=True, has_set=True, origin=2)
+    monkeypatch.setattr(facts, "slony_state", slony_state)
+    assert status_.origin_of(session()).host == "db02"
+
+
+def test_origin_of_raises_when_no_node_tells(monkeypatch):
+    def slony_state(host, cl):
+        raise StepError(host.name, "host unreachable")
+    monkeypatch.setattr(facts, "slony_state", slony_state)
+    with pytest.raises(StepError, match="host unreachable"):
+        status_.origin_of(session())
+
+
+def test_origin_of_without_a_set_is_none(monkeypatch):
+    canned(monkeypatch, slony_state=SlonyState(schema=True))
+    assert status_.origin_of(session()) is None
+
+
+# --- switchover as a whole, in a dry run ------------------------------------------------------------------
+
+def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch):
+    from fabfile.endgame import switchover as so
+    s = session(dry_run=True)
+    canned(monkeypatch, slony_state=SlonyState(schema=True, has_set=True, origin=1, subscribed=True),
+           max_event=41, confirmed_since=True, schema_objects={("column", "public.t.id", "integer not null")},
+           long_transactions=[], prepared_transactions=[])
+    monkeypatch.setattr(so, "status", lambda s: ready())
+    assert so.switchover(s, s.cluster.slave) == {"moved": False}
+    out = output(s)
+    assert "[db02] switchover: lag 0.5 s (1 events), a fresh SYNC confirmed" in out
+    assert "[db02] switchover: schema identical on both nodes" in out
+    assert "[db01] switchover: no transaction older than 60 s on db01" in out
+    assert "[db02] switchover: would lock set 1 on db01, move it to db02" in out
+    assert "move set (id = 1, old origin = 1, new origin = 2);" in out
+    assert all(h.commands == [] for h in s.hosts.values())
+
+
+def test_switchover_to_the_origin_is_nothing_to_do(monkeypatch):
+    from fabfile.endgame import switchover as so
+    s = session()
+    canned(monkeypatch, slony_state=SlonyState(schema=True, has_set=True, origin=2))
+    assert so.switchover(s, s.cluster.slave) == {"moved": False}
+    assert "db02 is already the origin of set 1; nothing to do" in output(s)

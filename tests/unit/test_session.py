@@ -1,0 +1,77 @@
+"""Output, apply and the change builders: what a dry run shows, what applying does, how progress looks."""
+from __future__ import annotations
+
+import io
+
+from fabfile.plan import Change, apply, file_change
+from fabfile.session import Output
+from tests.unit.fakes import FakeHost, output, session
+
+
+def changes(log: list[str]) -> list[Change]:
+    return [Change("db01", "demo", "do one", lambda: log.append("one"), "SQL ONE"),
+            Change("db02", "demo", "do two", lambda: log.append("two"))]
+
+
+def test_apply_runs_each_change_in_order_and_reports_it():
+    s, log = session(), []
+    assert apply(s, changes(log)) == 2
+    assert log == ["one", "two"]
+    assert output(s) == "[db01] demo: do one\n[db02] demo: do two\n"
+    assert [c.message for c in s.changes] == ["do one", "do two"]
+
+
+def test_apply_in_a_dry_run_shows_details_and_runs_nothing():
+    s, log = session(dry_run=True), []
+    assert apply(s, changes(log)) == 0
+    assert log == []
+    assert output(s) == "[db01] demo: would do one\n    SQL ONE\n[db02] demo: would do two\n"
+    assert len(s.changes) == 2
+
+
+def test_apply_stops_at_the_first_failing_change():
+    s, log = session(), []
+    def fail():
+        raise RuntimeError("boom")
+    try:
+        apply(s, [Change("db01", "demo", "fail", fail), *changes(log)])
+    except RuntimeError:
+        pass
+    assert log == []
+
+
+def test_file_change_same_text_is_up_to_date():
+    s, h = session(), FakeHost("db02", {"/etc/x": "a\n"})
+    assert file_change(s, h, "config", "/etc/x", "a\n") == []
+    assert output(s) == "[db02] config: /etc/x is up to date\n"
+
+
+def test_file_change_shows_a_diff_or_only_the_name_of_a_secret():
+    s, h = session(dry_run=True), FakeHost("db02", {"/etc/x": "a\n"})
+    apply(s, file_change(s, h, "config", "/etc/x", "b\n"))
+    apply(s, file_change(s, h, "users", "/etc/secret", "password\n", mode="600", secret=True))
+    out = output(s)
+    assert "would update /etc/x (mode 644)" in out and "-a" in out and "+b" in out
+    assert "would create /etc/secret (mode 600, contents not shown)" in out and "password" not in out
+    assert h.commands == []
+
+
+def test_progress_on_a_terminal_redraws_one_line():
+    stream = io.StringIO()
+    out = Output(stream, tty=True)
+    out.progress("db02", "subscribe", "10%")
+    out.progress("db02", "subscribe", "20%")
+    out.say("db02", "subscribe", "done")
+    assert stream.getvalue() == ("\r\x1b[K[db02] subscribe: 10%\r\x1b[K[db02] subscribe: 20%\n"
+                                 "[db02] subscribe: done\n")
+
+
+def test_progress_in_a_log_prints_a_line_every_few_seconds(monkeypatch):
+    stream, now = io.StringIO(), [1000.0]
+    monkeypatch.setattr("fabfile.session.time.monotonic", lambda: now[0])
+    out = Output(stream, tty=False)
+    for t, text in ((1000, "10%"), (1002, "20%"), (1005, "30%"), (1006, "40%")):
+        now[0] = t
+        if out.progress_due():
+            out.progress("db02", "subscribe", text)
+    assert stream.getvalue() == "[db02] subscribe: 10%\n[db02] subscribe: 30%\n"
