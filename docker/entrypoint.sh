@@ -7,6 +7,14 @@ install -m 600 "$keys/ssh_host_ed25519_key" /etc/ssh/ssh_host_ed25519_key
 install -m 644 "$keys/ssh_host_ed25519_key.pub" /etc/ssh/ssh_host_ed25519_key.pub
 install -d -m 700 -o admin -g admin /home/admin/.ssh
 install -m 600 -o admin -g admin "$keys/admin.pub" /home/admin/.ssh/authorized_keys
+# The server certificate the testbed's own CA signed (verify-full from the slon host).
+if [ -f "$keys/server.crt" ]; then
+    conf=/etc/postgresql/$PG_MAJOR/main
+    install -m 644 -o postgres -g postgres "$keys/server.crt" "$conf/server.crt"
+    install -m 600 -o postgres -g postgres "$keys/server.key" "$conf/server.key"
+    printf "ssl = on\nssl_cert_file = '%s/server.crt'\nssl_key_file = '%s/server.key'\n" "$conf" "$conf" \
+        > "$conf/conf.d/ssl.conf"
+fi
 mkdir -p /run/sshd
 /usr/sbin/sshd
 pg_ctlcluster "$PG_MAJOR" main start

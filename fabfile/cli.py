@@ -26,7 +26,7 @@ from .errors import StepError
 from .migrate import check, migrate as migrate_
 from .model import make_cluster
 from .remote import Hosts
-from .session import Session
+from .session import Session, ask_terminal
 from .steps import access, cluster, database, software
 
 VERSION = "0.2.0"
@@ -53,33 +53,49 @@ def open_session(c, opts: dict, needs_pair: bool) -> Session:
     cl = None
     if needs_pair or pick("master") or pick("slave"):
         cl = make_cluster(pick("master"), pick("slave"), slon_host=pick("slon_host") or "", name=pick("cluster"),
-                          database=pick("database"), user=pick("user"), port=int(conf.port))
+                          database=pick("database"), user=pick("user"), port=int(conf.port),
+                          ssl_ca=conf.get("ssl_ca", ""))
     return Session(Hosts(conf.ssh_config, conf.strict_host_keys), cl, dry_run=bool(opts.get("dry_run")),
                    prompt_password=bool(opts.get("prompt_password")))
 
 
-def confirmed(question: str) -> bool:
+def number(flag: str, value, kind: type, positive: bool):
+    """A numeric flag's value, parsed here (not by Invoke) so that a bad one is one line naming the flag."""
     try:
-        return input(f"{question} Type yes: ").strip() == "yes"
-    except EOFError:  # no terminal to ask on
-        return False
+        n = kind(value)
+    except (TypeError, ValueError):
+        n = None
+    if n is None or n < 0 or (positive and n == 0) or n != n:
+        what = "a positive" if positive else "a"
+        raise StepError("input", f"--{flag.replace('_', '-')} {value!r} is not {what} "
+                        f"{'whole number' if kind is int else 'number'}" + ("" if positive else " (0 or more)"),
+                        f"give for example --{flag.replace('_', '-')} {kind(1) if positive else kind(0)}")
+    return n
 
 
 def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = False, confirm: str = "",
-              needs_pair: bool = True, help: dict[str, str] | None = None):
-    """Make `fn(s, **own flags)` a task with the common flags; see the module's docstring."""
+              needs_pair: bool = True, help: dict[str, str] | None = None, positive: tuple[str, ...] = ()):
+    """Make `fn(s, **own flags)` a task with the common flags; see the module's docstring.
+
+    Numeric flags (an int or float default) are parsed here: never negative, and > 0 when named in
+    `positive`.
+    """
     def wrap(fn):
         own = list(inspect.signature(fn).parameters.values())[1:]
+        numeric = {p.name: type(p.default) for p in own if type(p.default) in (int, float)}
         extra = {"dry_run": dry_run, "prompt_password": prompt_password, "yes": bool(confirm)}
         flags = [Parameter(k, Parameter.KEYWORD_ONLY, default=None) for k in COMMON]
         flags += [Parameter(k, Parameter.KEYWORD_ONLY, default=False) for k, on in extra.items() if on]
         task_name = name or fn.__name__.rstrip("_").replace("_", "-")
 
         def body(c, *args, **opts):
-            if confirm and not opts.get("yes") and not opts.get("dry_run") and not confirmed(confirm):
+            if confirm and not opts.get("yes") and not opts.get("dry_run") and not ask_terminal(confirm):
                 raise Exit(f"{task_name}: not confirmed; nothing changed", code=1)
             mine = {p.name: opts.pop(p.name) for p in own if p.name in opts}
             try:
+                for k, kind in numeric.items():
+                    if k in mine:
+                        mine[k] = number(k, mine[k], kind, k in positive)
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
                     fn(s, *args, **mine)
@@ -90,7 +106,8 @@ def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = F
                 raise Exit(code=1) from None
         body.__signature__ = inspect.Signature(
             [Parameter("c", Parameter.POSITIONAL_OR_KEYWORD),
-             *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in own],
+             *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD,
+                         default=str(p.default) if p.name in numeric else p.default) for p in own],
              *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in flags]])
         body.__doc__, body.__name__ = fn.__doc__, fn.__name__
         helps = {**COMMON, **(help or {})}
@@ -136,7 +153,8 @@ def slons(s, stop=False):
     cluster.slons(s, stop=stop)
 
 
-@operation(help={"wait": "wait until the initial copy is done", "timeout": "seconds to wait at most"})
+@operation(positive=("timeout",), help={"wait": "wait until the initial copy is done",
+                                       "timeout": "seconds to wait at most"})
 def subscribe(s, wait=False, timeout=settings.COPY_WAIT):
     """Subscribe the slave to the set; with --wait, return when the initial copy is done."""
     cluster.subscribe(s, wait=wait, timeout=timeout)
@@ -154,8 +172,8 @@ def show_config(s):
     cluster.show_config(s)
 
 
-@operation(dry_run=False, help={"node": "node id (default: both)", "lines": "lines to show",
-                                "follow": "follow the logs"})
+@operation(dry_run=False, positive=("lines",), help={"node": "node id (default: both)", "lines": "lines to show",
+                                                     "follow": "follow the logs"})
 def logs(s, node=0, lines=50, follow=False):
     """Show or follow the slon logs on the slon host."""
     cluster.logs(s, node=node, lines=lines, follow=follow)
@@ -169,7 +187,7 @@ def preflight(s):
     check(s)
 
 
-@operation(prompt_password=True, help={
+@operation(prompt_password=True, positive=("timeout",), help={
     "tarball": "build Slony from this tarball instead of installing packages",
     "sha256": "expected SHA-256 of the tarball", "timeout": "seconds to wait for the initial copy"})
 def migrate(s, tarball="", sha256="", timeout=settings.COPY_WAIT):
@@ -190,6 +208,8 @@ def verify(s):
     verify_.check(s)
 
 SWITCH_HELP = {
+    "lock_timeout": f"LOCK SET must succeed within this many seconds, else it is undone (default "
+                    f"{settings.LOCK_TIMEOUT:g})",
     "max_lag": f"refuse when events older than this many seconds wait (default {settings.MAX_LAG:.0f})",
     "wait_lag": f"wait this long for the lag to drop below --max-lag (default {settings.WAIT_LAG:.0f})",
     "xact_age": f"a transaction older than this many seconds blocks the switchover (default {settings.XACT_AGE:.0f})",
@@ -198,33 +218,36 @@ SWITCH_HELP = {
 }
 
 
-@operation(help=SWITCH_HELP)
+@operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
 def switchover(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
-               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT):
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
     switchover_.switchover(s, s.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout)
+                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout)
 
 
-@operation(help=SWITCH_HELP)
+@operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
 def switchback(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
-               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT):
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT):
     """Roll back: make the master the origin again, with the same checks and proofs."""
     switchover_.switchover(s, s.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout)
+                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout)
 
 
-@operation(confirm="FAILOVER loses what the slave has not received and drops the master from the cluster.")
-def failover(s):
-    """The master is dead: promote the slave (FAILOVER, DROP NODE); says what may be lost."""
-    failover_.failover(s)
+@operation(help={"fenced": "the origin still answers but is fenced: no application can write there",
+                 "fence": "the origin still answers: take CONNECT from its applications first (reversible)",
+                 "yes": "do not ask for confirmation (what may be lost is still shown first)"})
+def failover(s, fenced=False, fence=False, yes=False):
+    """The origin is dead: promote the other node (FAILOVER, DROP NODE); says first what may be lost."""
+    failover_.failover(s, fenced=fenced, fence_it=fence, yes=yes)
 
 
-@operation(confirm="This ends replication for good (no switchback afterwards).", help={
-    "drop_role": "also drop the replication role", "force": "finish although the master is still the origin"})
-def finish(s, drop_role=False, force=False):
-    """After an accepted switchover: remove Slony from both nodes, stop slons, remove access and .pgpass."""
-    finish_.finish(s, drop_role=drop_role, force=force)
+@operation(confirm="This ends replication for good (no switchback afterwards) and fences the old server.", help={
+    "keep_role": "keep the replication role and its password file", "force": "finish although the master is "
+    "still the origin (the slave is fenced then)"})
+def finish(s, keep_role=False, force=False):
+    """After an accepted switchover: fence the old server, remove Slony from both nodes, drop access and secrets."""
+    finish_.finish(s, keep_role=keep_role, force=force)
 
 
 TASKS = [preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,

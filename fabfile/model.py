@@ -1,6 +1,7 @@
-"""The migration's settings and what is known of Slony's state, as typed values. Pure: no I/O."""
+"""The migration's settings and what is known of Slony's state, as typed values. No I/O but a file check."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -10,6 +11,17 @@ from .settings import DEFAULTS
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
+# Words a role or database must not be called: pg_hba.conf keywords, and PostgreSQL's reserved key
+# words (an unquoted name in SQL). Names starting with pg_ are PostgreSQL's own roles.
+HBA_KEYWORDS = {"all", "sameuser", "samerole", "samegroup", "replication", "public", "none"}
+RESERVED = set("""all analyse analyze and any array as asc asymmetric authorization binary both case cast check
+collate collation column concurrently constraint create cross current_catalog current_date current_role
+current_schema current_time current_timestamp current_user default deferrable desc distinct do else end
+except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into
+is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on
+only or order outer overlaps placing primary references returning right select session_user similar some
+symmetric system_user table tablesample then to trailing true union unique user using variadic verbose when
+where window with""".split())
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,21 @@ class Cluster:
     logdir: str = "/var/log/slony1"
     confdir: str = "/etc/slony1"
     rundir: str = "/var/run/slony1"
+    ssl_ca: str = ""          # local file: the CA that signed the servers' certificates (verify-full)
 
     @property
     def schema(self) -> str:
         return f"_{self.name}"
+
+    @property
+    def sslrootcert(self) -> str:
+        """Where the slon host keeps the CA certificate (only with ssl_ca)."""
+        return f"{self.confdir}/root.crt" if self.ssl_ca else ""
+
+    @property
+    def sslmode(self) -> str:
+        """verify-full with a CA (encrypted, the server's name checked); else require (encrypted only)."""
+        return "verify-full" if self.ssl_ca else "require"
 
     @property
     def nodes(self) -> tuple[Node, Node]:
@@ -66,6 +89,7 @@ def make_cluster(
     master_dbhost: str = "",
     slave_dbhost: str = "",
     set_id: int = 1,
+    ssl_ca: str = "",
 ) -> Cluster:
     """Validate the operator's input and build a Cluster; raise StepError naming the bad value."""
     for what, host in (("--master", master), ("--slave", slave), ("--slon-host", slon_host or slave)):
@@ -82,8 +106,14 @@ def make_cluster(
     for what, value in (("database", database), ("replication user", user)):
         if not IDENT.fullmatch(value):
             raise StepError("input", f"{what} name {value!r} is invalid", "use a lower-case SQL identifier")
+        if value in HBA_KEYWORDS | RESERVED or value.startswith("pg_"):
+            raise StepError("input", f"{what} name {value!r} is reserved (a pg_hba.conf keyword, an SQL key word "
+                            "or PostgreSQL's own)", f"choose another {what} name")
     if not 0 < port < 65536:
         raise StepError("input", f"port {port} is out of range", "give a TCP port such as 5432")
+    if ssl_ca and not os.path.isfile(os.path.expanduser(ssl_ca)):
+        raise StepError("input", f"ssl_ca {ssl_ca} does not exist", "give the CA certificate file that signed "
+                        "the servers' certificates (INVOKE_SLONY_SSL_CA or ssl_ca in invoke.yaml), or leave it empty")
     return Cluster(
         master=Node(1, master, master_dbhost or master, port),
         slave=Node(2, slave, slave_dbhost or slave, port),
@@ -92,6 +122,7 @@ def make_cluster(
         database=database,
         user=user,
         set_id=set_id,
+        ssl_ca=os.path.expanduser(ssl_ca) if ssl_ca else "",
     )
 
 
@@ -112,6 +143,7 @@ class SlonyState:
     paths: set[tuple[int, int]] = field(default_factory=set)  # (server, client)
     has_set: bool = False
     origin: int | None = None                                # the set's origin, as this node knows it
+    locked: bool = False                                     # LOCK SET holds the set (writes refused)
     tables: dict[str, int] = field(default_factory=dict)     # quoted name: table id
     sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
     subscribed: bool | None = None                           # None: no subscription; False: copying; True: active

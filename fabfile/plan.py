@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from . import facts, settings
+from .render import slonik as render_slonik
 from .errors import StepError
 from .remote import Host
 from .session import Session
@@ -53,7 +54,7 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
 
     `old` is the file's current text when the caller has read it already.
     """
-    old = host.read_file(path) if old is None else old
+    old = host.read_file(path, user=owner.split(":")[0]) if old is None else old
     if old == text:
         s.say(host.name, step, f"{path} is up to date")
         return []
@@ -63,13 +64,36 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
                    "" if secret else diff(old or "", text, path))]
 
 
-def run_slonik(s: Session, script: str, what: str, timeout: int = settings.SLONIK, check: bool = True):
-    """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result."""
+def slonik_pidfile(s: Session) -> str:
+    """Where the slon host keeps the pid (and process group) of the slonik this tool runs."""
+    return f"{s.cluster.rundir}/slonik-{s.cluster.name}.pid"
+
+
+def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
+               lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None):
+    """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
+
+    slonik runs under `timeout` on the slon host, in a process group that stop_slonik can kill, so
+    it never outlives its time even when this tool dies or loses the connection. See
+    render.slonik.slonik_shell for lock_timeout and on_failure.
+    """
     slonik = facts.slony_tool(s.slon, "slonik")
     if not slonik:
         raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
-    return s.slon.sudo(f"{slonik} -w", user="postgres", stdin=script, timeout=timeout, check=check,
-                       what=f"slonik ({what})")
+    command = render_slonik.slonik_shell(slonik, timeout, slonik_pidfile(s), lock_timeout, on_failure,
+                                         statement_timeout)
+    return s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
+                       check=check, what=f"slonik ({what})")
+
+
+def stop_slonik(s: Session) -> int | None:
+    """Stop the slonik this tool started on the slon host, if one still runs; its pid, or None."""
+    pid = facts.slonik_running(s.slon, s.cluster)
+    if pid:
+        s.slon.sudo(f"kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid}", user="postgres", check=False)
+        wait_until(lambda: not facts.slonik_running(s.slon, s.cluster), settings.SLON_STOP, s.slon.name,
+                   f"slonik (pid {pid}) still running", f"kill it by hand: sudo kill -KILL -- -{pid}")
+    return pid
 
 
 def slonik_change(s: Session, step: str, script: str, what: str, timeout: int = settings.SLONIK,

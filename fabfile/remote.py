@@ -32,6 +32,18 @@ def error_line(stderr: str, default: str = "failed") -> str:
     return next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else default).strip()
 
 
+def guard(conn: Connection, strict_host_keys: bool) -> None:
+    """Check host keys against the known_hosts file the ssh config names; never forward the agent."""
+    conn.forward_agent = False
+    known = conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
+    for path in known.split():
+        path = os.path.expanduser(path)
+        if os.path.exists(path):
+            conn.client.load_host_keys(path)
+    if strict_host_keys:
+        conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+
 class Host:
     """One server reached over SSH, by the name the operator's ssh config knows it by."""
 
@@ -42,15 +54,13 @@ class Host:
                             "correct INVOKE_SLONY_SSH_CONFIG (or ssh_config in invoke.yaml), or leave it empty "
                             "for ~/.ssh/config")
         config = Config(runtime_ssh_path=os.path.expanduser(ssh_config)) if ssh_config else Config()
-        self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT)
-        client = self.conn.client
-        known = self.conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
-        for path in known.split():
-            path = os.path.expanduser(path)
-            if os.path.exists(path):
-                client.load_host_keys(path)
-        if strict_host_keys:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT, forward_agent=False)
+        # A ProxyJump gateway is checked like the target (Fabric would accept any key there) and no
+        # agent is forwarded anywhere, whatever the ssh config says.
+        hop = self.conn
+        while isinstance(hop, Connection):
+            guard(hop, strict_host_keys)
+            hop = hop.gateway
 
     @property
     def user(self) -> str:
@@ -95,8 +105,9 @@ class Host:
             raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s",
                             "look at the host's load and logs, then run again") from None
         if check and result.failed:
-            err = (result.stderr.strip() or result.stdout.strip()).splitlines()
-            detail = err[-1] if err else f"exit code {result.exited}"
+            detail = error_line(result.stderr.strip() or result.stdout.strip(), f"exit code {result.exited}")
+            if "ERROR" in detail:  # slonik and psql: what PostgreSQL said, without the echoed statement
+                detail = "ERROR" + detail.split("ERROR", 1)[1]
             fix = (f"give {self.user} passwordless sudo on {self.name}" if "sudo: a password is required" in detail
                    or "not in the sudoers" in detail else "")
             raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}", fix)
@@ -109,12 +120,17 @@ class Host:
     def _psql(self, sql: str, database: str, timeout: int | None, csv_rows: bool, variables: dict | None):
         options = "-t --csv " if csv_rows else "-o /dev/null "
         options += "".join(f"-v {k}={shlex.quote(str(v))} " for k, v in (variables or {}).items())
-        cmd = f"psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        # The tool's own sessions see only pg_catalog unqualified: a function or operator that the
+        # application's owner put in public can never stand in for a built-in one (CVE-2018-1058).
+        safe = "PGOPTIONS='-c search_path=pg_catalog' " if csv_rows else ""
+        cmd = f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
         return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
 
     def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:
-        """Run SQL as the postgres superuser over the local socket; return the rows as lists of text."""
+        """Run SQL as the postgres superuser over the local socket; return the rows as lists of text.
+
+        search_path is pg_catalog alone: name the application's objects schema-qualified."""
         result = self._psql(sql, database, timeout, True, None)
         if result.failed:
             msg = error_line(result.stderr)
@@ -123,7 +139,8 @@ class Host:
 
     def try_psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL,
                  variables: dict | None = None) -> str:
-        """Run SQL as postgres, output discarded; '' when it worked, else psql's error line."""
+        """Run SQL as postgres with the default search_path, output discarded; '' when it worked, else
+        psql's error line (for the testbed's seed and writer: application-style SQL)."""
         result = self._psql(sql, database, timeout, False, variables)
         return "" if result.ok else error_line(result.stderr)
 
@@ -132,22 +149,35 @@ class Host:
         rows = self.psql(sql, database)
         return rows[0][0] if rows and rows[0] else None
 
-    def read_file(self, path: str) -> str | None:
-        """A file's text (read with sudo), or None when it does not exist."""
-        result = self.sudo(f"cat {shlex.quote(path)}", check=False)
+    def read_file(self, path: str, *, user: str = "root") -> str | None:
+        """A file's text, read as `user` (the owner of its directory), or None when it does not exist.
+
+        A symlink is refused: in a directory another user controls it could point anywhere.
+        """
+        result = self.sudo(f'p={shlex.quote(path)}; if [ -L "$p" ]; then echo "is a symlink" >&2; exit 3; fi; '
+                           'cat "$p"', user=user, check=False)
         if result.failed:
             if "No such file" in result.stderr:
                 return None
-            raise StepError(self.name, f"cannot read {path}: {result.stderr.strip()}")
+            raise StepError(self.name, f"cannot read {path}: {result.stderr.strip()}",
+                            "replace the symlink by a regular file" if "symlink" in result.stderr else "")
         return result.stdout
 
     def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644") -> None:
-        """Replace a file atomically through a private temp file in its directory (content via stdin)."""
+        """Replace a file atomically through a private temp file in its directory (content via stdin).
+
+        Written as the owner itself (no chown) unless that is root, so that a symlink or a hard link
+        in a directory another user controls never makes root write or chown elsewhere; a symlink
+        at `path` is refused; the temp file goes when anything fails.
+        """
+        user = owner.split(":")[0]
+        chown = 'chown "$2" "$t"; ' if user == "root" else ""
         script = (
-            'set -e; d=$(dirname "$1"); mkdir -p "$d"; t=$(mktemp "$1.XXXXXX"); '
-            'cat > "$t"; chown "$2" "$t"; chmod "$3" "$t"; mv -f "$t" "$1"'
+            'set -e; if [ -L "$1" ]; then echo "$1 is a symlink" >&2; exit 3; fi; d=$(dirname "$1"); '
+            'mkdir -p "$d"; t=$(mktemp "$1.XXXXXX"); trap \'rm -f "$t"\' EXIT; '
+            f'cat > "$t"; {chown}chmod "$3" "$t"; mv -f "$t" "$1"; trap - EXIT'
         )
-        self.sudo(f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}", stdin=text,
+        self.sudo(f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}", user=user, stdin=text,
                   what=f"writing {path}")
 
     def put(self, local: str, remote: str) -> None:

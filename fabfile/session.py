@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Callable, TextIO
 
 from . import settings
 from .model import Cluster, Node
@@ -62,6 +62,14 @@ class Output:
             self._last_progress = time.monotonic()
 
 
+def ask_terminal(question: str) -> bool:
+    """Ask on the terminal; only "yes" is yes (and no terminal is no)."""
+    try:
+        return input(f"{question} Type yes: ").strip() == "yes"
+    except EOFError:
+        return False
+
+
 @dataclass
 class Session:
     """Everything one task works with. `cluster` is None for tasks that name their hosts themselves."""
@@ -72,6 +80,7 @@ class Session:
     prompt_password: bool = False
     out: Output = field(default_factory=Output)
     changes: list = field(default_factory=list)   # plan.Change, as applied (or shown, in a dry run)
+    ask: Callable[[str], bool] = ask_terminal      # a yes/no question to the operator
     _password: str | None = None
 
     def host(self, name: str) -> Host:

@@ -18,11 +18,13 @@ DEFAULTS = {
         "port": 5432,
         "ssh_config": "",        # empty: ~/.ssh/config
         "strict_host_keys": True,  # unknown SSH host keys are an error (known_hosts from the ssh config)
+        "ssl_ca": "",            # the CA that signed the servers' certificates: sslmode=verify-full
     }
 }
 
 # --- SSH and SQL --------------------------------------------------------------------------------------
 SSH_CONNECT = 15          # connecting to a host
+SSH_GRACE = 15            # a remote command bounded on its host: how much longer SSH waits for it
 PSQL = 120                # one psql call (catalog queries, DDL)
 CHECKSUMS = 3600          # verify's checksum query over a whole database side
 
@@ -50,7 +52,12 @@ CHECKSUM_CHUNK = 10000    # rows per checksum chunk of an integer key
 FRESH_SYNC = 60           # switchover: a SYNC made now comes back confirmed
 PROOF = 60                # switchover: the old origin refuses writes, the new one accepts them
 MOVE_EVENT = 120          # switchover: slonik waits this long for each event (flag --timeout)
-UNLOCK = 120              # UNLOCK SET after a failed move
+UNLOCK = 60               # UNLOCK SET after a failed move
+LOCK_TIMEOUT = 5.0        # switchover: LOCK SET must succeed within this (flag --lock-timeout)
+SETTLE = 10               # after a failed slonik, the slon host's own UNLOCK SET
+CONVERGE = 60             # a MOVE SET committed on the old origin is applied on the new one
+UNINSTALL_LOCK = 2.0      # finish: each attempt to lock the new origin's tables waits at most this
+UNINSTALL_TRIES = 15      # ... and so many attempts
 MAX_LAG = 30.0            # switchover: refuse events older than this (flag --max-lag)
 WAIT_LAG = 60.0           # ... after waiting this long for them (flag --wait-lag)
 XACT_AGE = 60.0           # a transaction older than this blocks a switchover (flag --xact-age)

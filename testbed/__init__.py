@@ -5,4 +5,4 @@ rehearsals and tests; bed: the testbed as the tests and the benchmark see it.
 """
 
 DATABASE = "shotserver04"     # the demo database docker/seed.sql creates on db01
-WRITER_TABLE = "auth_message"  # where the writer inserts its numbered rows
+WRITER_TABLE = "public.auth_message"  # where the writer inserts its numbered rows

@@ -14,7 +14,7 @@ from fabfile.model import make_cluster
 from fabfile.remote import Hosts
 
 from . import DATABASE
-from .compose import ROOT
+from .compose import ROOT, current
 
 CLUSTER = make_cluster("db01", "db02", database=DATABASE)
 
@@ -26,7 +26,8 @@ class Bed:
         self.ssh_config = ssh_config
         self.home = home
         self.hosts = Hosts(ssh_config)
-        self.env = {**os.environ, "INVOKE_SLONY_SSH_CONFIG": ssh_config, "SLONY_MIGRATE_HOME": str(home)}
+        self.env = {**os.environ, **current().operator_env(), "INVOKE_SLONY_SSH_CONFIG": ssh_config,
+                    "SLONY_MIGRATE_HOME": str(home)}
 
     def __getitem__(self, name: str):
         return self.hosts[name]
@@ -47,7 +48,8 @@ class Bed:
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def sql(self, host: str, query: str, db: str = DATABASE) -> list[list[str]]:
-        return self[host].psql(query, db)
+        """Rows of a query as the application would write it (unqualified names: public first)."""
+        return self[host].psql("SET search_path = public, pg_catalog;\n" + query, db)
 
     def password(self) -> str:
         return (self.home / f"{CLUSTER.name}.password").read_text().strip()
@@ -117,16 +119,18 @@ class Bed:
     def reset(self) -> None:
         """Back to a freshly seeded testbed, except the Slony packages, which stay installed."""
         db01, db02 = self["db01"], self["db02"]
-        db02.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sleep 0.5; sudo -n pkill -9 -x slon; true",
-                 check=False)
+        for h in (db01, db02):  # either may have been the slon host
+            h.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sudo -n pkill -x slonik; sleep 0.5; "
+                  "sudo -n pkill -9 -x slon; true", check=False)
         for h in (db01, db02):
             if facts.database_exists(h, DATABASE):
                 h.psql(f"DROP SCHEMA IF EXISTS {CLUSTER.schema} CASCADE", DATABASE)
+                h.psql(f"GRANT CONNECT ON DATABASE {DATABASE} TO PUBLIC")  # undo a fence
             h.psql(f"DROP ROLE IF EXISTS {CLUSTER.user}")
             h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {facts.hba_file(h)}")
             h.psql("SELECT pg_reload_conf()")
+            h.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
+                  "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "
+                  "sudo -n sh -c 'rm -f /var/log/slony1/*'")
         db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         db02.psql("DROP ROLE IF EXISTS johann")
-        db02.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
-                 "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "
-                 "sudo -n sh -c 'rm -f /var/log/slony1/*'")

@@ -39,6 +39,15 @@ class Testbed:
     def ssh_config(self) -> Path:
         return self.state / "ssh_config"
 
+    @property
+    def ca(self) -> Path:
+        """The testbed's own CA certificate: it signed db01's and db02's server certificates."""
+        return self.state / "ca.crt"
+
+    def operator_env(self) -> dict[str, str]:
+        """What an operator exports to reach this testbed: its ssh config and its CA (sslmode=verify-full)."""
+        return {"INVOKE_SLONY_SSH_CONFIG": str(self.ssh_config), "INVOKE_SLONY_SSL_CA": str(self.ca)}
+
     def env(self) -> dict[str, str]:
         """The environment docker-compose.yml reads."""
         return {"DB01_SSH_PORT": str(self.ports["db01"]), "DB02_SSH_PORT": str(self.ports["db02"]),
@@ -72,8 +81,32 @@ def compose(*args: str, check: bool = True, capture: bool = False) -> subprocess
     return result
 
 
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def certificates(tb: Testbed) -> None:
+    """A CA made for this testbed, and a server certificate it signed for each server (its name as SAN)."""
+    key, ca = tb.state / "ca.key", tb.ca
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if not ca.exists():
+        openssl("req", "-x509", *ec, "-keyout", str(key), "-out", str(ca), "-days", "3650",
+                "-subj", f"/CN=slony-migrate testbed {tb.project} CA")
+    for name in tb.ports:
+        d = tb.state / name
+        if (d / "server.crt").exists():
+            continue
+        ext = d / "san.cnf"
+        ext.write_text(f"subjectAltName=DNS:{name}\n")
+        openssl("req", "-new", *ec, "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
+                "-subj", f"/CN={name}")
+        openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(ca), "-CAkey", str(key),
+                "-CAcreateserial", "-days", "3650", "-extfile", str(ext), "-out", str(d / "server.crt"))
+
+
 def keys() -> None:
-    """The admin key and a pinned host key per server, then the ssh config and known_hosts for them."""
+    """The admin key and a pinned host key per server, then the ssh config and known_hosts for them;
+    the CA and the servers' certificates."""
     tb = current()
     tb.state.mkdir(exist_ok=True)
     admin = tb.state / "id_ed25519"
@@ -96,6 +129,7 @@ def keys() -> None:
                    f"  UserKnownHostsFile {tb.state / 'known_hosts'}", "  StrictHostKeyChecking yes", ""]
     (tb.state / "known_hosts").write_text("\n".join(known) + "\n")
     tb.ssh_config.write_text("\n".join(config))
+    certificates(tb)
 
 
 def base_images() -> None:

@@ -22,7 +22,7 @@ PAIR = ["--master", "db01", "--slave", "db02"]
 
 def rehearse(rate: float) -> None:
     tb = compose.current()
-    env = {**os.environ, "INVOKE_SLONY_SSH_CONFIG": str(tb.ssh_config),
+    env = {**os.environ, **tb.operator_env(),
            "SLONY_MIGRATE_HOME": os.environ.get("SLONY_MIGRATE_HOME", str(tb.state / "secrets"))}
     phases, checks, blocked = [], [], []
     writer = Writer(str(tb.ssh_config), rate=rate, max_seconds=3600, max_count=50_000)

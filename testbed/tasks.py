@@ -30,9 +30,10 @@ def exits(fn):
 def up(c, size_mb=200, rebuild=False):
     """Build the images (base images via debootstrap when no registry), start, wait healthy, seed."""
     times = compose.up(size_mb, rebuild)
-    config = compose.current().ssh_config
+    tb = compose.current()
     print("testbed: up; " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
-    print(f"testbed: reach the servers with ssh -F {config} db01, or: export INVOKE_SLONY_SSH_CONFIG={config}")
+    print(f"testbed: reach the servers with ssh -F {tb.ssh_config} db01, or: export "
+          + " ".join(f"{k}={v}" for k, v in tb.operator_env().items()))
 
 
 @task

@@ -1,29 +1,102 @@
-"""`inv finish`: after an accepted switchover, Slony out of both nodes, access and secrets removed."""
+"""`inv finish`: after an accepted switchover, Slony out of both nodes, access and secrets removed.
+
+The old server's database is fenced first (no application may connect: once Slony's deny-access
+triggers are gone, nothing else would stop a forgotten client writing there). Slony is removed from
+the new origin in attempts bounded by lock_timeout and statement_timeout, so the application's
+writes there wait a few seconds at most. The replication role and its password go too (--keep-role
+keeps them).
+"""
 from __future__ import annotations
 
-from .. import facts
+import time
+
+from .. import facts, settings
 from ..errors import StepError
-from ..plan import Change, apply
+from ..model import Node
+from ..plan import Change, apply, run_slonik
+from ..render import slonik, sql
+from ..secrets import password_file
 from ..session import Session
 from ..steps.access import hba, pgpass
-from ..steps.cluster import slons, uninstall
+from ..steps.cluster import stop_slons
+from .failover import fence
 from .status import origin_of
 
 
-def finish(s: Session, drop_role: bool = False, force: bool = False) -> None:
-    """After an accepted switchover: Slony out of both nodes, slons stopped, access and secrets removed."""
+def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
+    """UNINSTALL NODE on one node; bounded: in attempts that wait for locks at most a few seconds each."""
+    cl = s.cluster
+    script = slonik.slonik_uninstall(cl, [node.id])
+
+    def action():
+        for attempt in range(1, settings.UNINSTALL_TRIES + 1):
+            if not facts.schema_exists(s.node_host(node), cl.database, cl.schema):
+                return
+            if not bounded:
+                run_slonik(s, script, f"uninstall node {node.id}")
+                continue
+            result = run_slonik(s, script, f"uninstall node {node.id}", settings.SLONIK, check=False,
+                                lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=2 * settings.UNINSTALL_LOCK)
+            if result.ok:
+                continue
+            err = result.stderr + result.stdout
+            if "lock timeout" not in err and "statement timeout" not in err:
+                raise StepError(node.host, f"uninstall node {node.id} failed: {err.strip().splitlines()[-1]}",
+                                "read slonik's output; run inv finish again")
+            s.say(node.host, step, f"attempt {attempt}: the application's locks held the tables longer than "
+                  f"{settings.UNINSTALL_LOCK:g} s; trying again")
+            time.sleep(1)
+        if facts.schema_exists(s.node_host(node), cl.database, cl.schema):
+            raise StepError(node.host, f"{cl.schema} still there after {settings.UNINSTALL_TRIES} attempts",
+                            "find the long transactions there (inv preflight names them), then inv finish again")
+    what = f"uninstall node {node.id}" + (f" (each attempt waits for locks at most {settings.UNINSTALL_LOCK:g} s)"
+                                          if bounded else "")
+    return Change(node.host, step, what, action, script)
+
+
+def drop_role(s: Session, step: str) -> list[Change]:
+    """The replication role out of both nodes (NOLOGIN without password where it cannot be dropped)."""
+    cl = s.cluster
+    changes = []
+    for h in s.node_hosts():
+        role = facts.role(h, cl.user)
+        if role is None:
+            continue
+        if role[3] != sql.ROLE_MARK:
+            s.say(h.name, step, f"role {cl.user} was not created by slony-migrate: left alone")
+            continue
+
+        def action(h=h):
+            if h.try_psql(f"DROP ROLE {sql.ident(cl.user)}"):
+                h.psql(f"ALTER ROLE {sql.ident(cl.user)} NOLOGIN PASSWORD NULL")
+        changes.append(Change(h.name, step, f"drop role {cl.user} (or make it NOLOGIN without a password "
+                              "where it still owns something)", action, f"DROP ROLE {cl.user}"))
+    path = password_file(cl.name)
+    if path.exists():
+        changes.append(Change("local", step, f"remove the replication password file {path}", path.unlink))
+    return changes
+
+
+def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
+    """After an accepted switchover: fence the old server, Slony out of both nodes, access and secrets removed."""
     step, cl = "finish", s.cluster
-    origin = origin_of(s)
+    origin = origin_of(s) or cl.master
     if origin is cl.master and not force:
         raise StepError(cl.master.host, f"{cl.master.host} is still the origin", "run inv switchover first "
                         "(or --force to remove replication without moving)")
-    slons(s, stop=True)
-    uninstall(s)
+    old = cl.slave if origin is cl.master else cl.master
+    changes = [] if facts.fenced(s.node_host(old), cl.database) else [fence(s, step, old)]
+    changes += stop_slons(s, step)
+    changes += [uninstall_node(s, step, n, bounded=n is origin) for n in (old, origin)
+                if facts.schema_exists(s.node_host(n), cl.database, cl.schema)]
+    apply(s, changes)
     hba(s, remove=True)
     pgpass(s, step, remove=True)
-    if drop_role:
-        apply(s, [Change(h.name, step, f"drop role {cl.user}", lambda h=h: h.psql(f"DROP ROLE {cl.user}"),
-                         f"DROP ROLE {cl.user}") for h in s.node_hosts() if facts.role_exists(h, cl.user)])
-    s.say(cl.slave.host if origin is not cl.master else cl.master.host, step,
-          "replication removed; tables, data and sequences stay. Reconnect the application's pools "
-          "(cached plans refer to the removed triggers).")
+    if not keep_role:
+        apply(s, drop_role(s, step))
+    s.say(origin.host, step, f"replication removed; {cl.database} on {origin.host} is the application's, with "
+          f"all tables, data and sequences. Reconnect the application's pools (cached plans refer to the removed "
+          f"triggers). {old.host} refuses the applications (undo there: {sql.unfence_database(cl.database)}).")
+    s.say(cl.slon_host, step, f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
+          f"{cl.confdir} (no secrets); remove them when no longer needed"
+          + ("; the replication role and its password stay (--keep-role)" if keep_role else ""))

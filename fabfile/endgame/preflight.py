@@ -10,7 +10,9 @@ import sys
 from .. import facts, settings
 from ..errors import StepError
 from ..remote import Host
-from ..render.parse import size
+from ..render.parse import pg_dump_safe, size
+from ..render.slonik import slony_key
+from ..render.sql import ROLE_MARK
 from ..session import Session
 from ..render.parse import upstream
 from ..steps.software import differing
@@ -57,6 +59,8 @@ def preflight(s: Session) -> int:
         report(sl.host, WARN, "postgresql", f"PostgreSQL {majors[sl.host]} is older than the master's "
                f"{majors[m.host]}: the schema step's dump may not load", "move to the same or a newer PostgreSQL version")
     report.guard(cl.slon_host, "slony", slony, s, up, majors)
+    if up[cl.slon_host]:
+        report.guard(cl.slon_host, "pg_dump", pg_dump_client, s.slon, majors.get(m.host))
     master = s.master if majors.get(m.host) else None
     slave = s.slave if majors.get(sl.host) else None
     database = False
@@ -65,6 +69,10 @@ def preflight(s: Session) -> int:
         report.guard(m.host, "transactions", transactions, master)
     if slave:
         report.guard(sl.host, f"database {cl.database}", slave_database, s, master)
+    for name in (m.host, sl.host):
+        if majors.get(name):
+            report.guard(name, f"role {cl.user}", replication_role, s, s.host(name))
+            report.guard(name, "ssl", encryption, s, s.host(name))
     if database and slave:
         report.guard(sl.host, "encoding", encoding, s)
         report.guard(sl.host, "disk", disk, s)
@@ -176,11 +184,23 @@ def master_database(report: Report, s: Session) -> bool:
             report(h.name, FAIL, f"table {name}", "no primary key and no unique index on NOT NULL columns: "
                    "Slony cannot replicate it", f"add a primary key to {name} (or a unique index on NOT NULL "
                    "columns)")
+        elif table.key and slony_key(table.key) is None:
+            report(h.name, FAIL, f"table {name}", f"its key, unique index {table.key}, has a dot in its name and is "
+                   "too long to quote: Slony cannot be told to use it", "rename the index (ALTER INDEX ... RENAME "
+                   "TO) to a name without a dot, or shorter than 62 characters")
         elif table.key:
             report(h.name, OK, f"table {name}", f"no primary key; unique index {table.key} on NOT NULL columns "
                    "serves as the key")
     if all(t for t, _ in tables):
         report(h.name, OK, "tables", f"all {len(tables)} tables have a key Slony can use")
+    for name in facts.app_relations(h, cl, "(c.relname ~ '[[:cntrl:]]' OR n.nspname ~ '[[:cntrl:]]')"):
+        report(h.name, FAIL, "name", f"{name} holds a control character (a newline, say): it would reach slonik "
+               "scripts, Slony's configuration and logs", "rename it (ALTER ... RENAME TO) before the migration")
+    for what in facts.code_run_by_replication(h, cl):
+        report(h.name, FAIL, "application code", f"{what}: slon applies replicated rows as a superuser on the new "
+               "server, so this code would run with superuser rights there",
+               "enable the trigger for the origin only (ALTER TABLE ... ENABLE TRIGGER), or have a superuser "
+               "own the function (ALTER FUNCTION ... OWNER TO postgres) after reviewing it")
     unlogged = facts.unlogged_tables(h, cl)
     if unlogged:
         report(h.name, WARN, "unlogged tables", f"{', '.join(unlogged)}: not replicated, their rows stay on "
@@ -194,6 +214,60 @@ def master_database(report: Report, s: Session) -> bool:
         report(h.name, WARN, "large objects", f"{lobs} in {cl.database}: Slony does not replicate large objects",
                "move them into bytea columns, or copy them separately at switchover")
     return True
+
+
+def pg_dump_client(report: Report, h: Host, master_major: int | None) -> None:
+    """The schema step's pg_dump on the slon host: new enough for the master, and not one whose output a
+    hostile object name can turn into psql commands (the dump is piped into psql as superuser)."""
+    path = facts.newest_client(h, "pg_dump")
+    version = facts.client_version(h, path) if path else None
+    if not version:
+        report(h.name, WARN, "pg_dump", "no PostgreSQL client programs yet", "install postgresql-client-NN "
+               "(the newest major) on the slon host; install brings it with slony1-2-bin")
+        return
+    shown = f"pg_dump {version[0]}.{version[1]} ({path})"
+    if not pg_dump_safe(version):
+        report(h.name, FAIL, "pg_dump", f"{shown} predates the fix of August 2025 that stops object names from "
+               "injecting psql commands into a dump (CVE-2025-8714); the schema step pipes that dump into psql "
+               "as superuser", "upgrade postgresql-client to 13.22, 14.19, 15.14, 16.10, 17.6 or newer")
+    elif master_major and version[0] < master_major:
+        report(h.name, FAIL, "pg_dump", f"{shown} is older than the master's PostgreSQL {master_major}",
+               f"install postgresql-client-{master_major} or newer on {h.name}")
+    else:
+        report(h.name, OK, "pg_dump", shown)
+
+
+def encryption(report: Report, s: Session, h: Host) -> None:
+    """The server takes SSL: pg_hba admits the replication user only encrypted (hostssl)."""
+    cl = s.cluster
+    if not facts.ssl_on(h):
+        report(h.name, FAIL, "ssl", "PostgreSQL has ssl = off: slon, slonik and the schema copy would travel in "
+               "clear, and the hostssl lines the hba step writes would lock them out",
+               "give the server a certificate and set ssl = on (Debian's package sets it up with a snakeoil "
+               "certificate), reload, then run again")
+    elif cl.ssl_ca:
+        report(h.name, OK, "ssl", f"on; connections use sslmode=verify-full against {cl.ssl_ca}")
+    else:
+        report(h.name, WARN, "ssl", "on; connections are encrypted (sslmode=require) but the server's identity is "
+               "not verified", "set ssl_ca (INVOKE_SLONY_SSL_CA) to the CA that signed the servers' certificates "
+               "for sslmode=verify-full")
+
+
+def replication_role(report: Report, s: Session, h: Host) -> None:
+    """The replication role is absent, or the tool's own: never the application's."""
+    cl = s.cluster
+    role = facts.role(h, cl.user)
+    if role is None:
+        report(h.name, OK, f"role {cl.user}", "not there yet; users will create it (superuser, SCRAM password)")
+    elif role[3] == ROLE_MARK:
+        report(h.name, OK, f"role {cl.user}", "created by slony-migrate")
+    elif role[0]:
+        report(h.name, WARN, f"role {cl.user}", "a superuser that slony-migrate did not mark as its own",
+               "users takes it over only if its password is the replication password; else choose another --user")
+    else:
+        report(h.name, FAIL, f"role {cl.user}", "exists and was not created by slony-migrate (it may be the "
+               "application's: users would make it a superuser with a new password)",
+               "choose another --user, or drop that role if it is a leftover")
 
 
 def transactions(report: Report, h: Host) -> None:

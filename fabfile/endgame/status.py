@@ -48,6 +48,9 @@ class Status:
     slons_error: str = ""
     lag: list[Lag] | None = None
     copy: dict | None = None
+    locked: list[str] = field(default_factory=list)        # hosts where the set is locked (writes refused)
+    origins: dict[str, str] = field(default_factory=dict)   # host: origin it names, when the nodes disagree
+    slonik: int | None = None                               # a slonik this tool started, still running
 
     def lag_of(self, host: str) -> Lag | None:
         return next((l for l in self.lag or [] if l.node == host), None)
@@ -57,8 +60,16 @@ class Status:
 
 
 def origin_in(states: dict[int, SlonyState]) -> int | None:
-    """The set's origin as the nodes that answered know it."""
+    """The set's origin as the nodes that answered know it (while they disagree, the first one's)."""
     return next((st.origin for st in states.values() if st.origin), None)
+
+
+def disagreement(s: Session, states: dict[int, SlonyState]) -> dict[str, str]:
+    """{host: origin host it names} when the nodes name different origins (a MOVE SET in flight), else {}."""
+    named = {n: st.origin for n, st in states.items() if st.origin}
+    if len(set(named.values())) < 2:
+        return {}
+    return {s.cluster.node(n).host: s.cluster.node(o).host for n, o in named.items()}
 
 
 def node_states(s: Session) -> tuple[dict[int, SlonyState], dict[int, StepError]]:
@@ -81,6 +92,11 @@ def origin_of(s: Session) -> Node | None:
     origin = origin_in(states)
     if origin is None and errors:
         raise next(iter(errors.values()))
+    split = disagreement(s, states)
+    if split:
+        raise StepError(", ".join(split), f"the nodes disagree about the origin of set {s.cluster.set_id} ("
+                        + ", ".join(f"{h} says {o}" for h, o in split.items()) + "): a move is in flight",
+                        "wait a few seconds; if it stays so, inv switchover (or switchback) finishes it")
     return s.cluster.node(origin) if origin else None
 
 
@@ -93,6 +109,8 @@ def status(s: Session) -> Status:
         report.nodes.append(NodeStatus(n.id, n.host, True, states[n.id].schema) if n.id in states
                             else NodeStatus(n.id, n.host, False, error=errors[n.id].line()))
     origin = origin_in(states)
+    report.origins = disagreement(s, states)
+    report.locked = [cl.node(n).host for n, st in states.items() if st.locked]
     if origin:
         report.origin = cl.node(origin).host
         receiver = cl.slave if origin == cl.master.id else cl.master
@@ -110,6 +128,7 @@ def status(s: Session) -> Status:
     try:
         for n in cl.nodes:
             report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
+        report.slonik = facts.slonik_running(s.slon, cl)
     except StepError as e:
         report.slons_error = e.line()
     return report
@@ -122,6 +141,15 @@ def format_status(report: Status) -> str:
             ("in the cluster" if n.cluster_schema else "no Slony schema")
         lines.append(f"  node {n.id} {n.host}: {state}")
     lines.append(f"  origin: {report.origin or 'no set yet'}")
+    if report.origins:
+        lines.append("  MOVE IN FLIGHT: " + ", ".join(f"{h} says the origin is {o}" for h, o in report.origins.items())
+                     + "; inv switchover (or switchback) finishes it if it does not settle by itself")
+    for host in report.locked:
+        lines.append(f"  SET LOCKED on {host}: application writes are refused (an interrupted switchover); "
+                     "inv switchover (or switchback) unlocks it first")
+    if report.slonik:
+        lines.append(f"  slonik still running on the slon host (pid {report.slonik}), from an interrupted "
+                     "switchover: it stops by itself; inv switchover stops it at once")
     sub = report.subscription
     if sub:
         what = "copy done, replicating" if sub.active else ("initial copy running" if sub.exists

@@ -6,13 +6,13 @@ import time
 from .. import facts, settings
 from ..errors import StepError
 from ..model import Cluster, Node
-from ..plan import Change, apply, run_slonik, wait_until
+from ..plan import Change, apply, run_slonik, stop_slonik, wait_until
 from ..remote import Host
 from ..render import slonik
 from ..render.sql import literal
 from ..session import Session
-from .status import Lag, Status, origin_of, status, wait_for_sync
-from .verify import schema_diff
+from .status import Lag, Status, node_states, origin_of, status, wait_for_sync
+from .verify import missing_from_set, schema_diff
 
 
 def refuse_unready(report: Status, to: Node, cl: Cluster, slon_host: str) -> None:
@@ -81,36 +81,140 @@ def wait_no_long_transactions(s: Session, step: str, h: Host, xact_age: float, w
         time.sleep(settings.XACT_POLL)
 
 
-def move_set(s: Session, step: str, old: Node, to: Node, timeout: int) -> float | None:
-    """LOCK SET, SYNC, WAIT, MOVE SET, WAIT in one slonik script; UNLOCK SET when it fails.
+def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float:
+    """LOCK SET (bounded by lock_timeout), then SYNC, WAIT, MOVE SET, WAIT; the seconds writes were blocked.
 
-    Returns how long the script ran (the most writes were blocked), or None in a dry run.
+    Whatever ends either phase early (a timeout, a slonik error, a lost connection, Ctrl-C), slonik
+    is stopped on the slon host and the old origin's catalog decides: still the origin and locked,
+    UNLOCK SET and fail; the move committed, wait for the new origin and go on (not a failure).
+    The slon host unlocks by itself, too, when slonik fails there (render.slonik.slonik_shell).
     """
-    cl = s.cluster
-    script = slonik.slonik_move_set(cl, old, to, timeout)
-    took: dict[str, float] = {}
+    cl, old_h = s.cluster, s.node_host(old)
+    unlock = slonik.slonik_unlock_set(cl, old)
+    since = facts.server_now(old_h)
+    t0 = time.monotonic()
+    try:
+        result = run_slonik(s, slonik.slonik_lock_set(cl, old), "lock set", lock_timeout, check=False,
+                            lock_timeout=lock_timeout, on_failure=unlock)
+    except BaseException:
+        settle(s, step, old, to)
+        raise
+    if result.failed:
+        sessions = facts.transactions_before(old_h, since)
+        settle(s, step, old, to)
+        raise StepError(old.host, f"LOCK SET did not succeed within {lock_timeout:g} s ({slonik_error(result)}); "
+                        f"set {cl.set_id} unlocked, nothing changed; " + blocking(sessions),
+                        "end those transactions (pg_terminate_backend) or wait for them, then run again")
+    s.say(old.host, step, f"set {cl.set_id} locked in {time.monotonic() - t0:.1f} s: writes refused until "
+          "it moves")
+    try:
+        result = run_slonik(s, slonik.slonik_move_set(cl, old, to, timeout), "move set",
+                            2 * timeout + settings.SSH_GRACE, check=False, on_failure=unlock)
+        failure = None if result.ok else slonik_error(result)
+    except BaseException as e:
+        failure = e
+    if failure is not None and not settle(s, step, old, to):
+        if not isinstance(failure, (str, Exception)):
+            raise failure  # Ctrl-C or exit: unlocked, nothing moved
+        raise StepError(old.host, f"move set failed ({failure}); set {cl.set_id} unlocked, writes go on at "
+                        f"{old.host}", "read the slon logs (inv logs), fix, then run again")
+    wait_until(lambda: facts.slony_state(s.node_host(to), cl).origin == to.id, settings.CONVERGE, to.host,
+               f"{to.host} has not taken over set {cl.set_id} although {old.host} moved it",
+               "check that both slons run (inv status, inv logs)", every=0.2)
+    return time.monotonic() - t0
 
-    def action():
-        t0 = time.monotonic()
-        result = run_slonik(s, script, "move set", timeout + 60, check=False)
-        took["blocked"] = time.monotonic() - t0
-        if result.failed:
-            unlock = run_slonik(s, slonik.slonik_unlock_set(cl, old), "unlock set", settings.UNLOCK, check=False)
-            detail = (result.stderr.strip().splitlines() or ["slonik failed"])[-1]
-            raise StepError(old.host, f"move set failed ({detail}); " + (
-                "set unlocked, writes go on at the old origin" if unlock.ok else "UNLOCK SET failed too"),
-                "read the slon logs (inv logs), fix, then run again")
-    apply(s, [Change(cl.slon_host, step, f"lock set {cl.set_id} on {old.host}, move it to {to.host}", action,
-                     script)])
+
+def slonik_error(result) -> str:
+    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return "timed out" if result.exited == 124 else (lines[-1] if lines else f"exit code {result.exited}")
+
+
+def blocking(sessions: list[tuple[str, str, str, int, str]]) -> str:
+    """The sessions LOCK SET waited for, one clause each."""
+    if not sessions:
+        return "no transaction older than the lock was still open"
+    return "blocking: " + "; ".join(f"pid {pid} user {user} application {app or '-'} transaction open {age} s, "
+                                    f"query since {start}" for pid, user, app, age, start in sessions[:5])
+
+
+def settle(s: Session, step: str, old: Node, to: Node) -> bool:
+    """After a phase ended early: stop slonik, and let the old origin's catalog decide. True when the move
+    committed; else the set is unlocked (StepError when it cannot be)."""
+    cl, old_h = s.cluster, s.node_host(old)
+    try:
+        pid = stop_slonik(s)
+        state = facts.slony_state(old_h, cl)
+    except StepError as e:
+        raise StepError(e.host, f"cannot tell how the switchover ended ({e.message}); slonik stops by itself "
+                        "on the slon host and unlocks the set", "inv status once both hosts answer; then "
+                        "inv switchover (or switchback) again finishes or undoes it") from None
+    if pid:
+        s.say(s.slon.name, step, f"stopped slonik (pid {pid})")
+    deadline = time.monotonic() + settings.SETTLE
+    while state.locked and state.origin == old.id and time.monotonic() < deadline:
+        time.sleep(0.5)  # the slon host runs UNLOCK SET itself after a failed slonik
+        state = facts.slony_state(old_h, cl)
+    if state.locked and state.origin == old.id:
+        run_slonik(s, slonik.slonik_unlock_set(cl, old), "unlock set", settings.UNLOCK, check=False)
+        state = facts.slony_state(old_h, cl)
+    if state.origin == to.id:
+        s.say(old.host, step, f"the move of set {cl.set_id} to {to.host} committed on {old.host}")
+        return True
+    if state.locked:
+        raise StepError(old.host, f"set {cl.set_id} is still locked: application writes are refused",
+                        "run inv switchover (or switchback) again: it unlocks first; or inv status")
+    s.say(old.host, step, f"set {cl.set_id} unlocked: writes go on at {old.host}")
+    return False
+
+
+def move_set(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float | None:
+    """The move as one Change (a dry run shows both scripts); the seconds writes were blocked, or None."""
+    cl = s.cluster
+    scripts = slonik.slonik_lock_set(cl, old) + "\n" + slonik.slonik_move_set(cl, old, to, timeout)
+    took: dict[str, float] = {}
+    apply(s, [Change(cl.slon_host, step, f"lock set {cl.set_id} on {old.host}, move it to {to.host}",
+                     lambda: took.update(blocked=lock_and_move(s, step, old, to, timeout, lock_timeout)),
+                     scripts)])
     return took.get("blocked")
+
+
+def recover(s: Session, step: str) -> None:
+    """Finish or undo what an interrupted switchover left behind: a slonik still running, a MOVE SET not
+    yet applied on the new origin (wait for it), a set still locked (UNLOCK SET)."""
+    cl = s.cluster
+    pid = facts.slonik_running(s.slon, cl)
+    if pid:
+        apply(s, [Change(s.slon.name, step, f"stop slonik (pid {pid}), left running by an interrupted switchover",
+                         lambda: stop_slonik(s))])
+    states, errors = node_states(s)
+    if errors or not all(st.has_set for st in states.values()):
+        return  # the checks name an unreachable node; no set, nothing to recover
+    if len({st.origin for st in states.values()}) > 1:
+        s.say(cl.slon_host, step, f"the nodes disagree about the origin of set {cl.set_id} ("
+              + ", ".join(f"{cl.node(n).host} says {cl.node(st.origin).host}" for n, st in states.items())
+              + "): a MOVE SET is being applied; waiting for it")
+        wait_until(lambda: len({facts.slony_state(s.node_host(n), cl).origin for n in cl.nodes}) == 1,
+                   settings.CONVERGE, cl.slon_host, "the nodes still disagree about the origin",
+                   "check that both slons run (inv status, inv logs)", every=settings.POLL)
+        states, _ = node_states(s)
+    origin = cl.node(next(iter(states.values())).origin)
+    if states[origin.id].locked:
+        def unlock():
+            run_slonik(s, slonik.slonik_unlock_set(cl, origin), "unlock set", settings.UNLOCK)
+            if facts.slony_state(s.node_host(origin), cl).locked:
+                raise StepError(origin.host, f"set {cl.set_id} is still locked after UNLOCK SET", "inv logs")
+        apply(s, [Change(cl.slon_host, step, f"unlock set {cl.set_id} on {origin.host}, left locked by an "
+                         "interrupted switchover (application writes were refused)", unlock,
+                         slonik.slonik_unlock_set(cl, origin))])
 
 
 def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_lag: float = settings.WAIT_LAG,
                xact_age: float = settings.XACT_AGE, wait_xacts: float = settings.WAIT_XACTS,
-               timeout: int = settings.MOVE_EVENT) -> dict:
+               timeout: int = settings.MOVE_EVENT, lock_timeout: float = settings.LOCK_TIMEOUT) -> dict:
     """Move the set's origin to `to` (MOVE SET) with writes blocked as briefly as possible; prove it."""
     cl = s.cluster
     step = "switchover" if to is cl.slave else "switchback"
+    recover(s, step)
     old = origin_of(s)
     if old is None:
         raise StepError(s.master.name, f"set {cl.set_id} does not exist", "run inv migrate first")
@@ -121,6 +225,11 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
     # Checks, all before anything is locked.
     report = status(s)
     refuse_unready(report, to, cl, s.slon.name)
+    missing = missing_from_set(s, old_h)
+    if missing:
+        raise StepError(old.host, f"{', '.join(missing)} not in set {cl.set_id}: {to.host} would take over "
+                        "without them (empty or stale)", "add them to the replication (a new set, subscribed, "
+                        "then MERGE SET), or drop them if unused; then run again")
     lag = wait_for_lag(s, step, to, report, max_lag, wait_lag)
     # A SYNC made from now on must come back confirmed: both slons are working right now.
     wait_for_sync(s, old_h, old, to, timeout=settings.FRESH_SYNC)
@@ -131,47 +240,56 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
                         "apply DDL through EXECUTE SCRIPT on both nodes, then run again")
     s.say(to.host, step, "schema identical on both nodes")
     wait_no_long_transactions(s, step, old_h, xact_age, wait_xacts)
-    blocked = move_set(s, step, old, to, timeout)
+    blocked = move_set(s, step, old, to, timeout, lock_timeout)
     if blocked is None:
         return {"moved": False}
     s.say(s.slon.name, step, f"set {cl.set_id} moved to {to.host}; writes were blocked for at most "
           f"{blocked:.1f} s")
-    proof = prove_origin(s, step, old_h, new_h)
+    proof = prove_origin(s, step, old, to)
     return {"moved": True, "blocked_seconds": round(blocked, 2), **proof}
 
 
-def probe_table(s: Session, h: Host) -> tuple[str, str]:
-    """A replicated table with a one-column key, and that key: where a write can be probed."""
-    keys = facts.table_keys(h, s.cluster)
-    table = next(t for t, cols in sorted(keys.items()) if len(cols) == 1)
-    return table, keys[table][0][0]
+def as_origin(s: Session, h: Host, node: Node) -> bool:
+    """Whether `h` is the set's origin in its own catalog, every table configured to log and accept writes."""
+    tables, origin_like, _ = facts.guarded_tables(h, s.cluster)
+    return facts.slony_state(h, s.cluster).origin == node.id and tables == origin_like
 
 
-def prove_origin(s: Session, step: str, old_h: Host, new_h: Host) -> dict:
-    """After MOVE SET: a write on the old origin is refused, one on the new origin replicates back,
-    and every sequence on the new origin is past the values used on the old one."""
+def as_subscriber(s: Session, h: Host, origin: Node) -> bool:
+    """Whether `h` names `origin` as the origin and Slony's deny-access trigger guards every table."""
+    tables, _, guarded = facts.guarded_tables(h, s.cluster)
+    return facts.slony_state(h, s.cluster).origin == origin.id and tables == guarded
+
+
+def prove_origin(s: Session, step: str, old: Node, to: Node) -> dict:
+    """After MOVE SET, from the catalogs (no write into application tables, no application code run):
+    the old origin refuses writes (Slony's deny-access trigger on every table), the new origin takes
+    them; a sequence advanced on the new origin replicates back; every sequence on the new origin is
+    past the values used on the old one."""
     cl = s.cluster
-    table, key = probe_table(s, new_h)
-    refused = wait_until(lambda: facts.write_error(old_h, cl, table, key), settings.PROOF, old_h.name,
-                         f"a write on {table} is still accepted after the move", "inv status; inv logs",
-                         every=settings.POLL)
-    s.say(old_h.name, step, f"write on {table} refused: {refused.split('ERROR:')[-1].strip()[:90]}")
-    wait_until(lambda: not facts.write_error(new_h, cl, table, key), settings.PROOF, new_h.name,
-               f"a write on {table} is still refused", "inv status; inv logs", every=settings.POLL)
-    s.say(new_h.name, step, f"write on {table} accepted")
+    old_h, new_h = s.node_host(old), s.node_host(to)
+    wait_until(lambda: as_subscriber(s, old_h, to), settings.PROOF, old.host,
+               f"{old.host} does not refuse writes yet (Slony's deny-access trigger is not on every table)",
+               "inv status; inv logs", every=settings.POLL)
+    tables = facts.guarded_tables(old_h, cl)[0]
+    s.say(old.host, step, f"{old.host} is a subscriber: Slony's deny-access trigger refuses writes on all "
+          f"{tables} tables")
+    wait_until(lambda: as_origin(s, new_h, to), settings.PROOF, to.host,
+               f"{to.host} does not take writes yet", "inv status; inv logs", every=settings.POLL)
+    s.say(to.host, step, f"{to.host} is the origin: all {tables} tables log and take writes")
     owned = facts.owned_sequences(new_h, cl)
     if owned:
         seq = owned[0][0]
         value = int(new_h.value(f"SELECT nextval({literal(seq)})", cl.database))
         wait_until(lambda: facts.sequence_value(old_h, cl, seq) >= value,
-                   settings.PROOF, old_h.name, f"{seq} = {value} did not replicate back from {new_h.name}",
+                   settings.PROOF, old.host, f"{seq} = {value} did not replicate back from {to.host}",
                    "inv status; inv logs", every=settings.POLL)
-        s.say(old_h.name, step, f"{seq} = {value} from {new_h.name} replicated back")
+        s.say(old.host, step, f"{seq} = {value} from {to.host} replicated back")
     heads = facts.sequence_heads(new_h, cl, owned)
     behind = [f"{seq} = {last} < max({table}.{col}) = {top}"
               for (seq, table, col), (last, top) in zip(owned, heads) if last < top]
     if behind:
-        raise StepError(new_h.name, f"sequences behind their columns: {'; '.join(behind)}",
+        raise StepError(to.host, f"sequences behind their columns: {'; '.join(behind)}",
                         "setval them past the column maximum before writing")
-    s.say(new_h.name, step, f"{len(owned)} sequences past every value used on their columns")
+    s.say(to.host, step, f"{len(owned)} sequences past every value used on their columns")
     return {"write_refused_on_old": True, "write_replicated_back": bool(owned), "sequences_ok": True}

@@ -16,6 +16,15 @@ def schema_diff(s: Session, a: Host, b: Host) -> list[str]:
            [f"{kind} {name} only on {b.name}: {d}" for kind, name, d in sorted(sb - sa)]
 
 
+def missing_from_set(s: Session, h: Host) -> list[str]:
+    """The application's tables and sequences on `h` that the set does not hold (not replicated)."""
+    cl = s.cluster
+    state = facts.slony_state(h, cl)
+    tables = [name for _, name in facts.app_tables(h, cl) if name not in state.tables]
+    return [f"table {t}" for t in tables] + [f"sequence {q}" for q in facts.app_sequences(h, cl)
+                                             if q not in state.sequences]
+
+
 def table_differences(a: dict, b: dict, origin: str, receiver: str) -> list[str]:
     """One line per table whose chunks differ between two checksum results ({(table, chunk): (rows, md5)})."""
     out = []
@@ -59,6 +68,8 @@ def verify(s: Session, rounds: int = settings.VERIFY_ROUNDS) -> list[str]:
         if not differences:
             break
         s.say(receiver.name, step, f"round {attempt}: {len(differences)} difference(s), waiting for a SYNC")
+    differences += [f"{name} is not in set {cl.set_id}: not replicated to {receiver.name}"
+                    for name in missing_from_set(s, origin)]
     differences += schema_diff(s, origin, receiver)
     if not differences:
         total = sum(int(v[0]) for v in a.values())

@@ -5,6 +5,7 @@ from ..errors import StepError
 from ..model import Cluster, Table
 from ..remote import Host
 from ..render.files import BEGIN
+from ..render.slonik import slony_key
 from ..render.sql import literal
 
 __all__ = ["app_schema", "pg_major", "server_version", "pg_dir", "database_exists", "database_info",
@@ -12,7 +13,7 @@ __all__ = ["app_schema", "pg_major", "server_version", "pg_dir", "database_exist
            "replicable", "tables_with_rows", "unlogged_tables", "unowned_sequences", "large_objects",
            "long_transactions", "prepared_transactions", "role_exists", "role", "app_roles", "hba_file",
            "hba_unloaded", "hba_errors", "has_managed_block", "has_plpgsql", "database_size", "data_directory",
-           "schema_objects"]
+           "schema_objects", "fenced", "ssl_on", "code_run_by_replication"]
 
 
 def app_schema(column: str, cluster: Cluster) -> str:
@@ -72,7 +73,7 @@ def app_tables(host: Host, cluster: Cluster) -> list[tuple[Table | None, str]]:
     """Every ordinary table of the application's schemas, sorted, with the key Slony would use.
 
     Returns (Table, name) pairs; Table is None for a table with neither a primary key nor a unique
-    index on NOT NULL columns.
+    index on NOT NULL columns. Table names are quoted identifiers; the index name is as it is.
     """
     rows = host.psql(f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
@@ -114,6 +115,10 @@ def app_sequences(host: Host, cluster: Cluster) -> list[str]:
 def replicable(host: Host, cluster: Cluster) -> tuple[list[Table], list[str]]:
     """Tables and sequences for the set; StepError naming every table without a usable key."""
     tables = app_tables(host, cluster)
+    unusable = [f"{name} (index {t.key})" for t, name in tables if t and t.key and slony_key(t.key) is None]
+    if unusable:
+        raise StepError(host.name, f"unique index name(s) Slony cannot be given: {', '.join(unusable)}",
+                        "rename each index to a name without a dot or shorter than 62 characters")
     keyless = [name for t, name in tables if t is None]
     if keyless:
         raise StepError(
@@ -178,11 +183,11 @@ def role_exists(host: Host, role: str) -> bool:
     return bool(host.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {literal(role)}"))
 
 
-def role(host: Host, name: str) -> tuple[bool, bool, str] | None:
-    """(superuser, can log in, stored password verifier) of a role, or None when it does not exist."""
-    rows = host.psql(f"SELECT rolsuper, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid "
-                     f"WHERE rolname = {literal(name)}")
-    return (rows[0][0] == "t", rows[0][1] == "t", rows[0][2]) if rows else None
+def role(host: Host, name: str) -> tuple[bool, bool, str, str] | None:
+    """(superuser, can log in, stored password verifier, comment) of a role, or None when it does not exist."""
+    rows = host.psql(f"SELECT rolsuper, rolcanlogin, coalesce(rolpassword, ''), "
+                     f"coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_authid WHERE rolname = {literal(name)}")
+    return (rows[0][0] == "t", rows[0][1] == "t", rows[0][2], rows[0][3]) if rows else None
 
 
 APP_ROLES = r"""
@@ -257,3 +262,39 @@ SELECT 'index', schemaname || '.' || indexname, indexdef FROM pg_indexes
  WHERE {app_schema('schemaname', cluster)}
 ORDER BY 1, 2""", cluster.database)
     return {tuple(r) for r in rows}
+
+
+def fenced(host: Host, database: str) -> bool:
+    """Whether no role but superusers may connect to `database` (see render.sql.fence_database)."""
+    return host.value(f"""
+SELECT NOT EXISTS (SELECT 1 FROM pg_roles r WHERE NOT r.rolsuper AND r.rolcanlogin
+                      AND has_database_privilege(r.oid, {literal(database)}, 'CONNECT'))""") == "t"
+
+
+def ssl_on(host: Host) -> bool:
+    return host.value("SHOW ssl") == "on"
+
+
+def code_run_by_replication(host: Host, cluster: Cluster) -> list[str]:
+    """Application code that slon (a superuser) would run while it applies rows on the new server:
+    triggers enabled ALWAYS or REPLICA on the application's tables, and functions owned by a role that is
+    not a superuser inside their indexes, constraints and defaults. One description each."""
+    rows = host.psql(f"""
+WITH app AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)})
+SELECT format('trigger %I on %s fires %s', t.tgname, t.tgrelid::regclass,
+              CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'in REPLICA mode' END)
+  FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') AND t.tgrelid IN (SELECT oid FROM app)
+UNION
+SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid, d.objsubid),
+              p.oid::regprocedure, pg_get_userbyid(p.proowner))
+  FROM pg_depend d JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid
+  JOIN pg_roles r ON r.oid = p.proowner AND NOT r.rolsuper
+ WHERE (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT indexrelid FROM pg_index
+                                                          WHERE indrelid IN (SELECT oid FROM app)))
+    OR (d.classid = 'pg_constraint'::regclass AND d.objid IN (SELECT oid FROM pg_constraint
+                                                               WHERE conrelid IN (SELECT oid FROM app)))
+    OR (d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT oid FROM pg_attrdef
+                                                            WHERE adrelid IN (SELECT oid FROM app)))
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]

@@ -10,8 +10,9 @@ from .catalog import schema_exists
 from .system import epoch_now, slon_log
 
 __all__ = ["slony_state", "local_node_id", "subscription_active", "lag", "max_event", "confirmed_since",
-           "last_event_from", "table_keys", "key_maxima", "checksums", "set_sequences", "owned_sequences",
-           "sequence_heads", "sequence_value", "copy_progress", "write_error"]
+           "table_keys", "key_maxima", "checksums", "set_sequences", "owned_sequences",
+           "sequence_heads", "sequence_value", "copy_progress", "guarded_tables", "slonik_running", "server_now",
+           "transactions_before", "received_from"]
 
 
 def slony_state(host: Host, cluster: Cluster) -> SlonyState:
@@ -24,7 +25,7 @@ def slony_state(host: Host, cluster: Cluster) -> SlonyState:
     rows = host.psql(f"""
 SELECT 'node', no_id::text, '' FROM {s}.sl_node
 UNION ALL SELECT 'path', pa_server::text, pa_client::text FROM {s}.sl_path
-UNION ALL SELECT 'set', set_id::text, set_origin::text FROM {s}.sl_set WHERE set_id = {sid}
+UNION ALL SELECT 'set', (set_locked IS NOT NULL)::text, set_origin::text FROM {s}.sl_set WHERE set_id = {sid}
 UNION ALL SELECT 'table', tab_id::text, quote_ident(tab_nspname) || '.' || quote_ident(tab_relname)
             FROM {s}.sl_table WHERE tab_set = {sid}
 UNION ALL SELECT 'sequence', seq_id::text, quote_ident(seq_nspname) || '.' || quote_ident(seq_relname)
@@ -39,6 +40,7 @@ UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_s
         elif kind == "set":
             state.has_set = True
             state.origin = int(b)
+            state.locked = a == "true"
         elif kind == "table":
             state.tables[b] = int(a)
         elif kind == "sequence":
@@ -84,13 +86,6 @@ def confirmed_since(host: Host, cluster: Cluster, origin: Node, receiver: Node, 
     return bool(host.value(f"SELECT 1 FROM {cluster.schema}.sl_confirm WHERE con_origin = {origin.id} "
                            f"AND con_received = {receiver.id} AND con_seqno > {int(seqno)} LIMIT 1",
                            cluster.database))
-
-
-def last_event_from(host: Host, cluster: Cluster, origin: Node) -> tuple[str, str]:
-    """(time, seconds ago) of the newest event from `origin` that this node received."""
-    row = host.psql(f"SELECT max(ev_timestamp), extract(epoch FROM now() - max(ev_timestamp))::int "
-                    f"FROM {cluster.schema}.sl_event WHERE ev_origin = {origin.id}", cluster.database)[0]
-    return row[0], row[1]
 
 
 def table_keys(host: Host, cluster: Cluster) -> dict[str, list[tuple[str, str]]]:
@@ -178,10 +173,62 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
             "line": parse.progress_line(sizes, log, current, elapsed)}
 
 
-def write_error(host: Host, cluster: Cluster, table: str, key: str) -> str:
-    """Try a row write on `table` in a transaction that is rolled back: '' when accepted, else the error.
+def slonik_running(host: Host, cluster: Cluster) -> int | None:
+    """The process group of a slonik this tool started on the slon host, while it runs; else None."""
+    pidfile = f"{cluster.rundir}/slonik-{cluster.name}.pid"
+    r = host.run(f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slonik /proc/$p/cmdline && echo $p", check=False)
+    return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None
 
-    Changes nothing: the UPDATE sets the key to itself and is rolled back.
-    """
-    return host.try_psql(f"BEGIN; UPDATE {table} SET {key} = {key} WHERE {key} = (SELECT min({key}) FROM {table}); "
-                         "ROLLBACK;", cluster.database)
+
+def server_now(host: Host) -> str:
+    """The server's clock, as PostgreSQL prints a timestamptz."""
+    return host.value("SELECT clock_timestamp()")
+
+
+def transactions_before(host: Host, since: str) -> list[tuple[str, str, str, int, str]]:
+    """(pid, user, application, age in s, query start) of every client session, in any database of this
+    server, whose transaction began before `since` (a server timestamp) and is still open, oldest first:
+    what LOCK SET waits for. slonik's own sessions are left out."""
+    rows = host.psql(f"""
+SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint,
+       coalesce(to_char(query_start, 'HH24:MI:SS'), '')
+  FROM pg_stat_activity
+ WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < {literal(since)}::timestamptz
+   AND application_name <> 'slonik'
+ ORDER BY xact_start""")
+    return [(pid, user, app, int(age), start) for pid, user, app, age, start in rows]
+
+
+def received_from(host: Host, cluster: Cluster, origin: Node) -> dict:
+    """What this node has of `origin`'s events: the newest received and the newest SYNC applied
+    (their times and ages in s, as this node's clock tells), and how many received are not applied yet."""
+    s, me = cluster.schema, f"(SELECT last_value FROM {cluster.schema}.sl_local_node_id)"
+    row = host.psql(f"""
+WITH got AS (SELECT max(ev_seqno) AS seqno, max(ev_timestamp) AS at FROM {s}.sl_event WHERE ev_origin = {origin.id}),
+done AS (SELECT max(con_seqno) AS seqno FROM {s}.sl_confirm
+          WHERE con_origin = {origin.id} AND con_received = {me}),
+sync AS (SELECT max(e.ev_timestamp) AS at FROM {s}.sl_event e, done
+          WHERE e.ev_origin = {origin.id} AND e.ev_type = 'SYNC' AND e.ev_seqno <= done.seqno)
+SELECT coalesce(got.at::text, ''), coalesce(extract(epoch FROM now() - got.at)::int, -1),
+       coalesce(sync.at::text, ''), coalesce(extract(epoch FROM now() - sync.at)::int, -1),
+       (SELECT count(*) FROM {s}.sl_event e WHERE e.ev_origin = {origin.id} AND e.ev_seqno > coalesce(done.seqno, 0))
+  FROM got, done, sync""", cluster.database)[0]
+    return {"event_at": row[0], "event_age": int(row[1]), "sync_at": row[2], "sync_age": int(row[3]),
+            "pending": int(row[4])}
+
+
+
+def guarded_tables(host: Host, cluster: Cluster) -> tuple[int, int, int]:
+    """(tables in the set, configured as on an origin, configured as on a subscriber) on this node, from
+    pg_trigger: an origin logs writes (logtrigger enabled) and lets them in (denyaccess disabled); a
+    subscriber refuses them (denyaccess enabled, logtrigger disabled). Runs no application code."""
+    s = cluster.schema
+    row = host.psql(f"""
+SELECT count(*),
+       count(*) FILTER (WHERE lt.tgenabled = 'O' AND da.tgenabled = 'D'),
+       count(*) FILTER (WHERE lt.tgenabled = 'D' AND da.tgenabled = 'O')
+  FROM {s}.sl_table t
+  LEFT JOIN pg_trigger lt ON lt.tgrelid = t.tab_reloid AND lt.tgname = {literal(s + '_logtrigger')}
+  LEFT JOIN pg_trigger da ON da.tgrelid = t.tab_reloid AND da.tgname = {literal(s + '_denyaccess')}
+ WHERE t.tab_set = {cluster.set_id}""", cluster.database)[0]
+    return int(row[0]), int(row[1]), int(row[2])

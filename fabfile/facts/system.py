@@ -8,11 +8,13 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import parse
+from ..render.slonik import ssl_env
 from .catalog import pg_dir
 
 __all__ = ["os_release", "slony_modules", "newest_client", "slony_tool", "slonik_version", "package_versions",
-           "packages_installed", "sudo_failure", "address_of", "slon_running", "disk_free", "has_locale",
-           "postgres_writable", "postgres_home", "file_stat", "replication_login", "slon_log", "epoch_now"]
+           "packages_installed", "sudo_failure", "slon_running", "disk_free", "has_locale",
+           "postgres_writable", "postgres_home", "file_stat", "replication_login", "slon_log", "epoch_now",
+           "client_version", "source_address"]
 
 
 def os_release(host: Host) -> dict[str, str]:
@@ -67,14 +69,6 @@ def sudo_failure(host: Host) -> str:
     return err[-1] if err else f"exit code {r.exited}"
 
 
-def address_of(host: Host, name: str) -> str:
-    """The IPv4 address `name` resolves to on this host (what PostgreSQL there sees it connect from)."""
-    out = host.run(f"getent ahostsv4 {shlex.quote(name)}", check=False).stdout.split()
-    if not out:
-        raise StepError(host.name, f"cannot resolve {name}", f"make {name} resolvable on {host.name} (DNS or /etc/hosts)")
-    return out[0]
-
-
 def slon_running(host: Host, cluster: Cluster, instance: str) -> int | None:
     """PID of the watchdog of a slon instance on this host when it is alive, else None."""
     pidfile = f"{cluster.rundir}/{instance}.watchdog.pid"
@@ -115,8 +109,8 @@ def file_stat(host: Host, path: str) -> tuple[str, str] | None:
 def replication_login(host: Host, cluster: Cluster, node: Node) -> str:
     """'' when the postgres user of this host logs in to the node's database as the replication user
     over TCP with its .pgpass (no prompt), else psql's error."""
-    cmd = (f"psql -w -X -q -h {shlex.quote(node.dbhost)} -p {int(node.port)} -U {shlex.quote(cluster.user)} "
-           f"-d {shlex.quote(cluster.database)} -c 'SELECT 1'")
+    cmd = (f"{ssl_env(cluster)} psql -w -X -q -h {shlex.quote(node.dbhost)} -p {int(node.port)} "
+           f"-U {shlex.quote(cluster.user)} -d {shlex.quote(cluster.database)} -c 'SELECT 1'")
     r = host.sudo(cmd, user="postgres", check=False, timeout=settings.LOGIN)
     if r.ok:
         return ""
@@ -134,3 +128,22 @@ def epoch_now(host: Host) -> float:
     """This host's clock, in seconds since the epoch (UTC): slon's log times are this host's."""
     now = host.run("date -u '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     return parse.epoch(now)
+
+
+def client_version(host: Host, binary: str) -> tuple[int, int] | None:
+    """(major, minor) of a PostgreSQL client program on this host."""
+    return parse.pg_version(host.run(f"{binary} --version", check=False).stdout)
+
+
+def source_address(host: Host, target: str) -> str:
+    """The address this host sends from when it connects to `target` (what the target's PostgreSQL sees)."""
+    out = host.run(f"getent ahosts {shlex.quote(target)}", check=False).stdout.split()
+    if not out:
+        raise StepError(host.name, f"cannot resolve {target}", f"make {target} resolvable on {host.name} (DNS or "
+                        "/etc/hosts)")
+    route = host.run(f"ip -o route get {shlex.quote(out[0])}", check=False)
+    source = parse.route_source(route.stdout)
+    if not source:
+        raise StepError(host.name, f"no route to {target} ({out[0]}): {route.stderr.strip() or route.stdout.strip()}",
+                        f"check the network between {host.name} and {target}")
+    return source

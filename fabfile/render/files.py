@@ -44,9 +44,10 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
 
 
 def hba_lines(cluster: Cluster, addresses: list[str]) -> list[str]:
-    """pg_hba.conf rules admitting the replication user from each slon host address (/32, SCRAM)."""
+    """pg_hba.conf rules admitting the replication user from each slon host address: only encrypted
+    (hostssl), one address each (/32 or /128), SCRAM."""
     return [
-        f"host    {cluster.database}    {cluster.user}    {addr}/32    scram-sha-256"
+        f"hostssl    {cluster.database}    {cluster.user}    {addr}/{128 if ':' in addr else 32}    scram-sha-256"
         for addr in sorted(set(addresses))
     ]
 

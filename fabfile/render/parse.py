@@ -123,3 +123,25 @@ def slony_version(text: str) -> str | None:
 def epoch(ts: str) -> float:
     """'2026-11-25 23:08:05' (UTC) as seconds since the epoch."""
     return float(calendar.timegm(time.strptime(ts, "%Y-%m-%d %H:%M:%S")))
+
+
+def pg_version(text: str) -> tuple[int, int] | None:
+    """(major, minor) from `pg_dump --version` and the like: 'pg_dump (PostgreSQL) 17.6 (Debian ...)'."""
+    m = re.search(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?", text)
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else None
+
+
+# The first release of each major whose pg_dump no longer lets object names smuggle psql meta-commands
+# into a dump (CVE-2025-8714, August 2025); majors before 13 got no fix.
+PG_DUMP_FIXED = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+
+def pg_dump_safe(version: tuple[int, int]) -> bool:
+    major, minor = version
+    return major >= 18 or (major in PG_DUMP_FIXED and minor >= PG_DUMP_FIXED[major])
+
+
+def route_source(text: str) -> str | None:
+    """The source address in `ip -o route get ADDR` output."""
+    m = re.search(r"\bsrc (\S+)", text)
+    return m.group(1) if m else None

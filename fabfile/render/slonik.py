@@ -4,14 +4,37 @@ from __future__ import annotations
 from ..model import Cluster, Node, Table
 
 
+def lit(value: str) -> str:
+    """A slonik string literal: every value in every slonik script goes through here ('' for ')."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def slony_key(index: str) -> str | None:
+    """The form of an index name that Slony's determineIdxnameUnique finds again (it reads the name as
+    a `name`, 63 bytes, through slon_quote_input): as it is, unless it has a dot or starts with a double
+    quote; then quoted, if that still fits. None when neither works."""
+    if "." not in index and not index.startswith('"'):
+        return index
+    quoted = '"' + index.replace('"', '""') + '"'
+    return quoted if len(quoted.encode()) <= 63 else None
+
+
 def conninfo(cluster: Cluster, node: Node) -> str:
-    """libpq conninfo of a node, without a password: libpq reads it from .pgpass."""
-    return f"host={node.dbhost} port={node.port} dbname={cluster.database} user={cluster.user}"
+    """libpq conninfo of a node, without a password (libpq reads it from .pgpass), always encrypted."""
+    root = f" sslrootcert={cluster.sslrootcert}" if cluster.sslrootcert else ""
+    return (f"host={node.dbhost} port={node.port} dbname={cluster.database} user={cluster.user} "
+            f"sslmode={cluster.sslmode}{root}")
+
+
+def ssl_env(cluster: Cluster) -> str:
+    """The same encryption for psql and pg_dump, as environment settings for a shell command."""
+    root = f" PGSSLROOTCERT={cluster.sslrootcert}" if cluster.sslrootcert else ""
+    return f"PGSSLMODE={cluster.sslmode}{root}"
 
 
 def slonik_preamble(cluster: Cluster) -> str:
     lines = [f"cluster name = {cluster.name};"]
-    lines += [f"node {n.id} admin conninfo = '{conninfo(cluster, n)}';" for n in cluster.nodes]
+    lines += [f"node {n.id} admin conninfo = {lit(conninfo(cluster, n))};" for n in cluster.nodes]
     return "\n".join(lines) + "\n"
 
 
@@ -20,13 +43,13 @@ def slonik_init(cluster: Cluster, *, init: bool, store_slave: bool, paths: list[
     m, s = cluster.master, cluster.slave
     body = []
     if init:
-        body.append(f"init cluster (id = {m.id}, comment = 'master {m.host}');")
+        body.append(f"init cluster (id = {m.id}, comment = {lit(f'master {m.host}')});")
     if store_slave:
-        body.append(f"store node (id = {s.id}, comment = 'slave {s.host}', event node = {m.id});")
+        body.append(f"store node (id = {s.id}, comment = {lit(f'slave {s.host}')}, event node = {m.id});")
     for server, client in paths:
         body.append(
             f"store path (server = {server}, client = {client}, "
-            f"conninfo = '{conninfo(cluster, cluster.node(server))}');"
+            f"conninfo = {lit(conninfo(cluster, cluster.node(server)))});"
         )
     return slonik_preamble(cluster) + "\n".join(body) + "\n"
 
@@ -38,17 +61,17 @@ def slonik_create_set(
     origin, sid = cluster.master.id, cluster.set_id
     body = []
     if create:
-        body.append(f"create set (id = {sid}, origin = {origin}, comment = 'slony-migrate {cluster.database}');")
+        body.append(f"create set (id = {sid}, origin = {origin}, comment = {lit(f'slony-migrate {cluster.database}')});")
     for tid, t in tables:
-        key = f", key = '{t.key}'" if t.key else ""
+        key = f", key = {lit(slony_key(t.key))}" if t.key else ""
         body.append(
             f"set add table (set id = {sid}, origin = {origin}, id = {tid}, "
-            f"fully qualified name = '{t.name}'{key}, comment = '{t.name}');"
+            f"fully qualified name = {lit(t.name)}{key}, comment = {lit(t.name)});"
         )
     for qid, name in sequences:
         body.append(
             f"set add sequence (set id = {sid}, origin = {origin}, id = {qid}, "
-            f"fully qualified name = '{name}', comment = '{name}');"
+            f"fully qualified name = {lit(name)}, comment = {lit(name)});"
         )
     return slonik_preamble(cluster) + "\n".join(body) + "\n"
 
@@ -64,12 +87,16 @@ def slonik_uninstall(cluster: Cluster, node_ids: list[int]) -> str:
     return slonik_preamble(cluster) + "".join(f"uninstall node (id = {i});\n" for i in node_ids)
 
 
+def slonik_lock_set(cluster: Cluster, origin: Node) -> str:
+    """Switchover, phase 1: lock the set on its origin (writes refused), wait for older transactions."""
+    return slonik_preamble(cluster) + f"lock set (id = {cluster.set_id}, origin = {origin.id});\n"
+
+
 def slonik_move_set(cluster: Cluster, old: Node, new: Node, timeout: int) -> str:
-    """Switchover: lock the set on its origin, wait until the new origin has every event, move it."""
+    """Switchover, phase 2 (the set is locked): a last SYNC, wait until the new origin has it, move the set."""
     sid = cluster.set_id
     wait = f"wait for event (origin = {old.id}, confirmed = {new.id}, wait on = {old.id}, timeout = {timeout});"
     return slonik_preamble(cluster) + "\n".join([
-        f"lock set (id = {sid}, origin = {old.id});",
         f"sync (id = {old.id});",
         wait,
         f"move set (id = {sid}, old origin = {old.id}, new origin = {new.id});",
@@ -87,3 +114,27 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
         f"failover (id = {dead.id}, backup node = {backup.id});\n"
         f"drop node (id = {dead.id}, event node = {backup.id});\n"
     )
+
+
+def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float | None = None,
+                 on_failure: str = "", statement_timeout: float | None = None) -> str:
+    """The shell command that runs slonik (script on stdin) on the slon host, bounded and stoppable.
+
+    slonik runs under `timeout` (its own process group: the pid file names it, so `kill -- -PID`
+    stops slonik for certain, also after the SSH connection that started it is gone).
+    lock_timeout, statement_timeout: PostgreSQL's, for slonik's own sessions (not the slons'), in seconds.
+    on_failure: a slonik script run on the slon host when this one fails or times out (e.g. UNLOCK SET).
+    """
+    settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
+    options = " ".join(f"-c {k}={int(v * 1000)}" for k, v in settings.items() if v)
+    options = f"PGOPTIONS='{options}' " if options else ""
+    # A background job reads /dev/null unless told otherwise: hand it our stdin (the script) as fd 3.
+    cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {slonik} <&3 3<&- & "
+           f"{{ echo $! > {pidfile}; }} 2>/dev/null; wait $!; rc=$?; rm -f {pidfile}")
+    if on_failure:
+        cmd += f"; [ $rc -eq 0 ] || printf '%s' {shell_quote(on_failure)} | timeout 60 {slonik}"
+    return cmd + "; exit $rc"
+
+
+def shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"

@@ -46,17 +46,28 @@ def scram_matches(verifier: str | None, password: str) -> bool:
 
 # --- statements ---------------------------------------------------------------------------------------
 
+ROLE_MARK = "slony-migrate replication role"  # the comment that tells the tool's own role from others
+
+
 def replication_role(name: str, verifier: str, *, exists: bool) -> str:
-    """CREATE (or ALTER) the replication superuser with a SCRAM verifier (or MASK, for showing)."""
+    """CREATE (or ALTER) the replication superuser with a SCRAM verifier (or MASK, for showing), marked
+    as the tool's own by its comment. Statement logging is off in the session (the verifier is a secret)."""
     verb = "ALTER" if exists else "CREATE"
-    return f"{verb} ROLE {name} WITH LOGIN SUPERUSER PASSWORD {literal(verifier)}"
+    return (f"{QUIET}{verb} ROLE {ident(name)} WITH LOGIN SUPERUSER PASSWORD {literal(verifier)};\n"
+            f"COMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};")
+
+
+# Sessions that carry a secret (a password verifier) keep it out of the server's log.
+QUIET = ("SET log_statement = 'none'; SET log_min_error_statement = 'panic'; "
+         "SET log_min_duration_statement = -1;\n")
 
 
 def app_role(name: str, login: bool, createdb: bool, createrole: bool, inherit: bool, verifier: str) -> str:
     """CREATE ROLE for one of the application's roles, as it is on the master (verifier or MASK)."""
     attrs = " ".join(["LOGIN" if login else "NOLOGIN", "CREATEDB" if createdb else "NOCREATEDB",
                       "CREATEROLE" if createrole else "NOCREATEROLE", "INHERIT" if inherit else "NOINHERIT"])
-    return f"CREATE ROLE {ident(name)} WITH {attrs}" + (f" PASSWORD {literal(verifier)}" if verifier else "")
+    return (QUIET if verifier else "") + f"CREATE ROLE {ident(name)} WITH {attrs}" + (
+        f" PASSWORD {literal(verifier)}" if verifier else "")
 
 
 def create_database(name: str, info: dict[str, str]) -> str:
@@ -91,3 +102,30 @@ def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str 
             parts.append(f"SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t")
     return (VERIFY_SESSION + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
             + ";\n".join(parts) + ";\nCOMMIT;\n")
+
+
+# --- fencing ------------------------------------------------------------------------------------------
+
+def fence_database(database: str) -> str:
+    """Take CONNECT on `database` from PUBLIC and every role that is not a superuser (the owner too), and
+    end their sessions: applications can no longer write there; superusers (slonik, postgres) still can."""
+    db = literal(database)
+    return f"""DO $fence$
+DECLARE r record;
+BEGIN
+  EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', {db});
+  FOR r IN SELECT DISTINCT a.grantee::regrole::text AS name
+             FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles ro ON ro.oid = a.grantee
+            WHERE d.datname = {db} AND a.privilege_type = 'CONNECT' AND NOT ro.rolsuper
+  LOOP
+    EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM %s', {db}, r.name);
+  END LOOP;
+END $fence$;
+SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+ WHERE a.datname = {db} AND NOT r.rolsuper AND a.pid <> pg_backend_pid();
+"""
+
+
+def unfence_database(database: str) -> str:
+    """What gives the applications their CONNECT back (PUBLIC's, as PostgreSQL grants it by default)."""
+    return f"GRANT CONNECT ON DATABASE {ident(database)} TO PUBLIC"

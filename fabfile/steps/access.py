@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import facts
 from ..errors import StepError
-from ..model import Cluster
+from ..model import Cluster, Node
 from ..plan import Change, apply, diff, file_change
 from ..remote import Host
 from ..render import files, sql
@@ -11,12 +11,22 @@ from ..render.sql import MASK
 from ..session import Session
 
 
-def role_plan(cl: Cluster, role: tuple[bool, bool, str] | None, password: str) -> tuple[str, bool] | None:
-    """What the replication role needs: None when it is right, else (what to do, whether it exists)."""
+def role_plan(cl: Cluster, host: str, role: tuple[bool, bool, str, str] | None, password: str
+              ) -> tuple[str, bool] | None:
+    """What the replication role needs: None when it is right, else (what to do, whether it exists).
+
+    A role the tool did not create (no mark, and not already a superuser with this password) is
+    refused: it may be the application's, which must never become a superuser or lose its password.
+    """
     if role is None:
         return f"create role {cl.user} (superuser, SCRAM password)", False
-    superuser, login, verifier = role
-    if superuser and login and sql.scram_matches(verifier, password):
+    superuser, login, verifier, comment = role
+    current = superuser and login and sql.scram_matches(verifier, password)
+    if comment != sql.ROLE_MARK and not current:
+        raise StepError(host, f"role {cl.user} exists and was not created by slony-migrate (it may be the "
+                        "application's: it would become a superuser with a new password)",
+                        "choose another --user, or drop that role if it is a leftover")
+    if current and comment == sql.ROLE_MARK:
         return None
     return f"update role {cl.user} (superuser, login, SCRAM password)", True
 
@@ -27,7 +37,7 @@ def users(s: Session) -> None:
     password = s.password()
     changes = []
     for h in s.node_hosts():
-        plan = role_plan(cl, facts.role(h, cl.user), password)
+        plan = role_plan(cl, h.name, facts.role(h, cl.user), password)
         if plan is None:
             s.say(h.name, step, f"role {cl.user} exists (superuser, password current)")
             continue
@@ -38,6 +48,9 @@ def users(s: Session) -> None:
                               sql.replication_role(cl.user, MASK, exists=exists)))
     apply(s, changes)
     pgpass(s, step)
+    if cl.ssl_ca:  # libpq on the slon host checks the servers' certificates against it (verify-full)
+        with open(cl.ssl_ca) as f:
+            apply(s, file_change(s, s.slon, step, cl.sslrootcert, f.read()))
 
 
 def merged(h: Host, path: str, old: str, tag: str, lines: list[str], *, top: bool = False) -> str:
@@ -53,7 +66,7 @@ def pgpass(s: Session, step: str, remove: bool = False) -> None:
     """The managed .pgpass block of the postgres user on the slon host (mode 0600)."""
     cl, h = s.cluster, s.slon
     path = f"{facts.postgres_home(h)}/.pgpass"
-    old = h.read_file(path)
+    old = h.read_file(path, user="postgres")
     lines = [] if remove else files.pgpass_lines(cl, s.password())
     new = merged(h, path, old or "", f"cluster {cl.name}", lines)
     stat = facts.file_stat(h, path)
@@ -67,25 +80,27 @@ def pgpass(s: Session, step: str, remove: bool = False) -> None:
     apply(s, file_change(s, h, step, path, new, owner="postgres:postgres", mode="600", secret=True, old=old))
 
 
-def hba_addresses(s: Session, h: Host) -> list[str]:
-    """Addresses, as this node sees them, of the host that runs slon (and slonik, pg_dump)."""
-    cl = s.cluster
-    own = {n.host: n.dbhost for n in cl.nodes}
-    return [facts.address_of(h, own.get(cl.slon_host, cl.slon_host))]
+def hba_address(s: Session, node: Node) -> str:
+    """The address the slon host (slon, slonik, pg_dump) really connects from to this node's PostgreSQL:
+    its source address on the route there (IPv4 or IPv6, whichever interface that is)."""
+    return facts.source_address(s.slon, node.dbhost)
 
 
 def hba(s: Session, remove: bool = False) -> None:
     """A managed pg_hba.conf block admitting the replication user from the slon host; reload."""
     step, cl = "hba", s.cluster
     changes = []
-    for h in s.node_hosts():
-        lines = [] if remove else files.hba_lines(cl, hba_addresses(s, h))
+    for node, h in zip(cl.nodes, s.node_hosts()):
+        address = "" if remove else hba_address(s, node)
+        lines = files.hba_lines(cl, [address]) if address else []
         path = facts.hba_file(h)
-        old = h.read_file(path) or ""
+        old = h.read_file(path, user="postgres") or ""  # as PostgreSQL itself reads it
         new = merged(h, path, old, f"cluster {cl.name}", lines, top=True)
         if new != old:
+            admit = "" if remove else f" (admit {cl.user} from {address}: {cl.slon_host}'s source address towards " \
+                                      f"{node.dbhost}, encrypted only)"
             changes.append(Change(h.name, step, f"{'remove the managed block from' if remove else 'update'} "
-                                  f"{path} and reload", lambda h=h, path=path, old=old, new=new:
+                                  f"{path} and reload{admit}", lambda h=h, path=path, old=old, new=new:
                                   write_hba(h, path, old, new), diff(old, new, path)))
         elif facts.hba_unloaded(h, path):
             # A run killed between writing the file and reloading leaves it unloaded: reload then.

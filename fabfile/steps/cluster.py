@@ -5,7 +5,7 @@ import time
 
 from .. import facts, settings
 from ..errors import StepError
-from ..model import Cluster, SlonyState, Table
+from ..model import Cluster, Node, SlonyState, Table
 from ..plan import Change, apply, file_change, slonik_change, wait_until
 from ..render import files, slonik
 from ..session import Session
@@ -84,17 +84,21 @@ def slons(s: Session, stop: bool = False) -> None:
         pid = facts.slon_running(h, cl, n.instance)
         if pid:
             s.say(h.name, step, f"slon for {n.instance} running (watchdog pid {pid})")
-            continue
-        conf = f"{cl.confdir}/{n.instance}/slon.conf"
-
-        def start(n=n):
-            h.sudo(f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", user="postgres")
-            wait_until(lambda: facts.slon_running(h, cl, n.instance), settings.SLON_START, h.name,
-                       f"slon watchdog for {n.instance} did not start", f"read {cl.logdir}/slon-{n.instance}.log")
-        changes.append(Change(h.name, step, f"start slon for {n.instance} with watchdog "
-                              f"(log {cl.logdir}/slon-{n.instance}.log)", start,
-                              f"{WATCHDOG} {n.instance}  # slon -f {conf}"))
+        else:
+            changes.append(start_slon(s, step, n))
     apply(s, changes)
+
+
+def start_slon(s: Session, step: str, n: Node) -> Change:
+    """A Change starting the watchdog (and so the slon) of one node on the slon host."""
+    cl, h = s.cluster, s.slon
+
+    def start():
+        h.sudo(f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", user="postgres")
+        wait_until(lambda: facts.slon_running(h, cl, n.instance), settings.SLON_START, h.name,
+                   f"slon watchdog for {n.instance} did not start", f"read {cl.logdir}/slon-{n.instance}.log")
+    return Change(h.name, step, f"start slon for {n.instance} with watchdog (log {cl.logdir}/slon-{n.instance}.log)",
+                  start, f"{WATCHDOG} {n.instance}  # slon -f {cl.confdir}/{n.instance}/slon.conf")
 
 
 def stop_slons(s: Session, step: str) -> list[Change]:
@@ -224,6 +228,10 @@ def wait_copied(s: Session, timeout: int) -> None:
 def logs(s: Session, node: int = 0, lines: int = 50, follow: bool = False) -> None:
     """Show (or follow) the slon logs on the slon host."""
     cl = s.cluster
+    if node and node not in {n.id for n in cl.nodes}:
+        raise StepError("input", f"--node {node} is not a node of cluster {cl.name} ("
+                        + ", ".join(f"{n.id}: {n.host}" for n in cl.nodes) + ")",
+                        "give one of those ids, or leave --node out for both")
     nodes = [cl.node(node)] if node else list(cl.nodes)
     paths = " ".join(f"{cl.logdir}/slon-{n.instance}.log" for n in nodes)
     if follow:

@@ -7,6 +7,7 @@ from .. import facts, settings
 from ..errors import StepError
 from ..plan import Change, apply
 from ..render import sql
+from ..render.slonik import ssl_env
 from ..render.sql import MASK
 from ..session import Session
 
@@ -95,7 +96,8 @@ def schema(s: Session) -> None:
     pipeline = schema_pipeline(s, pg_dump)
 
     def action():
-        h.sudo(f"bash -o pipefail -c {shlex.quote(pipeline)}", user="postgres", timeout=settings.SCHEMA_COPY,
+        h.sudo(f"{ssl_env(cl)} bash -o pipefail -c {shlex.quote(pipeline)}", user="postgres",
+               timeout=settings.SCHEMA_COPY,
                what="pg_dump -s | psql")
         copied = {name for _, name in facts.app_tables(s.slave, cl)}
         if not copied >= set(wanted):

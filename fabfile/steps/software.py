@@ -98,12 +98,30 @@ def install_change(s: Session, step: str, name: str, packages: list[str], versio
 
 # --- build from source -------------------------------------------------------------------------------
 
+def build_deps(deps: str, major: int) -> str:
+    """The build dependencies to install: package names, {major} standing for the PostgreSQL major."""
+    try:
+        packages = deps.format(major=major)
+    except (KeyError, IndexError, ValueError):
+        packages = ""
+    if not packages.strip() or not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*( +[a-z0-9][a-z0-9.+-]*)*", packages.strip()):
+        raise StepError("input", f"--deps {deps!r} is not a list of package names",
+                        "give package names separated by spaces; {major} stands for the PostgreSQL major")
+    return packages.strip()
+
+
 def tarball_version(host: str, tarball: str, sha256: str) -> str:
     """The Slony version a release tarball's name gives; StepError for a bad name, path or checksum."""
     m = re.match(r"^slony1-(\d+\.\d+\.\d+)\.tar\.(bz2|gz)$", PurePosixPath(tarball).name)
     if not m:
         raise StepError(host, f"tarball {tarball!r} is not named slony1-VERSION.tar.bz2 or .tar.gz",
                         "give Slony's release tarball")
+    if re.match(r"^[a-z]+://", tarball) and not is_url(tarball):
+        raise StepError("input", f"--tarball {tarball}: only https:// downloads are accepted (the build runs "
+                        "make install as root)", "give an https:// URL with --sha256, or a local file")
+    if is_url(tarball) and not sha256:
+        raise StepError("input", f"--tarball {tarball} is downloaded without --sha256: nothing proves what "
+                        "would be built and installed as root", "give the release's SHA-256 with --sha256")
     if not is_url(tarball) and not os.path.isfile(tarball):
         raise StepError("local", f"tarball {tarball} not found", "give an existing path or a URL")
     if sha256 and not re.match(r"^[0-9a-f]{64}$", sha256):
@@ -112,13 +130,14 @@ def tarball_version(host: str, tarball: str, sha256: str) -> str:
 
 
 def is_url(tarball: str) -> bool:
-    return bool(re.match(r"^https?://", tarball))
+    return tarball.startswith("https://")
 
 
 def build(s: Session, host_name: str, tarball: str, sha256: str = "", deps: str = BUILD_DEPS) -> None:
     """Build and install Slony from a source tarball (URL or local path) on one host."""
     step = "build"
     version = tarball_version(host_name, tarball, sha256)
+    build_deps(deps, 0)  # refuse a bad --deps before anything touches the host
     h = s.host(host_name)
     major = facts.pg_major(h)
     if version in facts.slony_modules(h):
@@ -126,7 +145,7 @@ def build(s: Session, host_name: str, tarball: str, sha256: str = "", deps: str 
         return
     bindir = facts.pg_dir(h, "BINDIR")
     # Unpacking a .bz2 needs bzip2 on top of the build dependencies.
-    packages = " ".join([deps.format(major=major), *(["bzip2"] if tarball.endswith(".bz2") else [])])
+    packages = " ".join([build_deps(deps, major), *(["bzip2"] if tarball.endswith(".bz2") else [])])
     plan = (f"apt-get install {packages}\nfetch {tarball}" + (f"\nverify sha256 {sha256}" if sha256 else "")
             + f"\n./configure --with-pgconfigdir={bindir}\nmake\nsudo make install")
     apply(s, [Change(host_name, step, f"build Slony {version} for PostgreSQL {major} from {tarball}",
@@ -140,27 +159,40 @@ def build_on(s: Session, h: Host, step: str, tarball: str, sha256: str, version:
         with open(tarball, "rb") as f:
             check_sha256(h, tarball, sha256, hashlib.sha256(f.read()).hexdigest())
     work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
-    archive = fetch(h, tarball, sha256, work)
-    if sha256:
-        s.say(h.name, step, "checksum verified")
-    if not facts.packages_installed(h, packages):
-        s.say(h.name, step, f"installing build dependencies: {packages}")
-        h.sudo("apt-get update -q && " + APT_INSTALL + packages, timeout=settings.BUILD_DEPS,
-               what="apt-get install (build dependencies)")
-    h.run(f"tar -xf {archive} -C {work}", what="tar")
-    src = f"{work}/slony1-{version}"
-    s.say(h.name, step, f"configure --with-pgconfigdir={bindir}")
-    h.run(f"cd {src} && ./configure --with-pgconfigdir={bindir} > {work}/configure.log 2>&1",
-          timeout=settings.CONFIGURE, what=f"configure (log {work}/configure.log)")
-    s.say(h.name, step, "make (serial: the flex scanner is not parallel-safe)")
-    h.run(f"cd {src} && make > {work}/make.log 2>&1", timeout=settings.MAKE, what=f"make (log {work}/make.log)")
-    h.sudo(f"cd {src} && make install > {work}/install.log 2>&1", timeout=settings.MAKE_INSTALL,
-           what=f"make install (log {work}/install.log)")
-    h.run(f"rm -rf {work}", check=False)
+    try:
+        archive = fetch(h, tarball, sha256, work)
+        if sha256:
+            s.say(h.name, step, "checksum verified")
+        if not facts.packages_installed(h, packages):
+            s.say(h.name, step, f"installing build dependencies: {packages}")
+            h.sudo("apt-get update -q && " + APT_INSTALL + packages, timeout=settings.BUILD_DEPS,
+                   what="apt-get install (build dependencies)")
+        h.run(f"tar -xf {archive} -C {work}", what="tar")
+        src = f"{work}/slony1-{version}"
+        s.say(h.name, step, f"configure --with-pgconfigdir={bindir}")
+        logged(h, f"cd {src} && ./configure --with-pgconfigdir={bindir}", f"{work}/configure.log", "configure",
+               settings.CONFIGURE)
+        s.say(h.name, step, "make (serial: the flex scanner is not parallel-safe)")
+        logged(h, f"cd {src} && make", f"{work}/make.log", "make", settings.MAKE)
+        logged(h, f"cd {src} && make install", f"{work}/install.log", "make install", settings.MAKE_INSTALL,
+               root=True)
+    finally:  # no build tree stays behind in /tmp; a failure quotes its log instead
+        h.sudo(f"rm -rf {work}", check=False)
     if version not in facts.slony_modules(h):
         raise StepError(h.name, f"make install left no slony1_funcs.{version}.so in the pkglibdir",
-                        "check the build logs in /tmp/slony-build.*")
+                        "read make install's output: inv build again shows it")
     s.say(h.name, step, f"Slony {version} installed for PostgreSQL {major}")
+
+
+def logged(h: Host, command: str, log: str, what: str, timeout: int, root: bool = False) -> None:
+    """Run a build command with its output in `log`; on failure, StepError quoting the log's last lines."""
+    full = f"{command} > {log} 2>&1"
+    result = (h.sudo(full, timeout=timeout, check=False, what=what) if root
+              else h.run(full, timeout=timeout, check=False, what=what))
+    if result.failed:
+        tail = h.run(f"tail -n 5 {log}", check=False).stdout.strip().replace("\n", " | ")
+        raise StepError(h.name, f"{what} failed: {tail}", "install what it names (inv build --deps ...), "
+                        "then run again")
 
 
 def check_sha256(h: Host, tarball: str, sha256: str, got: str) -> None:
@@ -180,8 +212,5 @@ def fetch(h: Host, tarball: str, sha256: str, work: str) -> str:
                what="apt-get install curl")
     h.run(f"curl -fsSL -o {archive} {shlex.quote(tarball)}", timeout=settings.DOWNLOAD, what=f"download {tarball}")
     if sha256:
-        got = h.run(f"sha256sum {archive}").stdout.split()[0]
-        if got != sha256:
-            h.run(f"rm -rf {work}", check=False)
-        check_sha256(h, tarball, sha256, got)
+        check_sha256(h, tarball, sha256, h.run(f"sha256sum {archive}").stdout.split()[0])
     return archive

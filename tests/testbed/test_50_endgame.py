@@ -1,4 +1,5 @@
 """The end-game on the real testbed: status, verify, switchover and back under a writer, finish, failover."""
+import contextlib
 import json
 import time
 
@@ -66,7 +67,8 @@ def test_switchover_under_a_writer_loses_no_acknowledged_write(migrated):
     bed = migrated
     writer, out = switch_under_writer(bed, "switchover", "db02", "so1")
     assert "writes were blocked for at most" in out
-    assert "write on public.auth_group refused" in out and "replicated back" in out
+    assert "db01 is a subscriber: Slony's deny-access trigger refuses writes on all 8 tables" in out
+    assert "db02 is the origin: all 8 tables log and take writes" in out and "replicated back" in out
     assert_every_acknowledged_write_once(bed, writer, "db02")
     assert origin(bed) == "db02"
     assert bed.inv("verify", *ARGS).returncode == 0
@@ -106,29 +108,170 @@ def test_switchover_aborts_cleanly_when_a_long_transaction_is_open(migrated):
         assert "error: db01:" in result.stderr and "would block LOCK SET" in result.stderr
         assert "nothing was locked" in result.stderr
         assert origin(bed) == "db01"
-        db01.psql("UPDATE auth_group SET name = name WHERE id = 1", "shotserver04")  # writes not blocked
+        bed.sql("db01", "UPDATE auth_group SET name = name WHERE id = 1")  # writes not blocked
         assert bed.snapshot() == before
     finally:
         db01.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(90)%' "
                   "AND pid <> pg_backend_pid()")
 
 
-def test_finish_leaves_both_databases_clean_with_all_data(migrated):
+def hold_transaction(bed, sql: str, tag: str) -> str:
+    """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not idle); its backend pid."""
+    bed["db01"].sudo(f"PGAPPNAME={tag} setsid -f psql -X -q -d shotserver04 -c 'BEGIN; {sql} SELECT pg_sleep(90); COMMIT' "
+                     ">/dev/null 2>&1 </dev/null", user="postgres", stdin="")
+    query = f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}' AND state = 'active'"
+    deadline = time.monotonic() + 20
+    while not bed.sql("db01", query, "postgres"):
+        assert time.monotonic() < deadline, f"the held transaction {tag} did not start"
+        time.sleep(0.3)
+    return bed.sql("db01", query, "postgres")[0][0]
+
+
+def end_transaction(bed, tag: str) -> None:
+    bed["db01"].psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}'")
+
+
+def test_lock_set_that_cannot_get_its_locks_is_undone_within_lock_timeout(migrated):
+    """Issue 11, case 3: a transaction holds a row of a replicated table; LOCK SET gives up, nothing locked."""
+    bed = migrated
+    if origin(bed) != "db01":
+        bed.inv("switchback", *ARGS)
+    pid = hold_transaction(bed, "UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM "
+                                "websites_domain);", "blocker-test")
+    writer = Writer(bed.ssh_config, tag="locktimeout", rate=5, max_seconds=120, max_count=600).start()
+    try:
+        time.sleep(2)
+        since = time.monotonic()
+        t0 = time.monotonic()
+        result = bed.inv("switchover", *ARGS, "--lock-timeout", "3", "--xact-age", "600", check=False)
+        took = time.monotonic() - t0
+        time.sleep(3)
+    finally:
+        writer.stop()
+        end_transaction(bed, "blocker-test")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr
+    assert "error: db01: LOCK SET did not succeed within 3 s" in line and "set 1 unlocked, nothing changed" in line
+    assert f"pid {pid} user postgres application blocker-test" in line, line
+    report = json.loads(bed.inv("status", *ARGS, "--json").stdout)
+    assert report["origin"] == "db01" and report["locked"] == [] and report["slonik"] is None
+    window = writer.blocked_window(since) or 0.0
+    print(f"lock timeout 3 s: switchover exited after {took:.1f} s; the writer's longest stall {window:.2f} s")
+    assert window <= 3 + 1, f"writes stalled {window:.1f} s with --lock-timeout 3"
+    bed.assert_acknowledged_once(writer, "db01", timeout=30)
+
+
+def test_a_table_left_out_of_the_set_fails_verify_and_blocks_the_switchover(migrated):
+    """Issue 11, case 6: a table created on both nodes after the subscription, never added to the set."""
+    bed = migrated
+    for h in ("db01", "db02"):
+        bed.sql(h, "CREATE TABLE public.late_table (id integer PRIMARY KEY); CREATE SEQUENCE public.late_seq")
+    try:
+        result = bed.inv("verify", *ARGS, check=False)
+        assert result.returncode == 1
+        assert "table public.late_table is not in set 1: not replicated" in result.stderr, result.stderr
+        assert "sequence public.late_seq is not in set 1" in result.stderr
+        before = origin(bed)
+        target = "switchover" if before == "db01" else "switchback"
+        refused = bed.inv(target, *ARGS, check=False)
+        assert refused.returncode == 1
+        assert "table public.late_table, sequence public.late_seq not in set 1" in refused.stderr, refused.stderr
+        assert origin(bed) == before
+    finally:
+        for h in ("db01", "db02"):
+            bed.sql(h, "DROP TABLE IF EXISTS public.late_table; DROP SEQUENCE IF EXISTS public.late_seq")
+
+
+def test_failover_is_refused_while_db01_answers_even_without_ssh(migrated, tmp_path):
+    """Issue 11, case 4: SSH to db01 refused, but its PostgreSQL answers from the slon host."""
+    bed = migrated
+    if origin(bed) != "db01":
+        bed.inv("switchback", *ARGS)
+    config = tmp_path / "ssh_config"
+    text = open(bed.ssh_config).read()
+    config.write_text(text.replace("Port 2221", "Port 9"))
+    before = bed.snapshot()
+    result = bed.inv("failover", *ARGS, "--yes", check=False, ssh_config=str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "error: db01: db01 still answers (PostgreSQL on db01 from db02)" in result.stderr, result.stderr
+    assert "--fenced" in result.stderr
+    assert bed.snapshot() == before
+
+
+def test_failover_is_refused_during_the_initial_copy(bed):
+    """Issue 11, case 4: the receiver's copy is not done: nothing to promote."""
+    bed.reset()
+    for step in ("install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons", "create-set"):
+        bed.inv(step, *ARGS)
+    # A transaction older than the subscription holds the copy back (slon retries until it ends).
+    pid = hold_transaction(bed, "SELECT txid_current();", "copy-blocker")
+    try:
+        bed.inv("subscribe", *ARGS)
+        assert not json.loads(bed.inv("status", *ARGS, "--json").stdout)["subscription"]["active"]
+        result = bed.inv("failover", *ARGS, "--yes", check=False)
+        assert result.returncode == 1
+        assert "error: db02: db02's initial copy of set 1 is not done" in result.stderr, result.stderr
+        assert json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"] == "db01"
+    finally:
+        end_transaction(bed, "copy-blocker")
+    assert pid
+    bed.inv("subscribe", *ARGS, "--wait")
+
+
+@contextlib.contextmanager
+def trusted(bed, host: str, role: str):
+    """Let `role` log in on `host` over the local socket without a password (to try its CONNECT right)."""
+    h = bed[host]
+    hba = facts.hba_file(h)
+    h.run(f"sudo -n sed -i '1i local all {role} trust # test-trusted' {hba}")
+    h.psql("SELECT pg_reload_conf()")
+    try:
+        yield
+    finally:
+        h.run(f"sudo -n sed -i '/# test-trusted$/d' {hba}")
+        h.psql("SELECT pg_reload_conf()")
+
+
+def test_finish_fences_db01_keeps_db02_writable_and_leaves_no_access(migrated):
+    """Issue 11, case 5 (and the data: every table, sequence and acknowledged write stays)."""
     bed = migrated
     if origin(bed) != "db02":
         bed.inv("switchover", *ARGS)
     digests = bed.wait_same()
-    sequences = bed.sequences("db02")
-    bed.inv("finish", *ARGS, "--yes")
+    writer = Writer(bed.ssh_config, tag="finish", rate=5, max_seconds=120, max_count=600,
+                    hosts=("db02", "db01")).start()
+    try:
+        time.sleep(2)
+        since = time.monotonic()
+        out = bed.inv("finish", *ARGS, "--yes").stdout
+        time.sleep(2)
+    finally:
+        writer.stop()
+    assert "[db01] finish: fence shotserver04: no application may connect" in out, out
+    window = writer.blocked_window(since) or 0.0
+    longest = max(a.end - a.start for a in writer.attempts if a.start >= since)
+    print(f"finish: the writer on db02 was blocked {window:.2f} s at most, longest write {longest:.2f} s")
+    assert all(a.ok for a in writer.attempts), [a.error for a in writer.attempts if not a.ok][:3]
+    assert longest <= 5, f"a write on db02 waited {longest:.1f} s during finish"
+    bed.assert_acknowledged_once(writer, "db02")
     for name in ("db01", "db02"):
         assert not facts.schema_exists(bed[name], "shotserver04", "_replication")
         assert bed.sql(name, "SELECT tgname FROM pg_trigger WHERE tgname LIKE '_replication%'") == []
-        assert bed.table_digests(name) == digests
-        hba = bed[name].read_file(bed[name].value("SHOW hba_file"))
+        hba = bed[name].read_file(facts.hba_file(bed[name]))
         assert "slony-migrate" not in hba and " slony " not in hba
-    assert bed.sequences("db02") == sequences
+        assert bed.sql(name, "SELECT count(*) FROM pg_roles WHERE rolname = 'slony'", "postgres") == [["0"]]
+    for name in ("db01", "db02"):  # every table as before finish, but the one the writer went on writing
+        after = bed.table_digests(name)
+        assert {t: d for t, d in after.items() if t != "public.auth_message"} == \
+            {t: d for t, d in digests.items() if t != "public.auth_message"}, name
     assert bed["db02"].run("pgrep -x slon", check=False).failed
     assert "slony-migrate" not in (bed["db02"].read_file("/var/lib/postgresql/.pgpass") or "")
+    assert not (bed.home / "replication.password").exists()
+    with trusted(bed, "db01", "johann"):
+        refused = bed["db01"].sudo("psql -X -U johann -d shotserver04 -c \"INSERT INTO websites_domain (name) "
+                                   "VALUES ('after-finish.example')\"", user="postgres", check=False)
+    assert refused.failed and "permission denied for database" in refused.stderr, refused.stderr
+    bed.sql("db02", "INSERT INTO websites_domain (name) VALUES ('after-finish.example')")
 
 
 def test_failover_with_db01_stopped_makes_db02_writable(bed):

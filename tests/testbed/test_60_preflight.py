@@ -315,3 +315,45 @@ def test_slony_version_mismatch_is_refused(stray_module):
     assert_refused(inv(bed, "install", *ARGS), "db01, db02", "Slony versions differ", "db01 2.2.99")
     assert_unchanged(before, bed.snapshot())
 
+
+
+TARBALL = "slony1-2.2.11.tar.bz2"
+BAD_FLAGS = {
+    "logs --node 3": (("logs", *ARGS, "--node", "3"), "--node 3 is not a node of cluster replication"),
+    "logs --lines x": (("logs", *ARGS, "--lines", "x"), "--lines 'x' is not a positive whole number"),
+    "status --watch -1": (("status", *ARGS, "--watch", "-1"), "--watch '-1' is not a whole number"),
+    "switchover --timeout 0": (("switchover", *ARGS, "--timeout", "0"), "--timeout '0' is not a positive"),
+    "build --deps {0}": (("build", "--host", "db01", "--tarball", f"/tmp/{TARBALL}", "--deps", "{0}"),
+                         "--deps '{0}' is not a list of package names"),
+    "build over http": (("build", "--host", "db01", "--tarball", f"http://example.org/{TARBALL}", "--sha256",
+                         "a" * 64), "only https:// downloads are accepted"),
+    "build download without checksum": (("build", "--host", "db01", "--tarball", f"https://example.org/{TARBALL}"),
+                                        "downloaded without --sha256"),
+    "user all": (("migrate", *ARGS, "--user", "all"), "replication user name 'all' is reserved"),
+    "user user": (("users", *ARGS, "--user", "user"), "replication user name 'user' is reserved"),
+    "database replication": (("preflight", *ARGS, "--database", "replication"),
+                             "database name 'replication' is reserved"),
+    "the application's role": (("users", *ARGS, "--user", "johann"), "role johann exists and was not created"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FLAGS)
+def test_bad_flags_are_one_line_and_change_nothing(fresh, tmp_path, case):
+    """Issue 12, point 12 and reserved names: exit 1, one line naming the flag and the fix, nothing changed."""
+    bed = fresh
+    (tmp_path / TARBALL).write_bytes(b"not a tarball")
+    args, words = BAD_FLAGS[case]
+    args = tuple(a.replace("/tmp/", f"{tmp_path}/") for a in args)
+    before = bed.snapshot()
+    result = inv(bed, *args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1 and words in errors[0] and "; fix: " in errors[0], result.stderr
+    assert_unchanged(before, bed.snapshot(), case)
+
+
+def test_a_missing_ssh_config_is_one_line(fresh, tmp_path):
+    result = inv(fresh, "preflight", *ARGS, ssh_config=str(tmp_path / "no_such_config"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"ssh config {tmp_path}/no_such_config does not exist; fix: " in result.stderr, result.stderr

@@ -17,7 +17,7 @@ class FakeHost:
         self.files = dict(files or {})
         self.commands: list[str] = []
 
-    def read_file(self, path: str) -> str | None:
+    def read_file(self, path: str, *, user: str = "root") -> str | None:
         return self.files.get(path)
 
     def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644") -> None:

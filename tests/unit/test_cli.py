@@ -33,11 +33,36 @@ def test_confirmation_only_where_it_is_asked():
     assert {t.name for t in cli.TASKS if "yes" in flags(t)} == {"uninstall", "failover", "finish"}
 
 
-def test_own_flags_keep_their_defaults_and_types():
+def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers():
     args = {a.name: a for a in cli.switchover.get_arguments()}
-    assert args["max_lag"].default == settings.MAX_LAG and args["max_lag"].kind is float
-    assert {a.name: a.default for a in cli.subscribe.get_arguments()}["timeout"] == settings.COPY_WAIT
+    assert args["max_lag"].default == str(settings.MAX_LAG) and args["lock_timeout"].default == "5.0"
+    assert {a.name: a.default for a in cli.subscribe.get_arguments()}["timeout"] == str(settings.COPY_WAIT)
     assert ("json", "j") in {a.names for a in cli.status.get_arguments()}
+    seen = {}
+
+    @cli.operation(dry_run=False, positive=("lines",))
+    def probe(s, lines=50, wait=1.5):
+        """Look."""
+        seen.update(lines=lines, wait=wait)
+    probe(context(), master="db01", slave="db02", lines="7", wait="0")
+    assert seen == {"lines": 7, "wait": 0.0}
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("lines", "x", "--lines 'x' is not a positive whole number; fix: give for example --lines 1"),
+    ("lines", "0", "--lines '0' is not a positive whole number"),
+    ("wait", "-1", "--wait '-1' is not a number (0 or more); fix: give for example --wait 0.0"),
+    ("wait", "nan", "--wait 'nan' is not a number"),
+])
+def test_a_bad_number_is_one_line_naming_the_flag(capsys, flag, value, words):
+    @cli.operation(dry_run=False, positive=("lines",))
+    def probe(s, lines=50, wait=1.5):
+        """Not reached."""
+        raise AssertionError("not reached")
+    with pytest.raises(Exit):
+        probe(context(), master="db01", slave="db02", **{flag: value})
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: input: {words}") and err.count("\n") == 1, err
 
 
 def test_the_namespace_is_configured_with_the_one_set_of_defaults():

@@ -21,18 +21,32 @@ PASSWORD = "correct-horse-battery-staple"
 
 # --- users: the replication role ---------------------------------------------------------------------
 
+MARK = "slony-migrate replication role"
+
+
 def test_role_plan_creates_a_missing_role():
-    assert access.role_plan(CL, None, PASSWORD) == ("create role slony (superuser, SCRAM password)", False)
+    assert access.role_plan(CL, "db01", None, PASSWORD) == ("create role slony (superuser, SCRAM password)", False)
 
 
 def test_role_plan_leaves_a_current_role_alone():
-    assert access.role_plan(CL, (True, True, scram_verifier(PASSWORD)), PASSWORD) is None
+    assert access.role_plan(CL, "db01", (True, True, scram_verifier(PASSWORD), MARK), PASSWORD) is None
 
 
-@pytest.mark.parametrize("role", [(True, True, scram_verifier("another-password-x")), (False, True, ""),
-                                  (True, False, scram_verifier(PASSWORD))])
-def test_role_plan_updates_a_role_with_the_wrong_password_or_rights(role):
-    assert access.role_plan(CL, role, PASSWORD) == ("update role slony (superuser, login, SCRAM password)", True)
+@pytest.mark.parametrize("role", [(True, True, scram_verifier("another-password-x"), MARK), (False, True, "", MARK),
+                                  (True, False, scram_verifier(PASSWORD), MARK),
+                                  (True, True, scram_verifier(PASSWORD), "")])
+def test_role_plan_updates_its_own_role_with_the_wrong_password_rights_or_mark(role):
+    assert access.role_plan(CL, "db01", role, PASSWORD) == (
+        "update role slony (superuser, login, SCRAM password)", True)
+
+
+@pytest.mark.parametrize("role", [(False, True, scram_verifier("the-applications-own"), ""), (True, True, "", ""),
+                                  (False, False, "", "the app's role")])
+def test_role_plan_refuses_a_role_it_did_not_create(role):
+    with pytest.raises(StepError) as e:
+        access.role_plan(CL, "db01", role, PASSWORD)
+    assert e.value.host == "db01" and "was not created by slony-migrate" in e.value.message
+    assert "another --user" in e.value.fix
 
 
 def pgpass_facts(monkeypatch, mode="600"):
@@ -42,13 +56,14 @@ def pgpass_facts(monkeypatch, mode="600"):
 def test_users_dry_run_shows_masked_sql_and_runs_nothing(monkeypatch):
     s = session(dry_run=True)
     s._password = PASSWORD
-    canned(monkeypatch, role={"db01": (True, True, scram_verifier(PASSWORD)), "db02": None})
+    canned(monkeypatch, role={"db01": (True, True, scram_verifier(PASSWORD), MARK), "db02": None})
     pgpass_facts(monkeypatch)
     access.users(s)
     out = output(s)
     assert "[db01] users: role slony exists (superuser, password current)" in out
     assert "[db02] users: would create role slony (superuser, SCRAM password)" in out
-    assert "CREATE ROLE slony WITH LOGIN SUPERUSER PASSWORD '********'" in out
+    assert "CREATE ROLE \"slony\" WITH LOGIN SUPERUSER PASSWORD '********';" in out
+    assert "SET log_statement = 'none'" in out and "COMMENT ON ROLE \"slony\" IS 'slony-migrate replication role'" in out
     assert "would create /var/lib/postgresql/.pgpass (mode 600, contents not shown)" in out
     assert PASSWORD not in out
     assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
@@ -62,7 +77,8 @@ def test_users_applies_a_verifier_never_the_password(monkeypatch):
     access.users(s)
     for name in ("db01", "db02"):
         command = s.hosts[name].commands[0]
-        assert command.startswith("psql postgres: CREATE ROLE slony WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$4096:")
+        assert "CREATE ROLE \"slony\" WITH LOGIN SUPERUSER PASSWORD 'SCRAM-SHA-256$4096:" in command
+        assert command.startswith("psql postgres: SET log_statement = 'none';")
         assert PASSWORD not in command
     assert PASSWORD in s.hosts["db02"].files["/var/lib/postgresql/.pgpass"]
     assert s.hosts["db02"].commands[-1] == "write /var/lib/postgresql/.pgpass postgres:postgres 600"
@@ -106,7 +122,7 @@ HBA = "/etc/postgresql/15/main/pg_hba.conf"
 
 
 def hba_facts(monkeypatch, unloaded=False):
-    canned(monkeypatch, hba_file=HBA, address_of="10.0.0.2", hba_unloaded=unloaded)
+    canned(monkeypatch, hba_file=HBA, source_address="10.0.0.2", hba_unloaded=unloaded)
 
 
 def test_hba_plans_the_block_with_a_diff(monkeypatch):
@@ -117,13 +133,13 @@ def test_hba_plans_the_block_with_a_diff(monkeypatch):
     access.hba(s)
     out = output(s)
     assert out.count(f"would update {HBA} and reload") == 2
-    assert "+host    shotserver04    slony    10.0.0.2/32    scram-sha-256" in out
+    assert "+hostssl    shotserver04    slony    10.0.0.2/32    scram-sha-256" in out
 
 
 def test_hba_reloads_a_file_written_but_never_loaded(monkeypatch):
     s = session()
     hba_facts(monkeypatch, unloaded=True)
-    block = f"{BEGIN.format('cluster replication')}\nhost    shotserver04    slony    10.0.0.2/32    " \
+    block = f"{BEGIN.format('cluster replication')}\nhostssl    shotserver04    slony    10.0.0.2/32    " \
             f"scram-sha-256\n{END.format('cluster replication')}\n"
     for h in ("db01", "db02"):
         s.hosts[h].files[HBA] = block + "local all postgres peer\n"
@@ -180,6 +196,9 @@ def test_differing():
     ("slony.tar.bz2", "", "is not named slony1-VERSION"),
     ("/nonexistent/slony1-2.2.11.tar.bz2", "", "not found"),
     ("https://example.org/slony1-2.2.11.tar.bz2", "abc", "is not a SHA-256"),
+    ("http://example.org/slony1-2.2.11.tar.bz2", "a" * 64, "only https:// downloads are accepted"),
+    ("ftp://example.org/slony1-2.2.11.tar.bz2", "a" * 64, "only https:// downloads are accepted"),
+    ("https://example.org/slony1-2.2.11.tar.bz2", "", "downloaded without --sha256"),
 ])
 def test_tarball_version_refuses_bad_input(tarball, sha, words):
     with pytest.raises(StepError, match=words):
@@ -317,7 +336,7 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
     s = session(dry_run=True)
     canned(monkeypatch, slony_state=SlonyState(schema=True, has_set=True, origin=1, subscribed=True),
            max_event=41, confirmed_since=True, schema_objects={("column", "public.t.id", "integer not null")},
-           long_transactions=[], prepared_transactions=[])
+           long_transactions=[], prepared_transactions=[], slonik_running=None, app_tables=[], app_sequences=[])
     monkeypatch.setattr(so, "status", lambda s: ready())
     assert so.switchover(s, s.cluster.slave) == {"moved": False}
     out = output(s)
@@ -325,7 +344,7 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
     assert "[db02] switchover: schema identical on both nodes" in out
     assert "[db01] switchover: no transaction older than 60 s on db01" in out
     assert "[db02] switchover: would lock set 1 on db01, move it to db02" in out
-    assert "move set (id = 1, old origin = 1, new origin = 2);" in out
+    assert "lock set (id = 1, origin = 1);" in out and "move set (id = 1, old origin = 1, new origin = 2);" in out
     assert all(h.commands == [] for h in s.hosts.values())
 
 
@@ -335,3 +354,14 @@ def test_switchover_to_the_origin_is_nothing_to_do(monkeypatch):
     canned(monkeypatch, slony_state=SlonyState(schema=True, has_set=True, origin=2))
     assert so.switchover(s, s.cluster.slave) == {"moved": False}
     assert "db02 is already the origin of set 1; nothing to do" in output(s)
+
+
+@pytest.mark.parametrize("deps", ["{0}", "{major", "make; rm -rf /", "", "make $(id)", "{other}"])
+def test_build_deps_refuses_anything_but_package_names(deps):
+    with pytest.raises(StepError) as e:
+        software.build_deps(deps, 15)
+    assert e.value.host == "input" and "--deps" in e.value.message and "{major}" in e.value.fix
+
+
+def test_build_deps_fills_in_the_major():
+    assert software.build_deps(software.BUILD_DEPS, 13) == "build-essential flex bison postgresql-server-dev-13"

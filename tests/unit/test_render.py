@@ -39,8 +39,8 @@ def cl():
     return make_cluster("db01", "db02", name="shots", database="appdb", user="slony", master_dbhost="10.0.0.1")
 
 
-CONN1 = "host=10.0.0.1 port=5432 dbname=appdb user=slony"
-CONN2 = "host=db02 port=5432 dbname=appdb user=slony"
+CONN1 = "host=10.0.0.1 port=5432 dbname=appdb user=slony sslmode=require"
+CONN2 = "host=db02 port=5432 dbname=appdb user=slony sslmode=require"
 PREAMBLE = (
     "cluster name = shots;\n"
     f"node 1 admin conninfo = '{CONN1}';\n"
@@ -330,8 +330,8 @@ def test_hba_lines_one_per_distinct_address(cl):
     lines = hba_lines(cl, ["10.0.0.3", "10.0.0.2", "10.0.0.3"])
     assert len(lines) == 2
     assert sorted(l.split() for l in lines) == [
-        ["host", "appdb", "slony", "10.0.0.2/32", "scram-sha-256"],
-        ["host", "appdb", "slony", "10.0.0.3/32", "scram-sha-256"],
+        ["hostssl", "appdb", "slony", "10.0.0.2/32", "scram-sha-256"],
+        ["hostssl", "appdb", "slony", "10.0.0.3/32", "scram-sha-256"],
     ]
     assert lines == sorted(lines)  # stable order: rerunning gives the same block
 

@@ -1,0 +1,137 @@
+"""Faults in the end-game (issue 11): slonik killed, the tool killed, the origin's server dead after a
+switchover. Each time under a writer; every acknowledged write exactly once; no set left locked."""
+import json
+import signal
+import time
+
+from testbed import compose as tb
+from testbed.writer import Writer
+
+ARGS = ("--master", "db01", "--slave", "db02")
+
+
+def status(bed, *extra: str) -> dict:
+    return json.loads(bed.inv("status", *ARGS, *extra, "--json").stdout)
+
+
+def on_db01_origin(bed) -> None:
+    if status(bed)["origin"] != "db01":
+        bed.inv("switchback", *ARGS)
+
+
+def test_slonik_killed_between_lock_set_and_move_set(migrated):
+    """Case 1: the set is unlocked, writes go on at db01 within a few seconds; the next switchover works."""
+    bed = migrated
+    on_db01_origin(bed)
+    # On db02 (the slon host): as soon as db01's set is locked, freeze the receiver's slon (so the move
+    # phase waits for its SYNC), then kill slonik there. Gives up after 120 s.
+    watcher = """#!/bin/sh
+end=$(( $(date +%s) + 120 ))
+until [ "$(psql -w -X -A -t -h db01 -U slony -d shotserver04 \\
+        -c 'SELECT set_locked IS NOT NULL FROM _replication.sl_set' 2>/dev/null)" = t ]; do
+    [ "$(date +%s)" -lt "$end" ] || exit 1
+    sleep 0.05
+done
+pkill -STOP -f '[s]lon -f /etc/slony1/node2/'
+sleep 1
+pkill -KILL -x slonik && date +%s.%N > /tmp/slonik-killed
+sleep 1
+pkill -CONT -f '[s]lon -f /etc/slony1/node2/'
+"""
+    db02 = bed["db02"]
+    db02.run("sudo -n rm -f /tmp/slonik-killed")
+    db02.write_file("/tmp/kill-slonik.sh", watcher, owner="postgres:postgres", mode="755")
+    db02.sudo("setsid -f /tmp/kill-slonik.sh >/dev/null 2>&1 </dev/null", user="postgres")
+    writer = Writer(bed.ssh_config, tag="slonikkill", rate=5, max_seconds=240, max_count=1200).start()
+    try:
+        time.sleep(2)
+        result = bed.inv("switchover", *ARGS, check=False, timeout=300)
+        ended = time.monotonic()
+        time.sleep(5)
+    finally:
+        writer.stop()
+    assert db02.run("cat /tmp/slonik-killed", check=False).ok, "slonik was never killed"
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "move set failed" in result.stderr and "set 1 unlocked, writes go on at db01" in result.stderr
+    report = status(bed)
+    assert report["origin"] == "db01" and report["locked"] == [] and report["slonik"] is None
+    last_refused = max(a.start for a in writer.attempts if not a.ok)
+    resumed = next(a for a in writer.attempts if a.ok and a.start > last_refused)
+    print(f"slonik killed: writes accepted on db01 again {resumed.end - ended:+.1f} s after the tool returned")
+    assert resumed.end - ended < 5
+    bed.assert_acknowledged_once(writer, "db01")
+    out = bed.inv("switchover", *ARGS).stdout
+    assert "set 1 moved to db02" in out and status(bed)["origin"] == "db02"
+
+
+def test_tool_killed_in_the_middle_of_a_switchover(migrated):
+    """Case 2: status shows the truth (set locked, slonik running); switchover again undoes and completes."""
+    bed = migrated
+    on_db01_origin(bed)
+    db01 = bed["db01"]
+    # A transaction with an xid and no table lock: LOCK SET locks the set, then waits for it.
+    db01.sudo("PGAPPNAME=held-xact setsid -f psql -X -q -d shotserver04 -c 'BEGIN; SELECT txid_current(); "
+              "SELECT pg_sleep(120); COMMIT' >/dev/null 2>&1 </dev/null", user="postgres", stdin="")
+    writer = Writer(bed.ssh_config, tag="toolkill", rate=5, max_seconds=300, max_count=1500).start()
+    try:
+        time.sleep(2)
+        proc = bed.popen("switchover", *ARGS, "--lock-timeout", "60", "--xact-age", "600")
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "lock set 1 on db01, move it to db02" in line:
+                break
+        deadline = time.monotonic() + 30
+        while bed.sql("db01", "SELECT set_locked IS NULL FROM _replication.sl_set") == [["t"]]:
+            assert time.monotonic() < deadline, "".join(seen)
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        report = status(bed)
+        assert report["locked"] == ["db01"] and report["slonik"], report
+        text = bed.inv("status", *ARGS).stdout
+        assert "SET LOCKED on db01: application writes are refused" in text and "slonik still running" in text
+        # The transaction ends: the orphaned LOCK SET completes; nothing moves the set: it stays locked.
+        db01.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'held-xact'")
+        deadline = time.monotonic() + 30
+        while status(bed)["slonik"]:
+            assert time.monotonic() < deadline, "the orphaned slonik did not end"
+            time.sleep(1)
+        report = status(bed)
+        assert report["locked"] == ["db01"] and report["origin"] == "db01", report
+        out = bed.inv("switchover", *ARGS, timeout=300).stdout
+        time.sleep(3)
+    finally:
+        writer.stop()
+        db01.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'held-xact'")
+    assert "unlock set 1 on db01, left locked by an interrupted switchover" in out, out
+    assert "set 1 moved to db02" in out
+    report = status(bed)
+    assert report["origin"] == "db02" and report["locked"] == []
+    bed.assert_acknowledged_once(writer, "db02", timeout=30)
+
+
+def test_failover_after_a_switchover_promotes_db01(bed):
+    """Case 4: slon host db01, switchover to db02, then db02 dies: db01 is promoted, nothing acknowledged lost."""
+    bed.reset()
+    pair = (*ARGS, "--slon-host", "db01")
+    bed.inv("migrate", *pair, timeout=900)
+    bed.inv("switchover", *pair, timeout=300)
+    writer = Writer(bed.ssh_config, tag="failback", rate=5, max_seconds=60, max_count=40,
+                    hosts=("db02", "db01")).start()
+    time.sleep(5)
+    writer.stop()
+    digests = bed.wait_same()
+    tb.compose("stop", "db02")
+    try:
+        result = bed.inv("failover", *pair, "--yes", timeout=600)
+        assert "last event from db02 received at" in result.stdout, result.stdout
+        assert "db01 is the origin and accepts writes" in result.stdout
+        assert bed.table_digests("db01") == digests
+        bed.assert_acknowledged_once(writer, "db01")
+        bed.sql("db01", "INSERT INTO websites_domain (name) VALUES ('after-failback.example')")
+    finally:
+        tb.compose("start", "db02")
+        tb.wait_healthy()
+        bed.hosts["db02"].close()
+        bed.reset()

@@ -1,0 +1,303 @@
+"""Failure paths of the end-game with canned facts: what is stopped, unlocked, refused, and what is said."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from fabfile import facts
+from fabfile.endgame import failover as fo
+from fabfile.endgame import finish as fin
+from fabfile.endgame import switchover as so
+from fabfile.errors import StepError
+from fabfile.model import SlonyState
+from fabfile.render.slonik import slonik_shell
+from tests.unit.fakes import canned, output, session
+
+SET = dict(schema=True, has_set=True)
+
+
+# --- the slonik wrapper on the slon host ------------------------------------------------------------------
+
+@pytest.fixture
+def fake_slonik(tmp_path):
+    """A stand-in for slonik: records its script; 'fail' exits 3, 'hang' sleeps 30 s."""
+    path = tmp_path / "slonik"
+    path.write_text(f"#!/bin/sh\nscript=$(cat)\necho \"$script\" >> {tmp_path}/ran\n"
+                    "case \"$script\" in *fail*) exit 3;; *hang*) sleep 30;; esac\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+def run_shell(command: str, script: str) -> tuple[int, float]:
+    t0 = time.monotonic()
+    rc = subprocess.run(["sh", "-c", command], input=script, text=True, capture_output=True).returncode
+    return rc, time.monotonic() - t0
+
+
+def test_slonik_shell_runs_the_script_from_stdin_and_keeps_no_pid_file(fake_slonik, tmp_path):
+    pidfile = tmp_path / "slonik.pid"
+    rc, _ = run_shell(slonik_shell(str(fake_slonik), 10, str(pidfile)), "lock set (id = 1, origin = 1);")
+    assert rc == 0 and (tmp_path / "ran").read_text() == "lock set (id = 1, origin = 1);\n"
+    assert not pidfile.exists()
+
+
+def test_slonik_shell_bounds_slonik_and_runs_the_fallback(fake_slonik, tmp_path):
+    rc, took = run_shell(slonik_shell(str(fake_slonik), 1, str(tmp_path / "p"), on_failure="unlock set"), "hang")
+    assert rc == 124 and took < 5
+    assert (tmp_path / "ran").read_text() == "hang\nunlock set\n"
+
+
+def test_slonik_shell_fallback_after_a_failure_keeps_the_exit_code(fake_slonik, tmp_path):
+    rc, _ = run_shell(slonik_shell(str(fake_slonik), 10, str(tmp_path / "p"), on_failure="unlock set"), "fail")
+    assert rc == 3 and (tmp_path / "ran").read_text().endswith("unlock set\n")
+
+
+def test_slonik_shell_process_group_can_be_killed(fake_slonik, tmp_path):
+    pidfile = tmp_path / "p"
+    proc = subprocess.Popen(["sh", "-c", slonik_shell(str(fake_slonik), 60, str(pidfile))], stdin=subprocess.PIPE,
+                            text=True)
+    proc.stdin.write("hang")
+    proc.stdin.close()
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # timeout makes its process group as it starts
+    os.killpg(int(pidfile.read_text()), 15)
+    assert proc.wait(timeout=5) != 0
+
+
+def test_slonik_shell_sets_pgoptions_only_for_slonik():
+    command = slonik_shell("/usr/bin/slonik", 5, "/run/p", lock_timeout=2.5, statement_timeout=5)
+    assert "PGOPTIONS='-c lock_timeout=2500 -c statement_timeout=5000' timeout -k 3 5 /usr/bin/slonik" in command
+
+
+# --- switchover: settle after a phase ended early ---------------------------------------------------------
+
+def fake_slonik_runs(monkeypatch, results=()):
+    """Record run_slonik calls (what, script); answer with `results` in turn (default: success)."""
+    calls, answers = [], list(results)
+
+    def run(s, script, what, timeout=0, check=True, **kw):
+        calls.append((what, script))
+        r = answers.pop(0) if answers else SimpleNamespace(ok=True, failed=False, exited=0, stdout="", stderr="")
+        if check and r.failed:
+            raise StepError("db02", f"slonik ({what}) failed")
+        return r
+    monkeypatch.setattr(so, "run_slonik", run)
+    monkeypatch.setattr(so, "stop_slonik", lambda s: None)
+    return calls
+
+
+def states(monkeypatch, *sequence):
+    """facts.slony_state answers db01's states in turn (the last one stays), db02 as given first."""
+    seq = list(sequence)
+
+    def slony_state(host, cl):
+        return seq.pop(0) if len(seq) > 1 else seq[0]
+    monkeypatch.setattr(facts, "slony_state", slony_state)
+
+
+def test_settle_when_the_move_committed_is_not_a_failure(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    states(monkeypatch, SlonyState(**SET, origin=2))
+    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is True
+    assert calls == [] and "the move of set 1 to db02 committed on db01" in output(s)
+
+
+def test_settle_waits_for_the_slon_hosts_own_unlock(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    states(monkeypatch, SlonyState(**SET, origin=1, locked=True), SlonyState(**SET, origin=1))
+    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is False
+    assert calls == [] and "set 1 unlocked: writes go on at db01" in output(s)
+
+
+def test_settle_unlocks_when_the_slon_host_did_not(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    monkeypatch.setattr(so.settings, "SETTLE", 0)
+    states(monkeypatch, SlonyState(**SET, origin=1, locked=True), SlonyState(**SET, origin=1))
+    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is False
+    assert [what for what, _ in calls] == ["unlock set"]
+
+
+def test_settle_that_cannot_unlock_says_writes_are_refused(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    monkeypatch.setattr(so.settings, "SETTLE", 0)
+    states(monkeypatch, SlonyState(**SET, origin=1, locked=True))
+    with pytest.raises(StepError) as e:
+        so.settle(s, "switchover", s.cluster.master, s.cluster.slave)
+    assert "still locked: application writes are refused" in e.value.message and "again" in e.value.fix
+    assert [what for what, _ in calls] == ["unlock set"]
+
+
+FAILED = SimpleNamespace(ok=False, failed=True, exited=124, stdout="", stderr="")
+
+
+def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch, [FAILED])
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00",
+           transactions_before=[("4242", "johann", "billing-cron", 95, "09:58:25")])
+    states(monkeypatch, SlonyState(**SET, origin=1))
+    with pytest.raises(StepError) as e:
+        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+    msg = e.value.message
+    assert "LOCK SET did not succeed within 3 s (timed out); set 1 unlocked, nothing changed" in msg
+    assert "pid 4242 user johann application billing-cron transaction open 95 s, query since 09:58:25" in msg
+    assert [what for what, _ in calls] == ["lock set"]
+
+
+def test_move_failure_after_the_lock_unlocks_and_fails(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch, [SimpleNamespace(ok=True, failed=False),
+                                                         SimpleNamespace(ok=False, failed=True, exited=137,
+                                                                         stdout="", stderr="killed")])
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    states(monkeypatch, SlonyState(**SET, origin=1))
+    with pytest.raises(StepError, match="move set failed \\(killed\\); set 1 unlocked, writes go on at db01"):
+        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+    assert [what for what, _ in calls] == ["lock set", "move set"]
+
+
+def test_move_that_committed_although_slonik_failed_goes_on(monkeypatch):
+    s = session()
+    fake_slonik_runs(monkeypatch, [SimpleNamespace(ok=True, failed=False), FAILED])
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    states(monkeypatch, SlonyState(**SET, origin=2))
+    assert so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3) >= 0
+    assert "committed on db01" in output(s)
+
+
+def test_ctrl_c_during_the_move_unlocks_then_stops(monkeypatch):
+    s = session()
+    fake_slonik_runs(monkeypatch)
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    states(monkeypatch, SlonyState(**SET, origin=1))
+    real = so.run_slonik
+
+    def interrupted(s, script, what, *a, **kw):
+        if what == "move set":
+            raise KeyboardInterrupt
+        return real(s, script, what, *a, **kw)
+    monkeypatch.setattr(so, "run_slonik", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+    assert "set 1 unlocked: writes go on at db01" in output(s)
+
+
+# --- a second switchover finishes or undoes a half-finished one ---------------------------------------------
+
+def test_recover_stops_a_leftover_slonik_and_unlocks_a_locked_set(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    canned(monkeypatch, slonik_running=4711)
+    states(monkeypatch, SlonyState(**SET, origin=1, locked=True), SlonyState(**SET, origin=1, locked=True),
+           SlonyState(**SET, origin=1))
+    so.recover(s, "switchover")
+    out = output(s)
+    assert "[db02] switchover: stop slonik (pid 4711), left running by an interrupted switchover" in out
+    assert "unlock set 1 on db01, left locked by an interrupted switchover" in out
+    assert [what for what, _ in calls] == ["unlock set"]
+
+
+def test_recover_waits_until_both_nodes_know_the_new_origin(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    canned(monkeypatch, slonik_running=None)
+    answers = {"db01": [2, 2, 2, 2], "db02": [1, 1, 2, 2]}
+
+    def slony_state(host, cl):
+        seq = answers[host.name]
+        return SlonyState(**SET, origin=seq.pop(0) if len(seq) > 1 else seq[0])
+    monkeypatch.setattr(facts, "slony_state", slony_state)
+    so.recover(s, "switchover")
+    assert "db01 says db02, db02 says db01): a MOVE SET is being applied; waiting for it" in output(s)
+    assert calls == []
+
+
+def test_recover_on_a_clean_pair_does_nothing(monkeypatch):
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    canned(monkeypatch, slonik_running=None, slony_state=SlonyState(**SET, origin=1))
+    so.recover(s, "switchover")
+    assert output(s) == "" and calls == []
+
+
+# --- failover -----------------------------------------------------------------------------------------------
+
+def test_failover_refuses_while_the_copy_is_not_done(monkeypatch):
+    s = session()
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, subscribed=False), subscription_active=False)
+    with pytest.raises(StepError) as e:
+        fo.failover(s, yes=True)
+    assert e.value.host == "db02" and "initial copy of set 1 is not done" in e.value.message
+
+
+def test_failover_refuses_while_the_origin_answers_from_the_slon_host(monkeypatch):
+    s = session()
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, subscribed=True), subscription_active=True,
+           replication_login="")
+    monkeypatch.setattr(fo, "alive", lambda s, n: "PostgreSQL on db01 from db02")
+    with pytest.raises(StepError) as e:
+        fo.failover(s, yes=True)
+    assert e.value.host == "db01" and "still answers (PostgreSQL on db01 from db02)" in e.value.message
+    assert "--fence" in e.value.fix and "--fenced" in e.value.fix
+
+
+def test_failover_after_a_switchover_promotes_the_master(monkeypatch):
+    s = session(slon_host="db01")
+    canned(monkeypatch, slony_state={"db01": SlonyState(**SET, origin=2, subscribed=True)},
+           subscription_active=True, slon_running=1)
+    monkeypatch.setattr(fo, "node_states", lambda s: ({1: SlonyState(**SET, origin=2)},
+                                                      {2: StepError("db02", "host unreachable")}))
+    assert fo.roles(s) == (s.cluster.slave, s.cluster.master)
+
+
+def test_failover_refuses_when_the_slon_host_is_the_dead_node(monkeypatch):
+    s = session()
+    monkeypatch.setattr(fo, "node_states", lambda s: ({1: SlonyState(**SET, origin=2)},
+                                                      {2: StepError("db02", "host unreachable")}))
+    with pytest.raises(StepError, match="the slon host is db02"):
+        fo.roles(s)
+
+
+def test_failover_shows_what_may_be_lost_before_asking(monkeypatch):
+    s = session()
+    asked = []
+    s.ask = lambda q: asked.append((q, output(s))) or False
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, subscribed=True), subscription_active=True,
+           received_from={"event_at": "2026-11-26 10:00:00", "event_age": 12, "sync_at": "2026-11-26 09:59:58",
+                          "sync_age": 14, "pending": 0})
+    monkeypatch.setattr(fo, "alive", lambda s, n: "")
+    with pytest.raises(StepError, match="not confirmed; nothing changed"):
+        fo.failover(s)
+    question, shown = asked[0]
+    assert "last event from db01 received at 2026-11-26 10:00:00 (12 s ago)" in shown
+    assert "_replication.sl_log_1 and sl_log_2" in shown and "FAILOVER promotes db02" in question
+
+
+# --- finish -------------------------------------------------------------------------------------------------
+
+def test_finish_dry_run_fences_the_old_server_first_and_drops_the_role(monkeypatch, tmp_path):
+    monkeypatch.setenv("SLONY_MIGRATE_HOME", str(tmp_path))
+    (tmp_path / "replication.password").write_text("x" * 20)
+    s = session(dry_run=True)
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=2), fenced=False, slon_running=None,
+           schema_exists=True, role=(True, True, "", "slony-migrate replication role"), hba_file="/etc/pg_hba.conf",
+           postgres_home="/var/lib/postgresql",
+           file_stat=None, source_address="10.0.0.2", hba_unloaded=False)
+    fin.finish(s)
+    out = output(s)
+    lines = [l for l in out.splitlines() if "would" in l]
+    assert lines[0].startswith("[db01] finish: would fence shotserver04: no application may connect")
+    assert "GRANT CONNECT ON DATABASE \"shotserver04\" TO PUBLIC" in lines[0]
+    assert "[db01] finish: would uninstall node 1" in out
+    assert "[db02] finish: would uninstall node 2 (each attempt waits for locks at most 2 s)" in out
+    assert out.index("uninstall node 1") < out.index("uninstall node 2")
+    assert "would drop role slony" in out and "would remove the replication password file" in out
+    assert (tmp_path / "replication.password").exists()
+
+
+def test_finish_refuses_while_the_master_is_the_origin(monkeypatch):
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=1))
+    with pytest.raises(StepError, match="db01 is still the origin"):
+        fin.finish(session())
