@@ -5,7 +5,7 @@ PYTHON ?= python3
 SIZE_MB ?= 200
 export INVOKE_SLONY_SSH_CONFIG := $(CURDIR)/docker/.testbed/ssh_config
 
-.PHONY: setup venv test test-faults unit rehearse down clean
+.PHONY: setup venv test test-faults test-old unit rehearse down clean
 setup:
 	bash docker/setup-host.sh
 
@@ -22,6 +22,12 @@ unit: venv
 
 test: setup venv
 	$(VENV)/bin/pytest -ra tests/unit tests/testbed
+
+# The old server's profile: db01 on Debian 11 / PostgreSQL 13, Slony 2.2.11 built there from the vendored
+# source (../shared/vendor), then migrate, verify, switchover. A testbed of its own beside the others.
+test-old: setup venv
+	TESTBED_PROJECT=slonyold DB01_SSH_PORT=2241 DB02_SSH_PORT=2242 DB01_SUITE=bullseye \
+		$(VENV)/bin/pytest -ra tests/oldserver
 
 # Faults injected into a live replication (slon killed mid-copy, PostgreSQL restart, network cut,
 # migrate killed in every step): about 10 minutes of its own, so apart from `make test`; CI runs both.

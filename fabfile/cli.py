@@ -153,11 +153,15 @@ def slons(s, stop=False):
     cluster.slons(s, stop=stop)
 
 
-@operation(positive=("timeout",), help={"wait": "wait until the initial copy is done",
-                                       "timeout": "seconds to wait at most"})
-def subscribe(s, wait=False, timeout=settings.COPY_WAIT):
+COPY_RETRIES = f"failed attempts of the initial copy before giving up (default {settings.COPY_RETRIES})"
+
+
+@operation(positive=("timeout", "copy_retries"), help={"wait": "wait until the initial copy is done",
+                                                       "timeout": "seconds to wait at most",
+                                                       "copy_retries": COPY_RETRIES})
+def subscribe(s, wait=False, timeout=settings.COPY_WAIT, copy_retries=settings.COPY_RETRIES):
     """Subscribe the slave to the set; with --wait, return when the initial copy is done."""
-    cluster.subscribe(s, wait=wait, timeout=timeout)
+    cluster.subscribe(s, wait=wait, timeout=timeout, copy_retries=copy_retries)
 
 
 @operation(confirm="This stops replication and removes the Slony cluster from both nodes.")
@@ -187,12 +191,15 @@ def preflight(s):
     check(s)
 
 
-@operation(prompt_password=True, positive=("timeout",), help={
+@operation(prompt_password=True, positive=("timeout", "copy_retries"), help={
     "tarball": "build Slony from this tarball instead of installing packages",
-    "sha256": "expected SHA-256 of the tarball", "timeout": "seconds to wait for the initial copy"})
-def migrate(s, tarball="", sha256="", timeout=settings.COPY_WAIT):
+    "sha256": "expected SHA-256 of the tarball", "timeout": "seconds to wait for the initial copy",
+    "copy_retries": COPY_RETRIES, "add_keys": "give every table without a key a primary key (a new "
+    "identity column) on the master first; preflight names them and their sizes"})
+def migrate(s, tarball="", sha256="", timeout=settings.COPY_WAIT, copy_retries=settings.COPY_RETRIES,
+            add_keys=False):
     """Run every step in order; return when the slave is subscribed and the initial copy is done."""
-    migrate_(s, tarball, sha256, timeout)
+    migrate_(s, tarball, sha256, timeout, copy_retries, add_keys)
 
 
 @operation(dry_run=False, help={"watch": "refresh every N seconds until interrupted",

@@ -10,7 +10,7 @@ from .errors import StepError
 from .session import Session
 from .steps.access import hba, users
 from .steps.cluster import config, create_set, init, slons, subscribe
-from .steps.database import appdb, plpgsql, schema
+from .steps.database import appdb, keys, plpgsql, schema
 from .steps.software import build, install, install_hosts
 
 # (name, function): the name is the task's, the log lines' and the one migrate prints.
@@ -20,27 +20,33 @@ STEPS = [("install", install), ("users", users), ("hba", hba), ("appdb", appdb),
 STEP_NAMES = [name for name, _ in STEPS]
 
 
-def check(s: Session) -> None:
+def check(s: Session, add_keys: bool = False) -> None:
     """Preflight as a guard: StepError when any check failed (the FAIL lines name host and object)."""
-    failed = preflight(s)
+    failed = preflight(s, add_keys)
     if failed:
         raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
                         "nothing was changed", "fix what they name, then run again")
 
 
-def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = settings.COPY_WAIT) -> None:
-    """Run preflight and steps 1 (or build) to subscribe; return when the initial copy is done."""
+def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = settings.COPY_WAIT,
+            copy_retries: int = settings.COPY_RETRIES, add_keys: bool = False) -> None:
+    """Run preflight and steps 1 (or build) to subscribe; return when the initial copy is done.
+
+    add_keys: first give every table without a key one (steps.database.keys)."""
     cl = s.cluster
     s.out.line("== preflight")
-    check(s)
+    check(s, add_keys)
     before = len(s.changes)
+    if add_keys:
+        s.out.line("== keys")
+        keys(s)
     for i, (name, fn) in enumerate(STEPS, 1):
         s.out.line(f"== {i}/{len(STEPS)} {name}")
         if fn is install and tarball:
             for host in install_hosts(s):
                 build(s, host, tarball, sha256)
         elif fn is subscribe:
-            subscribe(s, wait=True, timeout=timeout)
+            subscribe(s, wait=True, timeout=timeout, copy_retries=copy_retries)
         else:
             fn(s)
     made = len(s.changes) - before

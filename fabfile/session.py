@@ -81,6 +81,7 @@ class Session:
     out: Output = field(default_factory=Output)
     changes: list = field(default_factory=list)   # plan.Change, as applied (or shown, in a dry run)
     ask: Callable[[str], bool] = ask_terminal      # a yes/no question to the operator
+    keyed: frozenset[str] = frozenset()            # tables given a primary key by this run (--add-keys)
     _password: str | None = None
 
     def host(self, name: str) -> Host:

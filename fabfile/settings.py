@@ -43,6 +43,7 @@ SLONIK = 600              # one slonik script (init, create set, subscribe, unin
 SLON_START = 15           # a watchdog writes its pid file
 SLON_STOP = 30            # a watchdog and its slon exit after SIGTERM
 COPY_WAIT = 3600          # subscribe --wait / migrate: the initial copy (flag --timeout)
+COPY_RETRIES = 3          # ... and so many failed attempts of it (flag --copy-retries)
 PROGRESS_EVERY = 5        # a progress line in a log (not a terminal) every this many seconds
 
 # --- end-game -------------------------------------------------------------------------------------------
@@ -63,6 +64,7 @@ WAIT_LAG = 60.0           # ... after waiting this long for them (flag --wait-la
 XACT_AGE = 60.0           # a transaction older than this blocks a switchover (flag --xact-age)
 WAIT_XACTS = 30.0         # ... after waiting this long for it (flag --wait-xacts)
 FAILOVER_WRITABLE = 120   # failover: the backup node accepts writes
+MATVIEW_PROBE = 30.0      # preflight: how long a materialized view's query may run to be timed
 LONG_TRANSACTION = 300    # preflight: a transaction open longer than this on the master is reported
 POLL = 1.0                # between two looks at something that is expected to change
 LAG_POLL = 3.0            # switchover: between two looks at the lag while waiting for it to drop

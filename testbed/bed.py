@@ -122,15 +122,17 @@ class Bed:
         for h in (db01, db02):  # either may have been the slon host
             h.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sudo -n pkill -x slonik; sleep 0.5; "
                   "sudo -n pkill -9 -x slon; true", check=False)
+        db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         for h in (db01, db02):
             if facts.database_exists(h, DATABASE):
                 h.psql(f"DROP SCHEMA IF EXISTS {CLUSTER.schema} CASCADE", DATABASE)
                 h.psql(f"GRANT CONNECT ON DATABASE {DATABASE} TO PUBLIC")  # undo a fence
+                h.psql(f"DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{CLUSTER.user}') THEN "
+                       f"REASSIGN OWNED BY {CLUSTER.user} TO postgres; END IF; END$$", DATABASE)
             h.psql(f"DROP ROLE IF EXISTS {CLUSTER.user}")
             h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {facts.hba_file(h)}")
             h.psql("SELECT pg_reload_conf()")
             h.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
-                  "/etc/slony1/node2 /var/run/slony1 /usr/local/lib/slony-migrate; "
+                  "/etc/slony1/node2 /etc/slony1/identity-always /var/run/slony1 /usr/local/lib/slony-migrate; "
                   "sudo -n sh -c 'rm -f /var/log/slony1/*'")
-        db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         db02.psql("DROP ROLE IF EXISTS johann")

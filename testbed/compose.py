@@ -20,7 +20,7 @@ from . import DATABASE
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-SUITES = {"db01": ("bookworm", "debian:bookworm"), "db02": ("trixie", "debian:trixie")}
+PG_MAJORS = {"bullseye": 13, "bookworm": 15, "trixie": 17}  # Debian release: its PostgreSQL
 HEALTHY = 180  # seconds for the containers to become healthy
 
 
@@ -29,6 +29,7 @@ class Testbed:
     project: str
     ports: dict[str, int]
     net: str
+    suites: dict[str, str]   # db01/db02: Debian release
 
     @property
     def state(self) -> Path:
@@ -50,8 +51,12 @@ class Testbed:
 
     def env(self) -> dict[str, str]:
         """The environment docker-compose.yml reads."""
-        return {"DB01_SSH_PORT": str(self.ports["db01"]), "DB02_SSH_PORT": str(self.ports["db02"]),
-                "TESTBED_STATE": str(self.state), "TESTBED_NET": self.net}
+        env = {"TESTBED_STATE": str(self.state), "TESTBED_NET": self.net}
+        for name in self.ports:
+            env[f"{name.upper()}_SSH_PORT"] = str(self.ports[name])
+            env[f"{name.upper()}_SUITE"] = self.suites[name]
+            env[f"{name.upper()}_PG_MAJOR"] = str(PG_MAJORS[self.suites[name]])
+        return env
 
 
 def current() -> Testbed:
@@ -59,7 +64,12 @@ def current() -> Testbed:
     ports = {"db01": int(os.environ.get("DB01_SSH_PORT", 2221)), "db02": int(os.environ.get("DB02_SSH_PORT", 2222))}
     # A fixed /24 per testbed, derived from its SSH port so testbeds side by side don't collide.
     net = os.environ.get("TESTBED_NET") or f"172.30.{ports['db01'] % 256}"
-    return Testbed(os.environ.get("TESTBED_PROJECT", "slonytb"), ports, net)
+    suites = {"db01": os.environ.get("DB01_SUITE", "bookworm"), "db02": os.environ.get("DB02_SUITE", "trixie")}
+    for name, suite in suites.items():
+        if suite not in PG_MAJORS:
+            raise StepError("testbed", f"{name.upper()}_SUITE={suite} is not a Debian release the testbed knows",
+                            f"use one of {', '.join(PG_MAJORS)}")
+    return Testbed(os.environ.get("TESTBED_PROJECT", "slonytb"), ports, net, suites)
 
 
 def compose_command() -> list[str]:
@@ -134,18 +144,19 @@ def keys() -> None:
 
 def base_images() -> None:
     """Make sure each base image exists: present, pulled, or built with debootstrap (in parallel)."""
-    procs = [subprocess.Popen([str(DOCKER / "base-image.sh"), image, suite]) for suite, image in SUITES.values()]
+    suites = set(current().suites.values())
+    procs = [subprocess.Popen([str(DOCKER / "base-image.sh"), f"debian:{suite}", suite]) for suite in suites]
     if any(p.wait() for p in procs):
         raise StepError("testbed", "a base image could not be made", "read base-image.sh's output above")
 
 
 def healthy() -> bool:
     ids = compose("ps", "-q", capture=True).stdout.split()
-    if len(ids) < len(SUITES):
+    if len(ids) < 2:
         return False
     out = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", *ids],
                          capture_output=True, text=True).stdout.split()
-    return out == ["healthy"] * len(SUITES)
+    return out == ["healthy"] * 2
 
 
 def wait_healthy(timeout: float = HEALTHY) -> None:

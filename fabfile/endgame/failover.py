@@ -13,7 +13,9 @@ from ..plan import Change, apply, slonik_change, wait_until
 from ..render import slonik, sql
 from ..render.slonik import ssl_env
 from ..session import Session
+from ..steps import identity
 from ..steps.cluster import start_slon
+from . import matviews
 from .status import node_states
 from .switchover import as_origin
 
@@ -108,5 +110,6 @@ def failover(s: Session, fenced: bool = False, fence_it: bool = False, yes: bool
         s.say(s.slon.name, step, f"stopped slon for {dead.instance} (node dropped)")
     wait_until(lambda: as_origin(s, backup_h, backup), settings.FAILOVER_WRITABLE, backup.host,
                f"{backup.host} does not take writes yet (its tables are not configured as an origin's)", "inv logs")
+    apply(s, identity.conform(s, step, backup, always=True) + matviews.refresh(s, step, backup))
     s.say(backup.host, step, f"{backup.host} is the origin and accepts writes; rebuild {dead.host} to rejoin")
     return {"promoted": True, **got}

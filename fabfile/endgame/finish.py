@@ -17,6 +17,7 @@ from ..plan import Change, apply, run_slonik
 from ..render import slonik, sql
 from ..secrets import password_file
 from ..session import Session
+from ..steps import identity
 from ..steps.access import hba, pgpass
 from ..steps.cluster import stop_slons
 from .failover import fence
@@ -66,11 +67,18 @@ def drop_role(s: Session, step: str) -> list[Change]:
             s.say(h.name, step, f"role {cl.user} was not created by slony-migrate: left alone")
             continue
 
-        def action(h=h):
-            if h.try_psql(f"DROP ROLE {sql.ident(cl.user)}"):
-                h.psql(f"ALTER ROLE {sql.ident(cl.user)} NOLOGIN PASSWORD NULL")
-        changes.append(Change(h.name, step, f"drop role {cl.user} (or make it NOLOGIN without a password "
-                              "where it still owns something)", action, f"DROP ROLE {cl.user}"))
+        role_ = sql.ident(cl.user)
+        # What it created (an extension the schema step created on the new server) goes to the
+        # superuser running this; then the role can go.
+        statements = (f"REASSIGN OWNED BY {role_} TO CURRENT_USER; DROP OWNED BY {role_};", f"DROP ROLE {role_}")
+
+        def action(h=h, statements=statements):
+            if facts.database_exists(h, cl.database):
+                h.psql(statements[0], cl.database)
+            if h.try_psql(statements[1]):
+                h.psql(f"ALTER ROLE {role_} NOLOGIN PASSWORD NULL")
+        changes.append(Change(h.name, step, f"drop role {cl.user} (what it owns goes to postgres; NOLOGIN without "
+                              "a password where it cannot be dropped)", action, "\n".join(statements)))
     path = password_file(cl.name)
     if path.exists():
         changes.append(Change("local", step, f"remove the replication password file {path}", path.unlink))
@@ -89,7 +97,11 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
     changes += stop_slons(s, step)
     changes += [uninstall_node(s, step, n, bounded=n is origin) for n in (old, origin)
                 if facts.schema_exists(s.node_host(n), cl.database, cl.schema)]
+    changes += identity.conform(s, step, origin, always=True) + identity.conform(s, step, old, always=True)
     apply(s, changes)
+    if s.slon.read_file(identity.record_path(s)) is not None:
+        path = identity.record_path(s)
+        apply(s, [Change(s.slon.name, step, f"remove {path}", lambda: s.slon.sudo(f"rm -f {path}"))])
     hba(s, remove=True)
     pgpass(s, step, remove=True)
     if not keep_role:

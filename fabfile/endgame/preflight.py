@@ -12,7 +12,7 @@ from ..errors import StepError
 from ..remote import Host
 from ..render.parse import pg_dump_safe, size
 from ..render.slonik import slony_key
-from ..render.sql import ROLE_MARK
+from ..render.sql import ROLE_MARK, add_key
 from ..session import Session
 from ..render.parse import upstream
 from ..steps.software import differing
@@ -44,8 +44,10 @@ class Report:
             return None
 
 
-def preflight(s: Session) -> int:
-    """Run every check, print one line each; return how many checks failed."""
+def preflight(s: Session, add_keys: bool = False) -> int:
+    """Run every check, print one line each; return how many checks failed.
+
+    add_keys: tables without a key are to get one (migrate --add-keys): a warning, not a failure."""
     report, cl = Report(), s.cluster
     m, sl = cl.master, cl.slave
     report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {sl.id} is "
@@ -65,7 +67,7 @@ def preflight(s: Session) -> int:
     slave = s.slave if majors.get(sl.host) else None
     database = False
     if master:
-        database = report.guard(m.host, f"database {cl.database}", master_database, s)
+        database = report.guard(m.host, f"database {cl.database}", master_database, s, add_keys)
         report.guard(m.host, "transactions", transactions, master)
     if slave:
         report.guard(sl.host, f"database {cl.database}", slave_database, s, master)
@@ -74,6 +76,7 @@ def preflight(s: Session) -> int:
             report.guard(name, f"role {cl.user}", replication_role, s, s.host(name))
             report.guard(name, "ssl", encryption, s, s.host(name))
     if database and slave:
+        report.guard(sl.host, "extensions", extensions, s)
         report.guard(sl.host, "encoding", encoding, s)
         report.guard(sl.host, "disk", disk, s)
         if up[cl.slon_host]:
@@ -165,7 +168,7 @@ def available(report: Report, h: Host, package: str, obj: str, what: str) -> str
     return ""
 
 
-def master_database(report: Report, s: Session) -> bool:
+def master_database(report: Report, s: Session, add_keys: bool = False) -> bool:
     """The database exists on the master, is node 1 if the cluster exists, its tables can be replicated."""
     cl, h = s.cluster, s.master
     if not facts.database_exists(h, cl.database):
@@ -181,9 +184,14 @@ def master_database(report: Report, s: Session) -> bool:
     tables = facts.app_tables(h, cl)
     for table, name in tables:
         if table is None:
-            report(h.name, FAIL, f"table {name}", "no primary key and no unique index on NOT NULL columns: "
-                   "Slony cannot replicate it", f"add a primary key to {name} (or a unique index on NOT NULL "
-                   "columns)")
+            size_ = size(facts.relation_size(h, cl, name))
+            if add_keys:
+                report(h.name, WARN, f"table {name}", f"no key ({size_}): --add-keys will add one, rewriting the "
+                       f"table under an exclusive lock: {add_key(name).splitlines()[1]}")
+            else:
+                report(h.name, FAIL, f"table {name}", f"no primary key and no unique index on NOT NULL columns "
+                       f"({size_}): Slony cannot replicate it", f"add a primary key to {name} (or a unique index on "
+                       f"NOT NULL columns), e.g. {add_key(name).splitlines()[1]} (migrate --add-keys does that)")
         elif table.key and slony_key(table.key) is None:
             report(h.name, FAIL, f"table {name}", f"its key, unique index {table.key}, has a dot in its name and is "
                    "too long to quote: Slony cannot be told to use it", "rename the index (ALTER INDEX ... RENAME "
@@ -191,7 +199,7 @@ def master_database(report: Report, s: Session) -> bool:
         elif table.key:
             report(h.name, OK, f"table {name}", f"no primary key; unique index {table.key} on NOT NULL columns "
                    "serves as the key")
-    if all(t for t, _ in tables):
+    if all(t for t, _ in tables) or add_keys:
         report(h.name, OK, "tables", f"all {len(tables)} tables have a key Slony can use")
     for name in facts.app_relations(h, cl, "(c.relname ~ '[[:cntrl:]]' OR n.nspname ~ '[[:cntrl:]]')"):
         report(h.name, FAIL, "name", f"{name} holds a control character (a newline, say): it would reach slonik "
@@ -201,6 +209,7 @@ def master_database(report: Report, s: Session) -> bool:
                "server, so this code would run with superuser rights there",
                "enable the trigger for the origin only (ALTER TABLE ... ENABLE TRIGGER), or have a superuser "
                "own the function (ALTER FUNCTION ... OWNER TO postgres) after reviewing it")
+    objects(report, s, h)
     unlogged = facts.unlogged_tables(h, cl)
     if unlogged:
         report(h.name, WARN, "unlogged tables", f"{', '.join(unlogged)}: not replicated, their rows stay on "
@@ -268,6 +277,66 @@ def replication_role(report: Report, s: Session, h: Host) -> None:
         report(h.name, FAIL, f"role {cl.user}", "exists and was not created by slony-migrate (it may be the "
                "application's: users would make it a superuser with a new password)",
                "choose another --user, or drop that role if it is a leftover")
+
+
+def objects(report: Report, s: Session, h: Host) -> None:
+    """What happens to each kind of object beyond the tables with a key: handled, schema only, refused."""
+    cl = s.cluster
+    for column in facts.generated_columns(h, cl):
+        report(h.name, FAIL, f"column {column}", "a stored generated column: Slony copies and logs its values, "
+               "which the new server refuses (COPY and every later change to the table would fail)",
+               "make it a plain column kept by a trigger (ALTER TABLE ... ALTER COLUMN ... DROP EXPRESSION, then "
+               "CREATE TRIGGER) before the migration")
+    always = [f"{t}.{c}" for (t, c), kind in facts.identity_columns(h, cl).items() if kind == "a"]
+    if always:
+        report(h.name, OK, "identity columns", f"GENERATED ALWAYS: {', '.join(always)}: BY DEFAULT on the new "
+               "server while it subscribes (slon writes the origin's values), ALWAYS again where a node becomes "
+               "the origin and at finish")
+    for name, owner, _ in facts.materialized_views(h, cl):
+        took = facts.matview_query_seconds(h, cl, name, owner, settings.MATVIEW_PROBE)
+        cost = f"its query takes {took:.1f} s on {h.name}" if took is not None else \
+            f"its query takes longer than {settings.MATVIEW_PROBE:g} s on {h.name}"
+        report(h.name, OK, f"materialized view {name}", f"rows not replicated: refreshed (as {owner}) on the new "
+               f"origin at switchover and failover, before success is reported; {cost}")
+    counts = facts.object_counts(h, cl)
+    foreign = counts.pop("foreign table", 0)
+    if counts:
+        report(h.name, OK, "schema only", "definitions copied by the schema step, nothing to replicate: "
+               + ", ".join(f"{n} {kind}(s)" for kind, n in counts.items())
+               + ("; leaf partitions are replicated as tables" if "partitioned table" in counts else ""))
+    if foreign:
+        report(h.name, WARN, "foreign tables", f"{foreign}: their data is elsewhere; the new server needs the same "
+               "foreign servers and user mappings", "check CREATE SERVER and CREATE USER MAPPING on the new server")
+
+
+def extensions(report: Report, s: Session) -> None:
+    """Every extension of the master's database can be created on the slave (its package is there or
+    install will add it)."""
+    cl = s.cluster
+    have = facts.extensions(s.master, cl.database)
+    if not have:
+        return
+    available = facts.available_extensions(s.slave)
+    major = facts.pg_major(s.slave)
+    missing = [name for name in have if name not in available]
+    for name in missing:
+        package = f"postgresql-{major}-{name.replace('_', '-')}"
+        candidate = facts.package_versions(s.slave, [package])[package][1]
+        if candidate:
+            report(s.slave.name, WARN, f"extension {name}", f"not available yet; install will add {package} "
+                   f"{candidate}")
+        else:
+            report(s.slave.name, FAIL, f"extension {name}", f"version {have[name]} on {s.master.name}, not available "
+                   f"on {s.slave.name} (no package {package} either): the schema step would fail",
+                   f"install the extension's package for PostgreSQL {major} on {s.slave.name}")
+    newer = [f"{n} {v}" for n, v in have.items() if n in available and v not in available[n]]
+    if newer:
+        report(s.slave.name, WARN, "extensions", f"versions not available as such on {s.slave.name}: "
+               f"{', '.join(newer)}; CREATE EXTENSION takes the default version there",
+               "compare the extensions' versions after the schema step (ALTER EXTENSION ... UPDATE)")
+    fine = [n for n in have if n not in missing]
+    if fine:
+        report(s.slave.name, OK, "extensions", f"available on {s.slave.name}: {', '.join(fine)}")
 
 
 def transactions(report: Report, h: Host) -> None:

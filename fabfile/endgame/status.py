@@ -10,6 +10,7 @@ from ..errors import StepError
 from ..model import Node, SlonyState
 from ..plan import wait_until
 from ..remote import Host
+from ..render import parse
 from ..session import Session
 
 
@@ -51,6 +52,8 @@ class Status:
     locked: list[str] = field(default_factory=list)        # hosts where the set is locked (writes refused)
     origins: dict[str, str] = field(default_factory=dict)   # host: origin it names, when the nodes disagree
     slonik: int | None = None                               # a slonik this tool started, still running
+    errors: dict[str, str] = field(default_factory=dict)    # slon instance: its last error, when nothing
+                                                            # was applied since (replication stopped)
 
     def lag_of(self, host: str) -> Lag | None:
         return next((l for l in self.lag or [] if l.node == host), None)
@@ -129,6 +132,10 @@ def status(s: Session) -> Status:
         for n in cl.nodes:
             report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
         report.slonik = facts.slonik_running(s.slon, cl)
+        for n in cl.nodes:
+            failing = parse.slon_failing(facts.slon_log(s.slon, cl, n, lines=500))
+            if failing:
+                report.errors[n.instance] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
         report.slons_error = e.line()
     return report
@@ -159,6 +166,8 @@ def format_status(report: Status) -> str:
         lines.append(f"  slon {name}: " + (f"running (watchdog pid {pid})" if pid else "NOT running"))
     if report.slons_error:
         lines.append(f"  slons: {report.slons_error}")
+    for name, error in report.errors.items():
+        lines.append(f"  slon {name} FAILS: {error} (inv logs)")
     for lag in report.lag or []:
         lines.append(f"  lag to {lag.node}: {lag.events} events, {lag.seconds} s")
     if report.copy:
@@ -182,6 +191,14 @@ def wait_for_sync(s: Session, origin: Host, origin_node: Node, receiver_node: No
     """Wait until the receiver confirms a SYNC that the origin made after this call began."""
     cl = s.cluster
     since = facts.max_event(origin, cl, origin_node)
-    wait_until(lambda: facts.confirmed_since(origin, cl, origin_node, receiver_node, since),
-               timeout, receiver_node.host, f"no SYNC from {origin_node.host} confirmed",
-               "check that both slons run (inv status), then run again", every=settings.POLL)
+    try:
+        wait_until(lambda: facts.confirmed_since(origin, cl, origin_node, receiver_node, since),
+                   timeout, receiver_node.host, f"no SYNC from {origin_node.host} confirmed",
+                   "check that both slons run (inv status), then run again", every=settings.POLL)
+    except StepError as e:
+        failing = parse.slon_failing(facts.slon_log(s.slon, cl, receiver_node, lines=500))
+        if not failing:
+            raise
+        raise StepError(receiver_node.host, f"{e.message}: replication fails there since {failing[0]}: "
+                        f"{failing[1]}", f"fix what slon says (inv logs --node {receiver_node.id}); it retries "
+                        "by itself") from None

@@ -11,6 +11,8 @@ from ..remote import Host
 from ..render import slonik
 from ..render.sql import literal
 from ..session import Session
+from ..steps import identity
+from . import matviews
 from .status import Lag, Status, node_states, origin_of, status, wait_for_sync
 from .verify import missing_from_set, schema_diff
 
@@ -206,6 +208,8 @@ def recover(s: Session, step: str) -> None:
         apply(s, [Change(cl.slon_host, step, f"unlock set {cl.set_id} on {origin.host}, left locked by an "
                          "interrupted switchover (application writes were refused)", unlock,
                          slonik.slonik_unlock_set(cl, origin))])
+    other = cl.slave if origin is cl.master else cl.master
+    apply(s, identity.conform(s, step, origin, always=True) + identity.conform(s, step, other, always=False))
 
 
 def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_lag: float = settings.WAIT_LAG,
@@ -243,6 +247,8 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
     blocked = move_set(s, step, old, to, timeout, lock_timeout)
     if blocked is None:
         return {"moved": False}
+    apply(s, identity.conform(s, step, to, always=True) + identity.conform(s, step, old, always=False)
+          + matviews.refresh(s, step, to))
     s.say(s.slon.name, step, f"set {cl.set_id} moved to {to.host}; writes were blocked for at most "
           f"{blocked:.1f} s")
     proof = prove_origin(s, step, old, to)

@@ -6,20 +6,29 @@ from ..model import Cluster, Table
 from ..remote import Host
 from ..render.files import BEGIN
 from ..render.slonik import slony_key
-from ..render.sql import literal
+from ..render.sql import ident, literal
 
-__all__ = ["app_schema", "pg_major", "server_version", "pg_dir", "database_exists", "database_info",
+__all__ = ["app_schema", "own_relation", "relation_size", "pg_major", "server_version", "pg_dir", "database_exists", "database_info",
            "database_names", "require_database", "schema_exists", "app_tables", "app_relations", "app_sequences",
            "replicable", "tables_with_rows", "unlogged_tables", "unowned_sequences", "large_objects",
            "long_transactions", "prepared_transactions", "role_exists", "role", "app_roles", "hba_file",
            "hba_unloaded", "hba_errors", "has_managed_block", "has_plpgsql", "database_size", "data_directory",
-           "schema_objects", "fenced", "ssl_on", "code_run_by_replication"]
+           "schema_objects", "fenced", "ssl_on", "code_run_by_replication", "identity_columns",
+           "generated_columns", "materialized_views", "matview_query_seconds", "object_counts", "extensions",
+           "available_extensions"]
 
 
 def app_schema(column: str, cluster: Cluster) -> str:
     """SQL: the schema named by `column` belongs to the application (not PostgreSQL's, not Slony's)."""
     return (f"{column} NOT IN ('pg_catalog', 'information_schema') AND {column} NOT LIKE 'pg\\_%' "
             f"AND {column} <> {literal(cluster.schema)}")
+
+
+def own_relation(column: str) -> str:
+    """SQL: the relation whose oid is `column` is the application's own, not an extension's member (an
+    extension's configuration tables are the extension's business on each server)."""
+    return (f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = {column} "
+            "AND e.deptype = 'e')")
 
 
 def pg_major(host: Host) -> int:
@@ -86,6 +95,7 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
          ORDER BY ic.relname LIMIT 1)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND {app_schema('n.nspname', cluster)}
+   AND {own_relation('c.oid')}
  ORDER BY 1""", cluster.database)
     out = []
     for name, has_pk, index in rows:
@@ -98,12 +108,17 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
     return out
 
 
+def relation_size(host: Host, cluster: Cluster, name: str) -> int:
+    """Bytes a table takes with its indexes and TOAST."""
+    return int(host.value(f"SELECT pg_total_relation_size({literal(name)}::regclass)", cluster.database))
+
+
 def app_relations(host: Host, cluster: Cluster, where: str) -> list[str]:
     """Quoted names of the application's relations (pg_class c) that match `where`, sorted."""
     rows = host.psql(f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {where} AND {app_schema('n.nspname', cluster)}
+ WHERE {where} AND {app_schema('n.nspname', cluster)} AND {own_relation('c.oid')}
  ORDER BY 1""", cluster.database)
     return [r[0] for r in rows]
 
@@ -112,9 +127,12 @@ def app_sequences(host: Host, cluster: Cluster) -> list[str]:
     return app_relations(host, cluster, "c.relkind = 'S'")
 
 
-def replicable(host: Host, cluster: Cluster) -> tuple[list[Table], list[str]]:
-    """Tables and sequences for the set; StepError naming every table without a usable key."""
-    tables = app_tables(host, cluster)
+def replicable(host: Host, cluster: Cluster, keyed: frozenset[str] = frozenset()
+               ) -> tuple[list[Table], list[str]]:
+    """Tables and sequences for the set; StepError naming every table without a usable key.
+
+    keyed: tables that are to get a primary key before the set is made (migrate --add-keys)."""
+    tables = [(Table(name) if t is None and name in keyed else t, name) for t, name in app_tables(host, cluster)]
     unusable = [f"{name} (index {t.key})" for t, name in tables if t and t.key and slony_key(t.key) is None]
     if unusable:
         raise StepError(host.name, f"unique index name(s) Slony cannot be given: {', '.join(unusable)}",
@@ -298,3 +316,86 @@ SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid,
                                                             WHERE adrelid IN (SELECT oid FROM app)))
  ORDER BY 1""", cluster.database)
     return [r[0] for r in rows]
+
+
+def identity_columns(host: Host, cluster: Cluster) -> dict[tuple[str, str], str]:
+    """{(table, column): 'a' (ALWAYS) or 'd' (BY DEFAULT)} for every identity column of the application's
+    tables (partitions follow their parent and are left out); names quoted."""
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(a.attname), a.attidentity
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attidentity IN ('a', 'd') AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND {app_schema('n.nspname', cluster)}
+ ORDER BY 1, 2""", cluster.database)
+    return {(t, col): kind for t, col, kind in rows}
+
+
+def generated_columns(host: Host, cluster: Cluster) -> list[str]:
+    """table.column of every stored generated column of the application's tables."""
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(a.attname)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attgenerated = 's' AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)}
+ ORDER BY 1""", cluster.database)
+    return [r[0] for r in rows]
+
+
+def materialized_views(host: Host, cluster: Cluster) -> list[tuple[str, str, bool]]:
+    """(name, owner, populated) of every materialized view of the application's schemas."""
+    rows = host.psql(f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner), c.relispopulated
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'm' AND {app_schema('n.nspname', cluster)} ORDER BY 1""", cluster.database)
+    return [(name, owner, populated == "t") for name, owner, populated in rows]
+
+
+def matview_query_seconds(host: Host, cluster: Cluster, name: str, owner: str, limit: float) -> float | None:
+    """How long the materialized view's query runs on this server, as its owner in a read-only
+    transaction (about what a REFRESH costs); None when it takes longer than `limit` seconds."""
+    query = host.value(f"SELECT pg_get_viewdef({literal(name)}::regclass)", cluster.database).strip().rstrip(";")
+    try:
+        rows = host.psql(f"SET ROLE {ident(owner)}; SET statement_timeout = '{int(limit * 1000)}ms';\n"
+                         f"BEGIN READ ONLY;\nEXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) {query};\nROLLBACK;",
+                         cluster.database, timeout=int(limit) + 60)
+    except StepError:
+        return None
+    line = next((r[0] for r in rows if r and r[0].strip().startswith("Execution Time:")), "")
+    return float(line.split(":")[1].split()[0]) / 1000 if line else None
+
+
+def object_counts(host: Host, cluster: Cluster) -> dict[str, int]:
+    """How many objects of each kind the application's schemas hold that Slony does not replicate as
+    rows (the schema step copies their definitions)."""
+    rows = host.psql(f"""
+SELECT 'view', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'v' AND {app_schema('n.nspname', cluster)} AND {own_relation('c.oid')}
+UNION ALL SELECT 'partitioned table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'p' AND {app_schema('n.nspname', cluster)}
+UNION ALL SELECT 'foreign table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'f' AND {app_schema('n.nspname', cluster)}
+UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE {app_schema('n.nspname', cluster)} AND NOT EXISTS (SELECT 1 FROM pg_depend e
+       WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
+UNION ALL SELECT 'type or domain', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typtype IN ('d', 'e', 'c', 'r') AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+   AND {app_schema('n.nspname', cluster)} AND NOT EXISTS (SELECT 1 FROM pg_depend e
+       WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid AND e.deptype = 'e')
+UNION ALL SELECT 'trigger', count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE NOT g.tgisinternal AND {app_schema('n.nspname', cluster)}
+   AND g.tgname NOT LIKE {literal(cluster.schema + '%')}""", cluster.database)
+    return {kind: int(n) for kind, n in rows if int(n)}
+
+
+def extensions(host: Host, database: str) -> dict[str, str]:
+    """{extension: version} installed in the database (plpgsql left out: it is everywhere)."""
+    return dict(host.psql("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+                          database))
+
+
+def available_extensions(host: Host) -> dict[str, set[str]]:
+    """{extension: versions} this server could install (its packages are there)."""
+    out: dict[str, set[str]] = {}
+    for name, version in host.psql("SELECT name, version FROM pg_available_extension_versions"):
+        out.setdefault(name, set()).add(version)
+    return out

@@ -170,7 +170,7 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
     elapsed = epoch_now(slon) - parse.epoch(log["started"]) if log["started"] else 0.0
     return {"tables": len(sizes), "bytes_total": sum(sizes.values()), "tables_done": sorted(log["done"]),
             "current": log["current"], "current_bytes": current, "elapsed": elapsed, "retries": log["retries"],
-            "line": parse.progress_line(sizes, log, current, elapsed)}
+            "error": log["error"], "line": parse.progress_line(sizes, log, current, elapsed)}
 
 
 def slonik_running(host: Host, cluster: Cluster) -> int | None:

@@ -14,6 +14,9 @@ COPY_LINE = re.compile(
 )
 SET_START = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+copy_set (?P<set>\d+) - ", re.M)
 RETRY = re.compile(r"data copy for set \d+ failed (\d+) times", re.M)
+ERROR_LINE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+(?:ERROR|FATAL)\s+(?P<msg>.*)$", re.M)
+SYNC_DONE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+remoteWorkerThread_\d+: SYNC \d+ done",
+                       re.M)
 
 
 def plain(name: str) -> str:
@@ -25,7 +28,7 @@ def parse_copy_log(text: str) -> dict:
     """What the receiver's slon log says of the latest initial copy: start, tables done, current table."""
     starts = list(SET_START.finditer(text))
     if not starts:
-        return {"started": None, "done": {}, "current": None, "finished": False, "retries": 0}
+        return {"started": None, "done": {}, "current": None, "finished": False, "retries": 0, "error": None}
     last = starts[-1]
     tail = text[last.start():]
     done, current, finished = {}, None, False
@@ -37,9 +40,27 @@ def parse_copy_log(text: str) -> dict:
             current = plain(m.group("begin"))
         elif m.group("copyset"):
             finished = True
-    retries = [int(n) for n in RETRY.findall(text)]
+    retries = [int(n) for n in RETRY.findall(text)]  # counted over the attempts before the latest one too
+    errors = [condense(m.group("msg")) for m in ERROR_LINE.finditer(text)]
     return {"started": last.group("ts"), "done": done, "current": current, "finished": finished,
-            "retries": max(retries) if retries else 0}
+            "retries": max(retries) if retries else 0, "error": errors[-1] if errors else None}
+
+
+def condense(message: str) -> str:
+    """What went wrong in a slon ERROR line: PostgreSQL's own words when it quotes them, without the query."""
+    if "ERROR:" in message:
+        return message.rsplit("ERROR:", 1)[1].strip()
+    return re.sub(r'^remoteWorkerThread_\d+: ', "", message).strip()
+
+
+def slon_failing(text: str) -> tuple[str, str] | None:
+    """(time, error) when the last thing a slon log says is an error (nothing applied since), else None."""
+    errors = list(ERROR_LINE.finditer(text))
+    if not errors:
+        return None
+    last = errors[-1]
+    done = [m.group("ts") for m in SYNC_DONE.finditer(text, last.end())]
+    return None if done else (last.group("ts"), condense(last.group("msg")))
 
 
 def progress_line(sizes: dict[str, int], log: dict, current_bytes: int, elapsed: float) -> str:

@@ -18,7 +18,7 @@ WATCHDOG = "/usr/local/lib/slony-migrate/slon-watchdog"
 def config(s: Session) -> None:
     """Write slon_tools.conf and each node's slon.conf on the slon host (no passwords in them)."""
     step, cl, h = "config", s.cluster, s.slon
-    tables, sequences = facts.replicable(s.master, cl)
+    tables, sequences = facts.replicable(s.master, cl, s.keyed)
     changes = file_change(s, h, step, f"{cl.confdir}/slon_tools.conf", files.slon_tools_conf(cl, tables, sequences))
     for n in cl.nodes:
         changes += file_change(s, h, step, f"{cl.confdir}/{n.instance}/slon.conf", files.slon_conf(cl, n))
@@ -169,7 +169,7 @@ def set_plan(cl: Cluster, tables: list[Table], sequences: list[str], state: Slon
 def create_set(s: Session) -> None:
     """Create the set with every table and sequence of the application's schemas (keyless: refuse)."""
     step, cl = "create-set", s.cluster
-    tables, sequences = facts.replicable(s.master, cl)
+    tables, sequences = facts.replicable(s.master, cl, s.keyed)
     state = facts.slony_state(s.master, cl)
     if not state.schema and not s.dry_run:  # in a dry run, init only showed what it would do
         raise StepError(s.master.name, f"cluster {cl.name} is not initialised", "run the init step first")
@@ -183,7 +183,8 @@ def create_set(s: Session) -> None:
                             f"create set {cl.set_id}: add {len(add_t)} tables, {len(add_s)} sequences")])
 
 
-def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT) -> None:
+def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT,
+              copy_retries: int = settings.COPY_RETRIES) -> None:
     """Subscribe the slave to the set (forward = yes); refuse a receiver whose tables hold rows."""
     step, cl = "subscribe", s.cluster
     state = facts.slony_state(s.master, cl)
@@ -201,17 +202,18 @@ def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT) 
         apply(s, [slonik_change(s, step, slonik.slonik_subscribe(cl),
                                 f"subscribe {s.slave.name} to set {cl.set_id}")])
     if wait and not s.dry_run:
-        wait_copied(s, timeout)
+        wait_copied(s, timeout, copy_retries)
     elif state.subscribed is not None:
         copied = facts.subscription_active(s.slave, cl)
         s.say(s.slave.name, step, f"subscribed to set {cl.set_id} "
               f"({'copy done' if copied else 'initial copy running'})")
 
 
-def wait_copied(s: Session, timeout: int) -> None:
-    """Wait for the initial copy to finish on the receiver, showing its progress."""
+def wait_copied(s: Session, timeout: int, copy_retries: int = settings.COPY_RETRIES) -> None:
+    """Wait for the initial copy to finish on the receiver, showing its progress; a copy that fails is
+    shown with slon's error, and after `copy_retries` failed attempts it is an error, not a wait."""
     step, cl = "subscribe", s.cluster
-    start = time.monotonic()
+    start, shown = time.monotonic(), 0
     # Whichever node is the receiver now (after a switchover it is the master), its copy is done.
     while not facts.subscription_active(s.slave, cl):
         if time.monotonic() - start > timeout:
@@ -219,6 +221,14 @@ def wait_copied(s: Session, timeout: int) -> None:
                             f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again")
         if s.out.progress_due():
             progress = facts.copy_progress(s.master, s.slave, s.slon, cl)
+            failed, error = progress["retries"], progress["error"] or "no error in the slon log"
+            if failed > shown:
+                s.say(s.slave.name, step, f"initial copy failed (attempt {failed}): {error}")
+                shown = failed
+            if failed >= copy_retries:
+                raise StepError(s.slave.name, f"the initial copy of set {cl.set_id} failed {failed} times: {error}",
+                                f"fix what slon says (inv logs --node {cl.slave.id}), then inv subscribe --wait; "
+                                "slon keeps retrying meanwhile")
             s.out.progress(s.slave.name, step, f"initial copy: {progress['line']}")
         time.sleep(settings.POLL)
     s.say(s.slave.name, step, f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "

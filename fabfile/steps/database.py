@@ -7,9 +7,25 @@ from .. import facts, settings
 from ..errors import StepError
 from ..plan import Change, apply
 from ..render import sql
+from ..render.parse import size
 from ..render.slonik import ssl_env
 from ..render.sql import MASK
 from ..session import Session
+from . import identity
+
+
+def keys(s: Session) -> None:
+    """Give each table without a primary key (or a unique index on NOT NULL columns) a new identity
+    column as its primary key, on the master, before the schema is copied (migrate --add-keys)."""
+    step, cl = "keys", s.cluster
+    keyless = [name for table, name in facts.app_tables(s.master, cl) if table is None]
+    if not keyless:
+        s.say(s.master.name, step, "every table has a key")
+    s.keyed = frozenset(keyless)  # what the later steps may count on, in a dry run too
+    apply(s, [Change(s.master.name, step, f"add a primary key to {name} "
+                     f"({size(facts.relation_size(s.master, cl, name))}): column {sql.KEY_COLUMN}",
+                     lambda statement=sql.add_key(name): s.master.psql(statement, cl.database, timeout=None),
+                     sql.add_key(name)) for name in keyless])
 
 
 def appdb(s: Session) -> None:
@@ -84,6 +100,7 @@ def schema(s: Session) -> None:
         facts.require_database(s.slave, cl.database)
     if wanted and have >= set(wanted):
         s.say(s.slave.name, step, f"schema present ({len(wanted)} tables)")
+        apply(s, identity.record(s, step) + identity.conform(s, step, cl.slave, always=False))
         return
     if have:
         raise StepError(s.slave.name, f"database {cl.database} holds part of the schema "
@@ -105,3 +122,6 @@ def schema(s: Session) -> None:
                             "check pg_dump's output by hand")
     apply(s, [Change(h.name, step, f"copy the schema of {cl.database} from {cl.master.dbhost} to "
                      f"{cl.slave.dbhost} ({len(wanted)} tables)", action, pipeline)])
+    always = [key for key, kind in facts.identity_columns(s.master, cl).items() if kind == "a"]
+    apply(s, identity.record(s, step) + identity.conform(s, step, cl.slave, always=False, columns=always,
+                                                          have=dict.fromkeys(always, "a")))

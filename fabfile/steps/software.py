@@ -52,6 +52,8 @@ def install(s: Session) -> None:
                 s.say(name, step, f"Slony module {modules[-1]} present for PostgreSQL {major}")
             else:
                 packages.append(f"postgresql-{major}-slony1-2")
+        if name == cl.slave.host:
+            packages += extension_packages(s)
         if name == cl.slon_host:
             have = facts.slonik_version(h)
             if have:
@@ -77,11 +79,25 @@ def install(s: Session) -> None:
             raise StepError(name, f"no package {', '.join(missing)} in {release}",
                             f"build Slony from source: inv build --host {name} --tarball slony1-VERSION.tar.bz2")
     for name, pkgs in wanted.items():
-        module = next((p for p in pkgs if p.startswith("postgresql-")), pkgs[0])
-        if candidates[name][module][1]:
-            versions.setdefault(name, upstream(candidates[name][module][1]))
+        slony = next((p for p in pkgs if p.endswith("-slony1-2") or p == "slony1-2-bin"), None)
+        if slony and candidates[name][slony][1]:
+            versions.setdefault(name, upstream(candidates[name][slony][1]))
     check_versions(versions)
     apply(s, [install_change(s, step, name, pkgs, versions.get(name, "?")) for name, pkgs in wanted.items()])
+
+
+def extension_packages(s: Session) -> list[str]:
+    """Packages the slave needs for the master's extensions that it cannot create yet (where the
+    distribution has them; preflight names the others)."""
+    cl = s.cluster
+    if not facts.database_exists(s.master, cl.database):
+        return []
+    available = facts.available_extensions(s.slave)
+    major = facts.pg_major(s.slave)
+    wanted = [f"postgresql-{major}-{name.replace('_', '-')}" for name in facts.extensions(s.master, cl.database)
+              if name not in available]
+    found = facts.package_versions(s.slave, wanted) if wanted else {}
+    return [p for p in wanted if found[p][1]]
 
 
 def install_change(s: Session, step: str, name: str, packages: list[str], version: str) -> Change:
@@ -93,7 +109,8 @@ def install_change(s: Session, step: str, name: str, packages: list[str], versio
         if name in (cl.master.host, cl.slave.host) and not facts.slony_modules(h):
             raise StepError(name, "the Slony module is still missing after apt-get install",
                             "check the package's contents (dpkg -L)")
-    return Change(name, step, f"install {' '.join(packages)} ({version})", action, cmd)
+    slony = any(p.endswith("-slony1-2") or p == "slony1-2-bin" for p in packages)
+    return Change(name, step, f"install {' '.join(packages)}" + (f" ({version})" if slony else ""), action, cmd)
 
 
 # --- build from source -------------------------------------------------------------------------------

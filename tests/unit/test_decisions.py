@@ -164,6 +164,7 @@ def test_hba_with_a_stray_marker_is_an_error_naming_the_file_and_changes_nothing
 def test_install_refuses_differing_versions_before_any_change(monkeypatch):
     s = session()
     canned(monkeypatch, pg_major={"db01": 15, "db02": 17}, slony_modules={"db01": ["2.2.10"], "db02": []},
+           database_exists=False,
            slonik_version=None,
            package_versions={"db02": {"postgresql-17-slony1-2": ("", "2.2.11-6"), "slony1-2-bin": ("", "2.2.11-6"),
                                       "libswitch-perl": ("", "2.17-3")}})
@@ -175,7 +176,7 @@ def test_install_refuses_differing_versions_before_any_change(monkeypatch):
 
 def test_install_dry_run_shows_the_refresh_and_the_packages(monkeypatch):
     s = session(dry_run=True)
-    canned(monkeypatch, pg_major={"db01": 15, "db02": 17}, slony_modules=[], slonik_version=None,
+    canned(monkeypatch, pg_major={"db01": 15, "db02": 17}, slony_modules=[], slonik_version=None, database_exists=False,
            package_versions={"db01": {"postgresql-15-slony1-2": ("", "")},
                              "db02": {"postgresql-17-slony1-2": ("", "2.2.11-6"), "slony1-2-bin": ("", "2.2.11-6"),
                                       "libswitch-perl": ("", "2.17-3")}})
