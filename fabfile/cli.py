@@ -28,6 +28,7 @@ from .model import make_cluster
 from .remote import Hosts
 from .session import Session, ask_terminal
 from .steps import access, cluster, database, software
+from .steps import ddl as ddl_
 
 VERSION = "0.2.0"
 
@@ -176,6 +177,12 @@ def show_config(s):
     cluster.show_config(s)
 
 
+@operation(help={"file": "the SQL file with the schema change (run on both nodes, the origin first)"})
+def ddl(s, file):
+    """Change the schema while replicating (EXECUTE SCRIPT); tables and sequences it creates are replicated too."""
+    ddl_.ddl(s, file)
+
+
 @operation(dry_run=False, positive=("lines",), help={"node": "node id (default: both)", "lines": "lines to show",
                                                      "follow": "follow the logs"})
 def logs(s, node=0, lines=50, follow=False):
@@ -258,7 +265,8 @@ def finish(s, keep_role=False, force=False):
 
 
 TASKS = [preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
-         slons, create_set, subscribe, logs, migrate, status, verify, switchover, switchback, failover, finish]
+         slons, create_set, subscribe, logs, ddl, migrate, status, verify, switchover, switchback, failover,
+         finish]
 
 
 def namespace() -> Collection:

@@ -12,7 +12,7 @@ from .system import epoch_now, slon_log
 __all__ = ["slony_state", "local_node_id", "subscription_active", "lag", "max_event", "confirmed_since",
            "table_keys", "key_maxima", "checksums", "set_sequences", "owned_sequences",
            "sequence_heads", "sequence_value", "copy_progress", "guarded_tables", "slonik_running", "server_now",
-           "transactions_before", "received_from"]
+           "transactions_before", "received_from", "slony_ids"]
 
 
 def slony_state(host: Host, cluster: Cluster) -> SlonyState:
@@ -232,3 +232,14 @@ SELECT count(*),
   LEFT JOIN pg_trigger da ON da.tgrelid = t.tab_reloid AND da.tgname = {literal(s + '_denyaccess')}
  WHERE t.tab_set = {cluster.set_id}""", cluster.database)[0]
     return int(row[0]), int(row[1]), int(row[2])
+
+
+def slony_ids(host: Host, cluster: Cluster) -> tuple[set[int], set[int], set[int]]:
+    """(set ids, table ids, sequence ids) used anywhere in the cluster, as this node knows them."""
+    s = cluster.schema
+    rows = host.psql(f"SELECT 'set', set_id FROM {s}.sl_set UNION ALL SELECT 'table', tab_id FROM {s}.sl_table "
+                     f"UNION ALL SELECT 'sequence', seq_id FROM {s}.sl_sequence", cluster.database)
+    ids: dict[str, set[int]] = {"set": set(), "table": set(), "sequence": set()}
+    for kind, i in rows:
+        ids[kind].add(int(i))
+    return ids["set"], ids["table"], ids["sequence"]

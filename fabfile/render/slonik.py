@@ -58,7 +58,14 @@ def slonik_create_set(
     cluster: Cluster, tables: list[tuple[int, Table]], sequences: list[tuple[int, str]], *, create: bool
 ) -> str:
     """Create the set (unless it exists) and add the given (id, table) and (id, sequence) pairs."""
-    origin, sid = cluster.master.id, cluster.set_id
+    return slonik_preamble(cluster) + "\n".join(
+        set_body(cluster, cluster.set_id, cluster.master, tables, sequences, create=create)) + "\n"
+
+
+def set_body(cluster: Cluster, sid: int, origin_node: Node, tables: list[tuple[int, Table]],
+             sequences: list[tuple[int, str]], *, create: bool) -> list[str]:
+    """CREATE SET (when asked) and SET ADD TABLE / SEQUENCE statements for set `sid` on its origin."""
+    origin = origin_node.id
     body = []
     if create:
         body.append(f"create set (id = {sid}, origin = {origin}, comment = {lit(f'slony-migrate {cluster.database}')});")
@@ -73,7 +80,30 @@ def slonik_create_set(
             f"set add sequence (set id = {sid}, origin = {origin}, id = {qid}, "
             f"fully qualified name = {lit(name)}, comment = {lit(name)});"
         )
-    return slonik_preamble(cluster) + "\n".join(body) + "\n"
+    return body
+
+
+def slonik_extend(cluster: Cluster, origin: Node, receiver: Node, add_id: int, tables: list[tuple[int, Table]],
+                  sequences: list[tuple[int, str]], timeout: int) -> str:
+    """Tables and sequences for a set that is subscribed already: a new set with them, subscribed the same
+    way, then MERGE SET into the first (slonik waits for the new set's copy before merging)."""
+    sid = cluster.set_id
+    return slonik_preamble(cluster) + "\n".join([
+        *set_body(cluster, add_id, origin, tables, sequences, create=True),
+        f"subscribe set (id = {add_id}, provider = {origin.id}, receiver = {receiver.id}, forward = yes);",
+        f"wait for event (origin = {origin.id}, confirmed = all, wait on = {origin.id}, timeout = {timeout});",
+        f"merge set (id = {sid}, add id = {add_id}, origin = {origin.id});",
+        f"wait for event (origin = {origin.id}, confirmed = all, wait on = {origin.id}, timeout = {timeout});",
+    ]) + "\n"
+
+
+def slonik_execute_script(cluster: Cluster, origin: Node, path: str, timeout: int) -> str:
+    """DDL through Slony: run a SQL file on the origin, then on the subscriber in its place among the data."""
+    return slonik_preamble(cluster) + (
+        f"execute script (filename = {lit(path)}, event node = {origin.id});\n"
+        # 2.2 logs the script in sl_log_script: the next SYNC carries it to the subscriber.
+        f"sync (id = {origin.id});\n"
+        f"wait for event (origin = {origin.id}, confirmed = all, wait on = {origin.id}, timeout = {timeout});\n")
 
 
 def slonik_subscribe(cluster: Cluster) -> str:

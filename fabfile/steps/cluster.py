@@ -157,10 +157,6 @@ def set_plan(cl: Cluster, tables: list[Table], sequences: list[str], state: Slon
     missing_s = [q for q in sequences if q not in state.sequences]
     if state.has_set and not missing_t and not missing_s:
         return None
-    if state.subscribed is not None and (missing_t or missing_s):
-        names = ", ".join([t.name for t in missing_t] + missing_s)
-        raise StepError(cl.master.host, f"set {cl.set_id} is subscribed and lacks {names}",
-                        "add them through a second set and MERGE SET (not automated yet)")
     t_ids = allocate([tables.index(t) + 1 for t in missing_t], set(state.tables.values()))
     s_ids = allocate([sequences.index(q) + 1 for q in missing_s], set(state.sequences.values()))
     return list(zip(t_ids, missing_t)), list(zip(s_ids, missing_s))
@@ -173,6 +169,9 @@ def create_set(s: Session) -> None:
     state = facts.slony_state(s.master, cl)
     if not state.schema and not s.dry_run:  # in a dry run, init only showed what it would do
         raise StepError(s.master.name, f"cluster {cl.name} is not initialised", "run the init step first")
+    if state.subscribed is not None:  # subscribed already: what it lacks goes through a second set
+        extend(s, step, cl.node(state.origin))
+        return
     plan = set_plan(cl, tables, sequences, state)
     if plan is None:
         s.say(s.master.name, step, f"set {cl.set_id} holds all {len(tables)} tables and "
@@ -181,6 +180,43 @@ def create_set(s: Session) -> None:
     add_t, add_s = plan
     apply(s, [slonik_change(s, step, slonik.slonik_create_set(cl, add_t, add_s, create=not state.has_set),
                             f"create set {cl.set_id}: add {len(add_t)} tables, {len(add_s)} sequences")])
+
+
+def origin_node(s: Session) -> Node:
+    """The set's origin, as the master's catalog names it."""
+    state = facts.slony_state(s.master, s.cluster)
+    if not state.has_set:
+        raise StepError(s.master.name, f"set {s.cluster.set_id} does not exist", "run inv migrate first")
+    return s.cluster.node(state.origin)
+
+
+def extend(s: Session, step: str, origin: Node) -> None:
+    """Add the application's tables and sequences that the set lacks (both nodes have them) through a new
+    set, subscribed and then merged; no-op when the set holds them all."""
+    cl = s.cluster
+    receiver = cl.slave if origin is cl.master else cl.master
+    oh, rh = s.node_host(origin), s.node_host(receiver)
+    tables, sequences = facts.replicable(oh, cl)
+    state = facts.slony_state(oh, cl)
+    new_t = [t for t in tables if t.name not in state.tables]
+    new_s = [q for q in sequences if q not in state.sequences]
+    if not new_t and not new_s:
+        s.say(origin.host, step, f"set {cl.set_id} holds all {len(tables)} tables and {len(sequences)} sequences")
+        return
+    there = {name for _, name in facts.app_tables(rh, cl)} | set(facts.app_sequences(rh, cl))
+    missing = [name for name in [t.name for t in new_t] + new_s if name not in there]
+    if missing:
+        raise StepError(receiver.host, f"{', '.join(missing)} exist on {origin.host} only: a set can only take "
+                        "what both nodes have", "create them on both through inv ddl --file, then run again")
+    sets, used_t, used_s = facts.slony_ids(oh, cl)
+    add_id = max(sets) + 1
+    t_ids = allocate([1] * len(new_t), used_t) if new_t else []
+    s_ids = allocate([1] * len(new_s), used_s) if new_s else []
+    script = slonik.slonik_extend(cl, origin, receiver, add_id, list(zip(t_ids, new_t)), list(zip(s_ids, new_s)),
+                                  settings.COPY_WAIT)
+    apply(s, [slonik_change(s, step, script, f"add {', '.join([t.name for t in new_t] + new_s)} to the "
+                            f"replication: set {add_id}, subscribed by {receiver.host}, merged into set {cl.set_id}",
+                            timeout=2 * settings.COPY_WAIT)])
 
 
 def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT,

@@ -246,10 +246,28 @@ def test_set_plan_keeps_ids_unique_when_resuming():
     assert cluster.set_plan(CL, TABLES, [], st) == ([(2, TABLES[0])], [])
 
 
-def test_set_plan_refuses_to_add_to_a_subscribed_set():
-    st = state(schema=True, has_set=True, tables={'public."a"': 1}, subscribed=True)
-    with pytest.raises(StepError, match="is subscribed and lacks public.b"):
-        cluster.set_plan(CL, TABLES, [], st)
+def test_a_subscribed_set_takes_new_tables_through_a_second_set_and_merge(monkeypatch):
+    s = session(dry_run=True)
+    canned(monkeypatch, replicable=([Table("public.a"), Table("public.new")], ["public.s"]),
+           slony_state=state(schema=True, has_set=True, origin=1, tables={"public.a": 1}, sequences={"public.s": 1},
+                             subscribed=True),
+           app_tables=[(Table("public.a"), "public.a"), (Table("public.new"), "public.new")],
+           app_sequences=["public.s"], slony_ids=({1}, {1}, {1}), slony_tool="/usr/bin/slonik")
+    cluster.create_set(s)
+    out = output(s)
+    assert "would add public.new to the replication: set 2, subscribed by db02, merged into set 1" in out
+    assert "set add table (set id = 2, origin = 1, id = 2, fully qualified name = 'public.new'" in out
+    assert "merge set (id = 1, add id = 2, origin = 1);" in out
+
+
+def test_a_table_on_the_origin_only_is_refused(monkeypatch):
+    s = session()
+    canned(monkeypatch, replicable=([Table("public.a"), Table("public.new")], []),
+           slony_state=state(schema=True, has_set=True, origin=1, tables={"public.a": 1}, subscribed=True),
+           app_tables={"db01": [], "db02": [(Table("public.a"), "public.a")]}, app_sequences=[])
+    with pytest.raises(StepError) as e:
+        cluster.extend(s, "create-set", s.cluster.master)
+    assert e.value.host == "db02" and "public.new exist on db01 only" in e.value.message and "inv ddl" in e.value.fix
 
 
 # --- switchover checks -------------------------------------------------------------------------------
