@@ -47,6 +47,21 @@ class Bed:
         return subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=self.env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    def steps_before(self, last: str, *args: str) -> None:
+        """Run the runbook's steps by hand, in migrate's order, up to but not including `last`."""
+        from fabfile.migrate import STEP_NAMES
+        for step in STEP_NAMES[:STEP_NAMES.index(last)]:
+            self.inv(step, *args)
+
+    def refuse_before_any_change(self, words: str, *args: str) -> None:
+        """preflight and migrate both exit 1 with `words` on stderr, and neither changes either server."""
+        before = self.snapshot()
+        for command in ("preflight", "migrate"):
+            result = self.inv(command, *args, check=False)
+            assert result.returncode == 1 and words in result.stderr and "; fix: " in result.stderr, \
+                f"{command}: {result.stdout}\n{result.stderr}"
+        assert self.snapshot() == before
+
     def sql(self, host: str, query: str, db: str = DATABASE) -> list[list[str]]:
         """Rows of a query as the application would write it (unqualified names: public first)."""
         return self[host].psql("SET search_path = public, pg_catalog;\n" + query, db)

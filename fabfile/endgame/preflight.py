@@ -5,15 +5,13 @@ to stderr, the others to stdout. Never changes anything on either server.
 """
 from __future__ import annotations
 
-import sys
-
 from .. import facts, settings
 from ..errors import StepError
 from ..remote import Host
 from ..render.parse import pg_dump_safe, size
 from ..render.slonik import slony_key
 from ..render.sql import ROLE_MARK, add_key
-from ..session import Session
+from ..session import Output, Session
 from ..render.parse import upstream
 from ..steps.software import differing
 
@@ -28,12 +26,13 @@ def line(host: str, level: str, obj: str, what: str, fix: str = "") -> str:
 class Report:
     """Prints the lines and counts the failures."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Output | None = None) -> None:
+        self.out = out or Output()
         self.failed = 0
 
     def __call__(self, host: str, level: str, obj: str, what: str, fix: str = "") -> None:
         self.failed += level == FAIL
-        print(line(host, level, obj, what, fix), file=sys.stderr if level == FAIL else sys.stdout, flush=True)
+        (self.out.error if level == FAIL else self.out.line)(line(host, level, obj, what, fix))
 
     def guard(self, host: str, obj: str, check, *args):
         """Run one check and return its value; a probe that cannot run fails that check, not preflight."""
@@ -48,7 +47,7 @@ def preflight(s: Session, add_keys: bool = False) -> int:
     """Run every check, print one line each; return how many checks failed.
 
     add_keys: tables without a key are to get one (migrate --add-keys): a warning, not a failure."""
-    report, cl = Report(), s.cluster
+    report, cl = Report(s.out), s.cluster
     m, sl = cl.master, cl.slave
     report("input", OK, f"cluster {cl.name}", f"name valid; node {m.id} is {m.host} (origin), node {sl.id} is "
            f"{sl.host}, slon on {cl.slon_host}")

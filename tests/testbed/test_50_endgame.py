@@ -201,8 +201,7 @@ def test_failover_is_refused_while_db01_answers_even_without_ssh(migrated, tmp_p
 def test_failover_is_refused_during_the_initial_copy(bed):
     """Issue 11, case 4: the receiver's copy is not done: nothing to promote."""
     bed.reset()
-    for step in ("install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons", "create-set"):
-        bed.inv(step, *ARGS)
+    bed.steps_before("subscribe", *ARGS)
     # A transaction older than the subscription holds the copy back (slon retries until it ends).
     pid = hold_transaction(bed, "SELECT txid_current();", "copy-blocker")
     try:

@@ -69,20 +69,14 @@ def test_a_stored_generated_column_is_refused_before_anything_changes(zoo):
     bed = zoo
     bed.sql("db01", "SET ROLE johann; CREATE TABLE billing.priced (id integer PRIMARY KEY, qty integer NOT NULL, "
                     "price numeric NOT NULL, total numeric GENERATED ALWAYS AS (qty * price) STORED)")
-    before = bed.snapshot()
-    for command in ("preflight", "migrate"):
-        result = bed.inv(command, *ARGS, check=False)
-        assert result.returncode == 1
-        assert "[db01] preflight: FAIL column billing.priced.total: a stored generated column" in result.stderr, \
-            result.stderr
-        assert "DROP EXPRESSION" in result.stderr
-    assert bed.snapshot() == before
+    bed.refuse_before_any_change("[db01] preflight: FAIL column billing.priced.total: a stored generated column",
+                                 *ARGS)
+    assert "DROP EXPRESSION" in bed.inv("preflight", *ARGS, check=False).stderr
 
 
 def test_a_failing_initial_copy_is_an_error_with_slons_words(bed):
     bed.reset()
-    for step in ("install", "users", "hba", "appdb", "plpgsql", "schema", "config", "init", "slons", "create-set"):
-        bed.inv(step, *ARGS)
+    bed.steps_before("subscribe", *ARGS)
     bed.sql("db02", "ALTER TABLE public.auth_group ADD CONSTRAINT no_rows_here CHECK (false) NOT VALID")
     try:
         result = bed.inv("subscribe", *ARGS, "--wait", "--copy-retries", "1", check=False, timeout=300)
