@@ -17,6 +17,7 @@ from invoke.exceptions import CommandTimedOut
 
 from . import settings
 from .errors import StepError
+from .render.parse import RECORD, unaligned
 
 
 class Chunks(io.StringIO):
@@ -55,6 +56,8 @@ class Host:
                             "for ~/.ssh/config")
         config = Config(runtime_ssh_path=os.path.expanduser(ssh_config)) if ssh_config else Config()
         self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT, forward_agent=False)
+        self.csv = True  # psql prints CSV (12 and newer); False after an older psql refused --csv
+        self._version_num: int | None = None
         # A ProxyJump gateway is checked like the target (Fabric would accept any key there) and no
         # agent is forwarded anywhere, whatever the ssh config says.
         hop = self.conn
@@ -117,8 +120,18 @@ class Host:
         """Run a command as another user through non-interactive sudo (no password prompt)."""
         return self.run(f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}", **kw)
 
+    @property
+    def version_num(self) -> int:
+        """server_version_num of this host's PostgreSQL (asked once): SQL that differs by version asks this."""
+        if self._version_num is None:
+            self._version_num = int(self.value("SHOW server_version_num"))
+        return self._version_num
+
     def _psql(self, sql: str, database: str, timeout: int | None, csv_rows: bool, variables: dict | None):
-        options = "-t --csv " if csv_rows else "-o /dev/null "
+        if csv_rows:
+            options = "-t --csv " if self.csv else f"-t -A -z -R {shlex.quote(RECORD)} "
+        else:
+            options = "-o /dev/null "
         options += "".join(f"-v {k}={shlex.quote(str(v))} " for k, v in (variables or {}).items())
         # The tool's own sessions see only pg_catalog unqualified: a function or operator that the
         # application's owner put in public can never stand in for a built-in one (CVE-2018-1058).
@@ -130,12 +143,23 @@ class Host:
              ) -> list[list[str]]:
         """Run SQL as the postgres superuser over the local socket; return the rows as lists of text.
 
-        search_path is pg_catalog alone: name the application's objects schema-qualified."""
+        One statement returns rows (SET, BEGIN and COMMIT around it are fine). search_path is pg_catalog
+        alone: name the application's objects schema-qualified."""
         result = self._psql(sql, database, timeout, True, None)
+        if result.failed and self.csv and "--csv" in result.stderr:  # psql before 12: unaligned instead
+            self.csv = False
+            result = self._psql(sql, database, timeout, True, None)
         if result.failed:
             msg = error_line(result.stderr)
             raise StepError(self.name, f"psql on database {database}: {msg.split(':', 2)[-1].strip()}")
-        return list(csv.reader(io.StringIO(result.stdout)))
+        if self.csv:
+            return list(csv.reader(io.StringIO(result.stdout)))
+        rows = unaligned(result.stdout)
+        if rows is None:
+            raise StepError(self.name, f"psql on database {database}: a value holds the record separator "
+                            "0x1e, which psql before 12 cannot print unambiguously",
+                            "install a PostgreSQL client of version 12 or newer on this host")
+        return rows
 
     def try_psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL,
                  variables: dict | None = None) -> str:

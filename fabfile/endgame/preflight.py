@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import facts, settings
 from ..errors import StepError
 from ..remote import Host
-from ..render.parse import pg_dump_safe, size
+from ..render.parse import pg_dump_safe, size, version_key
 from ..render.slonik import slony_key
 from ..render.sql import ROLE_MARK, add_key
 from ..session import Output, Session
@@ -56,9 +56,10 @@ def preflight(s: Session, add_keys: bool = False) -> int:
     for name in (m.host, sl.host):
         if up[name]:
             majors[name] = postgres(report, s.host(name))
-    if majors.get(m.host) and majors.get(sl.host) and majors[sl.host] < majors[m.host]:
+    if majors.get(m.host) and majors.get(sl.host) and version_key(majors[sl.host]) < version_key(majors[m.host]):
         report(sl.host, WARN, "postgresql", f"PostgreSQL {majors[sl.host]} is older than the master's "
-               f"{majors[m.host]}: the schema step's dump may not load", "move to the same or a newer PostgreSQL version")
+               f"{majors[m.host]}: the schema step's dump may not load",
+               "move to the same or a newer PostgreSQL version")
     report.guard(cl.slon_host, "slony", slony, s, up, majors)
     if up[cl.slon_host]:
         report.guard(cl.slon_host, "pg_dump", pg_dump_client, s.slon, majors.get(m.host))
@@ -99,7 +100,7 @@ def access(report: Report, h: Host) -> bool:
     return True
 
 
-def postgres(report: Report, h: Host) -> int | None:
+def postgres(report: Report, h: Host) -> str | None:
     """PostgreSQL answers as postgres over the local socket; its version."""
     try:
         version, major = facts.server_version(h), facts.pg_major(h)
@@ -224,7 +225,7 @@ def master_database(report: Report, s: Session, add_keys: bool = False) -> bool:
     return True
 
 
-def pg_dump_client(report: Report, h: Host, master_major: int | None) -> None:
+def pg_dump_client(report: Report, h: Host, master_major: str | None) -> None:
     """The schema step's pg_dump on the slon host: new enough for the master, and not one whose output a
     hostile object name can turn into psql commands (the dump is piped into psql as superuser)."""
     path = facts.newest_client(h, "pg_dump")
@@ -238,7 +239,7 @@ def pg_dump_client(report: Report, h: Host, master_major: int | None) -> None:
         report(h.name, FAIL, "pg_dump", f"{shown} predates the fix of August 2025 that stops object names from "
                "injecting psql commands into a dump (CVE-2025-8714); the schema step pipes that dump into psql "
                "as superuser", "upgrade postgresql-client to 13.22, 14.19, 15.14, 16.10, 17.6 or newer")
-    elif master_major and version[0] < master_major:
+    elif master_major and version[0] < version_key(master_major)[0]:
         report(h.name, FAIL, "pg_dump", f"{shown} is older than the master's PostgreSQL {master_major}",
                f"install postgresql-client-{master_major} or newer on {h.name}")
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from .. import facts, settings
 from ..errors import StepError
 from ..remote import Host
+from ..render.parse import float_digits
 from ..render.sql import checksum_sql
 from ..session import Session
 from .status import origin_of, wait_for_sync
@@ -56,7 +57,8 @@ def verify(s: Session, rounds: int = settings.VERIFY_ROUNDS) -> list[str]:
     receiver_node = cl.slave if origin_node is cl.master else cl.master
     origin, receiver = s.node_host(origin_node), s.node_host(receiver_node)
     keys = facts.table_keys(origin, cl)
-    sql = checksum_sql(keys, facts.key_maxima(origin, cl, keys), settings.CHECKSUM_CHUNK)
+    sql = checksum_sql(keys, facts.key_maxima(origin, cl, keys), settings.CHECKSUM_CHUNK,
+                       float_digits(origin.version_num, receiver.version_num))
     seq_origin = facts.set_sequences(origin, cl)
     differences: list[str] = []
     for attempt in range(1, rounds + 1):

@@ -5,6 +5,7 @@ from ..errors import StepError
 from ..model import Cluster, Table
 from ..remote import Host
 from ..render.files import BEGIN
+from ..render.parse import major
 from ..render.slonik import slony_key
 from ..render.sql import ident, literal
 
@@ -12,7 +13,8 @@ __all__ = ["app_schema", "own_relation", "relation_size", "pg_major", "server_ve
            "database_names", "require_database", "schema_exists", "app_tables", "app_relations", "app_sequences",
            "replicable", "tables_with_rows", "unlogged_tables", "unowned_sequences", "large_objects",
            "long_transactions", "prepared_transactions", "role_exists", "role", "app_roles", "hba_file",
-           "hba_unloaded", "hba_errors", "has_managed_block", "has_plpgsql", "database_size", "data_directory",
+           "hba_unloaded", "hba_errors", "role_settings", "client_sessions", "has_managed_block", "has_plpgsql",
+           "database_size", "data_directory",
            "schema_objects", "fenced", "ssl_on", "code_run_by_replication", "identity_columns",
            "generated_columns", "materialized_views", "matview_query_seconds", "object_counts", "extensions",
            "available_extensions"]
@@ -31,9 +33,15 @@ def own_relation(column: str) -> str:
             "AND e.deptype = 'e')")
 
 
-def pg_major(host: Host) -> int:
-    """Major version of the server's PostgreSQL (15, 17, ...)."""
-    return int(host.value("SHOW server_version_num")) // 10000
+def pg_major(host: Host) -> str:
+    """Major version of the server's PostgreSQL as Debian's packages name it ("9.6", "15", "17")."""
+    return major(host.version_num)
+
+
+def client_sessions(host: Host) -> str:
+    """SQL: the pg_stat_activity row is an application's session (backend_type is there from 10; before,
+    the view showed client backends only)."""
+    return "backend_type = 'client backend'" if host.version_num >= 100000 else "true"
 
 
 def server_version(host: Host) -> str:
@@ -153,7 +161,8 @@ def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
         return []
     names = ", ".join(literal(t) for t in tables)
     existing = [r[0] for r in host.psql(
-        f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE to_regclass(t) IS NOT NULL", database)]
+        f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE quote_ident(n.nspname) || '.' || quote_ident(c.relname) = t)", database)]
     if not existing:
         return []
     checks = " UNION ALL ".join(f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing)
@@ -184,7 +193,7 @@ def long_transactions(host: Host, seconds: float) -> list[tuple[str, str, str, s
 SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),
        extract(epoch FROM now() - xact_start)::bigint
   FROM pg_stat_activity
- WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL
+ WHERE pid <> pg_backend_pid() AND {client_sessions(host)} AND xact_start IS NOT NULL
    AND (state LIKE 'idle in transaction%' OR xact_start < now() - make_interval(secs => {float(seconds)}))
  ORDER BY xact_start""")
     return [(pid, db, user, state, int(age)) for pid, db, user, state, age in rows]
@@ -206,6 +215,11 @@ def role(host: Host, name: str) -> tuple[bool, bool, str, str] | None:
     rows = host.psql(f"SELECT rolsuper, rolcanlogin, coalesce(rolpassword, ''), "
                      f"coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_authid WHERE rolname = {literal(name)}")
     return (rows[0][0] == "t", rows[0][1] == "t", rows[0][2], rows[0][3]) if rows else None
+
+
+def role_settings(host: Host, name: str) -> list[str]:
+    """The settings a role's sessions start with (ALTER ROLE ... SET), as "name=value"."""
+    return [r[0] for r in host.psql(f"SELECT unnest(rolconfig) FROM pg_roles WHERE rolname = {literal(name)}")]
 
 
 APP_ROLES = r"""
@@ -245,7 +259,10 @@ def hba_unloaded(host: Host, path: str) -> bool:
 
 
 def hba_errors(host: Host) -> list[tuple[str, str]]:
-    """(line number, error) of every rule PostgreSQL cannot use in the pg_hba.conf on disk."""
+    """(line number, error) of every rule PostgreSQL cannot use in the pg_hba.conf on disk. Before 10
+    there is no pg_hba_file_rules: a reload that fails keeps the old rules and says so in the log only."""
+    if host.version_num < 100000:
+        return []
     return [tuple(r) for r in host.psql("SELECT line_number, error FROM pg_hba_file_rules "
                                         "WHERE error IS NOT NULL")]
 
@@ -270,7 +287,7 @@ def data_directory(host: Host) -> str:
 def schema_objects(host: Host, cluster: Cluster) -> set[tuple[str, str, str]]:
     """The application's columns (type, NOT NULL) and index definitions, for comparing two servers."""
     rows = host.psql(f"""
-SELECT 'column', c.relnamespace::regnamespace || '.' || c.relname || '.' || a.attname,
+SELECT 'column', quote_ident(n.nspname) || '.' || c.relname || '.' || a.attname,
        format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -320,7 +337,10 @@ SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid,
 
 def identity_columns(host: Host, cluster: Cluster) -> dict[tuple[str, str], str]:
     """{(table, column): 'a' (ALWAYS) or 'd' (BY DEFAULT)} for every identity column of the application's
-    tables (partitions follow their parent and are left out); names quoted."""
+    tables (partitions follow their parent and are left out); names quoted. Identity columns are there
+    from PostgreSQL 10."""
+    if host.version_num < 100000:
+        return {}
     rows = host.psql(f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(a.attname), a.attidentity
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -331,7 +351,9 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(a.at
 
 
 def generated_columns(host: Host, cluster: Cluster) -> list[str]:
-    """table.column of every stored generated column of the application's tables."""
+    """table.column of every stored generated column of the application's tables (there from 12)."""
+    if host.version_num < 120000:
+        return []
     rows = host.psql(f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(a.attname)
   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace

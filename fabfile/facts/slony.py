@@ -6,7 +6,7 @@ from ..model import Cluster, Node, SlonyState
 from ..remote import Host
 from ..render import parse
 from ..render.sql import literal
-from .catalog import schema_exists
+from .catalog import client_sessions, schema_exists
 from .system import epoch_now, slon_log
 
 __all__ = ["slony_state", "local_node_id", "subscription_active", "lag", "max_event", "confirmed_since",
@@ -97,7 +97,8 @@ SELECT quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_relname), quote_id
   JOIN pg_index i ON i.indexrelid = (quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_idxname))::regclass
   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
  WHERE t.tab_set = {cluster.set_id}
- ORDER BY 1, array_position(i.indkey::int2[], a.attnum)""", cluster.database)
+ ORDER BY 1, (SELECT k.n FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) WHERE k.attnum = a.attnum)""",
+                     cluster.database)
     keys: dict[str, list[tuple[str, str]]] = {}
     for table, col, typ in rows:
         keys.setdefault(table, []).append((col, typ))
@@ -120,7 +121,18 @@ def checksums(host: Host, cluster: Cluster, sql: str) -> dict[tuple[str, str], t
 
 
 def set_sequences(host: Host, cluster: Cluster) -> dict[str, int]:
-    """{sequence: last value} of every sequence in the set."""
+    """{sequence: last value} of every sequence in the set (read from each sequence before 10, where
+    pg_sequences is missing)."""
+    if host.version_num < 100000:
+        names = [r[0] for r in host.psql(f"SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname) "
+                                         f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} "
+                                         "ORDER BY 1", cluster.database)]
+        if not names:
+            return {}
+        rows = host.psql(" UNION ALL ".join(f"SELECT {literal(n)}, CASE WHEN is_called THEN last_value END "
+                                            f"FROM {n}" for n in names),
+                         cluster.database)
+        return {r[0]: int(r[1] or 0) for r in rows}
     rows = host.psql(f"SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname), "
                      f"(SELECT last_value FROM pg_sequences WHERE schemaname = seq_nspname "
                      f"AND sequencename = seq_relname) "
@@ -157,13 +169,15 @@ def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
 
 
 def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
-    """The initial copy as the receiver shows it: slon log, pg_stat_progress_copy, origin table sizes."""
+    """The initial copy as the receiver shows it: slon log, pg_stat_progress_copy (from 14: before, tables
+    done only), origin table sizes."""
     sizes = {parse.plain(r[0]): int(r[1]) for r in master.psql(
         f"SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname), pg_table_size(tab_reloid) "
         f"FROM {cl.schema}.sl_table WHERE tab_set = {cl.set_id}", cl.database)}
     log = parse.parse_copy_log(slon_log(slon, cl, cl.slave))
     rows = slave.psql("SELECT p.relid::regclass::text, p.bytes_processed FROM pg_stat_progress_copy p "
-                      f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}", cl.database)
+                      f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}",
+                      cl.database) if slave.version_num >= 140000 else []  # the view is there from 14
     current = sum(int(r[1]) for r in rows)
     if rows and not log["current"]:
         log["current"] = parse.plain(rows[0][0])
@@ -193,7 +207,7 @@ def transactions_before(host: Host, since: str) -> list[tuple[str, str, str, int
 SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint,
        coalesce(to_char(query_start, 'HH24:MI:SS'), '')
   FROM pg_stat_activity
- WHERE pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start < {literal(since)}::timestamptz
+ WHERE pid <> pg_backend_pid() AND {client_sessions(host)} AND xact_start < {literal(since)}::timestamptz
    AND application_name <> 'slonik'
  ORDER BY xact_start""")
     return [(pid, user, app, int(age), start) for pid, user, app, age, start in rows]

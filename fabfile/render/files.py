@@ -43,11 +43,16 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
     return "".join(old + block)
 
 
-def hba_lines(cluster: Cluster, addresses: list[str]) -> list[str]:
+def auth_method(version_num: int) -> str:
+    """The password method of pg_hba.conf: SCRAM from PostgreSQL 10, md5 before."""
+    return "scram-sha-256" if version_num >= 100000 else "md5"
+
+
+def hba_lines(cluster: Cluster, addresses: list[str], method: str = "scram-sha-256") -> list[str]:
     """pg_hba.conf rules admitting the replication user from each slon host address: only encrypted
-    (hostssl), one address each (/32 or /128), SCRAM."""
+    (hostssl), one address each (/32 or /128), SCRAM (md5 before 10)."""
     return [
-        f"hostssl    {cluster.database}    {cluster.user}    {addr}/{128 if ':' in addr else 32}    scram-sha-256"
+        f"hostssl    {cluster.database}    {cluster.user}    {addr}/{128 if ':' in addr else 32}    {method}"
         for addr in sorted(set(addresses))
     ]
 

@@ -19,6 +19,33 @@ SYNC_DONE = re.compile(r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+
                        re.M)
 
 
+FIELD, RECORD = "\0", "\x1e"  # psql's separators where it has no --csv (before 12): -z, -R
+
+
+def unaligned(text: str) -> list[list[str]] | None:
+    """The rows of one result set as psql -A -t -z -R RECORD prints it (it ends the last record with a
+    newline; a field never holds NUL), or None when the records disagree on their number of fields (a
+    value holding RECORD, or two result sets). NULL reads as ''."""
+    if not text:
+        return []
+    rows = [record.split(FIELD) for record in text.removesuffix("\n").split(RECORD)]
+    return rows if len({len(r) for r in rows}) == 1 else None
+
+
+def major(version_num: int) -> str:
+    """The major version as Debian's package names spell it: "9.6" for 90624 (before 10 it had two
+    parts), "15" for 150004."""
+    return f"{version_num // 10000}.{version_num // 100 % 100}" if version_num < 100000 else str(version_num // 10000)
+
+
+def float_digits(*version_nums: int) -> int:
+    """extra_float_digits under which every server prints a float8 as the same text: 1 (shortest exact)
+    when all are 12 or newer, 3 (17 digits) when all are older, else 0 (15 digits, the one format both
+    kinds print alike)."""
+    new = [v >= 120000 for v in version_nums]
+    return 1 if all(new) else 3 if not any(new) else 0
+
+
 def plain(name: str) -> str:
     """"public"."t" and public.t both become public.t, for matching log lines with catalog names."""
     return name.replace('"', "")

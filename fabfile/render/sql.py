@@ -44,17 +44,38 @@ def scram_matches(verifier: str | None, password: str) -> bool:
     return hmac.compare_digest(scram_verifier(password, salt, int(m.group(1))), verifier)
 
 
+def md5_verifier(password: str, user: str) -> str:
+    """The md5 verifier PostgreSQL stored before 10 (no SCRAM there)."""
+    return "md5" + hashlib.md5((password + user).encode()).hexdigest()
+
+
+def password_verifier(version_num: int, password: str, user: str) -> str:
+    """What the server stores for this password: SCRAM from 10, md5 before."""
+    return scram_verifier(password) if version_num >= 100000 else md5_verifier(password, user)
+
+
+def password_matches(verifier: str | None, password: str, user: str) -> bool:
+    """True when a stored verifier (SCRAM or md5) was made from this password."""
+    if (verifier or "").startswith("md5"):
+        return hmac.compare_digest(md5_verifier(password, user), verifier)
+    return scram_matches(verifier, password)
+
+
 # --- statements ---------------------------------------------------------------------------------------
 
 ROLE_MARK = "slony-migrate replication role"  # the comment that tells the tool's own role from others
 
 
-def replication_role(name: str, verifier: str, *, exists: bool) -> str:
-    """CREATE (or ALTER) the replication superuser with a SCRAM verifier (or MASK, for showing), marked
-    as the tool's own by its comment. Statement logging is off in the session (the verifier is a secret)."""
+def replication_role(name: str, verifier: str, *, exists: bool, float_digits: bool = False) -> str:
+    """CREATE (or ALTER) the replication superuser with a password verifier (or MASK, for showing), marked
+    as the tool's own by its comment. Statement logging is off in the session (the verifier is a secret).
+
+    float_digits: a server before 12 prints float8 rounded to 15 digits unless extra_float_digits is 3;
+    slon copies and replicates as this role, so its sessions get 3 there."""
     verb = "ALTER" if exists else "CREATE"
     return (f"{QUIET}{verb} ROLE {ident(name)} WITH LOGIN SUPERUSER PASSWORD {literal(verifier)};\n"
-            f"COMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};")
+            f"COMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};"
+            + (f"\nALTER ROLE {ident(name)} SET extra_float_digits = 3;" if float_digits else ""))
 
 
 # Sessions that carry a secret (a password verifier) keep it out of the server's log.
@@ -80,11 +101,14 @@ def create_database(name: str, info: dict[str, str]) -> str:
 # --- verify -----------------------------------------------------------------------------------------
 
 # Both sides print values alike (PostgreSQL 15 and 17, any server settings).
-VERIFY_SESSION = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1;\n"
+def verify_session(float_digits: int) -> str:
+    """Settings under which both servers print a row as the same text (see parse.float_digits)."""
+    return f"SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = {int(float_digits)};\n"
 
 
-def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str | None], chunk: int) -> str:
-    """One read-only snapshot: per table (per key chunk for integer keys) a row count and an md5.
+def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str | None], chunk: int,
+                 float_digits: int = 1) -> str:
+    """One read-only statement: per table (per key chunk for integer keys) a row count and an md5.
 
     keys: table -> key columns (name, type); cutoffs: table -> largest key to include (rows newer
     than that are left out), for tables with a one-column key.
@@ -96,12 +120,12 @@ def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str 
         if len(cols) == 1 and cols[0][1] in ("integer", "bigint", "smallint"):
             k = cols[0][0]
             where = f" WHERE {k} <= {int(cutoffs[table])}" if cutoffs.get(table) not in (None, "") else ""
-            parts.append(f"SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
-                         f"FROM {table} t{where} GROUP BY 2")
+            parts.append(f"(SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
+                         f"FROM {table} t{where} GROUP BY 2)")
         else:
-            parts.append(f"SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t")
-    return (VERIFY_SESSION + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
-            + ";\n".join(parts) + ";\nCOMMIT;\n")
+            parts.append(f"(SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t)")
+    return (verify_session(float_digits) + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+            + "\nUNION ALL ".join(parts) + ";\nCOMMIT;\n")
 
 
 # --- fencing ------------------------------------------------------------------------------------------
@@ -114,7 +138,7 @@ def fence_database(database: str) -> str:
 DECLARE r record;
 BEGIN
   EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', {db});
-  FOR r IN SELECT DISTINCT a.grantee::regrole::text AS name
+  FOR r IN SELECT DISTINCT quote_ident(ro.rolname) AS name
              FROM pg_database d, aclexplode(d.datacl) a JOIN pg_roles ro ON ro.oid = a.grantee
             WHERE d.datname = {db} AND a.privilege_type = 'CONNECT' AND NOT ro.rolsuper
   LOOP

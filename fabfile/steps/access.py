@@ -11,41 +11,50 @@ from ..render.sql import MASK
 from ..session import Session
 
 
-def role_plan(cl: Cluster, host: str, role: tuple[bool, bool, str, str] | None, password: str
-              ) -> tuple[str, bool] | None:
+def role_plan(cl: Cluster, host: str, role: tuple[bool, bool, str, str] | None, password: str, *,
+              version_num: int, settings: list[str] | tuple = ()) -> tuple[str, bool] | None:
     """What the replication role needs: None when it is right, else (what to do, whether it exists).
 
     A role the tool did not create (no mark, and not already a superuser with this password) is
     refused: it may be the application's, which must never become a superuser or lose its password.
+    Before PostgreSQL 10 the password is stored as md5 (no SCRAM); before 12 the role's sessions need
+    extra_float_digits = 3 (`settings`: the role's own) so that slon copies float8 unrounded.
     """
+    what = "superuser, " + ("SCRAM" if version_num >= 100000 else "md5") + " password" + (
+        ", extra_float_digits 3" if version_num < 120000 else "")
     if role is None:
-        return f"create role {cl.user} (superuser, SCRAM password)", False
+        return f"create role {cl.user} ({what})", False
     superuser, login, verifier, comment = role
-    current = superuser and login and sql.scram_matches(verifier, password)
+    current = superuser and login and sql.password_matches(verifier, password, cl.user)
+    digits = version_num >= 120000 or "extra_float_digits=3" in settings
     if comment != sql.ROLE_MARK and not current:
         raise StepError(host, f"role {cl.user} exists and was not created by slony-migrate (it may be the "
                         "application's: it would become a superuser with a new password)",
                         "choose another --user, or drop that role if it is a leftover")
-    if current and comment == sql.ROLE_MARK:
+    if current and comment == sql.ROLE_MARK and digits:
         return None
-    return f"update role {cl.user} (superuser, login, SCRAM password)", True
+    return f"update role {cl.user} ({what.replace('superuser, ', 'superuser, login, ')})", True
 
 
 def users(s: Session) -> None:
-    """The replication superuser on each node (SCRAM verifier), and its .pgpass on the slon host."""
+    """The replication superuser on each node (SCRAM verifier; md5 before 10), and its .pgpass on the
+    slon host."""
     step, cl = "users", s.cluster
     password = s.password()
     changes = []
     for h in s.node_hosts():
-        plan = role_plan(cl, h.name, facts.role(h, cl.user), password)
+        version, role = h.version_num, facts.role(h, cl.user)
+        settings = facts.role_settings(h, cl.user) if role and version < 120000 else []
+        plan = role_plan(cl, h.name, role, password, version_num=version, settings=settings)
         if plan is None:
             s.say(h.name, step, f"role {cl.user} exists (superuser, password current)")
             continue
         message, exists = plan
         changes.append(Change(h.name, step, message,
-                              lambda h=h, exists=exists: h.psql(sql.replication_role(
-                                  cl.user, sql.scram_verifier(password), exists=exists)),
-                              sql.replication_role(cl.user, MASK, exists=exists)))
+                              lambda h=h, exists=exists, version=version: h.psql(sql.replication_role(
+                                  cl.user, sql.password_verifier(version, password, cl.user), exists=exists,
+                                  float_digits=version < 120000)),
+                              sql.replication_role(cl.user, MASK, exists=exists, float_digits=version < 120000)))
     apply(s, changes)
     pgpass(s, step)
     if cl.ssl_ca:  # libpq on the slon host checks the servers' certificates against it (verify-full)
@@ -92,7 +101,7 @@ def hba(s: Session, remove: bool = False) -> None:
     changes = []
     for node, h in zip(cl.nodes, s.node_hosts()):
         address = "" if remove else hba_address(s, node)
-        lines = files.hba_lines(cl, [address]) if address else []
+        lines = files.hba_lines(cl, [address], files.auth_method(h.version_num)) if address else []
         path = facts.hba_file(h)
         old = h.read_file(path, user="postgres") or ""  # as PostgreSQL itself reads it
         new = merged(h, path, old, f"cluster {cl.name}", lines, top=True)

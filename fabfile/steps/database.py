@@ -69,7 +69,7 @@ def plpgsql(s: Session) -> None:
         if facts.has_plpgsql(h, cl.database):
             s.say(h.name, step, "PL/pgSQL present (built in since PostgreSQL 9.0; createlang is gone since 10)")
             continue
-        statement = "CREATE EXTENSION IF NOT EXISTS plpgsql" if facts.pg_major(h) >= 10 else "CREATE LANGUAGE plpgsql"
+        statement = "CREATE EXTENSION IF NOT EXISTS plpgsql"  # 9.1 and newer
         changes.append(Change(h.name, step, f"install PL/pgSQL in {cl.database}",
                               lambda h=h, statement=statement: h.psql(statement, cl.database), statement))
     apply(s, changes)

@@ -115,7 +115,7 @@ def install_change(s: Session, step: str, name: str, packages: list[str], versio
 
 # --- build from source -------------------------------------------------------------------------------
 
-def build_deps(deps: str, major: int) -> str:
+def build_deps(deps: str, major: str) -> str:
     """The build dependencies to install: package names, {major} standing for the PostgreSQL major."""
     try:
         packages = deps.format(major=major)
@@ -169,7 +169,7 @@ def build(s: Session, host_name: str, tarball: str, sha256: str = "", deps: str 
                      lambda: build_on(s, h, step, tarball, sha256, version, major, bindir, packages), plan)])
 
 
-def build_on(s: Session, h: Host, step: str, tarball: str, sha256: str, version: str, major: int, bindir: str,
+def build_on(s: Session, h: Host, step: str, tarball: str, sha256: str, version: str, major: str, bindir: str,
              packages: str) -> None:
     """Fetch, verify, unpack, configure, make and make install; the build tree stays when a command fails."""
     if sha256 and not is_url(tarball):  # before anything touches the host

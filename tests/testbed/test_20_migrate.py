@@ -92,3 +92,24 @@ def test_pg_hba_has_one_managed_line_per_peer(migrated):
         lines = [l for l in text.splitlines() if l.startswith("host") and " slony " in l]
         assert len(lines) == 1 and lines[0].endswith("/32    scram-sha-256")
         assert text.count("# BEGIN slony-migrate cluster replication") == 1
+
+
+def test_sql_for_older_servers_reads_the_same_on_real_ones(migrated):
+    """Issue 13, item 9, on real servers: psql's unaligned output (the reader for clients before 12) and the
+    queries written for servers before 10 give what CSV and today's catalog give."""
+    h = migrated["db01"]
+
+    def read():
+        return (facts.table_keys(h, CLUSTER), facts.set_sequences(h, CLUSTER), facts.schema_objects(h, CLUSTER),
+                facts.long_transactions(h, 3600), facts.tables_with_rows(h, CLUSTER.database, ["public.auth_user"]),
+                h.psql("SELECT NULL::text, '', E'two\\nlines', 'o''brien, \"quoted\"'"))
+    current = read()
+    assert current[5] == [["", "", "two\nlines", 'o\'brien, "quoted"']]
+    assert len(current[1]) == 8 and current[4] == ["public.auth_user"]
+    h.csv = False
+    try:
+        assert read() == current
+        h._version_num = 90624  # as if 9.6: sequences one by one, no backend_type
+        assert read() == current
+    finally:
+        h.csv, h._version_num = True, None

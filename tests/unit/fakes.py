@@ -14,13 +14,15 @@ class FakeHost:
 
     def __init__(self, name: str, files: dict[str, str] | None = None):
         self.name, self.user = name, "admin"
+        self.version_num = 170000 if name == "db02" else 150000
         self.files = dict(files or {})
         self.commands: list[str] = []
 
     def read_file(self, path: str, *, user: str = "root") -> str | None:
         return self.files.get(path)
 
-    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644") -> None:
+    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
+                   writer: str = "") -> None:
         self.commands.append(f"write {path} {owner} {mode}")
         self.files[path] = text
 

@@ -22,21 +22,23 @@ PASSWORD = "correct-horse-battery-staple"
 # --- users: the replication role ---------------------------------------------------------------------
 
 MARK = "slony-migrate replication role"
+NEW = 150004
 
 
 def test_role_plan_creates_a_missing_role():
-    assert access.role_plan(CL, "db01", None, PASSWORD) == ("create role slony (superuser, SCRAM password)", False)
+    assert access.role_plan(CL, "db01", None, PASSWORD, version_num=NEW) == (
+        "create role slony (superuser, SCRAM password)", False)
 
 
 def test_role_plan_leaves_a_current_role_alone():
-    assert access.role_plan(CL, "db01", (True, True, scram_verifier(PASSWORD), MARK), PASSWORD) is None
+    assert access.role_plan(CL, "db01", (True, True, scram_verifier(PASSWORD), MARK), PASSWORD, version_num=NEW) is None
 
 
 @pytest.mark.parametrize("role", [(True, True, scram_verifier("another-password-x"), MARK), (False, True, "", MARK),
                                   (True, False, scram_verifier(PASSWORD), MARK),
                                   (True, True, scram_verifier(PASSWORD), "")])
 def test_role_plan_updates_its_own_role_with_the_wrong_password_rights_or_mark(role):
-    assert access.role_plan(CL, "db01", role, PASSWORD) == (
+    assert access.role_plan(CL, "db01", role, PASSWORD, version_num=NEW) == (
         "update role slony (superuser, login, SCRAM password)", True)
 
 
@@ -44,7 +46,7 @@ def test_role_plan_updates_its_own_role_with_the_wrong_password_rights_or_mark(r
                                   (False, False, "", "the app's role")])
 def test_role_plan_refuses_a_role_it_did_not_create(role):
     with pytest.raises(StepError) as e:
-        access.role_plan(CL, "db01", role, PASSWORD)
+        access.role_plan(CL, "db01", role, PASSWORD, version_num=NEW)
     assert e.value.host == "db01" and "was not created by slony-migrate" in e.value.message
     assert "another --user" in e.value.fix
 
