@@ -222,30 +222,38 @@ def verify(s):
     verify_.check(s)
 
 SWITCH_HELP = {
-    "lock_timeout": f"LOCK SET must succeed within this many seconds, else it is undone (default "
-                    f"{settings.LOCK_TIMEOUT:g})",
+    "lock_timeout": f"LOCK SET (and PgBouncer's PAUSE) must succeed within this many seconds, else it is "
+                    f"undone (default {settings.LOCK_TIMEOUT:g})",
     "max_lag": f"refuse when events older than this many seconds wait (default {settings.MAX_LAG:.0f})",
     "wait_lag": f"wait this long for the lag to drop below --max-lag (default {settings.WAIT_LAG:.0f})",
     "xact_age": f"a transaction older than this many seconds blocks the switchover (default {settings.XACT_AGE:.0f})",
     "wait_xacts": f"wait this long for such transactions to end before giving up (default {settings.WAIT_XACTS:.0f})",
-    "timeout": f"seconds slonik waits for each event (default {settings.MOVE_EVENT})",
+    "timeout": f"seconds to wait for each event of the move: the new origin's confirmation of the last "
+               f"SYNC, then its taking over (default {settings.MOVE_EVENT})",
+    "pooler": "SSH name of the host whose PgBouncer the application goes through: PAUSE it around the move, "
+              "then point it at the new origin and RESUME (the application waits, sees no error)",
+    "pooler_config": f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})",
 }
 
 
 @operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
 def switchover(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
-               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT):
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT,
+               pooler="", pooler_config=settings.POOLER_CONFIG):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
     switchover_.switchover(s, s.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout)
+                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout, pooler=pooler,
+                           pooler_config=pooler_config)
 
 
 @operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
 def switchback(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age=settings.XACT_AGE,
-               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT):
+               wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT,
+               pooler="", pooler_config=settings.POOLER_CONFIG):
     """Roll back: make the master the origin again, with the same checks and proofs."""
     switchover_.switchover(s, s.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout)
+                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout, pooler=pooler,
+                           pooler_config=pooler_config)
 
 
 @operation(help={"fenced": "the origin still answers but is fenced: no application can write there",

@@ -187,14 +187,16 @@ class Host:
                             "replace the symlink by a regular file" if "symlink" in result.stderr else "")
         return result.stdout
 
-    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644") -> None:
+    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
+                   writer: str = "") -> None:
         """Replace a file atomically through a private temp file in its directory (content via stdin).
 
         Written as the owner itself (no chown) unless that is root, so that a symlink or a hard link
         in a directory another user controls never makes root write or chown elsewhere; a symlink
-        at `path` is refused; the temp file goes when anything fails.
+        at `path` is refused; the temp file goes when anything fails. `writer`: who writes instead,
+        the directory's owner (root for a root-owned directory, which then chowns the new file).
         """
-        user = owner.split(":")[0]
+        user = writer or owner.split(":")[0]
         chown = 'chown "$2" "$t"; ' if user == "root" else ""
         script = (
             'set -e; if [ -L "$1" ]; then echo "$1 is a symlink" >&2; exit 3; fi; d=$(dirname "$1"); '

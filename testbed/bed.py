@@ -62,6 +62,20 @@ class Bed:
                 f"{command}: {result.stdout}\n{result.stderr}"
         assert self.snapshot() == before
 
+    def hold_transaction(self, sql: str, tag: str) -> str:
+        """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not idle); its backend pid."""
+        self["db01"].sudo(f"PGAPPNAME={tag} setsid -f psql -X -q -d {DATABASE} -c 'BEGIN; {sql} SELECT pg_sleep(90); "
+                          "COMMIT' >/dev/null 2>&1 </dev/null", user="postgres", stdin="")
+        query = f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}' AND state = 'active'"
+        deadline = time.monotonic() + 20
+        while not self.sql("db01", query, "postgres"):
+            assert time.monotonic() < deadline, f"the held transaction {tag} did not start"
+            time.sleep(0.3)
+        return self.sql("db01", query, "postgres")[0][0]
+
+    def end_transaction(self, tag: str) -> None:
+        self["db01"].psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}'")
+
     def sql(self, host: str, query: str, db: str = DATABASE) -> list[list[str]]:
         """Rows of a query as the application would write it (unqualified names: public first)."""
         return self[host].psql("SET search_path = public, pg_catalog;\n" + query, db)
@@ -151,3 +165,20 @@ class Bed:
                   "/etc/slony1/node2 /etc/slony1/identity-always /var/run/slony1 /usr/local/lib/slony-migrate; "
                   "sudo -n sh -c 'rm -f /var/log/slony1/*'")
         db02.psql("DROP ROLE IF EXISTS johann")
+        self.reset_pooler()
+
+    def reset_pooler(self) -> None:
+        """PgBouncer on app pointed at db01 and running (not paused); no application writer left running."""
+        app = self["app"]
+        app.run("pkill -f '[a]ppwriter.py'; true", check=False)
+        ini = "/etc/pgbouncer/pgbouncer.ini"
+        app.sudo(f"sed -i 's/^{DATABASE} = .*/{DATABASE} = host=db01 port=5432 dbname={DATABASE}/' {ini} && "
+                 f"chown postgres:postgres {ini} && chmod 640 {ini}")
+        console = "psql -X -q -h /var/run/postgresql -p 6432 -d pgbouncer -c"
+        app.sudo(f"{console} RELOAD; {console} 'RESUME {DATABASE}'", user="postgres", check=False)
+
+    def pooler_target(self) -> str:
+        """The host PgBouncer on app sends the application's database to."""
+        from fabfile.render.files import pooler_entry
+        ini = self["app"].read_file("/etc/pgbouncer/pgbouncer.ini", user="postgres")
+        return (pooler_entry(ini, DATABASE) or {}).get("host", "")

@@ -1,12 +1,15 @@
-"""The docker-compose testbed: db01 (Debian 12, PostgreSQL 15) and db02 (Debian 13, PostgreSQL 17).
+"""The docker-compose testbed: db01 (Debian 12, PostgreSQL 15), db02 (Debian 13, PostgreSQL 17), and app
+(Debian 13: PgBouncer in front of the origin, and the application's writer).
 
 Which testbed is read from the environment when asked (`current()`), so a second one can run beside
-the first: TESTBED_PROJECT (default slonytb), DB01_SSH_PORT / DB02_SSH_PORT (2221/2222), TESTBED_NET.
+the first: TESTBED_PROJECT (default slonytb), DB01_SSH_PORT / DB02_SSH_PORT / APP_SSH_PORT (2221/2222/
+2223), TESTBED_NET.
 Nothing here is used by the migration: it reaches the testbed by ssh config alone.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from fabfile.errors import StepError
 from fabfile.remote import Hosts
+from fabfile.render.sql import QUIET, literal, scram_verifier
 
 from . import DATABASE
 
@@ -29,7 +33,7 @@ class Testbed:
     project: str
     ports: dict[str, int]
     net: str
-    suites: dict[str, str]   # db01/db02: Debian release
+    suites: dict[str, str]   # db01/db02/app: Debian release
 
     @property
     def state(self) -> Path:
@@ -61,10 +65,13 @@ class Testbed:
 
 def current() -> Testbed:
     """The testbed the environment names."""
-    ports = {"db01": int(os.environ.get("DB01_SSH_PORT", 2221)), "db02": int(os.environ.get("DB02_SSH_PORT", 2222))}
+    db01 = int(os.environ.get("DB01_SSH_PORT", 2221))
+    ports = {"db01": db01, "db02": int(os.environ.get("DB02_SSH_PORT", db01 + 1)),
+             "app": int(os.environ.get("APP_SSH_PORT", db01 + 2))}
     # A fixed /24 per testbed, derived from its SSH port so testbeds side by side don't collide.
     net = os.environ.get("TESTBED_NET") or f"172.30.{ports['db01'] % 256}"
     suites = {"db01": os.environ.get("DB01_SUITE", "bookworm"), "db02": os.environ.get("DB02_SUITE", "trixie")}
+    suites["app"] = suites["db02"]  # the app host is the new server's image with PgBouncer on top
     for name, suite in suites.items():
         if suite not in PG_MAJORS:
             raise StepError("testbed", f"{name.upper()}_SUITE={suite} is not a Debian release the testbed knows",
@@ -140,6 +147,10 @@ def keys() -> None:
     (tb.state / "known_hosts").write_text("\n".join(known) + "\n")
     tb.ssh_config.write_text("\n".join(config))
     certificates(tb)
+    password = tb.state / "app" / "johann.password"  # the application's login, through PgBouncer
+    if not password.exists():
+        password.touch(mode=0o600)
+        password.write_text(secrets.token_urlsafe(18) + "\n")
 
 
 def base_images() -> None:
@@ -152,11 +163,11 @@ def base_images() -> None:
 
 def healthy() -> bool:
     ids = compose("ps", "-q", capture=True).stdout.split()
-    if len(ids) < 2:
+    if len(ids) < len(current().ports):
         return False
     out = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", *ids],
                          capture_output=True, text=True).stdout.split()
-    return out == ["healthy"] * 2
+    return out == ["healthy"] * len(ids)
 
 
 def wait_healthy(timeout: float = HEALTHY) -> None:
@@ -174,15 +185,19 @@ def hosts() -> Hosts:
 
 
 def seed(size_mb: int) -> bool:
-    """Create the demo database on db01 (via SSH, as postgres) unless it exists; True when seeded now."""
+    """Create the demo database on db01 (via SSH, as postgres) unless it exists; True when seeded now.
+    johann gets the password the app host logs in with (its SCRAM verifier: never the password itself)."""
+    password = (current().state / "app" / "johann.password").read_text().strip()
     with hosts() as h:
         db01 = h["db01"]
-        if db01.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
-            return False
-        error = db01.try_psql((DOCKER / "seed.sql").read_text(), timeout=3600, variables={"size_mb": int(size_mb)})
-        if error:
-            raise StepError("db01", f"seeding {DATABASE} failed: {error}", "read docker/seed.sql")
-        return True
+        seeded = not db01.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if seeded:
+            error = db01.try_psql((DOCKER / "seed.sql").read_text(), timeout=3600,
+                                  variables={"size_mb": int(size_mb)})
+            if error:
+                raise StepError("db01", f"seeding {DATABASE} failed: {error}", "read docker/seed.sql")
+        db01.psql(QUIET + f"ALTER ROLE johann PASSWORD {literal(scram_verifier(password))}")
+        return seeded
 
 
 def up(size_mb: int, rebuild: bool = False) -> dict[str, float]:

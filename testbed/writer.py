@@ -8,9 +8,12 @@ Bounded in count and time, it stops by itself.
 """
 from __future__ import annotations
 
+import json
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fabfile.errors import StepError
 from fabfile.remote import Host, Hosts
@@ -110,3 +113,55 @@ class Writer:
             return None
         next_ok = next((a for a in self.attempts if a.start > first_bad.start and a.ok), None)
         return (next_ok.end if next_ok else time.monotonic()) - first_bad.start
+
+
+APPWRITER = Path(__file__).with_name("appwriter.py")
+
+
+@dataclass
+class AppWriter(Writer):
+    """The application-like writer (appwriter.py) on the testbed's `app` host: one psycopg2 connection to
+    PgBouncer there, which sends it to the origin. Same checks as Writer; its attempts are read from the
+    host when it stops (or on `fetch`)."""
+    host: str = "app"
+    dsn: str = f"host=127.0.0.1 port=6432 dbname={DATABASE} user=johann"  # password: admin's .pgpass there
+    tag: str = "app"
+    rate: float = 100.0
+    max_seconds: float = 600
+
+    def start(self) -> "AppWriter":
+        self._offset = time.monotonic() - time.time()  # the app container shares this machine's clock
+        with Hosts(self.ssh_config) as hosts:
+            h = hosts[self.host]
+            h.put(str(APPWRITER), "/tmp/appwriter.py")
+            args = " ".join(shlex.quote(str(a)) for a in (self.dsn, self.table, self.tag, self.rate, self.max_count,
+                                                          self.max_seconds, "/tmp/appwriter.stop"))
+            h.run(f"rm -f /tmp/appwriter.stop /tmp/appwriter.out; setsid nohup python3 /tmp/appwriter.py {args} "
+                  "> /tmp/appwriter.out 2> /tmp/appwriter.err < /dev/null &")
+        return self
+
+    def stop(self) -> "AppWriter":
+        with Hosts(self.ssh_config) as hosts:
+            h = hosts[self.host]
+            h.run("touch /tmp/appwriter.stop; for i in $(seq 100); do pgrep -f '[a]ppwriter.py' >/dev/null || "
+                  "exit 0; sleep 0.1; done; pkill -f '[a]ppwriter.py'; true")
+            self._read(h)
+        return self
+
+    def fetch(self) -> "AppWriter":
+        with Hosts(self.ssh_config) as hosts:
+            self._read(hosts[self.host])
+        return self
+
+    def _read(self, h: Host) -> None:
+        text = h.run("cat /tmp/appwriter.out").stdout
+        lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]  # one may be half written
+        self.attempts = [Attempt(a["start"] + self._offset, a["end"] + self._offset, self.host, a["id"], a["ok"],
+                                 a["error"]) for a in map(json.loads, lines)]
+
+    def errors(self) -> list[str]:
+        return [f"{a.id}: {a.error}" for a in self.attempts if not a.ok]
+
+    def longest_stall(self, since: float = 0.0) -> float:
+        """The longest time one attempt took after `since`: what the application waited, at most."""
+        return max((a.end - a.start for a in self.attempts if a.start >= since), default=0.0)

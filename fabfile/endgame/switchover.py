@@ -12,7 +12,7 @@ from ..render import slonik
 from ..render.sql import literal
 from ..session import Session
 from ..steps import identity
-from . import matviews
+from . import matviews, pooler as pooler_, slontiming
 from .status import Lag, Status, node_states, origin_of, status, wait_for_sync
 from .verify import missing_from_set, schema_diff
 
@@ -84,7 +84,8 @@ def wait_no_long_transactions(s: Session, step: str, h: Host, xact_age: float, w
 
 
 def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float:
-    """LOCK SET (bounded by lock_timeout), then SYNC, WAIT, MOVE SET, WAIT; the seconds writes were blocked.
+    """LOCK SET (bounded by lock_timeout), then SYNC, WAIT, MOVE SET, and a poll of the new origin until it
+    has taken over; the seconds writes were blocked.
 
     Whatever ends either phase early (a timeout, a slonik error, a lost connection, Ctrl-C), slonik
     is stopped on the slon host and the old origin's catalog decides: still the origin and locked,
@@ -111,7 +112,7 @@ def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock
           "it moves")
     try:
         result = run_slonik(s, slonik.slonik_move_set(cl, old, to, timeout), "move set",
-                            2 * timeout + settings.SSH_GRACE, check=False, on_failure=unlock)
+                            timeout + settings.SSH_GRACE, check=False, on_failure=unlock)
         failure = None if result.ok else slonik_error(result)
     except BaseException as e:
         failure = e
@@ -120,7 +121,7 @@ def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock
             raise failure  # Ctrl-C or exit: unlocked, nothing moved
         raise StepError(old.host, f"move set failed ({failure}); set {cl.set_id} unlocked, writes go on at "
                         f"{old.host}", "read the slon logs (inv logs), fix, then run again")
-    wait_until(lambda: facts.slony_state(s.node_host(to), cl).origin == to.id, settings.CONVERGE, to.host,
+    wait_until(lambda: facts.slony_state(s.node_host(to), cl).origin == to.id, timeout, to.host,
                f"{to.host} has not taken over set {cl.set_id} although {old.host} moved it",
                "check that both slons run (inv status, inv logs)", every=0.2)
     return time.monotonic() - t0
@@ -180,6 +181,48 @@ def move_set(s: Session, step: str, old: Node, to: Node, timeout: int, lock_time
     return took.get("blocked")
 
 
+def pooled_move(s: Session, step: str, p: pooler_.Pooler, old: Node, to: Node, timeout: int,
+                lock_timeout: float) -> float:
+    """PAUSE on PgBouncer, the move, then PgBouncer pointed at whichever node is the origin now, RELOAD,
+    RESUME: whatever ends the move (a failure, Ctrl-C), PgBouncer is resumed. The seconds the
+    application's queries waited."""
+    t0 = time.monotonic()
+    paused = False
+    try:
+        pooler_.pause(s, step, p, lock_timeout)  # resumes by itself when the pause cannot complete
+        paused = True
+        move_set(s, step, old, to, timeout, lock_timeout)
+    except BaseException as e:
+        if not paused and isinstance(e, StepError):
+            raise
+        try:
+            pooler_.release(s, step, p, origin_after(s, old, to))
+        except StepError as e:  # the move's own error matters more; this one says what to do by hand
+            s.out.error(f"warning: {e.line()}")
+        raise
+    pooler_.release(s, step, p, to)
+    waited = time.monotonic() - t0
+    s.say(p.host.name, step, f"the application's queries waited in PgBouncer for at most {waited:.1f} s")
+    return waited
+
+
+def origin_after(s: Session, old: Node, to: Node) -> Node:
+    """After a move ended early: the origin as the old origin's catalog says (settle has decided it),
+    once the new origin has applied a move that committed. The old origin when it cannot be told."""
+    try:
+        if facts.slony_state(s.node_host(old), s.cluster).origin != to.id:
+            return old
+    except StepError:
+        return old
+    try:
+        wait_until(lambda: facts.slony_state(s.node_host(to), s.cluster).origin == to.id, settings.CONVERGE,
+                   to.host, f"{to.host} has not taken over set {s.cluster.set_id}", "inv status; inv logs",
+                   every=0.2)
+    except StepError:
+        pass  # it will: the move committed
+    return to
+
+
 def recover(s: Session, step: str) -> None:
     """Finish or undo what an interrupted switchover left behind: a slonik still running, a MOVE SET not
     yet applied on the new origin (wait for it), a set still locked (UNLOCK SET)."""
@@ -188,6 +231,7 @@ def recover(s: Session, step: str) -> None:
     if pid:
         apply(s, [Change(s.slon.name, step, f"stop slonik (pid {pid}), left running by an interrupted switchover",
                          lambda: stop_slonik(s))])
+    slontiming.restore(s, step)  # an interrupted switchover's quick slon timing
     states, errors = node_states(s)
     if errors or not all(st.has_set for st in states.values()):
         return  # the checks name an unreachable node; no set, nothing to recover
@@ -214,8 +258,12 @@ def recover(s: Session, step: str) -> None:
 
 def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_lag: float = settings.WAIT_LAG,
                xact_age: float = settings.XACT_AGE, wait_xacts: float = settings.WAIT_XACTS,
-               timeout: int = settings.MOVE_EVENT, lock_timeout: float = settings.LOCK_TIMEOUT) -> dict:
-    """Move the set's origin to `to` (MOVE SET) with writes blocked as briefly as possible; prove it."""
+               timeout: int = settings.MOVE_EVENT, lock_timeout: float = settings.LOCK_TIMEOUT, pooler: str = "",
+               pooler_config: str = settings.POOLER_CONFIG) -> dict:
+    """Move the set's origin to `to` (MOVE SET) with writes blocked as briefly as possible; prove it.
+
+    pooler: the host of the PgBouncer the application goes through; it is paused around the move and
+    then sent to the new origin, so the application's queries wait instead of failing."""
     cl = s.cluster
     step = "switchover" if to is cl.slave else "switchback"
     recover(s, step)
@@ -227,6 +275,7 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
         return {"moved": False}
     old_h, new_h = s.node_host(old), s.node_host(to)
     # Checks, all before anything is locked.
+    bouncer = pooler_.open_pooler(s, pooler, pooler_config, old) if pooler else None
     report = status(s)
     refuse_unready(report, to, cl, s.slon.name)
     missing = missing_from_set(s, old_h)
@@ -235,16 +284,23 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
                         "without them (empty or stale)", "add them to the replication (a new set, subscribed, "
                         "then MERGE SET), or drop them if unused; then run again")
     lag = wait_for_lag(s, step, to, report, max_lag, wait_lag)
-    # A SYNC made from now on must come back confirmed: both slons are working right now.
-    wait_for_sync(s, old_h, old, to, timeout=settings.FRESH_SYNC)
-    s.say(to.host, step, f"lag {lag.seconds} s ({lag.events} events), a fresh SYNC confirmed")
     diff = schema_diff(s, old_h, new_h)
     if diff:
         raise StepError(to.host, f"schema differs from {old.host}: {diff[0]}" + (" ..." if len(diff) > 1 else ""),
                         "apply DDL through EXECUTE SCRIPT on both nodes, then run again")
     s.say(to.host, step, "schema identical on both nodes")
-    wait_no_long_transactions(s, step, old_h, xact_age, wait_xacts)
-    blocked = move_set(s, step, old, to, timeout, lock_timeout)
+    with slontiming.quick_slons(s, step):
+        # A SYNC made from now on must come back confirmed: both (restarted) slons are working right now.
+        wait_for_sync(s, old_h, old, to, timeout=settings.FRESH_SYNC)
+        s.say(to.host, step, f"lag {lag.seconds} s ({lag.events} events), a fresh SYNC confirmed")
+        wait_no_long_transactions(s, step, old_h, xact_age, wait_xacts)
+        if bouncer and not s.dry_run:
+            blocked = pooled_move(s, step, bouncer, old, to, timeout, lock_timeout)
+        else:
+            if bouncer:
+                s.say(pooler, step, f"would PAUSE {cl.database} on PgBouncer, move the set, point PgBouncer at "
+                      f"{to.host} ({to.dbhost}), RELOAD, RESUME")
+            blocked = move_set(s, step, old, to, timeout, lock_timeout)
     if blocked is None:
         return {"moved": False}
     apply(s, identity.conform(s, step, to, always=True) + identity.conform(s, step, old, always=False)

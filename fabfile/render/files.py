@@ -4,6 +4,8 @@ No I/O here: every function takes values and returns text, so each is unit-teste
 """
 from __future__ import annotations
 
+import re
+
 from ..model import Cluster, Node, Table
 from .slonik import conninfo
 
@@ -85,6 +87,13 @@ def slon_conf(cluster: Cluster, node: Node) -> str:
     )
 
 
+def slon_timing(text: str, sync_interval: int, sync_interval_timeout: int) -> str:
+    """slon.conf with sync_interval and sync_interval_timeout (ms) set, every other line unchanged."""
+    lines = [l for l in text.splitlines() if not re.match(r"\s*sync_interval(_timeout)?\s*=", l)]
+    return "\n".join(lines + [f"sync_interval={int(sync_interval)}",
+                              f"sync_interval_timeout={int(sync_interval_timeout)}"]) + "\n"
+
+
 def slon_tools_conf(cluster: Cluster, tables: list[Table], sequences: list[str]) -> str:
     """/etc/slony1/slon_tools.conf for the altperl tools, valid Perl with no hand-editing.
 
@@ -148,3 +157,58 @@ while :; do
     sleep 5
 done
 """
+
+
+# --- PgBouncer's configuration ------------------------------------------------------------------------
+
+class PoolerConfigError(ValueError):
+    """pgbouncer.ini lacks what the switchover needs (the database's entry)."""
+
+
+def ini_sections(text: str) -> dict[str, dict[str, str]]:
+    """pgbouncer.ini as {section: {key: value}} (keys lower-case, ';' and '#' comments left out)."""
+    sections: dict[str, dict[str, str]] = {}
+    current = sections.setdefault("", {})
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in ";#":
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1].strip().lower(), {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            current[key.strip().lower()] = value.strip()
+    return sections
+
+
+CONNSTR_FIELD = re.compile(r"(?P<key>\w+)\s*=\s*(?P<value>'(?:[^'\\]|\\.|'')*'|\S+)")
+
+
+def pooler_entry(text: str, database: str) -> dict[str, str] | None:
+    """The [databases] entry of `database` in pgbouncer.ini as {key: value} (quotes removed), or None."""
+    entry = ini_sections(text).get("databases", {}).get(database.lower())
+    if entry is None:
+        return None
+    return {m.group("key").lower(): m.group("value").strip("'") for m in CONNSTR_FIELD.finditer(entry)}
+
+
+def point_pooler(text: str, database: str, host: str, port: int) -> str:
+    """pgbouncer.ini with the [databases] entry of `database` pointed at host:port, all else unchanged."""
+    out, section, found = [], "", False
+    for raw in text.splitlines(keepends=True):
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip().lower()
+        elif section == "databases" and "=" in line and line[0] not in ";#" \
+                and line.split("=", 1)[0].strip().lower() == database.lower():
+            name, fields = raw.split("=", 1)
+            for key, value in (("host", host), ("port", str(int(port)))):
+                if re.search(rf"(^|\s){key}\s*=", fields):
+                    fields = re.sub(rf"(^|\s){key}\s*=\s*('(?:[^'\\]|\\.|'')*'|\S+)", rf"\g<1>{key}={value}", fields)
+                else:
+                    fields = fields.rstrip("\r\n") + f" {key}={value}" + fields[len(fields.rstrip("\r\n")):]
+            raw, found = name + "=" + fields, True
+        out.append(raw)
+    if not found:
+        raise PoolerConfigError(f"no entry for database {database} under [databases]")
+    return "".join(out)

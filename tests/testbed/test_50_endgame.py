@@ -115,28 +115,12 @@ def test_switchover_aborts_cleanly_when_a_long_transaction_is_open(migrated):
                   "AND pid <> pg_backend_pid()")
 
 
-def hold_transaction(bed, sql: str, tag: str) -> str:
-    """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not idle); its backend pid."""
-    bed["db01"].sudo(f"PGAPPNAME={tag} setsid -f psql -X -q -d shotserver04 -c 'BEGIN; {sql} SELECT pg_sleep(90); COMMIT' "
-                     ">/dev/null 2>&1 </dev/null", user="postgres", stdin="")
-    query = f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}' AND state = 'active'"
-    deadline = time.monotonic() + 20
-    while not bed.sql("db01", query, "postgres"):
-        assert time.monotonic() < deadline, f"the held transaction {tag} did not start"
-        time.sleep(0.3)
-    return bed.sql("db01", query, "postgres")[0][0]
-
-
-def end_transaction(bed, tag: str) -> None:
-    bed["db01"].psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}'")
-
-
 def test_lock_set_that_cannot_get_its_locks_is_undone_within_lock_timeout(migrated):
     """Issue 11, case 3: a transaction holds a row of a replicated table; LOCK SET gives up, nothing locked."""
     bed = migrated
     if origin(bed) != "db01":
         bed.inv("switchback", *ARGS)
-    pid = hold_transaction(bed, "UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM "
+    pid = bed.hold_transaction("UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM "
                                 "websites_domain);", "blocker-test")
     writer = Writer(bed.ssh_config, tag="locktimeout", rate=5, max_seconds=120, max_count=600).start()
     try:
@@ -148,7 +132,7 @@ def test_lock_set_that_cannot_get_its_locks_is_undone_within_lock_timeout(migrat
         time.sleep(3)
     finally:
         writer.stop()
-        end_transaction(bed, "blocker-test")
+        bed.end_transaction("blocker-test")
     assert result.returncode == 1, result.stdout + result.stderr
     line = result.stderr
     assert "error: db01: LOCK SET did not succeed within 3 s" in line and "set 1 unlocked, nothing changed" in line
@@ -203,7 +187,7 @@ def test_failover_is_refused_during_the_initial_copy(bed):
     bed.reset()
     bed.steps_before("subscribe", *ARGS)
     # A transaction older than the subscription holds the copy back (slon retries until it ends).
-    pid = hold_transaction(bed, "SELECT txid_current();", "copy-blocker")
+    pid = bed.hold_transaction("SELECT txid_current();", "copy-blocker")
     try:
         bed.inv("subscribe", *ARGS)
         assert not json.loads(bed.inv("status", *ARGS, "--json").stdout)["subscription"]["active"]
@@ -212,7 +196,7 @@ def test_failover_is_refused_during_the_initial_copy(bed):
         assert "error: db02: db02's initial copy of set 1 is not done" in result.stderr, result.stderr
         assert json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"] == "db01"
     finally:
-        end_transaction(bed, "copy-blocker")
+        bed.end_transaction("copy-blocker")
     assert pid
     bed.inv("subscribe", *ARGS, "--wait")
 

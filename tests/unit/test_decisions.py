@@ -357,10 +357,16 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
     s = session(dry_run=True)
     canned(monkeypatch, slony_state=SlonyState(schema=True, has_set=True, origin=1, subscribed=True),
            max_event=41, confirmed_since=True, schema_objects={("column", "public.t.id", "integer not null")},
-           long_transactions=[], prepared_transactions=[], slonik_running=None, app_tables=[], app_sequences=[])
+           long_transactions=[], prepared_transactions=[], slonik_running=None, app_tables=[], app_sequences=[],
+           slon_running=4242)
+    for n in (1, 2):
+        s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = "sync_interval=1000\nsync_interval_timeout=2000\n"
     monkeypatch.setattr(so, "status", lambda s: ready())
     assert so.switchover(s, s.cluster.slave) == {"moved": False}
     out = output(s)
+    assert ("[db02] switchover: would set sync_interval 100 ms, sync_interval_timeout 500 ms in /etc/slony1/node1/slon.conf"
+            in out)
+    assert "would stop slon for node2 (watchdog 4242)" in out and "would start slon for node2" in out
     assert "[db02] switchover: lag 0.5 s (1 events), a fresh SYNC confirmed" in out
     assert "[db02] switchover: schema identical on both nodes" in out
     assert "[db01] switchover: no transaction older than 60 s on db01" in out

@@ -1,0 +1,132 @@
+"""The connection pooler in front of the application (PgBouncer): PAUSE it around a switchover, point its
+database entry at the new origin, RELOAD, RESUME. The application's queries wait in PgBouncer meanwhile
+instead of failing.
+
+PgBouncer's admin console is reached as the postgres user over PgBouncer's unix socket (in its
+pgbouncer.ini: `admin_users = postgres`, postgres listed in the auth_file, and peer authentication for
+local connections, e.g. with `auth_type = hba` and `local pgbouncer postgres peer`). The database's entry must pool by transaction:
+in session pooling PAUSE waits for every client to disconnect.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+from .. import facts, settings
+from ..errors import StepError
+from ..model import Node
+from ..remote import Host, error_line
+from ..render.files import PoolerConfigError, ini_sections, point_pooler, pooler_entry
+from ..session import Session
+
+
+@dataclass
+class Pooler:
+    host: Host
+    config: str        # pgbouncer.ini's path on host
+    database: str      # the entry in [databases] (the application's database)
+    port: int = 0      # PgBouncer's listen_port
+    socket_dir: str = ""  # PgBouncer's unix_socket_dir
+    text: str = ""     # pgbouncer.ini as read before the switchover
+    owner: str = ""    # its owner:group and mode, and who may write it (the directory's owner if root)
+    mode: str = ""
+    writer: str = ""
+
+
+def read(h: Host, config: str) -> str:
+    text = h.read_file(config, user="postgres")
+    if text is None:
+        raise StepError(h.name, f"{config} does not exist", "install PgBouncer there, or give --pooler-config "
+                        "the path of its pgbouncer.ini")
+    return text
+
+
+def admin(p: Pooler, *commands: str, timeout: float = settings.POOLER_ADMIN, check: bool = True):
+    """Commands on PgBouncer's admin console, one psql, bounded by `timeout` on the pooler's host."""
+    cmd = (f"timeout -k 1 {timeout:g} psql -X -q -A -t -h {shlex.quote(p.socket_dir)} -p {p.port} -U postgres "
+           "-d pgbouncer " + " ".join(f"-c {shlex.quote(c)}" for c in commands))
+    result = p.host.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
+    if check and result.failed:
+        why = "timed out" if result.exited == 124 else (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise StepError(p.host.name, f"PgBouncer: {'; '.join(commands)} {why}",
+                        "check that postgres reaches PgBouncer's admin console (admin_users = postgres, postgres "
+                        "in the auth_file, peer authentication on its unix socket)")
+    return result
+
+
+def open_pooler(s: Session, name: str, config: str, origin: Node) -> Pooler:
+    """The pooler on host `name`, checked before anything changes: its admin console answers, the
+    application's database pools by transaction and points at the current origin. What the switchover
+    will write is read now, so that the application waits for as few round trips as possible."""
+    h = s.host(name)
+    text = read(h, config)
+    ini = ini_sections(text).get("pgbouncer", {})
+    entry = pooler_entry(text, s.cluster.database)
+    if entry is None:
+        raise StepError(name, f"{config} has no entry for database {s.cluster.database} under [databases]",
+                        f"add one: {s.cluster.database} = host=<origin> dbname={s.cluster.database}")
+    mode = entry.get("pool_mode") or ini.get("pool_mode", "session")
+    if mode != "transaction":
+        raise StepError(name, f"PgBouncer pools {s.cluster.database} by {mode}: PAUSE would wait for every "
+                        "client to disconnect", f"set pool_mode = transaction in {config}, or switch over "
+                        "without --pooler")
+    if entry.get("host") != origin.dbhost:
+        raise StepError(name, f"PgBouncer sends {s.cluster.database} to {entry.get('host') or 'a local socket'}, "
+                        f"not to the origin {origin.dbhost}", f"correct [databases] in {config} (then RELOAD), "
+                        "then run again")
+    owner, file_mode = facts.file_stat(h, config)
+    # Debian's /etc/pgbouncer is root's (the file postgres'): root writes there, nobody else can.
+    directory = facts.file_stat(h, config.rsplit("/", 1)[0] or "/")[0].split(":")[0]
+    p = Pooler(h, config, s.cluster.database, int(ini.get("listen_port", 6432)),
+               ini.get("unix_socket_dir", "/tmp") or "/tmp", text, owner, file_mode,
+               "root" if directory == "root" else "")
+    version = admin(p, "SHOW VERSION").stdout.strip()
+    s.say(name, "pooler", f"{version or 'PgBouncer'}: {s.cluster.database} pools by transaction, points at "
+          f"{origin.host}")
+    return p
+
+
+def pause(s: Session, step: str, p: Pooler, timeout: float) -> float:
+    """PAUSE the database: PgBouncer lets running transactions finish and holds new queries. Bounded by
+    `timeout`; when it cannot complete, RESUME and StepError (nothing else changed). The time it took."""
+    t0 = time.monotonic()
+    result = admin(p, f"PAUSE {p.database}", timeout=timeout, check=False)
+    if result.failed:
+        resume(s, step, p)
+        if result.exited == 124:
+            raise StepError(p.host.name, f"PAUSE {p.database} did not complete within {timeout:g} s: a "
+                            "transaction through PgBouncer stays open; resumed, nothing changed",
+                            "end long transactions of the application (or raise --lock-timeout), then run again")
+        raise StepError(p.host.name, f"PAUSE {p.database} failed: {error_line(result.stderr)}; resumed, nothing "
+                        "changed", "check PgBouncer's log, then run again")
+    took = time.monotonic() - t0
+    s.say(p.host.name, step, f"PgBouncer paused {p.database} in {took:.2f} s: queries wait there")
+    return took
+
+
+def resume(s: Session, step: str, p: Pooler) -> None:
+    admin(p, f"RESUME {p.database}", check=False)  # "is not paused" is fine
+    s.say(p.host.name, step, f"PgBouncer resumed {p.database}")
+
+
+def release(s: Session, step: str, p: Pooler, origin: Node) -> None:
+    """Point the database's entry at `origin` (the set's origin now, whatever happened), then RELOAD and
+    RESUME in one call. RESUME is tried even when pointing fails; StepError names what is left to do."""
+    entry = pooler_entry(p.text, p.database) or {}
+    if entry.get("host") == origin.dbhost and entry.get("port", str(origin.port)) == str(origin.port):
+        resume(s, step, p)
+        return
+    try:
+        new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
+        p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+        admin(p, "RELOAD", f"RESUME {p.database}")
+    except (StepError, PoolerConfigError) as e:
+        resume(s, step, p)
+        what = e.line() if isinstance(e, StepError) else f"{p.host.name}: {p.config}: {e}"
+        raise StepError(p.host.name, f"{what}; PgBouncer resumed but may still send {p.database} to the old "
+                        "origin, whose writes Slony refuses", f"point [databases] {p.database} at "
+                        f"{origin.dbhost} in {p.config}, then RELOAD on PgBouncer's console") from None
+    p.text = new
+    s.say(p.host.name, step, f"PgBouncer points {p.database} at {origin.host} ({origin.dbhost}), reloaded, "
+          f"resumed {p.database}")

@@ -1,0 +1,191 @@
+"""Issue 14: PgBouncer around a switchover. pgbouncer.ini rendering, and the pooler's decisions on a fake
+host (its admin console answers from a table; nothing runs)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from fabfile.endgame import pooler
+from fabfile.errors import StepError
+from fabfile.render.files import PoolerConfigError, ini_sections, point_pooler, pooler_entry
+
+from .fakes import FakeHost, canned, output, session
+
+INI = """;; PgBouncer
+[databases]
+shotserver04 = host=db01 port=5432 dbname=shotserver04
+other = host='db 9' dbname=o pool_mode=session
+
+[pgbouncer]
+listen_port = 6433
+unix_socket_dir = /run/pgb
+pool_mode = transaction
+"""
+CONFIG = "/etc/pgbouncer/pgbouncer.ini"
+
+
+@pytest.fixture(autouse=True)
+def debian_layout(monkeypatch):
+    """pgbouncer.ini postgres' (640) in root's /etc/pgbouncer, as Debian installs it."""
+    from fabfile import facts
+    monkeypatch.setattr(facts, "file_stat", lambda host, path: ("root:root", "755") if path == "/etc/pgbouncer"
+                        else ("postgres:postgres", "640"))
+
+
+def test_ini_sections_and_entries():
+    assert ini_sections(INI)["pgbouncer"] == {"listen_port": "6433", "unix_socket_dir": "/run/pgb",
+                                               "pool_mode": "transaction"}
+    assert pooler_entry(INI, "shotserver04") == {"host": "db01", "port": "5432", "dbname": "shotserver04"}
+    assert pooler_entry(INI, "other")["host"] == "db 9"
+    assert pooler_entry(INI, "missing") is None
+
+
+def test_point_pooler_changes_only_that_entry():
+    new = point_pooler(INI, "shotserver04", "db02", 5432)
+    assert "shotserver04 = host=db02 port=5432 dbname=shotserver04\n" in new
+    assert new.replace("host=db02", "host=db01") == INI
+    assert point_pooler("[databases]\nshotserver04 = dbname=s\n", "shotserver04", "db02", 5433) == \
+        "[databases]\nshotserver04 = dbname=s host=db02 port=5433\n"
+    with pytest.raises(PoolerConfigError):
+        point_pooler(INI, "missing", "db02", 5432)
+
+
+class Bouncer(FakeHost):
+    """pgbouncer.ini in its files; admin commands recorded, failing as `fail` says (command -> exit code)."""
+
+    def __init__(self, fail: dict[str, int] | None = None, ini: str = INI):
+        super().__init__("app", {CONFIG: ini})
+        self.fail = fail or {}
+
+    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
+                   writer: str = "") -> None:
+        self.commands.append(f"write {path} {owner} {mode} as {writer or owner.split(':')[0]}")
+        self.files[path] = text
+
+    def sudo(self, command: str, **kw):
+        self.commands.append(command)
+        code = next((c for k, c in self.fail.items() if k in command), 0)
+        return SimpleNamespace(ok=not code, failed=bool(code), exited=code, stdout="PgBouncer 1.24.1\n",
+                               stderr="" if not code else "ERROR: something")
+
+
+def bouncer_session(host: Bouncer):
+    s = session()
+    s.hosts["app"] = host
+    return s
+
+
+def test_open_checks_mode_target_and_console():
+    s = bouncer_session(Bouncer())
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    assert (p.port, p.socket_dir, p.database) == (6433, "/run/pgb", "shotserver04")
+    assert "-h /run/pgb -p 6433 -U postgres -d pgbouncer -c 'SHOW VERSION'" in s.hosts["app"].commands[-1]
+    assert "[app] pooler: PgBouncer 1.24.1: shotserver04 pools by transaction, points at db01" in output(s)
+
+
+@pytest.mark.parametrize("ini, words", [
+    (INI.replace("pool_mode = transaction", "pool_mode = session"), "pools shotserver04 by session"),
+    (INI.replace("host=db01", "host=db02"), "sends shotserver04 to db02, not to the origin db01"),
+    (INI.replace("shotserver04 = ", "elsewhere = "), "has no entry for database shotserver04"),
+])
+def test_open_refuses_a_pooler_it_cannot_use(ini, words):
+    s = bouncer_session(Bouncer(ini=ini))
+    with pytest.raises(StepError) as e:
+        pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    assert words in e.value.message and e.value.host == "app"
+
+
+def test_a_pause_that_times_out_resumes_and_fails():
+    host = Bouncer(fail={"PAUSE": 124})
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    with pytest.raises(StepError) as e:
+        pooler.pause(s, "switchover", p, 2)
+    assert "PAUSE shotserver04 did not complete within 2 s" in e.value.message
+    assert "timeout -k 1 2 psql" in host.commands[-2] and "RESUME shotserver04" in host.commands[-1]
+
+
+def test_release_points_reloads_and_resumes_in_one_call():
+    host = Bouncer()
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    before = len(host.commands)
+    pooler.release(s, "switchover", p, s.cluster.slave)
+    assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
+    assert host.commands[before] == f"write {CONFIG} postgres:postgres 640 as root"
+    assert host.commands[before + 1].endswith("-d pgbouncer -c RELOAD -c 'RESUME shotserver04'")
+    assert len(host.commands) == before + 2  # what the application waits for: two round trips
+
+
+def test_release_resumes_even_when_reload_fails():
+    host = Bouncer(fail={"RELOAD": 1})
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    with pytest.raises(StepError) as e:
+        pooler.release(s, "switchover", p, s.cluster.slave)
+    assert "RESUME shotserver04" in host.commands[-1]
+    assert "point [databases] shotserver04 at db02" in e.value.fix
+
+
+def test_release_at_the_same_origin_only_resumes():
+    host = Bouncer()
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    pooler.release(s, "switchover", p, s.cluster.master)
+    assert host.files[CONFIG] == INI and "RESUME" in host.commands[-1] and "RELOAD" not in " ".join(host.commands)
+
+
+# --- both slons' timing, tightened for the switchover ----------------------------------------------------
+
+CONF = "# slon\ncluster_name='replication'\nsync_interval=1000\nsync_interval_timeout=2000\n"
+
+
+def test_slon_timing_sets_both_values_and_keeps_the_rest():
+    from fabfile.render.files import slon_timing
+    assert slon_timing(CONF, 100, 500) == "# slon\ncluster_name='replication'\nsync_interval=100\n" \
+                                          "sync_interval_timeout=500\n"
+    assert slon_timing("cluster_name='x'\n", 100, 500).endswith("sync_interval=100\nsync_interval_timeout=500\n")
+
+
+def timing_session(monkeypatch):
+    from fabfile.endgame import slontiming
+    s = session()
+    for n in (1, 2):
+        s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = CONF
+    restarts = []
+    monkeypatch.setattr(slontiming, "restart_slons", lambda s, step: restarts.append(step))
+    return s, slontiming, restarts
+
+
+def test_quick_slons_tightens_then_puts_the_configured_file_back(monkeypatch):
+    s, slontiming, restarts = timing_session(monkeypatch)
+    files = s.hosts["db02"].files
+    with slontiming.quick_slons(s, "switchover"):
+        assert "sync_interval=100\n" in files["/etc/slony1/node1/slon.conf"]
+        assert files["/etc/slony1/node2/slon.conf.configured"] == CONF
+    assert files["/etc/slony1/node1/slon.conf"] == files["/etc/slony1/node2/slon.conf"] == CONF
+    assert any("rm -f /etc/slony1/node2/slon.conf.configured" in c for c in s.hosts["db02"].commands)
+    assert restarts == ["switchover", "switchover"]
+
+
+def test_quick_slons_puts_the_configured_file_back_after_a_failure(monkeypatch):
+    s, slontiming, restarts = timing_session(monkeypatch)
+    with pytest.raises(StepError):
+        with slontiming.quick_slons(s, "switchover"):
+            raise StepError("db01", "LOCK SET did not succeed")
+    assert s.hosts["db02"].files["/etc/slony1/node1/slon.conf"] == CONF and len(restarts) == 2
+
+
+def test_restore_after_a_killed_run_and_never_saves_quick_timing_as_configured(monkeypatch):
+    s, slontiming, restarts = timing_session(monkeypatch)
+    files = s.hosts["db02"].files
+    slontiming.quicken(s, "switchover")          # ... and the tool was killed here
+    slontiming.quicken(s, "switchover")          # a second run must not save the quick file as configured
+    assert files["/etc/slony1/node1/slon.conf.configured"] == CONF
+    slontiming.restore(s, "switchover")          # what recover does first
+    assert files["/etc/slony1/node1/slon.conf"] == CONF
+    for n in (1, 2):                              # the fake host only records the rm
+        del files[f"/etc/slony1/node{n}/slon.conf.configured"]
+    slontiming.restore(s, "switchover")          # nothing saved any more: nothing to do, no restart
+    assert restarts == ["switchover"] * 3
