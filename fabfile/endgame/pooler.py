@@ -4,8 +4,8 @@ instead of failing.
 
 PgBouncer's admin console is reached as the postgres user over PgBouncer's unix socket (in its
 pgbouncer.ini: `admin_users = postgres`, postgres listed in the auth_file, and peer authentication for
-local connections, e.g. with `auth_type = hba` and `local pgbouncer postgres peer`). The database's entry must pool by transaction:
-in session pooling PAUSE waits for every client to disconnect.
+local connections, e.g. with `auth_type = hba` and `local pgbouncer postgres peer`). The database's
+entry must pool by transaction: in session pooling PAUSE waits for every client to disconnect.
 """
 from __future__ import annotations
 

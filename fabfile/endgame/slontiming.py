@@ -44,8 +44,8 @@ def quicken(s: Session, step: str) -> None:
             if h.read_file(path + SAVED) is None:  # saved first: a kill after this leaves what restore needs
                 h.write_file(path + SAVED, text)
             h.write_file(path, files.slon_timing(text, interval, timeout))
-        changes.append(Change(h.name, step, f"set sync_interval {interval} ms, sync_interval_timeout {timeout} ms in "
-                              f"{path} for the switchover", write))
+        changes.append(Change(h.name, step, f"set sync_interval {interval} ms, sync_interval_timeout {timeout} "
+                              f"ms in {path} for the switchover", write))
     apply(s, changes)
     restart_slons(s, step)
 

@@ -16,7 +16,7 @@ TARBALL = VENDOR / "slony1-2.2.11.tar.bz2"
 
 def test_the_testbed_is_the_old_server_profile(bed):
     assert current().suites["db01"] == "bullseye", "run this with DB01_SUITE=bullseye (make test-old)"
-    assert facts.pg_major(bed["db01"]) == 13 and facts.pg_major(bed["db02"]) == 17
+    assert facts.pg_major(bed["db01"]) == "13" and facts.pg_major(bed["db02"]) == "17"
 
 
 def test_build_from_the_vendored_source_then_migrate_verify_switchover(bed):

@@ -1,4 +1,4 @@
-"""The testbed itself: two real servers over SSH, as a fresh migration finds them."""
+"""The testbed itself: two real servers (and the app host) over SSH, as a fresh migration finds them."""
 import subprocess
 
 import pytest
@@ -8,15 +8,15 @@ from fabfile.errors import StepError
 from fabfile.remote import Hosts
 
 
-def test_both_hosts_answer_over_ssh_with_sudo(bed):
-    for name in ("db01", "db02"):
+def test_every_host_answers_over_ssh_with_sudo(bed):
+    for name in ("db01", "db02", "app"):
         out = bed[name].run("hostname; sudo -n id -u").stdout.split()
         assert out == [name, "0"]
 
 
 def test_postgresql_versions(bed):
-    assert facts.pg_major(bed["db01"]) == 15
-    assert facts.pg_major(bed["db02"]) == 17
+    assert facts.pg_major(bed["db01"]) == "15"
+    assert facts.pg_major(bed["db02"]) == "17"
     assert facts.os_release(bed["db01"])["VERSION_ID"] == "12"
     assert facts.os_release(bed["db02"])["VERSION_ID"] == "13"
 
