@@ -289,11 +289,12 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
         raise StepError(to.host, f"schema differs from {old.host}: {diff[0]}" + (" ..." if len(diff) > 1 else ""),
                         "apply DDL through EXECUTE SCRIPT on both nodes, then run again")
     s.say(to.host, step, "schema identical on both nodes")
+    wait_no_long_transactions(s, step, old_h, xact_age, wait_xacts)
+    # Every check that can refuse is done: from here on the slons run with the quick timing.
     with slontiming.quick_slons(s, step):
         # A SYNC made from now on must come back confirmed: both (restarted) slons are working right now.
         wait_for_sync(s, old_h, old, to, timeout=settings.FRESH_SYNC)
         s.say(to.host, step, f"lag {lag.seconds} s ({lag.events} events), a fresh SYNC confirmed")
-        wait_no_long_transactions(s, step, old_h, xact_age, wait_xacts)
         if bouncer and not s.dry_run:
             blocked = pooled_move(s, step, bouncer, old, to, timeout, lock_timeout)
         else:
