@@ -60,6 +60,11 @@ class Cluster:
         return f"_{self.name}"
 
     @property
+    def slonik_pidfile(self) -> str:
+        """Where the slon host keeps the pid (and process group) of the slonik this tool runs."""
+        return f"{self.rundir}/slonik-{self.name}.pid"
+
+    @property
     def sslrootcert(self) -> str:
         """Where the slon host keeps the CA certificate (only with ssl_ca)."""
         return f"{self.confdir}/root.crt" if self.ssl_ca else ""

@@ -64,11 +64,6 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
                    "" if secret else diff(old or "", text, path))]
 
 
-def slonik_pidfile(s: Session) -> str:
-    """Where the slon host keeps the pid (and process group) of the slonik this tool runs."""
-    return f"{s.cluster.rundir}/slonik-{s.cluster.name}.pid"
-
-
 def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
                lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None):
     """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
@@ -80,7 +75,7 @@ def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLO
     slonik = facts.slony_tool(s.slon, "slonik")
     if not slonik:
         raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
-    command = render_slonik.slonik_shell(slonik, timeout, slonik_pidfile(s), lock_timeout, on_failure,
+    command = render_slonik.slonik_shell(slonik, timeout, s.cluster.slonik_pidfile, lock_timeout, on_failure,
                                          statement_timeout)
     return s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
                        check=check, what=f"slonik ({what})")

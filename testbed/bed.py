@@ -17,6 +17,8 @@ from . import DATABASE
 from .compose import ROOT, current
 
 CLUSTER = make_cluster("db01", "db02", database=DATABASE)
+# For Bed.hold_transaction: one row of a replicated table held, which LOCK SET has to wait for.
+ROW_LOCK = "UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM websites_domain);"
 
 
 class Bed:

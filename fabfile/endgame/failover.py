@@ -11,7 +11,7 @@ from ..errors import StepError
 from ..model import Node
 from ..plan import Change, apply, slonik_change, wait_until
 from ..render import slonik, sql
-from ..render.slonik import ssl_env
+from ..render.slonik import client_args, ssl_env
 from ..session import Session
 from ..steps import identity
 from ..steps.cluster import start_slon
@@ -64,8 +64,8 @@ def fence(s: Session, step: str, dead: Node) -> Change:
         try:
             s.node_host(dead).psql(statement)
         except StepError:  # no SSH: as the replication superuser, from the slon host
-            s.slon.sudo(f"{ssl_env(cl)} psql -w -X -q -h {dead.dbhost} -p {dead.port} -U {cl.user} -d {cl.database} "
-                        "-v ON_ERROR_STOP=1 -f -", user="postgres", stdin=statement, what="fencing")
+            s.slon.sudo(f"{ssl_env(cl)} psql -X -q {client_args(cl, dead)} -v ON_ERROR_STOP=1 -f -",
+                        user="postgres", stdin=statement, what="fencing")
     return Change(dead.host, step, f"fence {cl.database}: no application may connect (undo: "
                   f"{sql.unfence_database(cl.database)})", action, statement)
 

@@ -99,8 +99,8 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
                 if facts.schema_exists(s.node_host(n), cl.database, cl.schema)]
     changes += identity.conform(s, step, origin, always=True) + identity.conform(s, step, old, always=True)
     apply(s, changes)
-    if s.slon.read_file(identity.record_path(s)) is not None:
-        path = identity.record_path(s)
+    path = identity.record_path(s)
+    if s.slon.read_file(path) is not None:
         apply(s, [Change(s.slon.name, step, f"remove {path}", lambda: s.slon.sudo(f"rm -f {path}"))])
     hba(s, remove=True)
     pgpass(s, step, remove=True)

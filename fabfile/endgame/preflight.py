@@ -8,12 +8,12 @@ from __future__ import annotations
 from .. import facts, settings
 from ..errors import StepError
 from ..remote import Host
-from ..render.parse import pg_dump_safe, size, version_key
+from ..render.parse import pg_dump_safe, size, upstream, version_key
 from ..render.slonik import slony_key
 from ..render.sql import ROLE_MARK, add_key
 from ..session import Output, Session
-from ..render.parse import upstream
-from ..steps.software import differing
+from ..steps import identity
+from ..steps.software import differing, extension_package
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -287,7 +287,7 @@ def objects(report: Report, s: Session, h: Host) -> None:
                "which the new server refuses (COPY and every later change to the table would fail)",
                "make it a plain column kept by a trigger (ALTER TABLE ... ALTER COLUMN ... DROP EXPRESSION, then "
                "CREATE TRIGGER) before the migration")
-    always = [f"{t}.{c}" for (t, c), kind in facts.identity_columns(h, cl).items() if kind == "a"]
+    always = [f"{t}.{c}" for t, c in identity.always_columns(h, cl)]
     if always:
         report(h.name, OK, "identity columns", f"GENERATED ALWAYS: {', '.join(always)}: BY DEFAULT on the new "
                "server while it subscribes (slon writes the origin's values), ALWAYS again where a node becomes "
@@ -320,7 +320,7 @@ def extensions(report: Report, s: Session) -> None:
     major = facts.pg_major(s.slave)
     missing = [name for name in have if name not in available]
     for name in missing:
-        package = f"postgresql-{major}-{name.replace('_', '-')}"
+        package = extension_package(major, name)
         candidate = facts.package_versions(s.slave, [package])[package][1]
         if candidate:
             report(s.slave.name, WARN, f"extension {name}", f"not available yet; install will add {package} "

@@ -129,10 +129,9 @@ def status(s: Session) -> Status:
         if origin == cl.master.id and report.subscription.exists and not active:
             report.copy = facts.copy_progress(s.master, s.slave, s.slon, cl)
     try:
-        for n in cl.nodes:
-            report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
         report.slonik = facts.slonik_running(s.slon, cl)
         for n in cl.nodes:
+            report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
             failing = parse.slon_failing(facts.slon_log(s.slon, cl, n, lines=500))
             if failing:
                 report.errors[n.instance] = f"{failing[0]}: {failing[1]}"

@@ -121,10 +121,15 @@ def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock
             raise failure  # Ctrl-C or exit: unlocked, nothing moved
         raise StepError(old.host, f"move set failed ({failure}); set {cl.set_id} unlocked, writes go on at "
                         f"{old.host}", "read the slon logs (inv logs), fix, then run again")
-    wait_until(lambda: facts.slony_state(s.node_host(to), cl).origin == to.id, timeout, to.host,
-               f"{to.host} has not taken over set {cl.set_id} although {old.host} moved it",
-               "check that both slons run (inv status, inv logs)", every=0.2)
+    wait_taken_over(s, to, timeout, f"{to.host} has not taken over set {cl.set_id} although {old.host} moved it")
     return time.monotonic() - t0
+
+
+def wait_taken_over(s: Session, to: Node, timeout: float, message: str) -> None:
+    """Poll the new origin's catalog (every 0.2 s) until it names itself the set's origin; StepError after
+    `timeout` s."""
+    wait_until(lambda: facts.slony_state(s.node_host(to), s.cluster).origin == to.id, timeout, to.host, message,
+               "check that both slons run (inv status, inv logs)", every=0.2)
 
 
 def slonik_error(result) -> str:
@@ -215,9 +220,7 @@ def origin_after(s: Session, old: Node, to: Node) -> Node:
     except StepError:
         return old
     try:
-        wait_until(lambda: facts.slony_state(s.node_host(to), s.cluster).origin == to.id, settings.CONVERGE,
-                   to.host, f"{to.host} has not taken over set {s.cluster.set_id}", "inv status; inv logs",
-                   every=0.2)
+        wait_taken_over(s, to, settings.CONVERGE, f"{to.host} has not taken over set {s.cluster.set_id}")
     except StepError:
         pass  # it will: the move committed
     return to

@@ -26,10 +26,10 @@ def app_schema(column: str, cluster: Cluster) -> str:
             f"AND {column} <> {literal(cluster.schema)}")
 
 
-def own_relation(column: str) -> str:
-    """SQL: the relation whose oid is `column` is the application's own, not an extension's member (an
-    extension's configuration tables are the extension's business on each server)."""
-    return (f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = {column} "
+def own_relation(column: str, catalog: str = "pg_class") -> str:
+    """SQL: the object whose oid is `column` (in `catalog`) is the application's own, not an extension's
+    member (an extension's configuration tables are the extension's business on each server)."""
+    return (f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {column} "
             "AND e.deptype = 'e')")
 
 
@@ -396,12 +396,10 @@ UNION ALL SELECT 'partitioned table', count(*) FROM pg_class c JOIN pg_namespace
 UNION ALL SELECT 'foreign table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'f' AND {app_schema('n.nspname', cluster)}
 UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {app_schema('n.nspname', cluster)} AND NOT EXISTS (SELECT 1 FROM pg_depend e
-       WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
+ WHERE {app_schema('n.nspname', cluster)} AND {own_relation('p.oid', 'pg_proc')}
 UNION ALL SELECT 'type or domain', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
  WHERE t.typtype IN ('d', 'e', 'c', 'r') AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-   AND {app_schema('n.nspname', cluster)} AND NOT EXISTS (SELECT 1 FROM pg_depend e
-       WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid AND e.deptype = 'e')
+   AND {app_schema('n.nspname', cluster)} AND {own_relation('t.oid', 'pg_type')}
 UNION ALL SELECT 'trigger', count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE NOT g.tgisinternal AND {app_schema('n.nspname', cluster)}

@@ -189,8 +189,8 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
 
 def slonik_running(host: Host, cluster: Cluster) -> int | None:
     """The process group of a slonik this tool started on the slon host, while it runs; else None."""
-    pidfile = f"{cluster.rundir}/slonik-{cluster.name}.pid"
-    r = host.run(f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slonik /proc/$p/cmdline && echo $p", check=False)
+    r = host.run(f"p=$(cat {cluster.slonik_pidfile} 2>/dev/null) && grep -qa slonik /proc/$p/cmdline && echo $p",
+                 check=False)
     return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None
 
 
@@ -229,7 +229,6 @@ SELECT coalesce(got.at::text, ''), coalesce(extract(epoch FROM now() - got.at)::
   FROM got, done, sync""", cluster.database)[0]
     return {"event_at": row[0], "event_age": int(row[1]), "sync_at": row[2], "sync_age": int(row[3]),
             "pending": int(row[4])}
-
 
 
 def guarded_tables(host: Host, cluster: Cluster) -> tuple[int, int, int]:

@@ -8,7 +8,7 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import parse
-from ..render.slonik import ssl_env
+from ..render.slonik import client_args, ssl_env
 from .catalog import pg_dir
 
 __all__ = ["os_release", "slony_modules", "newest_client", "slony_tool", "slonik_version", "package_versions",
@@ -109,8 +109,7 @@ def file_stat(host: Host, path: str) -> tuple[str, str] | None:
 def replication_login(host: Host, cluster: Cluster, node: Node) -> str:
     """'' when the postgres user of this host logs in to the node's database as the replication user
     over TCP with its .pgpass (no prompt), else psql's error."""
-    cmd = (f"{ssl_env(cluster)} psql -w -X -q -h {shlex.quote(node.dbhost)} -p {int(node.port)} "
-           f"-U {shlex.quote(cluster.user)} -d {shlex.quote(cluster.database)} -c 'SELECT 1'")
+    cmd = f"{ssl_env(cluster)} psql -X -q {client_args(cluster, node)} -c 'SELECT 1'"
     r = host.sudo(cmd, user="postgres", check=False, timeout=settings.LOGIN)
     if r.ok:
         return ""

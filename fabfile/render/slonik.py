@@ -1,6 +1,8 @@
 """Pure renderers of slonik scripts. No I/O: values in, script text out, unit-tested to the letter."""
 from __future__ import annotations
 
+import shlex
+
 from ..model import Cluster, Node, Table
 
 
@@ -24,6 +26,13 @@ def conninfo(cluster: Cluster, node: Node) -> str:
     root = f" sslrootcert={cluster.sslrootcert}" if cluster.sslrootcert else ""
     return (f"host={node.dbhost} port={node.port} dbname={cluster.database} user={cluster.user} "
             f"sslmode={cluster.sslmode}{root}")
+
+
+def client_args(cluster: Cluster, node: Node) -> str:
+    """psql's or pg_dump's options reaching a node's database as the replication user from the slon host:
+    no prompt (libpq reads .pgpass); encryption comes from ssl_env."""
+    return (f"-w -h {shlex.quote(node.dbhost)} -p {int(node.port)} -U {shlex.quote(cluster.user)} "
+            f"-d {shlex.quote(cluster.database)}")
 
 
 def ssl_env(cluster: Cluster) -> str:
@@ -164,9 +173,5 @@ def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float 
     cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {slonik} <&3 3<&- & "
            f"{{ echo $! > {pidfile}; }} 2>/dev/null; wait $!; rc=$?; rm -f {pidfile}")
     if on_failure:
-        cmd += f"; [ $rc -eq 0 ] || printf '%s' {shell_quote(on_failure)} | timeout 60 {slonik}"
+        cmd += f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60 {slonik}"
     return cmd + "; exit $rc"
-
-
-def shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"

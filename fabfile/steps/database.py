@@ -8,7 +8,7 @@ from ..errors import StepError
 from ..plan import Change, apply
 from ..render import sql
 from ..render.parse import size
-from ..render.slonik import ssl_env
+from ..render.slonik import client_args, ssl_env
 from ..render.sql import MASK
 from ..session import Session
 from . import identity
@@ -80,10 +80,10 @@ def schema_pipeline(s: Session, pg_dump: str) -> str:
     cl, m, sl = s.cluster, s.cluster.master, s.cluster.slave
     deny = rf"TRIGGER {cl.schema}_(logtrigger|truncatetrigger|denyaccess|truncatedeny)\b"
     return (
-        f"{pg_dump} -w -h {m.dbhost} -p {m.port} -U {cl.user} -d {cl.database} --schema-only "
+        f"{pg_dump} {client_args(cl, m)} --schema-only "
         f"--no-publications --no-subscriptions --exclude-schema={cl.schema} "
         f"| grep -v -E {shlex.quote(deny)} "
-        f"| psql -w -X -q -h {sl.dbhost} -p {sl.port} -U {cl.user} -d {cl.database} "
+        f"| psql -X -q {client_args(cl, sl)} "
         "-v ON_ERROR_STOP=1 --single-transaction -o /dev/null"
     )
 
@@ -122,6 +122,6 @@ def schema(s: Session) -> None:
                             "check pg_dump's output by hand")
     apply(s, [Change(h.name, step, f"copy the schema of {cl.database} from {cl.master.dbhost} to "
                      f"{cl.slave.dbhost} ({len(wanted)} tables)", action, pipeline)])
-    always = [key for key, kind in facts.identity_columns(s.master, cl).items() if kind == "a"]
-    apply(s, identity.record(s, step) + identity.conform(s, step, cl.slave, always=False, columns=always,
-                                                          have=dict.fromkeys(always, "a")))
+    always = identity.always_columns(s.master, cl)
+    apply(s, identity.record(s, step, always) + identity.conform(s, step, cl.slave, always=False, columns=always,
+                                                                  have=dict.fromkeys(always, "a")))

@@ -7,8 +7,9 @@ once, from the master's catalog before anything changes it, in a file on the slo
 from __future__ import annotations
 
 from .. import facts
-from ..model import Node
+from ..model import Cluster, Node
 from ..plan import Change, file_change
+from ..remote import Host
 from ..render import sql
 from ..session import Session
 
@@ -17,17 +18,23 @@ def record_path(s: Session) -> str:
     return f"{s.cluster.confdir}/identity-always"
 
 
+def always_columns(h: Host, cluster: Cluster) -> list[tuple[str, str]]:
+    """(table, column) of every identity column GENERATED ALWAYS on this node."""
+    return [key for key, kind in facts.identity_columns(h, cluster).items() if kind == "a"]
+
+
 def recorded(s: Session) -> list[tuple[str, str]]:
     """The (table, column) pairs recorded as GENERATED ALWAYS on the master."""
     text = s.slon.read_file(record_path(s)) or ""
     return [tuple(line.split("\t")) for line in text.splitlines() if "\t" in line]
 
 
-def record(s: Session, step: str) -> list[Change]:
-    """A Change recording the master's ALWAYS identity columns, unless they are recorded already."""
+def record(s: Session, step: str, always: list[tuple[str, str]] | None = None) -> list[Change]:
+    """A Change recording the master's ALWAYS identity columns (`always`, when the caller has read them),
+    unless they are recorded already."""
     if s.slon.read_file(record_path(s)) is not None:
         return []
-    always = [key for key, kind in facts.identity_columns(s.master, s.cluster).items() if kind == "a"]
+    always = always_columns(s.master, s.cluster) if always is None else always
     if not always:
         return []
     text = "".join(f"{t}\t{c}\n" for t, c in always)

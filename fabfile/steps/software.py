@@ -79,11 +79,20 @@ def install(s: Session) -> None:
             raise StepError(name, f"no package {', '.join(missing)} in {release}",
                             f"build Slony from source: inv build --host {name} --tarball slony1-VERSION.tar.bz2")
     for name, pkgs in wanted.items():
-        slony = next((p for p in pkgs if p.endswith("-slony1-2") or p == "slony1-2-bin"), None)
+        slony = next((p for p in pkgs if is_slony(p)), None)
         if slony and candidates[name][slony][1]:
             versions.setdefault(name, upstream(candidates[name][slony][1]))
     check_versions(versions)
     apply(s, [install_change(s, step, name, pkgs, versions.get(name, "?")) for name, pkgs in wanted.items()])
+
+
+def is_slony(package: str) -> bool:
+    return package.endswith("-slony1-2") or package == "slony1-2-bin"
+
+
+def extension_package(major: str, extension: str) -> str:
+    """Debian's package of an extension for one PostgreSQL major (postgresql-17-pg-trgm for pg_trgm)."""
+    return f"postgresql-{major}-{extension.replace('_', '-')}"
 
 
 def extension_packages(s: Session) -> list[str]:
@@ -94,7 +103,7 @@ def extension_packages(s: Session) -> list[str]:
         return []
     available = facts.available_extensions(s.slave)
     major = facts.pg_major(s.slave)
-    wanted = [f"postgresql-{major}-{name.replace('_', '-')}" for name in facts.extensions(s.master, cl.database)
+    wanted = [extension_package(major, name) for name in facts.extensions(s.master, cl.database)
               if name not in available]
     found = facts.package_versions(s.slave, wanted) if wanted else {}
     return [p for p in wanted if found[p][1]]
@@ -109,7 +118,7 @@ def install_change(s: Session, step: str, name: str, packages: list[str], versio
         if name in (cl.master.host, cl.slave.host) and not facts.slony_modules(h):
             raise StepError(name, "the Slony module is still missing after apt-get install",
                             "check the package's contents (dpkg -L)")
-    slony = any(p.endswith("-slony1-2") or p == "slony1-2-bin" for p in packages)
+    slony = any(is_slony(p) for p in packages)
     return Change(name, step, f"install {' '.join(packages)}" + (f" ({version})" if slony else ""), action, cmd)
 
 

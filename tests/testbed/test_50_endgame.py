@@ -6,6 +6,7 @@ import time
 
 from fabfile import facts
 from testbed import compose as tb
+from testbed.bed import ROW_LOCK
 from testbed.writer import LOCKED, SUBSCRIBER, Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -120,8 +121,7 @@ def test_lock_set_that_cannot_get_its_locks_is_undone_within_lock_timeout(migrat
     bed = migrated
     if origin(bed) != "db01":
         bed.inv("switchback", *ARGS)
-    pid = bed.hold_transaction("UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM "
-                                "websites_domain);", "blocker-test")
+    pid = bed.hold_transaction(ROW_LOCK, "blocker-test")
     writer = Writer(bed.ssh_config, tag="locktimeout", rate=5, max_seconds=120, max_count=600).start()
     try:
         time.sleep(2)

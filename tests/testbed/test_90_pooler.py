@@ -4,6 +4,7 @@ import json
 import statistics
 import time
 
+from testbed.bed import ROW_LOCK
 from testbed.writer import AppWriter
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -68,8 +69,7 @@ def test_a_lock_set_failing_after_pause_resumes_pgbouncer_at_the_origin(migrated
     PgBouncer is resumed, still pointed at db01; the application saw a wait, no error, no lost row."""
     bed = migrated
     at_db01(bed)
-    pid = bed.hold_transaction("UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM "
-                               "websites_domain);", "pooler-blocker")
+    pid = bed.hold_transaction(ROW_LOCK, "pooler-blocker")
     writer = AppWriter(bed.ssh_config, tag="pausefail", rate=100, max_count=10_000, max_seconds=120).start()
     try:
         time.sleep(2)
