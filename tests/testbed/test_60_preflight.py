@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import facts
+from fabfile import facts, settings
 from fabfile.errors import StepError
 from fabfile.remote import Hosts
 from testbed.bed import CLUSTER
@@ -224,6 +224,7 @@ def test_long_transaction_on_the_master_is_reported(fresh):
         while not bed.sql("db01", query, "postgres") and time.monotonic() < deadline:
             time.sleep(0.5)
         pid = bed.sql("db01", query, "postgres")[0][0]
+        time.sleep(settings.IDLE_IN_TRANSACTION + 0.1)  # idle in its transaction for longer than a moment
         result = inv(bed, "preflight", *ARGS)
         assert result.returncode == 0, result.stdout + result.stderr  # a warning, not a failure
         assert (f"[db01] preflight: warn session pid {pid}: database shotserver04, user postgres, "
