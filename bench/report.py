@@ -139,6 +139,7 @@ def summary(res: dict) -> list[str]:
               f"| `inv migrate` end to end | {fmt(values(reps, 'migrate', 'wall'))} |",
               f"| tool overhead (migrate − copy) | {fmt(values(reps, 'migrate', 'overhead'))} |",
               f"| no-op `inv migrate` | {fmt(values(reps, 'noop', 'wall'))} |", ""]
+    L += targets(res)
     labels = settings_of(reps)
     if labels:
         def cell(vals, digits=1):
@@ -161,6 +162,57 @@ def summary(res: dict) -> list[str]:
     return L
 
 
+def pooled(reps, name: str, key: str) -> list:
+    return values(reps, "pooler", name, key)
+
+
+def targets(res: dict) -> list[str]:
+    """Issue 14's figures against their targets, where this run measured them."""
+    reps = res["reps"]
+    L = []
+    if any("pooler" in r for r in reps):
+        both = pooled(reps, "switchover", "stall") + pooled(reps, "switchback", "stall")
+        errors = sum(pooled(reps, "switchover", "errors") + pooled(reps, "switchback", "errors"))
+        L += [f"| application errors during switchover/switchback through PgBouncer | {errors} | 0 |",
+              f"| the application's longest wait per move through PgBouncer (s) | {fmt(both, 2)}, longest "
+              f"{max(both):.2f} | median ≤ 0.5, longest ≤ 1 |" if both else ""]
+    labels = settings_of(reps)
+    if "default" in labels:
+        blocked = [get(setting(r, "default"), "switch", n, "writer") for r in reps for n in ("switchover", "switchback")]
+        L.append(f"| writes refused or stalled per move, without a pooler (s) | {fmt(blocked)} | median ≤ 1 |")
+    if any("noop" in r for r in reps):
+        L += [f"| no-op re-run of `inv migrate` (s) | {fmt(values(reps, 'noop', 'wall'))} | ≤ 5 |",
+              f"| `inv migrate` minus Slony's copy time (s) | {fmt(values(reps, 'migrate', 'overhead'))} | ≤ 5 |"]
+    if any("dump_parallel" in r for r in reps):
+        L += [f"| Slony's copy ÷ `pg_dump -Fd -j 2 -Z 0` + `pg_restore -j 2` | "
+              f"{fmt(ratio(reps, ('migrate', 'copy', 'seconds'), ('dump_parallel', 'wall')), 2)} | compared |",
+              f"| Slony's copy ÷ logical replication's initial sync | "
+              f"{fmt(ratio(reps, ('migrate', 'copy', 'seconds'), ('logical', 'wall')), 2)} | compared |"]
+    L = [line for line in L if line]
+    return ["| figure (issue 14) | measured | target |", "|---|---:|---|", *L, ""] if L else []
+
+
+def pooler_section(res: dict) -> list[str]:
+    """Switchover and switchback through PgBouncer with the application writing."""
+    meta, reps = res["meta"], res["reps"]
+    runs = values(reps, "pooler")
+    L = ["## Switchover through PgBouncer", "",
+         f"`testbed/appwriter.py` on the `app` host: one psycopg2 connection to PgBouncer (transaction pooling), "
+         f"{meta.get('app_rate', 100):g} inserts/s, each attempt logged with its start and end. `inv switchover "
+         f"--pooler app`, then `inv switchback --pooler app`: PAUSE, LOCK SET, MOVE SET, PgBouncer pointed at the "
+         f"new origin, RELOAD and RESUME; both slons at sync_interval 100/500 ms for the move. The stall is the "
+         f"longest time one insert took from the start of the move: what the application waited.", "",
+         "| direction | end to end (s) | the application's longest wait (s) | errors |", "|---|---:|---:|---:|"]
+    for name in ("switchover", "switchback"):
+        L.append(f"| {name} | {fmt(pooled(reps, name, 'wall'))} | **{fmt(pooled(reps, name, 'stall'), 2)}** | "
+                 f"{sum(pooled(reps, name, 'errors'))} |")
+    stats = [r["writer_stats"] for r in runs]
+    return L + ["", f"Application: {fmt([w['achieved_rate'] for w in stats], 0)} inserts/s achieved, "
+                f"{sum(w['acknowledged'] for w in stats)} acknowledged, {sum(w['errors'] for w in stats)} errors, "
+                f"{sum(w['lost_or_doubled'] for w in stats)} acknowledged rows lost or doubled (checked on db01 "
+                f"after the switchback).", ""]
+
+
 def describe_setting(reps, label) -> str:
     s = next((setting(r, label) for r in reps if setting(r, label)), {})
     txt = f"sync_interval {s.get('sync_interval')} ms, sync_interval_timeout {s.get('sync_interval_timeout')} ms"
@@ -178,6 +230,8 @@ def markdown(res: dict) -> str:
         L += lag_section(res, labels)
     if labels and any(get(setting(r, l), "switch") for r in reps for l in labels):
         L += switch_section(res, labels)
+    if any("pooler" in r for r in reps):
+        L += pooler_section(res)
     return "\n".join(L + footer(res, labels))
 
 
@@ -246,6 +300,12 @@ def copy_section(res: dict) -> list[str]:
          f"| **ratio** dump/restore ÷ Slony copy | **{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'copy', 'seconds')), 2)}** |",
          f"| ratio dump/restore ÷ `inv migrate` end to end | "
          f"{fmt(ratio(reps, ('dump', 'wall'), ('migrate', 'wall')), 2)} |",
+         f"| **`pg_dump -Fd -j 2 -Z 0`, then `pg_restore -j 2`** (directory on db02) | "
+         f"**{fmt(values(reps, 'dump_parallel', 'wall'))}** |",
+         f"| &nbsp;&nbsp;pg_dump | {fmt(values(reps, 'dump_parallel', 'dump'))} |",
+         f"| &nbsp;&nbsp;pg_restore | {fmt(values(reps, 'dump_parallel', 'restore'))} |",
+         f"| **logical replication's initial sync** (PUBLICATION FOR ALL TABLES, SUBSCRIPTION, 2 sync workers; "
+         f"schema loaded beforehand, not counted) | **{fmt(values(reps, 'logical', 'wall'))}** |",
          f"| **`inv migrate` end to end** | **{fmt(values(reps, 'migrate', 'wall'))}** |",
          f"| **tool overhead** (`inv migrate` minus the copy) | **{fmt(values(reps, 'migrate', 'overhead'))}** |",
          f"| &nbsp;&nbsp;preflight and the steps before subscribe | "

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""`make bench`: the figures of issue 6, measured side by side on a fresh testbed.
+"""`make bench`: the figures of issues 6 and 14, measured side by side on a fresh testbed.
 
 Per repetition:
   1. initial copy: `pg_dump -Fc | pg_restore` of shotserver04 from db01 into a fresh database on db02 (run
-     on db02 as postgres), then a reset, then `inv migrate` end to end; the copy itself from the receiver's
+     on db02 as postgres), `pg_dump -Fd -j 2 -Z 0` + `pg_restore -j 2`, and PostgreSQL's logical
+     replication's initial sync (db01 at wal_level logical for it), then a reset, then `inv migrate` end
+     to end; the copy itself from the receiver's
      slon log (copy_set and per table: COPY and index rebuild); tool overhead = migrate minus the copy;
      then a no-op `inv migrate`.
   2. for each slon sync setting (--sync-interval): lag under load, pgbench on db01 at fixed rates, lag
      sampled every second from sl_status and as data (oldest row on db01 not yet on db02);
   3. switchover under load: testbed.writer.Writer at a steady rate, `inv switchover` then `inv switchback`
-     end to end, blocked-write window from the tool's output and from the writer.
+     end to end, blocked-write window from the tool's output and from the writer;
+  4. switchover through PgBouncer: testbed/appwriter.py on the app host at --app-rate, `inv switchover
+     --pooler app` then `inv switchback --pooler app`: the application's longest wait and its errors.
 Writes docs/benchmarks.md (medians of the repetitions), docs/benchmarks.json (every sample) and
 docs/lag.png, and prints the tables. Every load loop is bounded in count and time; load goes only to
 the testbed's containers. The testbed is the bench's own (TESTBED_PROJECT, default slonybench, SSH
@@ -46,7 +50,7 @@ from fabfile.render.files import slon_conf  # noqa: E402
 from testbed import DATABASE as DB, WRITER_TABLE as TABLE  # noqa: E402
 from testbed import compose as tb  # noqa: E402
 from testbed.bed import Bed  # noqa: E402
-from testbed.writer import Writer  # noqa: E402
+from testbed.writer import AppWriter, Writer  # noqa: E402
 
 RESTORE_DB = "bench_restore"
 PAIR = ("--master", "db01", "--slave", "db02")
@@ -133,13 +137,9 @@ def reset(bed: Bed) -> None:
 
 # --- 1. initial copy ------------------------------------------------------------------------------------
 
-def dump_restore(bed: Bed) -> dict:
-    """pg_dump -Fc | pg_restore of shotserver04, db01 to a fresh database on db02, run on db02 as postgres.
-
-    pg_dump connects to db01 as the replication user (the users and hba steps give db02 a .pgpass
-    entry and a pg_hba line for it); pg_restore writes over db02's local socket as postgres.
-    """
-    say("pg_dump | pg_restore: users and hba steps for the connection from db02 to db01")
+def restore_target(bed: Bed) -> None:
+    """The users and hba steps (db02 may connect to db01 as the replication user, with a .pgpass entry),
+    the database's owner on db02, and an empty RESTORE_DB there owned by it."""
     inv(bed, "users", *PAIR, echo=False, timeout=300)
     inv(bed, "hba", *PAIR, echo=False, timeout=300)
     db01, db02 = bed["db01"], bed["db02"]
@@ -148,22 +148,106 @@ def dump_restore(bed: Bed) -> dict:
               f"CREATE ROLE {owner} LOGIN; END IF; END$$")
     db02.psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
     db02.psql(f"CREATE DATABASE {RESTORE_DB} OWNER {owner} ENCODING 'UTF8' TEMPLATE template0")
-    dump, restore = newest(db02, "pg_dump"), newest(db02, "pg_restore")
-    cmd = (f"{dump} -w -h db01 -U slony -Fc {DB} | "
-           f"{restore} -w -v --exit-on-error -d {RESTORE_DB}")
-    say(f"pg_dump | pg_restore: {cmd}")
+
+
+def on_db02(what: str, cmd: str) -> tuple[list[tuple[float, str]], float]:
+    """A shell command on db02 as postgres; its lines with arrival times and its wall time."""
+    say(f"{what}: {cmd}")
     rc, lines, wall = ssh_stream("db02", as_postgres(cmd), timeout=4 * 3600)
     if rc:
         tail = "\n".join(l for _, l in lines[-10:])
-        raise StepError("db02", f"pg_dump | pg_restore exited {rc}\n{tail}")
+        raise StepError("db02", f"{what} exited {rc}\n{tail}")
+    return lines, wall
+
+
+def same_rows(bed: Bed, what: str) -> int:
+    """The writer table's rows on db01, which RESTORE_DB on db02 must have too."""
     rows = [db.value(f"SELECT count(*) FROM {TABLE}", name)
-            for db, name in ((db01, DB), (db02, RESTORE_DB))]
+            for db, name in ((bed["db01"], DB), (bed["db02"], RESTORE_DB))]
     if rows[0] != rows[1]:
-        raise StepError("db02", f"restore incomplete: {TABLE} has {rows[1]} rows here, {rows[0]} on db01")
+        raise StepError("db02", f"{what} incomplete: {TABLE} has {rows[1]} rows here, {rows[0]} on db01")
+    return int(rows[0])
+
+
+def dump_restore(bed: Bed) -> dict:
+    """pg_dump -Fc | pg_restore of shotserver04, db01 to a fresh database on db02, run on db02 as postgres.
+
+    pg_dump connects to db01 as the replication user; pg_restore writes over db02's local socket."""
+    restore_target(bed)
+    dump, restore = newest(bed["db02"], "pg_dump"), newest(bed["db02"], "pg_restore")
+    cmd = (f"{dump} -w -h db01 -U slony -Fc {DB} | "
+           f"{restore} -w -v --exit-on-error -d {RESTORE_DB}")
+    lines, wall = on_db02("pg_dump | pg_restore", cmd)
+    rows = same_rows(bed, "pg_dump | pg_restore")
     phases = parse.restore_phases(lines, wall)
     say(f"pg_dump | pg_restore: {wall:.1f} s (" + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()) + ")")
-    db02.psql(f"DROP DATABASE {RESTORE_DB} WITH (FORCE)")
-    return {"wall": wall, "phases": phases, "command": cmd, "rows": int(rows[0])}
+    bed["db02"].psql(f"DROP DATABASE {RESTORE_DB} WITH (FORCE)")
+    return {"wall": wall, "phases": phases, "command": cmd, "rows": rows}
+
+
+DUMP_DIR = "/var/tmp/bench-dump"
+
+
+def dump_restore_parallel(bed: Bed) -> dict:
+    """The strongest dump/restore: `pg_dump -Fd -j 2 -Z 0` into a directory on db02, then `pg_restore -j 2`
+    (two jobs: the machine has two CPUs, shared by both servers)."""
+    restore_target(bed)
+    dump, restore = newest(bed["db02"], "pg_dump"), newest(bed["db02"], "pg_restore")
+    _, dumped = on_db02("pg_dump -Fd -j 2", f"rm -rf {DUMP_DIR} && {dump} -w -h db01 -U slony -Fd -j 2 -Z 0 "
+                        f"-f {DUMP_DIR} {DB}")
+    _, restored = on_db02("pg_restore -j 2", f"{restore} -w -j 2 --exit-on-error -d {RESTORE_DB} {DUMP_DIR}")
+    rows = same_rows(bed, "pg_dump -Fd | pg_restore -j 2")
+    say(f"pg_dump -Fd -j 2 -Z 0 {dumped:.1f} s, pg_restore -j 2 {restored:.1f} s: {dumped + restored:.1f} s")
+    bed["db02"].run(f"sudo -n rm -rf {DUMP_DIR}")
+    bed["db02"].psql(f"DROP DATABASE {RESTORE_DB} WITH (FORCE)")
+    return {"wall": dumped + restored, "dump": dumped, "restore": restored, "rows": rows}
+
+
+def wal_level(bed: Bed, level: str) -> None:
+    """wal_level on db01 (a restart of its PostgreSQL when it changes)."""
+    db01 = bed["db01"]
+    if db01.value("SHOW wal_level") == level:
+        return
+    db01.psql(f"ALTER SYSTEM SET wal_level = '{level}'")
+    db01.sudo(f"pg_ctlcluster {facts.pg_major(db01)} main restart")
+    say(f"db01: wal_level = {level}, PostgreSQL restarted")
+
+
+def logical_sync(bed: Bed) -> dict:
+    """PostgreSQL's own logical replication (PUBLICATION FOR ALL TABLES on db01, SUBSCRIPTION on db02 as
+    postgres, connecting as the replication user): from CREATE SUBSCRIPTION until every table's initial
+    sync is done (pg_subscription_rel: every table 's' or 'r'). The schema first, with pg_dump -s, not
+    counted. db01 runs with wal_level = logical only for this."""
+    restore_target(bed)
+    db01, db02 = bed["db01"], bed["db02"]
+    wal_level(bed, "logical")
+    try:
+        dump = newest(db02, "pg_dump")
+        on_db02("schema", f"{dump} -w -h db01 -U slony -s {DB} | psql -X -q -v ON_ERROR_STOP=1 -d {RESTORE_DB}")
+        db01.psql("DROP PUBLICATION IF EXISTS bench_pub; CREATE PUBLICATION bench_pub FOR ALL TABLES; SELECT 1", DB)
+        tables = int(db01.value(f"SELECT count(*) FROM pg_publication_tables WHERE pubname = 'bench_pub'", DB))
+        say(f"logical replication: CREATE SUBSCRIPTION for {tables} tables (2 sync workers, the default)")
+        t0 = time.monotonic()
+        db02.psql(f"CREATE SUBSCRIPTION bench_sub CONNECTION 'host=db01 dbname={DB} user=slony sslmode=require' "
+                  "PUBLICATION bench_pub; SELECT 1", RESTORE_DB)
+        deadline = t0 + 4 * 3600
+        while True:
+            done, total = map(int, db02.psql("SELECT count(*) FILTER (WHERE srsubstate IN ('s', 'r')), count(*) "
+                                             "FROM pg_subscription_rel", RESTORE_DB)[0])
+            if total == tables and done == total:
+                break
+            if time.monotonic() > deadline:
+                raise StepError("db02", f"logical replication: {done}/{total} tables synchronized after 4 h")
+            time.sleep(0.5)
+        wall = time.monotonic() - t0
+        rows = same_rows(bed, "logical replication's initial sync")
+        say(f"logical replication initial sync: {wall:.1f} s")
+        return {"wall": wall, "tables": tables, "rows": rows}
+    finally:
+        db02.psql("DROP SUBSCRIPTION IF EXISTS bench_sub; SELECT 1", RESTORE_DB)
+        db01.psql("DROP PUBLICATION IF EXISTS bench_pub; SELECT 1", DB)
+        db02.psql(f"DROP DATABASE IF EXISTS {RESTORE_DB} WITH (FORCE)")
+        wal_level(bed, "replica")
 
 
 def migrate(bed: Bed) -> dict:
@@ -396,6 +480,44 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
     return out
 
 
+# --- 4. switchover through PgBouncer -------------------------------------------------------------------
+
+def pooler_phase(bed: Bed, args, tag: str) -> dict:
+    """The application (testbed/appwriter.py on app: one psycopg2 connection to PgBouncer, --app-rate
+    inserts/s) while `inv switchover --pooler app` and `inv switchback --pooler app` run: the longest
+    time one insert waited, errors, and every acknowledged row on db01 exactly once at the end."""
+    settle(bed)
+    bed.reset_pooler()
+    writer = AppWriter(str(tb.current().ssh_config), tag=tag, rate=args.app_rate, max_seconds=900,
+                       max_count=int(args.app_rate * 900))
+    out: dict = {"rate": args.app_rate}
+    writer.start()
+    try:
+        time.sleep(5)
+        for name, origin, receiver in (("switchover", "db01", "db02"), ("switchback", "db02", "db01")):
+            waited = settle(bed, max_lag=8, origin=origin, receiver=receiver, rows=False)
+            since = time.monotonic()
+            say(f"inv {name} --pooler app with the application at {args.app_rate:g}/s")
+            run = inv(bed, name, *PAIR, "--pooler", "app", timeout=900, echo=False)
+            time.sleep(3)
+            writer.fetch()
+            stall = writer.longest_stall(since)
+            errors = sum(1 for a in writer.attempts if a.start >= since and not a.ok)
+            out[name] = {"wall": run["wall"], "stall": stall, "errors": errors, "settle": waited}
+            say(f"  {name} --pooler: {run['wall']:.1f} s end to end; the application's longest wait "
+                f"{stall:.2f} s, {errors} error(s)")
+    finally:
+        writer.stop()
+    span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
+    missing, _ = writer.not_once(bed["db01"])
+    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
+                           "errors": len(writer.errors()),
+                           "achieved_rate": len(writer.attempts) / span if span else None,
+                           "lost_or_doubled": len(missing)}
+    writer.check_acknowledged(bed["db01"], timeout=30)   # StepError when a write is missing or doubled
+    return out
+
+
 # --- machine and versions -------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -445,7 +567,10 @@ def parse_args() -> argparse.Namespace:
                         "MS (sync_interval) or MS:MS (sync_interval:sync_interval_timeout); applied after "
                         "migrate by editing /etc/slony1/node*/slon.conf on db02 and restarting the slons "
                         "(default: 2000:10000,default: the old slon defaults against the current ones)")
-    p.add_argument("--phases", default="copy,lag,switchover", help="what to measure (default copy,lag,switchover)")
+    p.add_argument("--app-rate", type=float, default=100.0, help="the application's inserts/s through PgBouncer "
+                   "during the pooler phase (default 100)")
+    p.add_argument("--phases", default="copy,lag,switchover,pooler",
+                   help="what to measure (default copy,lag,switchover,pooler)")
     p.add_argument("--reuse", action="store_true", help="use the running testbed as it is (development)")
     p.add_argument("--keep", action="store_true", help="leave the testbed running at the end")
     p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json and lag.png go (docs/)")
@@ -459,6 +584,7 @@ def new_results(args, settings: list[dict], phases: set[str]) -> dict:
         "meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "size_mb": args.size_mb,
                  "reps": args.reps, "rates": args.rates, "load_seconds": args.load_seconds,
                  "clients": args.clients, "threads": args.threads, "writer_rate": args.writer_rate,
+                 "app_rate": args.app_rate,
                  "lag_bound": args.lag_bound, "settings": [s["label"] for s in settings],
                  "phases": sorted(phases), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
                  "testbed": tb.current().project, "machine": machine()},
@@ -497,12 +623,16 @@ def measure(bed: Bed, args, settings: list[dict], phases: set[str], results: dic
             r["settings"] = []
             setting_phases(bed, args, settings, phases, results["defaults"], r["settings"],
                            tag=f"bench{run_id}r{rep}")
+        if "pooler" in phases:
+            r["pooler"] = pooler_phase(bed, args, tag=f"bench{run_id}r{rep}p")
 
 
 def copy_phase(bed: Bed, r: dict) -> None:
     """1. dump/restore, migrate and a no-op migrate, each from a reset testbed; into the repetition `r`."""
     reset(bed)
     r["dump"] = dump_restore(bed)
+    r["dump_parallel"] = dump_restore_parallel(bed)
+    r["logical"] = logical_sync(bed)
     reset(bed)
     r["migrate"] = migrate(bed)
     r["noop"] = noop(bed)

@@ -116,3 +116,22 @@ def test_report_of_the_published_run():
         assert f"\n{heading}\n" in f"\n{md}\n"
     assert "| run | preflight | install | users |" in md
     assert "`testbed.writer.Writer`" in md and f"`--max-lag`, {MAX_LAG:g} s" in md
+
+
+def test_report_of_issue_14_figures():
+    """The pooler phase and the stronger copy peers: a section, and a target table with the measured figures."""
+    import report
+    res = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+    for i, r in enumerate(res["reps"]):
+        r["dump_parallel"] = {"wall": 20.0 + i, "dump": 8.0, "restore": 12.0 + i}
+        r["logical"] = {"wall": 30.0, "tables": 13}
+        r["pooler"] = {"switchover": {"wall": 9.0, "stall": 0.4 + i / 10, "errors": 0, "settle": 2},
+                       "switchback": {"wall": 8.0, "stall": 0.3, "errors": 0, "settle": 2},
+                       "writer_stats": {"attempts": 900, "acknowledged": 900, "errors": 0, "achieved_rate": 99.0,
+                                        "lost_or_doubled": 0}}
+    md = report.markdown(res)
+    assert "\n## Switchover through PgBouncer\n" in md
+    assert "| application errors during switchover/switchback through PgBouncer | 0 | 0 |" in md
+    assert "| the application's longest wait per move through PgBouncer (s) | 0.35 (0.30–0.60), longest 0.60 |" in md
+    assert "| **`pg_dump -Fd -j 2 -Z 0`, then `pg_restore -j 2`** (directory on db02) | **21.0 (20.0–22.0)** |" in md
+    assert "| no-op re-run of `inv migrate` (s) | 11.5 (11.2–12.0) | ≤ 5 |" in md
