@@ -1,6 +1,7 @@
 """The thin Fabric layer: SSH connections with checked host keys, commands, psql, files.
 
-The only module that imports Fabric. Secrets and SQL go over stdin, never on a command line.
+The only module that imports Fabric. Secrets and SQL go over stdin, never on a command line. Queries
+that return rows go to one psql per host and database for the whole run (PsqlPipe).
 Output is captured, never echoed (apart from `follow`, which streams to the operator's terminal).
 """
 from __future__ import annotations
@@ -8,8 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
+import secrets
 import shlex
 import socket
+import threading
+from types import SimpleNamespace
 
 import paramiko
 from fabric import Config, Connection
@@ -45,6 +50,56 @@ def guard(conn: Connection, strict_host_keys: bool) -> None:
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
 
+class PsqlPipe:
+    """One psql for a whole run on one host and database, fed one query at a time over its stdin.
+
+    A command over SSH costs about 50 ms and psql's start and login as much again; a query on a psql
+    that is already connected costs about a millisecond. Each query starts from a clean session
+    (DISCARD ALL: no role, setting or temporary object of the one before), a transaction it leaves
+    open is rolled back at once, and psql stops at its first error, as a psql of its own would
+    (ON_ERROR_STOP); such a psql is replaced by the next query. `query` returns None when the query never
+    started (psql could not connect, or the connection was lost while idle): then nothing ran and the
+    caller may run it another way.
+    """
+
+    def __init__(self, conn: Connection, database: str, env: str):
+        self.mark = f"--slony-migrate {secrets.token_hex(8)} "
+        psql = f"{env}exec psql -X -q -t --csv -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        self.channel = conn.client.get_transport().open_session()
+        self.channel.exec_command(f"sudo -n -H -u postgres -- sh -c {shlex.quote(psql)}")
+        self.out = self.channel.makefile("rb")
+
+    def alive(self) -> bool:
+        return not self.channel.closed and not self.channel.exit_status_ready()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def query(self, sql: str, timeout: float | None):
+        """(ok, stdout, stderr) like a command's result, or None when the query never started."""
+        self.channel.settimeout(timeout)
+        # ROLLBACK: what psql's exit did to a transaction the query left open (a warning when none is)
+        self.channel.sendall(f"DISCARD ALL;\n\\echo '{self.mark}started'\n{sql}\n;\nROLLBACK;\n"
+                             f"\\echo '{self.mark}done'\n".encode())
+        started, lines = False, []
+        while True:
+            line = self.out.readline().decode()
+            if not line:  # psql ended: an error (ON_ERROR_STOP) or a lost connection
+                if not started:
+                    return None
+                status = self.channel.recv_exit_status()
+                err = b"".join(iter(lambda: self.channel.recv_stderr(65536), b"")).decode(errors="replace")
+                return SimpleNamespace(ok=False, failed=True, exited=status, stdout="".join(lines), stderr=err)
+            if line.startswith(self.mark):
+                if line.strip().endswith("done"):
+                    while self.channel.recv_stderr_ready():  # notices: not kept, not left to fill the window
+                        self.channel.recv_stderr(65536)
+                    return SimpleNamespace(ok=True, failed=False, exited=0, stdout="".join(lines), stderr="")
+                started = True
+            elif started:
+                lines.append(line)
+
+
 class Host:
     """One server reached over SSH, by the name the operator's ssh config knows it by."""
 
@@ -58,6 +113,8 @@ class Host:
         self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT, forward_agent=False)
         self.csv = True  # psql prints CSV (12 and newer); False after an older psql refused --csv
         self._version_num: int | None = None
+        self._pipes: dict[str, PsqlPipe] = {}  # database: its psql for this run (PsqlPipe)
+        self._pipe_lock = threading.Lock()      # one query at a time on a pipe, whichever thread asks
         # A ProxyJump gateway is checked like the target (Fabric would accept any key there) and no
         # agent is forwarded anywhere, whatever the ssh config says.
         hop = self.conn
@@ -92,6 +149,9 @@ class Host:
                             "check that the server is up and sshd listens") from None
 
     def close(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
+        self._pipes.clear()
         self.conn.close()
 
     def run(self, command: str, *, stdin: str | None = None, check: bool = True, timeout: int | None = None,
@@ -136,8 +196,39 @@ class Host:
         # The tool's own sessions see only pg_catalog unqualified: a function or operator that the
         # application's owner put in public can never stand in for a built-in one (CVE-2018-1058).
         safe = "PGOPTIONS='-c search_path=pg_catalog' " if csv_rows else ""
+        if csv_rows and self.csv and not variables:
+            result = self._piped(sql, database, timeout, safe)
+            if result is not None:
+                return result
         cmd = f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
         return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
+
+    def _piped(self, sql: str, database: str, timeout: int | None, env: str):
+        """The query's result from this run's psql for `database` (PsqlPipe), opened when there is none or
+        the last one has ended; None when it could not start the query (then a psql of its own runs it,
+        which also says why the pipe could not: no such database, PostgreSQL down)."""
+        with self._pipe_lock:
+            return self._piped_locked(sql, database, timeout, env)
+
+    def _piped_locked(self, sql: str, database: str, timeout: int | None, env: str):
+        for _ in range(2):
+            pipe = self._pipes.get(database)
+            if pipe is None or not pipe.alive():
+                if not self.conn.is_connected:
+                    self.open()
+                pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
+            try:
+                result = pipe.query(sql, timeout)
+            except (socket.timeout, TimeoutError):
+                pipe.close()
+                raise StepError(self.name, f"psql timed out after {timeout} s",
+                                "look at the host's load and logs, then run again") from None
+            if result is not None:
+                if result.failed:
+                    pipe.close()
+                return result
+            pipe.close()
+        return None
 
     def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:
@@ -151,7 +242,9 @@ class Host:
             result = self._psql(sql, database, timeout, True, None)
         if result.failed:
             msg = error_line(result.stderr)
-            raise StepError(self.name, f"psql on database {database}: {msg.split(':', 2)[-1].strip()}")
+            where = re.match(r"psql:<stdin>:\d+: ", msg)  # the line number says nothing to the operator
+            msg = msg[where.end():] if where else msg.split(":", 2)[-1]
+            raise StepError(self.name, f"psql on database {database}: {msg.strip()}")
         if self.csv:
             return list(csv.reader(io.StringIO(result.stdout)))
         rows = unaligned(result.stdout)

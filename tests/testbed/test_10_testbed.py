@@ -52,3 +52,32 @@ def test_unknown_host_key_is_refused(bed, tmp_path):
     with Hosts(str(config)) as hosts:
         with pytest.raises(StepError, match="host key unknown"):
             hosts["db01"].run("true")
+
+
+def test_queries_share_one_psql_per_database_and_nothing_carries_over(bed):
+    """remote.PsqlPipe: one psql per host and database for a run; each query starts from a clean session,
+    an error is the query's own, and a psql whose backend was terminated is replaced."""
+    with Hosts(bed.ssh_config) as hosts:
+        h = hosts["db01"]
+        pid = h.value("SELECT pg_backend_pid()")
+        assert h.value("SELECT pg_backend_pid()") == pid  # the same session
+        assert h.psql("SET ROLE johann; SET statement_timeout = '1s'; SELECT current_user") == [["johann"]]
+        assert h.psql("SELECT current_user, current_setting('statement_timeout'), current_setting('search_path')"
+                      ) == [["postgres", "0", "pg_catalog"]]
+        assert h.psql("BEGIN; SELECT 1") == [["1"]]  # a transaction left open is rolled back at once
+        assert bed["db01"].psql(f"SELECT state FROM pg_stat_activity WHERE pid = {pid}") == [["idle"]]
+        assert h.value("SELECT pg_backend_pid()") == pid
+        with pytest.raises(StepError) as e:
+            h.psql("SELECT 1; SELECT 1/0; SELECT 2")
+        assert e.value.message == "psql on database postgres: ERROR:  division by zero"
+        assert h.psql("SELECT E'two\\nlines', NULL::text, ''") == [["two\nlines", "", ""]]
+        pid = h.value("SELECT pg_backend_pid()")
+        bed["db01"].psql(f"SELECT pg_terminate_backend({pid})")
+        assert h.value("SELECT 42") == "42"
+        with pytest.raises(StepError) as e:
+            h.psql("SELECT 1", "nosuchdb")
+        assert 'database "nosuchdb" does not exist' in e.value.message
+        with pytest.raises(StepError) as e:
+            h.psql("SELECT pg_sleep(5)", timeout=1)
+        assert "timed out after 1 s" in e.value.message
+        assert h.value("SELECT 'after the timeout'") == "after the timeout"
