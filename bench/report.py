@@ -180,6 +180,10 @@ def targets(res: dict) -> list[str]:
     if "default" in labels:
         blocked = [get(setting(r, "default"), "switch", n, "writer") for r in reps for n in ("switchover", "switchback")]
         L.append(f"| writes refused or stalled per move, without a pooler (s) | {fmt(blocked)} | median ≤ 1 |")
+    if any("altperl" in r for r in reps):
+        runbook = [get(r, "altperl", n, "writer") for r in reps for n in ("switchover", "switchback")]
+        L.append(f"| the runbook's way: altperl `slonik_move_set` by hand, writes refused or stalled per move (s) | "
+                 f"{fmt(runbook)} | baseline |")
     if any("noop" in r for r in reps):
         L += [f"| no-op re-run of `inv migrate` (s) | {fmt(values(reps, 'noop', 'wall'))} | ≤ 5 |",
               f"| `inv migrate` minus Slony's copy time (s) | {fmt(values(reps, 'migrate', 'overhead'))} | ≤ 5 |"]

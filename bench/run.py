@@ -12,6 +12,7 @@ Per repetition:
      sampled every second from sl_status and as data (oldest row on db01 not yet on db02);
   3. switchover under load: testbed.writer.Writer at a steady rate, `inv switchover` then `inv switchback`
      end to end, blocked-write window from the tool's output and from the writer;
+     the runbook's way beside it: altperl's `slonik_move_set` piped into slonik, by hand, same writer;
   4. switchover through PgBouncer: testbed/appwriter.py on the app host at --app-rate, `inv switchover
      --pooler app` then `inv switchback --pooler app`: the application's longest wait and its errors.
 Writes docs/benchmarks.md (medians of the repetitions), docs/benchmarks.json (every sample) and
@@ -443,32 +444,42 @@ def lag_phase(bed: Bed, args) -> list[dict]:
 BLOCKED = re.compile(r"blocked for at most ([\d.]+) s")
 
 
-def switch_phase(bed: Bed, args, tag: str) -> dict:
+MOVES = (("switchover", "db01", "db02"), ("switchback", "db02", "db01"))
+
+
+def both_ways(bed: Bed, writer, move) -> dict:
+    """Switchover, then switchback, with `writer` running: for each, wait until inv switchover's own lag
+    check would pass (see settle), then `move(name, origin, receiver, since)`; its figures by name, with
+    that wait as "settle". The writer is stopped at the end, whatever happens."""
     settle(bed)
+    writer.start()
+    out: dict = {}
+    try:
+        time.sleep(5)
+        for name, origin, receiver in MOVES:
+            waited = settle(bed, max_lag=8, origin=origin, receiver=receiver, rows=False)
+            out[name] = {**move(name, origin, receiver, time.monotonic()), "settle": waited}
+    finally:
+        writer.stop()
+    return out
+
+
+def switch_phase(bed: Bed, args, tag: str) -> dict:
     writer = Writer(str(tb.current().ssh_config), rate=args.writer_rate, tag=tag, max_seconds=900,
                     max_count=int(args.writer_rate * 900))
     t0 = time.monotonic()
-    writer.start()
-    out: dict = {"rate": args.writer_rate}
-    try:
-        time.sleep(5)
-        for name, origin, receiver in (("switchover", "db01", "db02"), ("switchback", "db02", "db01")):
-            # until inv switchover's own lag check would pass (see settle)
-            waited = settle(bed, max_lag=8, origin=origin, receiver=receiver, rows=False)
-            since = time.monotonic()
-            say(f"inv {name} with the writer at {args.writer_rate}/s")
-            run = inv(bed, name, *PAIR, timeout=900, echo=False)
-            end = time.monotonic()
-            time.sleep(4)
-            tool = next((float(m[1]) for _, l in run["lines"] if (m := BLOCKED.search(l))), None)
-            seen = writer.blocked_window(since)
-            out[name] = {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0,
-                         "settle": waited}
-            say(f"  {name}: {run['wall']:.1f} s end to end; writes blocked {tool} s (tool), "
-                f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer); waited {waited:.0f} s before "
-                f"for sl_status to show no backlog")
-    finally:
-        writer.stop()
+
+    def move(name: str, origin: str, receiver: str, since: float) -> dict:
+        say(f"inv {name} with the writer at {args.writer_rate}/s")
+        run = inv(bed, name, *PAIR, timeout=900, echo=False)
+        end = time.monotonic()
+        time.sleep(4)
+        tool = next((float(m[1]) for _, l in run["lines"] if (m := BLOCKED.search(l))), None)
+        seen = writer.blocked_window(since)
+        say(f"  {name}: {run['wall']:.1f} s end to end; writes blocked {tool} s (tool), "
+            f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer)")
+        return {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0}
+    out: dict = {"rate": args.writer_rate, **both_ways(bed, writer, move)}
     span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
     missing, _ = writer.not_once(bed["db01"])
     out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
@@ -480,34 +491,64 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
     return out
 
 
+# --- 3b. the runbook's way: altperl's slonik_move_set ---------------------------------------------------
+
+def wait_origin(bed: Bed, node: int, timeout: float = 120) -> None:
+    """Until both nodes' catalogs name `node` as the set's origin."""
+    deadline = time.monotonic() + timeout
+    while any(bed.state(h)["origin"] != node for h in ("db01", "db02")):
+        if time.monotonic() > deadline:
+            raise StepError("bench", f"set 1 not at node {node} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def altperl_phase(bed: Bed, args, tag: str) -> dict:
+    """The runbook's switchover, by hand: `slonik_move_set 1 node1 node2 | slonik` on the slon host as
+    postgres (altperl, with the slon_tools.conf the config step writes; LOCK SET, SYNC, WAIT FOR EVENT,
+    MOVE SET; the slons at their configured timing), then back; the same writer as phase 3."""
+    writer = Writer(str(tb.current().ssh_config), rate=args.writer_rate, tag=tag, max_seconds=600,
+                    max_count=int(args.writer_rate * 600))
+
+    def move(name: str, origin: str, receiver: str, since: float) -> dict:
+        a, b = origin[-1], receiver[-1]
+        cmd = f"slonik_move_set 1 node{a} node{b} | slonik"
+        say(f"altperl {name}: {cmd} (db02, as postgres)")
+        rc, lines, wall = ssh_stream("db02", as_postgres(cmd), timeout=600)
+        if rc:
+            raise StepError("db02", f"{cmd} exited {rc}: " + " ".join(l for _, l in lines[-5:]))
+        wait_origin(bed, int(b))
+        time.sleep(4)
+        seen = writer.blocked_window(since)
+        say(f"  altperl {name}: slonik {wall:.1f} s; writes blocked "
+            f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer)")
+        return {"wall": wall, "writer": seen}
+    out: dict = {"rate": args.writer_rate, **both_ways(bed, writer, move)}
+    writer.check_acknowledged(bed["db01"], timeout=30)
+    out["acknowledged"] = len(writer.acknowledged())
+    return out
+
+
 # --- 4. switchover through PgBouncer -------------------------------------------------------------------
 
 def pooler_phase(bed: Bed, args, tag: str) -> dict:
     """The application (testbed/appwriter.py on app: one psycopg2 connection to PgBouncer, --app-rate
     inserts/s) while `inv switchover --pooler app` and `inv switchback --pooler app` run: the longest
     time one insert waited, errors, and every acknowledged row on db01 exactly once at the end."""
-    settle(bed)
     bed.reset_pooler()
     writer = AppWriter(str(tb.current().ssh_config), tag=tag, rate=args.app_rate, max_seconds=900,
                        max_count=int(args.app_rate * 900))
-    out: dict = {"rate": args.app_rate}
-    writer.start()
-    try:
-        time.sleep(5)
-        for name, origin, receiver in (("switchover", "db01", "db02"), ("switchback", "db02", "db01")):
-            waited = settle(bed, max_lag=8, origin=origin, receiver=receiver, rows=False)
-            since = time.monotonic()
-            say(f"inv {name} --pooler app with the application at {args.app_rate:g}/s")
-            run = inv(bed, name, *PAIR, "--pooler", "app", timeout=900, echo=False)
-            time.sleep(3)
-            writer.fetch()
-            stall = writer.longest_stall(since)
-            errors = sum(1 for a in writer.attempts if a.start >= since and not a.ok)
-            out[name] = {"wall": run["wall"], "stall": stall, "errors": errors, "settle": waited}
-            say(f"  {name} --pooler: {run['wall']:.1f} s end to end; the application's longest wait "
-                f"{stall:.2f} s, {errors} error(s)")
-    finally:
-        writer.stop()
+
+    def move(name: str, origin: str, receiver: str, since: float) -> dict:
+        say(f"inv {name} --pooler app with the application at {args.app_rate:g}/s")
+        run = inv(bed, name, *PAIR, "--pooler", "app", timeout=900, echo=False)
+        time.sleep(3)
+        writer.fetch()
+        stall = writer.longest_stall(since)
+        errors = sum(1 for a in writer.attempts if a.start >= since and not a.ok)
+        say(f"  {name} --pooler: {run['wall']:.1f} s end to end; the application's longest wait "
+            f"{stall:.2f} s, {errors} error(s)")
+        return {"wall": run["wall"], "stall": stall, "errors": errors}
+    out: dict = {"rate": args.app_rate, **both_ways(bed, writer, move)}
     span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
     missing, _ = writer.not_once(bed["db01"])
     out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
@@ -569,8 +610,8 @@ def parse_args() -> argparse.Namespace:
                         "(default: 2000:10000,default: the old slon defaults against the current ones)")
     p.add_argument("--app-rate", type=float, default=100.0, help="the application's inserts/s through PgBouncer "
                    "during the pooler phase (default 100)")
-    p.add_argument("--phases", default="copy,lag,switchover,pooler",
-                   help="what to measure (default copy,lag,switchover,pooler)")
+    p.add_argument("--phases", default="copy,lag,switchover,altperl,pooler",
+                   help="what to measure (default copy,lag,switchover,altperl,pooler)")
     p.add_argument("--reuse", action="store_true", help="use the running testbed as it is (development)")
     p.add_argument("--keep", action="store_true", help="leave the testbed running at the end")
     p.add_argument("--out", default=str(ROOT / "docs"), help="where benchmarks.md/.json and lag.png go (docs/)")
@@ -623,6 +664,8 @@ def measure(bed: Bed, args, settings: list[dict], phases: set[str], results: dic
             r["settings"] = []
             setting_phases(bed, args, settings, phases, results["defaults"], r["settings"],
                            tag=f"bench{run_id}r{rep}")
+        if "altperl" in phases:
+            r["altperl"] = altperl_phase(bed, args, tag=f"bench{run_id}r{rep}a")
         if "pooler" in phases:
             r["pooler"] = pooler_phase(bed, args, tag=f"bench{run_id}r{rep}p")
 

@@ -50,6 +50,10 @@ def guard(conn: Connection, strict_host_keys: bool) -> None:
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
 
+class LostPipe(Exception):
+    """SSH failed while a query ran on a PsqlPipe: whether it took effect is not known."""
+
+
 class PsqlPipe:
     """One psql for a whole run on one host and database, fed one query at a time over its stdin.
 
@@ -76,12 +80,24 @@ class PsqlPipe:
         self.channel.close()
 
     def query(self, sql: str, timeout: float | None):
-        """(ok, stdout, stderr) like a command's result, or None when the query never started."""
+        """(ok, stdout, stderr) like a command's result, or None when the query never started.
+        TimeoutError after `timeout` s; LostPipe when SSH fails after the query started."""
+        started = []
+        try:
+            return self._query(sql, timeout, started)
+        except TimeoutError:
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            if not started:
+                return None
+            raise LostPipe(str(e) or type(e).__name__) from None
+
+    def _query(self, sql: str, timeout: float | None, started: list):
         self.channel.settimeout(timeout)
         # ROLLBACK: what psql's exit did to a transaction the query left open (a warning when none is)
         self.channel.sendall(f"DISCARD ALL;\n\\echo '{self.mark}started'\n{sql}\n;\nROLLBACK;\n"
                              f"\\echo '{self.mark}done'\n".encode())
-        started, lines = False, []
+        lines: list[str] = []
         while True:
             line = self.out.readline().decode()
             if not line:  # psql ended: an error (ON_ERROR_STOP) or a lost connection
@@ -95,7 +111,7 @@ class PsqlPipe:
                     while self.channel.recv_stderr_ready():  # notices: not kept, not left to fill the window
                         self.channel.recv_stderr(65536)
                     return SimpleNamespace(ok=True, failed=False, exited=0, stdout="".join(lines), stderr="")
-                started = True
+                started.append(True)
             elif started:
                 lines.append(line)
 
@@ -216,13 +232,21 @@ class Host:
             if pipe is None or not pipe.alive():
                 if not self.conn.is_connected:
                     self.open()
-                pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
+                try:
+                    pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
+                except (paramiko.SSHException, OSError, EOFError):
+                    return None  # the SSH connection is gone: a command of its own reconnects, or says why
             try:
                 result = pipe.query(sql, timeout)
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 pipe.close()
                 raise StepError(self.name, f"psql timed out after {timeout} s",
                                 "look at the host's load and logs, then run again") from None
+            except LostPipe as e:
+                pipe.close()
+                raise StepError(self.name, f"SSH connection lost while psql ran on database {database} ({e}); "
+                                "whether that statement took effect is not known",
+                                "check the host and the network, then run the step again") from None
             if result is not None:
                 if result.failed:
                     pipe.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .. import facts, settings
 from ..errors import StepError
 from ..model import Node
+from ..plan import Change, diff
 from ..remote import Host, error_line
 from ..render.files import PoolerConfigError, ini_sections, point_pooler, pooler_entry
 from ..session import Session
@@ -55,10 +56,8 @@ def admin(p: Pooler, *commands: str, timeout: float = settings.POOLER_ADMIN, che
     return result
 
 
-def open_pooler(s: Session, name: str, config: str, origin: Node) -> Pooler:
-    """The pooler on host `name`, checked before anything changes: its admin console answers, the
-    application's database pools by transaction and points at the current origin. What the switchover
-    will write is read now, so that the application waits for as few round trips as possible."""
+def describe(s: Session, name: str, config: str) -> tuple[Pooler, dict[str, str]]:
+    """The pooler on host `name` as its pgbouncer.ini says, and the application database's entry there."""
     h = s.host(name)
     text = read(h, config)
     ini = ini_sections(text).get("pgbouncer", {})
@@ -66,25 +65,50 @@ def open_pooler(s: Session, name: str, config: str, origin: Node) -> Pooler:
     if entry is None:
         raise StepError(name, f"{config} has no entry for database {s.cluster.database} under [databases]",
                         f"add one: {s.cluster.database} = host=<origin> dbname={s.cluster.database}")
-    mode = entry.get("pool_mode") or ini.get("pool_mode", "session")
-    if mode != "transaction":
-        raise StepError(name, f"PgBouncer pools {s.cluster.database} by {mode}: PAUSE would wait for every "
-                        "client to disconnect", f"set pool_mode = transaction in {config}, or switch over "
-                        "without --pooler")
-    if entry.get("host") != origin.dbhost:
-        raise StepError(name, f"PgBouncer sends {s.cluster.database} to {entry.get('host') or 'a local socket'}, "
-                        f"not to the origin {origin.dbhost}", f"correct [databases] in {config} (then RELOAD), "
-                        "then run again")
     owner, file_mode = facts.file_stat(h, config)
     # Debian's /etc/pgbouncer is root's (the file postgres'): root writes there, nobody else can.
     directory = facts.file_stat(h, config.rsplit("/", 1)[0] or "/")[0].split(":")[0]
     p = Pooler(h, config, s.cluster.database, int(ini.get("listen_port", 6432)),
                ini.get("unix_socket_dir", "/tmp") or "/tmp", text, owner, file_mode,
                "root" if directory == "root" else "")
+    return p, {"pool_mode": ini.get("pool_mode", "session"), **entry}
+
+
+def open_pooler(s: Session, name: str, config: str, origin: Node) -> Pooler:
+    """The pooler on host `name`, checked before anything changes: its admin console answers, the
+    application's database pools by transaction and points at the current origin. What the switchover
+    will write is read now, so that the application waits for as few round trips as possible."""
+    p, entry = describe(s, name, config)
+    if entry["pool_mode"] != "transaction":
+        raise StepError(name, f"PgBouncer pools {p.database} by {entry['pool_mode']}: PAUSE would wait for every "
+                        "client to disconnect", f"set pool_mode = transaction in {config}, or switch over "
+                        "without --pooler")
+    if entry.get("host") != origin.dbhost:
+        raise StepError(name, f"PgBouncer sends {p.database} to {entry.get('host') or 'a local socket'}, "
+                        f"not to the origin {origin.dbhost}", f"correct [databases] in {config} (then RELOAD), "
+                        "then run again")
     version = admin(p, "SHOW VERSION").stdout.strip()
-    s.say(name, "pooler", f"{version or 'PgBouncer'}: {s.cluster.database} pools by transaction, points at "
+    s.say(name, "pooler", f"{version or 'PgBouncer'}: {p.database} pools by transaction, points at "
           f"{origin.host}")
     return p
+
+
+def repoint(s: Session, step: str, name: str, config: str, origin: Node) -> list[Change]:
+    """When the set is where it should be already: the change that points PgBouncer's entry at the origin
+    and RELOADs, if a failed RELOAD after an earlier move left it at the other node (whose writes Slony
+    refuses); none when it points at the origin."""
+    p, entry = describe(s, name, config)
+    if entry.get("host") == origin.dbhost and entry.get("port", str(origin.port)) == str(origin.port):
+        s.say(name, step, f"PgBouncer sends {p.database} to the origin {origin.host}")
+        return []
+    new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
+
+    def action() -> None:
+        p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+        admin(p, "RELOAD")
+    return [Change(name, step, f"point PgBouncer's {p.database} at the origin {origin.host} ({origin.dbhost}), "
+                   f"then RELOAD: it sends it to {entry.get('host') or 'a local socket'}", action,
+                   diff(p.text, new, p.config))]
 
 
 def pause(s: Session, step: str, p: Pooler, timeout: float) -> float:

@@ -275,6 +275,8 @@ def switchover(s: Session, to: Node, *, max_lag: float = settings.MAX_LAG, wait_
         raise StepError(s.master.name, f"set {cl.set_id} does not exist", "run inv migrate first")
     if old is to:
         s.say(to.host, step, f"{to.host} is already the origin of set {cl.set_id}; nothing to do")
+        if pooler:
+            apply(s, pooler_.repoint(s, step, pooler, pooler_config, to))
         return {"moved": False}
     old_h, new_h = s.node_host(old), s.node_host(to)
     # Checks, all before anything is locked.

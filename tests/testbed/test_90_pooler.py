@@ -112,3 +112,25 @@ def test_pause_that_cannot_complete_resumes_and_changes_nothing(migrated):
     assert bed.pooler_target() == "db01"
     probe = app.run("psql -X -At -h 127.0.0.1 -p 6432 -d shotserver04 -U johann -c 'SELECT 1'", timeout=20)
     assert probe.stdout.strip() == "1"
+
+
+def test_a_pooler_left_at_the_old_origin_is_pointed_at_the_origin_by_the_next_run(migrated):
+    """After a move whose RELOAD failed, PgBouncer still sends the application to the old origin, where
+    Slony refuses its writes. The next `switchover --pooler` has nothing to move; it points PgBouncer at
+    the origin and RELOADs, and the application's writes go through again."""
+    bed = migrated
+    at_db01(bed)
+    bed.inv("switchover", *ARGS)  # the set moves; PgBouncer is left at db01, as if its RELOAD had failed
+    assert bed.pooler_target() == "db01"
+    app = bed["app"]
+    insert = ("psql -X -At -h 127.0.0.1 -p 6432 -d shotserver04 -U johann -c \"INSERT INTO auth_message "
+              "(user_id, message) VALUES (1, 'via pgbouncer') RETURNING 1\"")
+    refused = app.run(insert, check=False, timeout=20)
+    assert refused.failed and "cannot be modified on a subscriber" in refused.stderr, refused.stderr
+    out = bed.inv("switchover", *ARGS, "--pooler", "app").stdout
+    assert "db02 is already the origin of set 1; nothing to do" in out
+    assert "point PgBouncer's shotserver04 at the origin db02 (db02), then RELOAD: it sends it to db01" in out
+    assert bed.pooler_target() == "db02"
+    assert app.run(insert, timeout=20).stdout.splitlines()[0] == "1"  # the row went to db02
+    again = bed.inv("switchover", *ARGS, "--pooler", "app").stdout
+    assert "PgBouncer sends shotserver04 to the origin db02" in again

@@ -189,3 +189,19 @@ def test_restore_after_a_killed_run_and_never_saves_quick_timing_as_configured(m
         del files[f"/etc/slony1/node{n}/slon.conf.configured"]
     slontiming.restore(s, "switchover")          # nothing saved any more: nothing to do, no restart
     assert restarts == ["switchover"] * 3
+
+
+def test_nothing_to_move_repoints_a_pooler_left_at_the_old_origin():
+    """A RELOAD that failed after a move left PgBouncer at the old origin: the next switchover, with
+    nothing to move, points it at the origin and RELOADs (no PAUSE, no RESUME)."""
+    host = Bouncer()  # sends shotserver04 to db01; the set is at db02
+    s = bouncer_session(host)
+    changes = pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave)
+    assert [c.message for c in changes] == ["point PgBouncer's shotserver04 at the origin db02 (db02), then "
+                                            "RELOAD: it sends it to db01"]
+    assert host.files[CONFIG] == INI  # planned, not done
+    changes[0].action()
+    assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
+    assert host.commands[-1].endswith("-d pgbouncer -c RELOAD")
+    assert pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave) == []
+    assert "[app] switchover: PgBouncer sends shotserver04 to the origin db02" in output(s)
