@@ -47,8 +47,8 @@ class Output:
         self.line("\n".join("    " + l for l in text.rstrip("\n").splitlines()))
 
     def progress_due(self, every: float = settings.PROGRESS_EVERY) -> bool:
-        """Whether a progress line would be shown now (worth computing one)."""
-        return self.tty or time.monotonic() - self._last_progress >= every
+        """Whether a progress line would be shown now (worth computing one): on a terminal every second."""
+        return time.monotonic() - self._last_progress >= (settings.POLL if self.tty else every)
 
     def progress(self, host: str, step: str, message: str, every: float = settings.PROGRESS_EVERY) -> None:
         """A line that changes: redrawn in place on a terminal; in a log, printed at most every `every` s."""
@@ -57,6 +57,7 @@ class Output:
             self.stream.write("\r\x1b[K" + text)
             self.stream.flush()
             self._progress = True
+            self._last_progress = time.monotonic()
         elif time.monotonic() - self._last_progress >= every:
             self.line(text)
             self._last_progress = time.monotonic()

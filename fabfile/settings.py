@@ -70,6 +70,7 @@ FAILOVER_WRITABLE = 120   # failover: the backup node accepts writes
 MATVIEW_PROBE = 30.0      # preflight: how long a materialized view's query may run to be timed
 LONG_TRANSACTION = 300    # preflight: a transaction open longer than this on the master is reported
 POLL = 1.0                # between two looks at something that is expected to change
+COPY_POLL = 0.25          # subscribe: between two looks at whether the initial copy is done (one query)
 LAG_POLL = 3.0            # switchover: between two looks at the lag while waiting for it to drop
 IDLE_IN_TRANSACTION = 1.0 # a session idle in its transaction longer than this holds things up
 XACT_POLL = 2.0           # switchover: between two looks at long transactions while waiting for them

@@ -189,15 +189,16 @@ def large_objects(host: Host, database: str) -> int:
 
 def long_transactions(host: Host, seconds: float) -> list[tuple[str, str, str, str, int]]:
     """(pid, database, user, state, age in s) of client sessions, in any database of this server, whose
-    transaction is older than `seconds` or has sat idle for more than settings.IDLE_IN_TRANSACTION seconds (a
-    client between two statements, slon's own sessions among them, is idle in transaction for a moment:
-    that is not a session that holds anything up), oldest first."""
+    transaction is older than `seconds` or has sat idle for more than settings.IDLE_IN_TRANSACTION s
+    (a client between two statements, slon's own sessions among them, is idle in transaction for a
+    moment: that is not a session that holds anything up), oldest first."""
+    idle = f"make_interval(secs => {settings.IDLE_IN_TRANSACTION})"
     rows = host.psql(f"""
 SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),
        extract(epoch FROM now() - xact_start)::bigint
   FROM pg_stat_activity
  WHERE pid <> pg_backend_pid() AND {client_sessions(host)} AND xact_start IS NOT NULL
-   AND (state LIKE 'idle in transaction%' AND state_change < now() - make_interval(secs => {settings.IDLE_IN_TRANSACTION})
+   AND (state LIKE 'idle in transaction%' AND state_change < now() - {idle}
         OR xact_start < now() - make_interval(secs => {float(seconds)}))
  ORDER BY xact_start""")
     return [(pid, db, user, state, int(age)) for pid, db, user, state, age in rows]

@@ -266,7 +266,7 @@ def wait_copied(s: Session, timeout: int, copy_retries: int = settings.COPY_RETR
                                 f"fix what slon says (inv logs --node {cl.slave.id}), then inv subscribe --wait; "
                                 "slon keeps retrying meanwhile")
             s.out.progress(s.slave.name, step, f"initial copy: {progress['line']}")
-        time.sleep(settings.POLL)
+        time.sleep(settings.COPY_POLL)
     s.say(s.slave.name, step, f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
           "of waiting); the slave replicates")
 

@@ -75,3 +75,15 @@ def test_progress_in_a_log_prints_a_line_every_few_seconds(monkeypatch):
         if out.progress_due():
             out.progress("db02", "subscribe", text)
     assert stream.getvalue() == "[db02] subscribe: 10%\n[db02] subscribe: 30%\n"
+
+
+def test_progress_on_a_terminal_is_worth_computing_once_a_second(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("fabfile.session.time.monotonic", lambda: now[0])
+    out = Output(io.StringIO(), tty=True)
+    assert out.progress_due()
+    out.progress("db02", "subscribe", "10%")
+    now[0] = 1000.5
+    assert not out.progress_due()
+    now[0] = 1001.0
+    assert out.progress_due()
