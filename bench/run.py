@@ -226,7 +226,7 @@ def logical_sync(bed: Bed) -> dict:
         dump = newest(db02, "pg_dump")
         on_db02("schema", f"{dump} -w -h db01 -U slony -s {DB} | psql -X -q -v ON_ERROR_STOP=1 -d {RESTORE_DB}")
         db01.psql("DROP PUBLICATION IF EXISTS bench_pub; CREATE PUBLICATION bench_pub FOR ALL TABLES; SELECT 1", DB)
-        tables = int(db01.value(f"SELECT count(*) FROM pg_publication_tables WHERE pubname = 'bench_pub'", DB))
+        tables = int(db01.value("SELECT count(*) FROM pg_publication_tables WHERE pubname = 'bench_pub'", DB))
         say(f"logical replication: CREATE SUBSCRIPTION for {tables} tables (2 sync workers, the default)")
         t0 = time.monotonic()
         db02.psql(f"CREATE SUBSCRIPTION bench_sub CONNECTION 'host=db01 dbname={DB} user=slony sslmode=require' "
@@ -671,7 +671,8 @@ def measure(bed: Bed, args, settings: list[dict], phases: set[str], results: dic
 
 
 def copy_phase(bed: Bed, r: dict) -> None:
-    """1. dump/restore, migrate and a no-op migrate, each from a reset testbed; into the repetition `r`."""
+    """1. the dump/restores and logical replication's initial sync, then (from a reset testbed) migrate and
+    a no-op migrate; into the repetition `r`."""
     reset(bed)
     r["dump"] = dump_restore(bed)
     r["dump_parallel"] = dump_restore_parallel(bed)
