@@ -139,10 +139,7 @@ def reset(bed: Bed) -> None:
 # --- 1. initial copy ------------------------------------------------------------------------------------
 
 def restore_target(bed: Bed) -> None:
-    """The users and hba steps (db02 may connect to db01 as the replication user, with a .pgpass entry),
-    the database's owner on db02, and an empty RESTORE_DB there owned by it."""
-    inv(bed, "users", *PAIR, echo=False, timeout=300)
-    inv(bed, "hba", *PAIR, echo=False, timeout=300)
+    """The database's owner on db02, and an empty RESTORE_DB there owned by it."""
     db01, db02 = bed["db01"], bed["db02"]
     owner = db01.value(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{DB}'")
     db02.psql(f"DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN "
@@ -464,6 +461,16 @@ def both_ways(bed: Bed, writer, move) -> dict:
     return out
 
 
+def writer_stats(bed: Bed, writer, failed: str) -> dict:
+    """A writer's attempts, acknowledged writes, failed ones (under the name `failed`), achieved rate, and
+    acknowledged writes not on db01 exactly once."""
+    span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
+    missing, _ = writer.not_once(bed["db01"])
+    return {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
+            failed: sum(1 for a in writer.attempts if not a.ok),
+            "achieved_rate": len(writer.attempts) / span if span else None, "lost_or_doubled": len(missing)}
+
+
 def switch_phase(bed: Bed, args, tag: str) -> dict:
     writer = Writer(str(tb.current().ssh_config), rate=args.writer_rate, tag=tag, max_seconds=900,
                     max_count=int(args.writer_rate * 900))
@@ -480,12 +487,7 @@ def switch_phase(bed: Bed, args, tag: str) -> dict:
             f"{'%.1f' % seen if seen is not None else 'none seen'} s (writer)")
         return {"wall": run["wall"], "tool": tool, "writer": seen, "start": since - t0, "end": end - t0}
     out: dict = {"rate": args.writer_rate, **both_ways(bed, writer, move)}
-    span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
-    missing, _ = writer.not_once(bed["db01"])
-    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
-                           "refused": sum(1 for a in writer.attempts if not a.ok),
-                           "achieved_rate": len(writer.attempts) / span if span else None,
-                           "lost_or_doubled": len(missing)}
+    out["writer_stats"] = writer_stats(bed, writer, failed="refused")
     out["attempts"] = [[round(a.start - t0, 3), round(a.end - a.start, 3), a.ok] for a in writer.attempts]
     writer.check_acknowledged(bed["db01"])   # StepError when a write is missing or doubled
     return out
@@ -549,12 +551,7 @@ def pooler_phase(bed: Bed, args, tag: str) -> dict:
             f"{stall:.2f} s, {errors} error(s)")
         return {"wall": run["wall"], "stall": stall, "errors": errors}
     out: dict = {"rate": args.app_rate, **both_ways(bed, writer, move)}
-    span = (writer.attempts[-1].end - writer.attempts[0].start) if writer.attempts else 0
-    missing, _ = writer.not_once(bed["db01"])
-    out["writer_stats"] = {"attempts": len(writer.attempts), "acknowledged": len(writer.acknowledged()),
-                           "errors": len(writer.errors()),
-                           "achieved_rate": len(writer.attempts) / span if span else None,
-                           "lost_or_doubled": len(missing)}
+    out["writer_stats"] = writer_stats(bed, writer, failed="errors")
     writer.check_acknowledged(bed["db01"], timeout=30)   # StepError when a write is missing or doubled
     return out
 
@@ -674,6 +671,9 @@ def copy_phase(bed: Bed, r: dict) -> None:
     """1. the dump/restores and logical replication's initial sync, then (from a reset testbed) migrate and
     a no-op migrate; into the repetition `r`."""
     reset(bed)
+    say("the users and hba steps: db02 connects to db01 as the replication user (a .pgpass entry, a pg_hba line)")
+    inv(bed, "users", *PAIR, echo=False, timeout=300)
+    inv(bed, "hba", *PAIR, echo=False, timeout=300)
     r["dump"] = dump_restore(bed)
     r["dump_parallel"] = dump_restore_parallel(bed)
     r["logical"] = logical_sync(bed)

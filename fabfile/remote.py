@@ -82,17 +82,17 @@ class PsqlPipe:
     def query(self, sql: str, timeout: float | None):
         """(ok, stdout, stderr) like a command's result, or None when the query never started.
         TimeoutError after `timeout` s; LostPipe when SSH fails after the query started."""
-        started = []
+        self.started = False
         try:
-            return self._query(sql, timeout, started)
+            return self._query(sql, timeout)
         except TimeoutError:
             raise
         except (paramiko.SSHException, OSError, EOFError) as e:
-            if not started:
+            if not self.started:
                 return None
             raise LostPipe(str(e) or type(e).__name__) from None
 
-    def _query(self, sql: str, timeout: float | None, started: list):
+    def _query(self, sql: str, timeout: float | None):
         self.channel.settimeout(timeout)
         # ROLLBACK: what psql's exit did to a transaction the query left open (a warning when none is)
         self.channel.sendall(f"DISCARD ALL;\n\\echo '{self.mark}started'\n{sql}\n;\nROLLBACK;\n"
@@ -101,7 +101,7 @@ class PsqlPipe:
         while True:
             line = self.out.readline().decode()
             if not line:  # psql ended: an error (ON_ERROR_STOP) or a lost connection
-                if not started:
+                if not self.started:
                     return None
                 status = self.channel.recv_exit_status()
                 err = b"".join(iter(lambda: self.channel.recv_stderr(65536), b"")).decode(errors="replace")
@@ -111,8 +111,8 @@ class PsqlPipe:
                     while self.channel.recv_stderr_ready():  # notices: not kept, not left to fill the window
                         self.channel.recv_stderr(65536)
                     return SimpleNamespace(ok=True, failed=False, exited=0, stdout="".join(lines), stderr="")
-                started.append(True)
-            elif started:
+                self.started = True
+            elif self.started:
                 lines.append(line)
 
 
@@ -224,35 +224,32 @@ class Host:
         the last one has ended; None when it could not start the query (then a psql of its own runs it,
         which also says why the pipe could not: no such database, PostgreSQL down)."""
         with self._pipe_lock:
-            return self._piped_locked(sql, database, timeout, env)
-
-    def _piped_locked(self, sql: str, database: str, timeout: int | None, env: str):
-        for _ in range(2):
-            pipe = self._pipes.get(database)
-            if pipe is None or not pipe.alive():
-                if not self.conn.is_connected:
-                    self.open()
+            for _ in range(2):  # a pipe that ended while idle is replaced once
+                pipe = self._pipes.get(database)
+                if pipe is None or not pipe.alive():
+                    if not self.conn.is_connected:
+                        self.open()
+                    try:
+                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
+                    except (paramiko.SSHException, OSError, EOFError):
+                        return None  # the SSH connection is gone: a command of its own reconnects, or says why
                 try:
-                    pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
-                except (paramiko.SSHException, OSError, EOFError):
-                    return None  # the SSH connection is gone: a command of its own reconnects, or says why
-            try:
-                result = pipe.query(sql, timeout)
-            except TimeoutError:
-                pipe.close()
-                raise StepError(self.name, f"psql timed out after {timeout} s",
-                                "look at the host's load and logs, then run again") from None
-            except LostPipe as e:
-                pipe.close()
-                raise StepError(self.name, f"SSH connection lost while psql ran on database {database} ({e}); "
-                                "whether that statement took effect is not known",
-                                "check the host and the network, then run the step again") from None
-            if result is not None:
-                if result.failed:
+                    result = pipe.query(sql, timeout)
+                except TimeoutError:
                     pipe.close()
-                return result
-            pipe.close()
-        return None
+                    raise StepError(self.name, f"psql timed out after {timeout} s",
+                                    "look at the host's load and logs, then run again") from None
+                except LostPipe as e:
+                    pipe.close()
+                    raise StepError(self.name, f"SSH connection lost while psql ran on database {database} "
+                                    f"({e}); whether that statement took effect is not known",
+                                    "check the host and the network, then run the step again") from None
+                if result is not None:
+                    if result.failed:
+                        pipe.close()
+                    return result
+                pipe.close()
+            return None
 
     def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:

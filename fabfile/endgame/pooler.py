@@ -93,12 +93,17 @@ def open_pooler(s: Session, name: str, config: str, origin: Node) -> Pooler:
     return p
 
 
+def points_at(entry: dict[str, str], origin: Node) -> bool:
+    """Whether a [databases] entry sends its clients to the origin's address and port."""
+    return entry.get("host") == origin.dbhost and entry.get("port", str(origin.port)) == str(origin.port)
+
+
 def repoint(s: Session, step: str, name: str, config: str, origin: Node) -> list[Change]:
     """When the set is where it should be already: the change that points PgBouncer's entry at the origin
     and RELOADs, if a failed RELOAD after an earlier move left it at the other node (whose writes Slony
     refuses); none when it points at the origin."""
     p, entry = describe(s, name, config)
-    if entry.get("host") == origin.dbhost and entry.get("port", str(origin.port)) == str(origin.port):
+    if points_at(entry, origin):
         s.say(name, step, f"PgBouncer sends {p.database} to the origin {origin.host}")
         return []
     new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
@@ -137,8 +142,7 @@ def resume(s: Session, step: str, p: Pooler) -> None:
 def release(s: Session, step: str, p: Pooler, origin: Node) -> None:
     """Point the database's entry at `origin` (the set's origin now, whatever happened), then RELOAD and
     RESUME in one call. RESUME is tried even when pointing fails; StepError names what is left to do."""
-    entry = pooler_entry(p.text, p.database) or {}
-    if entry.get("host") == origin.dbhost and entry.get("port", str(origin.port)) == str(origin.port):
+    if points_at(pooler_entry(p.text, p.database) or {}, origin):
         resume(s, step, p)
         return
     try:
