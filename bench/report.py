@@ -200,12 +200,14 @@ def pooler_section(res: dict) -> list[str]:
     """Switchover and switchback through PgBouncer with the application writing."""
     meta, reps = res["meta"], res["reps"]
     runs = values(reps, "pooler")
+    quick = "/".join(map(str, meta.get("quick_sync", (100, 500))))  # runs before it was kept: 100/500
     L = ["## Switchover through PgBouncer", "",
          f"`testbed/appwriter.py` on the `app` host: one psycopg2 connection to PgBouncer (transaction pooling), "
          f"{meta.get('app_rate', 100):g} inserts/s, each attempt logged with its start and end. `inv switchover "
          f"--pooler app`, then `inv switchback --pooler app`: PAUSE, LOCK SET, MOVE SET, PgBouncer pointed at the "
-         f"new origin, RELOAD and RESUME; both slons at sync_interval 100/500 ms for the move. The stall is the "
-         f"longest time one insert took from the start of the move: what the application waited.", "",
+         f"new origin, RELOAD and RESUME; both slons at sync_interval/sync_interval_timeout {quick} ms for the "
+         "move. The stall is the longest time one insert took from the start of the move: what the application "
+         "waited.", "",
          "| direction | end to end (s) | the application's longest wait (s) | errors |", "|---|---:|---:|---:|"]
     for name in ("switchover", "switchback"):
         L.append(f"| {name} | {fmt(pooled(reps, name, 'wall'))} | **{fmt(pooled(reps, name, 'stall'), 2)}** | "

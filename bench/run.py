@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import parse  # noqa: E402
 import report  # noqa: E402
-from fabfile import facts  # noqa: E402
+from fabfile import facts, settings as fabfile_settings  # noqa: E402
 from fabfile.errors import StepError  # noqa: E402
 from fabfile.model import make_cluster  # noqa: E402
 from fabfile.render.files import slon_conf  # noqa: E402
@@ -622,7 +622,7 @@ def new_results(args, settings: list[dict], phases: set[str]) -> dict:
         "meta": {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "size_mb": args.size_mb,
                  "reps": args.reps, "rates": args.rates, "load_seconds": args.load_seconds,
                  "clients": args.clients, "threads": args.threads, "writer_rate": args.writer_rate,
-                 "app_rate": args.app_rate,
+                 "app_rate": args.app_rate, "quick_sync": list(fabfile_settings.QUICK_SYNC),
                  "lag_bound": args.lag_bound, "settings": [s["label"] for s in settings],
                  "phases": sorted(phases), "command": " ".join(["bench/run.py", *sys.argv[1:]]),
                  "testbed": tb.current().project, "machine": machine()},

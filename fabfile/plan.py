@@ -65,29 +65,32 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
 
 
 def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
-               lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None):
+               lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None,
+               program: str = ""):
     """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
 
     slonik runs under `timeout` on the slon host, in a process group that stop_slonik can kill, so
     it never outlives its time even when this tool dies or loses the connection. See
-    render.slonik.slonik_shell for lock_timeout and on_failure.
+    render.slonik.slonik_shell for lock_timeout, on_failure and program.
     """
     slonik = facts.slony_tool(s.slon, "slonik")
     if not slonik:
         raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
     command = render_slonik.slonik_shell(slonik, timeout, s.cluster.slonik_pidfile, lock_timeout, on_failure,
-                                         statement_timeout)
+                                         statement_timeout, program)
     return s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
                        check=check, what=f"slonik ({what})")
 
 
 def stop_slonik(s: Session) -> int | None:
-    """Stop the slonik this tool started on the slon host, if one still runs; its pid, or None."""
+    """Stop the slonik (or the switchover's psql) this tool started on the slon host, if one still runs;
+    its pid, or None."""
     pid = facts.slonik_running(s.slon, s.cluster)
     if pid:
-        s.slon.sudo(f"kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid}", user="postgres", check=False)
+        s.slon.sudo(render_slonik.kill_group(pid), user="postgres", check=False)
         wait_until(lambda: not facts.slonik_running(s.slon, s.cluster), settings.SLON_STOP, s.slon.name,
-                   f"slonik (pid {pid}) still running", f"kill it by hand: sudo kill -KILL -- -{pid}")
+                   f"slonik (pid {pid}) still running",
+                   f"kill it by hand: sudo {render_slonik.kill_group(pid, 'KILL')}")
     return pid
 
 

@@ -38,6 +38,14 @@ def error_line(stderr: str, default: str = "failed") -> str:
     return next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else default).strip()
 
 
+def psql_error(stderr: str) -> str:
+    """psql's error line without what says nothing to the operator: `psql:<stdin>:N: ` before a
+    server's error, `psql: ` before psql's own."""
+    msg = error_line(stderr)
+    where = re.match(r"psql:<stdin>:\d+: ", msg)
+    return (msg[where.end():] if where else msg.split(":", 2)[-1]).strip()
+
+
 def guard(conn: Connection, strict_host_keys: bool) -> None:
     """Check host keys against the known_hosts file the ssh config names; never forward the agent."""
     conn.forward_agent = False
@@ -64,11 +72,16 @@ class PsqlPipe:
     (ON_ERROR_STOP); such a psql is replaced by the next query. `query` returns None when the query never
     started (psql could not connect, or the connection was lost while idle): then nothing ran and the
     caller may run it another way.
+
+    target: psql's options saying where it connects (default: `database` on the local PostgreSQL, as
+    CSV); console: PgBouncer's admin console, which knows neither DISCARD ALL nor ROLLBACK.
     """
 
-    def __init__(self, conn: Connection, database: str, env: str):
+    def __init__(self, conn: Connection, database: str, env: str, target: str = "", console: bool = False):
         self.mark = f"--slony-migrate {secrets.token_hex(8)} "
-        psql = f"{env}exec psql -X -q -t --csv -v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        self.console = console
+        target = target or f"--csv -d {shlex.quote(database)}"
+        psql = f"{env}exec psql -X -q -t -v ON_ERROR_STOP=1 {target} -f -"
         self.channel = conn.client.get_transport().open_session()
         self.channel.exec_command(f"sudo -n -H -u postgres -- sh -c {shlex.quote(psql)}")
         self.out = self.channel.makefile("rb")
@@ -95,7 +108,8 @@ class PsqlPipe:
     def _query(self, sql: str, timeout: float | None):
         self.channel.settimeout(timeout)
         # ROLLBACK: what psql's exit did to a transaction the query left open (a warning when none is)
-        self.channel.sendall(f"DISCARD ALL;\n\\echo '{self.mark}started'\n{sql}\n;\nROLLBACK;\n"
+        clean, end = ("", "") if self.console else ("DISCARD ALL;\n", ";\nROLLBACK;\n")
+        self.channel.sendall(f"{clean}\\echo '{self.mark}started'\n{sql}\n{end}"
                              f"\\echo '{self.mark}done'\n".encode())
         lines: list[str] = []
         while True:
@@ -219,7 +233,8 @@ class Host:
         cmd = f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
         return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
 
-    def _piped(self, sql: str, database: str, timeout: int | None, env: str):
+    def _piped(self, sql: str, database: str, timeout: float | None, env: str, target: str = "",
+               console: bool = False):
         """The query's result from this run's psql for `database` (PsqlPipe), opened when there is none or
         the last one has ended; None when it could not start the query (then a psql of its own runs it,
         which also says why the pipe could not: no such database, PostgreSQL down)."""
@@ -230,13 +245,15 @@ class Host:
                     if not self.conn.is_connected:
                         self.open()
                     try:
-                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env)
+                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env, target, console)
                     except (paramiko.SSHException, OSError, EOFError):
                         return None  # the SSH connection is gone: a command of its own reconnects, or says why
                 try:
                     result = pipe.query(sql, timeout)
                 except TimeoutError:
                     pipe.close()
+                    if console:  # as `timeout` says it: the caller decides
+                        return SimpleNamespace(ok=False, failed=True, exited=124, stdout="", stderr="timed out")
                     raise StepError(self.name, f"psql timed out after {timeout} s",
                                     "look at the host's load and logs, then run again") from None
                 except LostPipe as e:
@@ -251,6 +268,12 @@ class Host:
                 pipe.close()
             return None
 
+    def console(self, commands: str, socket_dir: str, port: int, timeout: float):
+        """Commands on PgBouncer's admin console as postgres, on this run's psql for it (PsqlPipe); the
+        result (exit code 124 after `timeout` s), or None when they never started (then nothing ran)."""
+        target = f"-A -h {shlex.quote(socket_dir)} -p {int(port)} -U postgres -d pgbouncer"
+        return self._piped(commands, f"pgbouncer {socket_dir}:{port}", timeout, "", target, console=True)
+
     def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:
         """Run SQL as the postgres superuser over the local socket; return the rows as lists of text.
@@ -262,10 +285,7 @@ class Host:
             self.csv = False
             result = self._psql(sql, database, timeout, True, None)
         if result.failed:
-            msg = error_line(result.stderr)
-            where = re.match(r"psql:<stdin>:\d+: ", msg)  # the line number says nothing to the operator
-            msg = msg[where.end():] if where else msg.split(":", 2)[-1]
-            raise StepError(self.name, f"psql on database {database}: {msg.strip()}")
+            raise StepError(self.name, f"psql on database {database}: {psql_error(result.stderr)}")
         if self.csv:
             return list(csv.reader(io.StringIO(result.stdout)))
         rows = unaligned(result.stdout)

@@ -10,6 +10,7 @@ entry must pool by transaction: in session pooling PAUSE waits for every client 
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ class Pooler:
     database: str      # the entry in [databases] (the application's database)
     port: int = 0      # PgBouncer's listen_port
     socket_dir: str = ""  # PgBouncer's unix_socket_dir
-    text: str = ""     # pgbouncer.ini as read before the switchover
+    text: str = ""     # pgbouncer.ini as the file holds it now
+    loaded: str = ""   # ... and as PgBouncer last loaded it
     owner: str = ""    # its owner:group and mode, and who may write it (the directory's owner if root)
     mode: str = ""
     writer: str = ""
@@ -44,10 +46,14 @@ def read(h: Host, config: str) -> str:
 
 
 def admin(p: Pooler, *commands: str, timeout: float = settings.POOLER_ADMIN, check: bool = True):
-    """Commands on PgBouncer's admin console, one psql, bounded by `timeout` on the pooler's host."""
-    cmd = (f"timeout -k 1 {timeout:g} psql -X -q -A -t -h {shlex.quote(p.socket_dir)} -p {p.port} -U postgres "
-           "-d pgbouncer " + " ".join(f"-c {shlex.quote(c)}" for c in commands))
-    result = p.host.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
+    """Commands on PgBouncer's admin console, on the run's psql for it (remote.Host.console: a few ms
+    where a psql of their own takes about 0.1 s), else on a psql of their own, bounded by `timeout`
+    either way. The result; a timeout is exit code 124."""
+    result = p.host.console("\n".join(f"{c};" for c in commands), p.socket_dir, p.port, timeout)
+    if result is None:
+        cmd = (f"timeout -k 1 {timeout:g} psql -X -q -A -t -h {shlex.quote(p.socket_dir)} -p {p.port} -U postgres "
+               "-d pgbouncer " + " ".join(f"-c {shlex.quote(c)}" for c in commands))
+        result = p.host.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
     if check and result.failed:
         why = "timed out" if result.exited == 124 else (result.stderr.strip().splitlines() or ["failed"])[-1]
         raise StepError(p.host.name, f"PgBouncer: {'; '.join(commands)} {why}",
@@ -69,7 +75,7 @@ def describe(s: Session, name: str, config: str) -> tuple[Pooler, dict[str, str]
     # Debian's /etc/pgbouncer is root's (the file postgres'): root writes there, nobody else can.
     directory = facts.file_stat(h, config.rsplit("/", 1)[0] or "/")[0].split(":")[0]
     p = Pooler(h, config, s.cluster.database, int(ini.get("listen_port", 6432)),
-               ini.get("unix_socket_dir", "/tmp") or "/tmp", text, owner, file_mode,
+               ini.get("unix_socket_dir", "/tmp") or "/tmp", text, text, owner, file_mode,
                "root" if directory == "root" else "")
     return p, {"pool_mode": ini.get("pool_mode", "session"), **entry}
 
@@ -139,15 +145,36 @@ def resume(s: Session, step: str, p: Pooler) -> None:
     s.say(p.host.name, step, f"PgBouncer resumed {p.database}")
 
 
-def release(s: Session, step: str, p: Pooler, origin: Node) -> None:
+def stage(p: Pooler, origin: Node) -> threading.Thread:
+    """While PgBouncer is paused and the set moves: write the database's entry pointing at `origin` into
+    pgbouncer.ini, in a thread of its own (PgBouncer does not read it before release's RELOAD), so that
+    release has only RELOAD and RESUME left. release waits for it; a failed write leaves it to release."""
+    new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
+
+    def write() -> None:
+        try:
+            p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+            p.text = new
+        except Exception:  # noqa: BLE001 - release writes it then, and says why if it fails again
+            pass
+    thread = threading.Thread(target=write, name="pooler-stage", daemon=True)
+    thread.start()
+    return thread
+
+
+def release(s: Session, step: str, p: Pooler, origin: Node, staged: threading.Thread | None = None) -> None:
     """Point the database's entry at `origin` (the set's origin now, whatever happened), then RELOAD and
     RESUME in one call. RESUME is tried even when pointing fails; StepError names what is left to do."""
-    if points_at(pooler_entry(p.text, p.database) or {}, origin):
-        resume(s, step, p)
-        return
+    if staged:
+        staged.join()
     try:
-        new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
-        p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+        if not points_at(pooler_entry(p.text, p.database) or {}, origin):
+            new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
+            p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+            p.text = new
+        if p.text == p.loaded:
+            resume(s, step, p)
+            return
         admin(p, "RELOAD", f"RESUME {p.database}")
     except (StepError, PoolerConfigError) as e:
         resume(s, step, p)
@@ -155,6 +182,6 @@ def release(s: Session, step: str, p: Pooler, origin: Node) -> None:
         raise StepError(p.host.name, f"{what}; PgBouncer resumed but may still send {p.database} to the old "
                         "origin, whose writes Slony refuses", f"point [databases] {p.database} at "
                         f"{origin.dbhost} in {p.config}, then RELOAD on PgBouncer's console") from None
-    p.text = new
+    p.loaded = p.text
     s.say(p.host.name, step, f"PgBouncer points {p.database} at {origin.host} ({origin.dbhost}), reloaded, "
           f"resumed {p.database}")

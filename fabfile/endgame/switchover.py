@@ -7,7 +7,7 @@ from .. import facts, settings
 from ..errors import StepError
 from ..model import Cluster, Node
 from ..plan import Change, apply, run_slonik, stop_slonik, wait_until
-from ..remote import Host
+from ..remote import Host, psql_error
 from ..render import slonik
 from ..render.sql import literal
 from ..session import Session
@@ -84,36 +84,39 @@ def wait_no_long_transactions(s: Session, step: str, h: Host, xact_age: float, w
 
 
 def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float:
-    """LOCK SET (bounded by lock_timeout), then SYNC, WAIT, MOVE SET, and a poll of the new origin until it
-    has taken over; the seconds writes were blocked.
+    """LOCK SET (bounded by lock_timeout), then SYNC, a wait for the new origin to confirm it, MOVE SET
+    (render.slonik.move_set_script), and a poll of the new origin until it has taken over; the seconds
+    writes were blocked.
 
-    Whatever ends either phase early (a timeout, a slonik error, a lost connection, Ctrl-C), slonik
+    Whatever ends either phase early (a timeout, an error, a lost connection, Ctrl-C), the phase's psql
     is stopped on the slon host and the old origin's catalog decides: still the origin and locked,
     UNLOCK SET and fail; the move committed, wait for the new origin and go on (not a failure).
-    The slon host unlocks by itself, too, when slonik fails there (render.slonik.slonik_shell).
+    The slon host unlocks by itself, too, when a phase fails there (render.slonik.slonik_shell).
     """
     cl, old_h = s.cluster, s.node_host(old)
     unlock = slonik.slonik_unlock_set(cl, old)
     since = facts.server_now(old_h)
     t0 = time.monotonic()
     try:
-        result = run_slonik(s, slonik.slonik_lock_set(cl, old), "lock set", lock_timeout, check=False,
-                            lock_timeout=lock_timeout, on_failure=unlock)
+        result = run_slonik(s, slonik.lock_set_script(cl, old), "lock set", lock_timeout, check=False,
+                            lock_timeout=lock_timeout, statement_timeout=lock_timeout, on_failure=unlock,
+                            program=slonik.psql_on(cl, old))
     except BaseException:
         settle(s, step, old, to)
         raise
     if result.failed:
         sessions = facts.transactions_before(old_h, since)
         settle(s, step, old, to)
-        raise StepError(old.host, f"LOCK SET did not succeed within {lock_timeout:g} s ({slonik_error(result)}); "
+        raise StepError(old.host, f"LOCK SET did not succeed within {lock_timeout:g} s ({phase_error(result)}); "
                         f"set {cl.set_id} unlocked, nothing changed; " + blocking(sessions),
                         "end those transactions (pg_terminate_backend) or wait for them, then run again")
     s.say(old.host, step, f"set {cl.set_id} locked in {time.monotonic() - t0:.1f} s: writes refused until "
           "it moves")
     try:
-        result = run_slonik(s, slonik.slonik_move_set(cl, old, to, timeout), "move set",
-                            timeout + settings.SSH_GRACE, check=False, on_failure=unlock)
-        failure = None if result.ok else slonik_error(result)
+        result = run_slonik(s, slonik.move_set_script(cl, old, to, timeout), "move set",
+                            timeout + settings.SSH_GRACE, check=False, on_failure=unlock,
+                            program=slonik.psql_on(cl, old))
+        failure = None if result.ok else phase_error(result)
     except BaseException as e:
         failure = e
     if failure is not None and not settle(s, step, old, to):
@@ -126,15 +129,18 @@ def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock
 
 
 def wait_taken_over(s: Session, to: Node, timeout: float, message: str) -> None:
-    """Poll the new origin's catalog (every 0.2 s) until it names itself the set's origin; StepError after
-    `timeout` s."""
+    """Poll the new origin's catalog (every settings.TAKEOVER_POLL s) until it names itself the set's
+    origin; StepError after `timeout` s."""
     wait_until(lambda: facts.slony_state(s.node_host(to), s.cluster).origin == to.id, timeout, to.host, message,
-               "check that both slons run (inv status, inv logs)", every=0.2)
+               "check that both slons run (inv status, inv logs)", every=settings.TAKEOVER_POLL)
 
 
-def slonik_error(result) -> str:
-    lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-    return "timed out" if result.exited == 124 else (lines[-1] if lines else f"exit code {result.exited}")
+def phase_error(result) -> str:
+    """What a lock or move script was doing when it failed (its last echoed part), and why."""
+    why = "timed out" if result.exited == 124 else (psql_error(result.stderr) if result.stderr.strip()
+                                                    else f"exit code {result.exited}")
+    parts = [line[len("step: "):] for line in result.stdout.splitlines() if line.startswith("step: ")]
+    return f"{parts[-1]}: {why}" if parts else why
 
 
 def blocking(sessions: list[tuple[str, str, str, int, str]]) -> str:
@@ -178,7 +184,8 @@ def settle(s: Session, step: str, old: Node, to: Node) -> bool:
 def move_set(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float | None:
     """The move as one Change (a dry run shows both scripts); the seconds writes were blocked, or None."""
     cl = s.cluster
-    scripts = slonik.slonik_lock_set(cl, old) + "\n" + slonik.slonik_move_set(cl, old, to, timeout)
+    scripts = "".join(f"{slonik.psql_on(cl, old)} <<'SQL'\n{script}SQL\n" for script in
+                      (slonik.lock_set_script(cl, old), slonik.move_set_script(cl, old, to, timeout)))
     took: dict[str, float] = {}
     apply(s, [Change(cl.slon_host, step, f"lock set {cl.set_id} on {old.host}, move it to {to.host}",
                      lambda: took.update(blocked=lock_and_move(s, step, old, to, timeout, lock_timeout)),
@@ -188,24 +195,24 @@ def move_set(s: Session, step: str, old: Node, to: Node, timeout: int, lock_time
 
 def pooled_move(s: Session, step: str, p: pooler_.Pooler, old: Node, to: Node, timeout: int,
                 lock_timeout: float) -> float:
-    """PAUSE on PgBouncer, the move, then PgBouncer pointed at whichever node is the origin now, RELOAD,
-    RESUME: whatever ends the move (a failure, Ctrl-C), PgBouncer is resumed. The seconds the
-    application's queries waited."""
+    """PAUSE on PgBouncer, the move (meanwhile pgbouncer.ini is written to point at the new origin), then
+    PgBouncer pointed at whichever node is the origin now, RELOAD, RESUME: whatever ends the move (a
+    failure, Ctrl-C), PgBouncer is resumed. The seconds the application's queries waited."""
     t0 = time.monotonic()
-    paused = False
+    staged = None
     try:
         pooler_.pause(s, step, p, lock_timeout)  # resumes by itself when the pause cannot complete
-        paused = True
+        staged = pooler_.stage(p, to)
         move_set(s, step, old, to, timeout, lock_timeout)
     except BaseException as e:
-        if not paused and isinstance(e, StepError):
+        if staged is None and isinstance(e, StepError):
             raise
         try:
-            pooler_.release(s, step, p, origin_after(s, old, to))
+            pooler_.release(s, step, p, origin_after(s, old, to), staged)
         except StepError as e:  # the move's own error matters more; this one says what to do by hand
             s.out.error(f"warning: {e.line()}")
         raise
-    pooler_.release(s, step, p, to)
+    pooler_.release(s, step, p, to, staged)
     waited = time.monotonic() - t0
     s.say(p.host.name, step, f"the application's queries waited in PgBouncer for at most {waited:.1f} s")
     return waited

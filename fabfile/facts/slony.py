@@ -188,8 +188,10 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
 
 
 def slonik_running(host: Host, cluster: Cluster) -> int | None:
-    """The process group of a slonik this tool started on the slon host, while it runs; else None."""
-    r = host.run(f"p=$(cat {cluster.slonik_pidfile} 2>/dev/null) && grep -qa slonik /proc/$p/cmdline && echo $p",
+    """The process group of a slonik (or the move's psql) this tool started on the slon host, while it
+    runs; else None."""
+    r = host.run(f"p=$(cat {cluster.slonik_pidfile} 2>/dev/null) && grep -qa -e slonik -e psql /proc/$p/cmdline "
+                 "&& echo $p",
                  check=False)
     return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None
 

@@ -1,9 +1,11 @@
-"""Pure renderers of slonik scripts. No I/O: values in, script text out, unit-tested to the letter."""
+"""Pure renderers of slonik scripts, and of the switchover's psql scripts that stand in for slonik's lock set,
+sync and move set. No I/O: values in, script text out, unit-tested to the letter."""
 from __future__ import annotations
 
 import shlex
 
 from ..model import Cluster, Node, Table
+from .sql import ident, literal
 
 
 def lit(value: str) -> str:
@@ -126,22 +128,81 @@ def slonik_uninstall(cluster: Cluster, node_ids: list[int]) -> str:
     return slonik_preamble(cluster) + "".join(f"uninstall node (id = {i});\n" for i in node_ids)
 
 
-def slonik_lock_set(cluster: Cluster, origin: Node) -> str:
-    """Switchover, phase 1: lock the set on its origin (writes refused), wait for older transactions."""
-    return slonik_preamble(cluster) + f"lock set (id = {cluster.set_id}, origin = {origin.id});\n"
+def psql_arg(value: str) -> str:
+    """An argument of a psql meta-command (\\connect), single-quoted as psql reads it."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def slonik_move_set(cluster: Cluster, old: Node, new: Node, timeout: int) -> str:
-    """Switchover, phase 2 (the set is locked): a last SYNC, wait until the new origin has it, move the set.
+PSQL = ("\"$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -n 1 | grep . || echo psql)\" "
+        "-X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -o /dev/null")
+"""psql on the slon host: PostgreSQL's own binary where there is one (Debian's wrapper takes 40 ms more),
+quiet, stopping at the first error; \\echo lines go to stdout."""
 
-    The wait before MOVE SET decides: the move commits only once the new origin has confirmed all data
-    up to the lock (a stuck receiver aborts the switchover with the set unlocked at the old origin).
-    No WAIT FOR EVENT after it: the tool polls the new origin's catalog for the move instead (every
-    0.2 s, where slonik's waits poll once a second), so writes are blocked about a second less."""
-    return slonik_preamble(cluster) + "\n".join([
-        f"sync (id = {old.id});",
-        f"wait for event (origin = {old.id}, confirmed = {new.id}, wait on = {old.id}, timeout = {timeout});",
-        f"move set (id = {cluster.set_id}, old origin = {old.id}, new origin = {new.id});",
+
+def psql_on(cluster: Cluster, node: Node) -> str:
+    """PSQL connected to a node's database as the replication user: what runs lock_set_script and
+    move_set_script."""
+    return f"{PSQL} -d {shlex.quote(conninfo(cluster, node))}"
+
+
+def lock_set_script(cluster: Cluster, origin: Node) -> str:
+    """Switchover, phase 1, one psql script for the slon host: LOCK SET on the origin (from now on its
+    tables refuse writes), then a wait until every transaction older than the lock has ended.
+
+    The statements slonik sends for `lock set` (slonik.c: slonik_lock_set), with its wait for older
+    transactions done every 20 ms instead of every second; lock_timeout and statement_timeout bound it
+    (slonik_shell)."""
+    schema = ident(cluster.schema)
+    return "\n".join([
+        f"\\echo step: LOCK SET on {origin.host}",
+        "BEGIN;",
+        f"LOCK TABLE {schema}.sl_config_lock;",
+        f"SELECT {schema}.lockSet({cluster.set_id});",
+        "SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax \\gset",
+        "COMMIT;",
+        f"\\echo step: transactions older than the lock on {origin.host} to end",
+        "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
+        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec",
+    ]) + "\n"
+
+
+def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: int) -> str:
+    """Switchover, phase 2 (the set is locked), one psql script for the slon host: a last SYNC on the old
+    origin, a wait until the new origin has applied it, MOVE SET on the old origin. Before each part
+    it echoes what it starts (`step: ...`).
+
+    The wait decides: the move commits only once the new origin has confirmed all data up to the lock
+    (a stuck receiver aborts the switchover with the set unlocked at the old origin). This is slonik's
+    `sync; wait for event; move set` in one process, about 0.4 s quicker per move:
+    - SYNC and MOVE SET are the statements slonik sends for them (slonik.c: slonik_sync,
+      slonik_move_set), each in a transaction of its own; slon's own SYNCs are made the same way.
+    - The wait asks the new origin itself, whose slon writes the confirmation as it applies the SYNC,
+      every 20 ms; slonik's WAIT FOR EVENT asks the old origin, which learns of it only from its slon's
+      next poll, once a second. The loop runs in the new origin's server, bounded by statement_timeout,
+      and from PostgreSQL 14 on also ends when psql is gone (client_connection_check_interval).
+    - slonik connects to every node as it starts (about 0.1 s for each script).
+    No wait after MOVE SET: the tool polls the new origin's catalog for the move instead."""
+    schema = ident(cluster.schema)
+    confirmed = (f"SELECT FROM {schema}.sl_confirm WHERE con_origin = {old.id} AND con_received = {new.id} "
+                 "AND con_seqno >= %s")
+    return "\n".join([
+        f"\\echo step: SYNC on {old.host}",
+        "BEGIN;",
+        f"LOCK TABLE {schema}.sl_event_lock;",
+        f"SELECT {schema}.createEvent({literal(cluster.schema)}, 'SYNC') AS ev \\gset",
+        "COMMIT;",
+        f"\\echo step: {new.host} to confirm SYNC ({old.id},:ev) within {int(timeout)} s",
+        f"\\connect {psql_arg(conninfo(cluster, new))}",
+        f"SET statement_timeout = {int(timeout) * 1000};",
+        "SELECT set_config(name, '1000', false) FROM pg_settings WHERE name = 'client_connection_check_interval';",
+        f"SELECT format('DO $w$BEGIN WHILE NOT EXISTS ({confirmed}) LOOP PERFORM pg_sleep(0.02); END LOOP; "
+        "END$w$', :'ev') \\gexec",
+        f"\\echo step: MOVE SET on {old.host}",
+        f"\\connect {psql_arg(conninfo(cluster, old))}",
+        "BEGIN;",
+        f"LOCK TABLE {schema}.sl_event_lock, {schema}.sl_config_lock;",
+        f"SELECT {schema}.moveSet({cluster.set_id}, {new.id});",
+        "COMMIT;",
     ]) + "\n"
 
 
@@ -158,20 +219,28 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
 
 
 def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float | None = None,
-                 on_failure: str = "", statement_timeout: float | None = None) -> str:
+                 on_failure: str = "", statement_timeout: float | None = None, program: str = "") -> str:
     """The shell command that runs slonik (script on stdin) on the slon host, bounded and stoppable.
 
     slonik runs under `timeout` (its own process group: the pid file names it, so `kill -- -PID`
     stops slonik for certain, also after the SSH connection that started it is gone).
     lock_timeout, statement_timeout: PostgreSQL's, for slonik's own sessions (not the slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out (e.g. UNLOCK SET).
+    program: what reads the script on stdin, if not slonik (psql_on, for lock_set_script and move_set_script).
     """
     settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
     options = " ".join(f"-c {k}={int(v * 1000)}" for k, v in settings.items() if v)
     options = f"PGOPTIONS='{options}' " if options else ""
     # A background job reads /dev/null unless told otherwise: hand it our stdin (the script) as fd 3.
-    cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {slonik} <&3 3<&- & "
+    cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {program or slonik} <&3 3<&- & "
            f"{{ echo $! > {pidfile}; }} 2>/dev/null; wait $!; rc=$?; rm -f {pidfile}")
     if on_failure:
         cmd += f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60 {slonik}"
     return cmd + "; exit $rc"
+
+
+def kill_group(pid: int, signal: str = "TERM") -> str:
+    """The shell command that signals slonik_shell's process group (the pid in its pid file), or the
+    process alone if it leads none. `kill -s SIG -- -PGID` is the form dash's kill (sh on Debian) reads
+    too: it refuses `kill -TERM -- -PGID`."""
+    return f"kill -s {signal} -- -{int(pid)} 2>/dev/null || kill -s {signal} {int(pid)}"

@@ -19,22 +19,26 @@ def on_db01_origin(bed) -> None:
         bed.inv("switchback", *ARGS)
 
 
-def test_slonik_killed_between_lock_set_and_move_set(migrated):
-    """Case 1: the set is unlocked, writes go on at db01 within a few seconds; the next switchover works."""
+def test_the_move_killed_between_lock_set_and_move_set(migrated):
+    """Case 1: the set is unlocked, writes go on at db01 within a few seconds, no wait is left running in
+    db02's server; the next switchover works."""
     bed = migrated
     on_db01_origin(bed)
-    # On db02 (the slon host): as soon as db01's set is locked, freeze the receiver's slon (so the move
-    # phase waits for its SYNC), then kill slonik there. Gives up after 120 s.
+    # A transaction with an xid on db01 holds LOCK SET in its wait for older transactions. On db02 (the
+    # slon host): as soon as db01's set is locked, freeze the receiver's slon (so the move phase waits
+    # for its SYNC), end that transaction (the move phase starts), then kill the move's process group
+    # (psql, and the timeout that bounds it), as a crash or an operator's kill would. Gives up after 120 s.
     watcher = """#!/bin/sh
 end=$(( $(date +%s) + 120 ))
-until [ "$(psql -w -X -A -t -h db01 -U slony -d shotserver04 \\
-        -c 'SELECT set_locked IS NOT NULL FROM _replication.sl_set' 2>/dev/null)" = t ]; do
+on_db01() { psql -w -X -A -t -h db01 -U slony -d shotserver04 -c "$1"; }
+until [ "$(on_db01 'SELECT set_locked IS NOT NULL FROM _replication.sl_set' 2>/dev/null)" = t ]; do
     [ "$(date +%s)" -lt "$end" ] || exit 1
     sleep 0.05
 done
 pkill -STOP -f '[s]lon -f /etc/slony1/node2/'
+on_db01 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'held-xact'"
 sleep 1
-pkill -KILL -x slonik && date +%s.%N > /tmp/slonik-killed
+p=$(cat /var/run/slony1/slonik-replication.pid) && kill -s KILL -- "-$p" && date +%s.%N > /tmp/slonik-killed
 sleep 1
 pkill -CONT -f '[s]lon -f /etc/slony1/node2/'
 """
@@ -45,19 +49,25 @@ pkill -CONT -f '[s]lon -f /etc/slony1/node2/'
     writer = Writer(bed.ssh_config, tag="slonikkill", rate=5, max_seconds=240, max_count=1200).start()
     try:
         time.sleep(2)
-        result = bed.inv("switchover", *ARGS, check=False, timeout=300)
+        bed["db01"].sudo("PGAPPNAME=held-xact setsid -f psql -X -q -d shotserver04 -c 'BEGIN; SELECT "
+                         "txid_current(); SELECT pg_sleep(60); COMMIT' >/dev/null 2>&1 </dev/null", user="postgres",
+                         stdin="")
+        result = bed.inv("switchover", *ARGS, "--xact-age", "600", check=False, timeout=300)
         ended = time.monotonic()
         time.sleep(5)
     finally:
         writer.stop()
-    assert db02.run("cat /tmp/slonik-killed", check=False).ok, "slonik was never killed"
+    assert db02.run("cat /tmp/slonik-killed", check=False).ok, "the move was never killed"
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "move set failed" in result.stderr and "set 1 unlocked, writes go on at db01" in result.stderr
+    assert "move set failed (db02 to confirm SYNC" in result.stderr, result.stderr
+    assert "set 1 unlocked, writes go on at db01" in result.stderr
+    # PostgreSQL 17 on db02 notices within a second that psql is gone (client_connection_check_interval)
+    assert bed.sql("db02", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'DO $w$%'") == [["0"]]
     report = status(bed)
     assert report["origin"] == "db01" and report["locked"] == [] and report["slonik"] is None
     last_refused = max(a.start for a in writer.attempts if not a.ok)
     resumed = next(a for a in writer.attempts if a.ok and a.start > last_refused)
-    print(f"slonik killed: writes accepted on db01 again {resumed.end - ended:+.1f} s after the tool returned")
+    print(f"the move killed: writes accepted on db01 again {resumed.end - ended:+.1f} s after the tool returned")
     assert resumed.end - ended < 5
     bed.assert_acknowledged_once(writer, "db01")
     out = bed.inv("switchover", *ARGS).stdout

@@ -53,7 +53,8 @@ def switch_under_writer(bed, task: str, new_origin: str, tag: str) -> tuple[Writ
         writer.stop()
     assert writer.target == new_origin
     window = writer.blocked_window(since)
-    print(f"{task}: writer saw writes blocked for {window:.2f} s")
+    print(f"{task}: writer saw writes blocked for {window:.2f} s" if window is not None else
+          f"{task}: the writer saw no write refused or stalled")
     return writer, result.stdout
 
 

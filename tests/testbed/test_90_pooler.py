@@ -4,6 +4,7 @@ import json
 import statistics
 import time
 
+from fabfile import settings
 from testbed.bed import ROW_LOCK
 from testbed.writer import AppWriter
 
@@ -47,7 +48,7 @@ def test_switchover_switchback_switchover_through_pgbouncer_the_application_sees
             out = bed.inv(task, *ARGS, "--pooler", "app").stdout
             assert f"PgBouncer points shotserver04 at {to} ({to}), reloaded, resumed shotserver04" in out, out
             assert bed.pooler_target() == to
-            assert "set sync_interval 100 ms, sync_interval_timeout 500 ms" in out
+            assert "set sync_interval {} ms, sync_interval_timeout {} ms".format(*settings.QUICK_SYNC) in out
             assert_configured_timing(bed)
             time.sleep(2)
             stalls.append(writer.fetch().longest_stall(since))

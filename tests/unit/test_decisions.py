@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile import facts
+from fabfile import facts, settings
 from fabfile.endgame import status as status_
 from fabfile.endgame.status import Lag, NodeStatus, Status, Subscription
 from fabfile.endgame.switchover import blockers, lag_acceptable, refuse_unready
@@ -364,14 +364,15 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
     monkeypatch.setattr(so, "status", lambda s: ready())
     assert so.switchover(s, s.cluster.slave) == {"moved": False}
     out = output(s)
-    assert ("[db02] switchover: would set sync_interval 100 ms, sync_interval_timeout 500 ms in /etc/slony1/node1/slon.conf"
-            in out)
+    interval, timeout = settings.QUICK_SYNC
+    assert (f"[db02] switchover: would set sync_interval {interval} ms, sync_interval_timeout {timeout} ms in "
+            "/etc/slony1/node1/slon.conf" in out)
     assert "would stop slon for node2 (watchdog 4242)" in out and "would start slon for node2" in out
     assert "[db02] switchover: lag 0.5 s (1 events), a fresh SYNC confirmed" in out
     assert "[db02] switchover: schema identical on both nodes" in out
     assert "[db01] switchover: no transaction older than 60 s on db01" in out
     assert "[db02] switchover: would lock set 1 on db01, move it to db02" in out
-    assert "lock set (id = 1, origin = 1);" in out and "move set (id = 1, old origin = 1, new origin = 2);" in out
+    assert 'SELECT "_replication".lockSet(1);' in out and 'SELECT "_replication".moveSet(1, 2);' in out
     assert all(h.commands == [] for h in s.hosts.values())
 
 

@@ -15,7 +15,7 @@ from fabfile.endgame import finish as fin
 from fabfile.endgame import switchover as so
 from fabfile.errors import StepError
 from fabfile.model import SlonyState
-from fabfile.render.slonik import slonik_shell
+from fabfile.render.slonik import kill_group, slonik_shell
 from tests.unit.fakes import canned, output, session
 
 SET = dict(schema=True, has_set=True)
@@ -69,6 +69,48 @@ def test_slonik_shell_process_group_can_be_killed(fake_slonik, tmp_path):
     time.sleep(0.5)  # timeout makes its process group as it starts
     os.killpg(int(pidfile.read_text()), 15)
     assert proc.wait(timeout=5) != 0
+
+
+def test_slonik_shell_runs_another_program_and_unlocks_with_slonik(fake_slonik, tmp_path):
+    program = tmp_path / "psql"
+    program.write_text(f"#!/bin/sh\ncat > {tmp_path}/psql-read\nexit 2\n")
+    program.chmod(0o755)
+    rc, _ = run_shell(slonik_shell(str(fake_slonik), 10, str(tmp_path / "p"), on_failure="unlock set",
+                                   program=str(program)), "\\echo step: LOCK SET on db01")
+    assert rc == 2 and (tmp_path / "psql-read").read_text() == "\\echo step: LOCK SET on db01"
+    assert (tmp_path / "ran").read_text() == "unlock set\n"
+
+
+def test_phase_error_names_the_part_that_failed():
+    failed = SimpleNamespace(exited=3, stdout="step: SYNC on db01\nstep: db02 to confirm SYNC (1,7) within 5 s\n"
+                                              "slonik's unlock said this\n",
+                             stderr="psql:<stdin>:9: ERROR:  canceling statement due to statement timeout\n")
+    assert so.phase_error(failed) == ("db02 to confirm SYNC (1,7) within 5 s: ERROR:  canceling statement due to "
+                                      "statement timeout")
+    assert so.phase_error(SimpleNamespace(exited=124, stdout="step: LOCK SET on db01\n", stderr="")) == \
+        "LOCK SET on db01: timed out"
+    assert so.phase_error(SimpleNamespace(exited=137, stdout="", stderr="")) == "exit code 137"
+
+
+def test_kill_group_stops_the_whole_group_under_sh(fake_slonik, tmp_path):
+    """sh as on the slon host (dash on Debian): slonik and the `timeout` around it end."""
+    pidfile = tmp_path / "p"
+    proc = subprocess.Popen(["sh", "-c", slonik_shell(str(fake_slonik), 60, str(pidfile))], stdin=subprocess.PIPE,
+                            text=True)
+    proc.stdin.write("hang")
+    proc.stdin.close()
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    group = int(pidfile.read_text())
+    assert subprocess.run(["sh", "-c", kill_group(group, "KILL").split(" || ")[0]]).returncode == 0
+    assert proc.wait(timeout=5) != 0
+    time.sleep(0.2)
+    pids = subprocess.run(["pgrep", "-g", str(group)], capture_output=True, text=True).stdout.split()
+    states = [subprocess.run(["ps", "-o", "stat=", "-p", pid], capture_output=True, text=True).stdout.strip()
+              for pid in pids]
+    assert all(st.startswith("Z") for st in states), states  # gone, or dead and not yet reaped
 
 
 def test_slonik_shell_sets_pgoptions_only_for_slonik():

@@ -54,9 +54,9 @@ def test_point_pooler_changes_only_that_entry():
 class Bouncer(FakeHost):
     """pgbouncer.ini in its files; admin commands recorded, failing as `fail` says (command -> exit code)."""
 
-    def __init__(self, fail: dict[str, int] | None = None, ini: str = INI):
+    def __init__(self, fail: dict[str, int] | None = None, ini: str = INI, pipe: bool = True):
         super().__init__("app", {CONFIG: ini})
-        self.fail = fail or {}
+        self.fail, self.pipe = fail or {}, pipe
 
     def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
                    writer: str = "") -> None:
@@ -69,6 +69,12 @@ class Bouncer(FakeHost):
         return SimpleNamespace(ok=not code, failed=bool(code), exited=code, stdout="PgBouncer 1.24.1\n",
                                stderr="" if not code else "ERROR: something")
 
+    def console(self, commands: str, socket_dir: str, port: int, timeout: float):
+        """PgBouncer's console on the run's psql for it; None (never started) when `pipe` is False."""
+        if not self.pipe:
+            return None
+        return self.sudo(f"console {socket_dir}:{port} {' '.join(commands.splitlines())}")
+
 
 def bouncer_session(host: Bouncer):
     s = session()
@@ -80,8 +86,14 @@ def test_open_checks_mode_target_and_console():
     s = bouncer_session(Bouncer())
     p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
     assert (p.port, p.socket_dir, p.database) == (6433, "/run/pgb", "shotserver04")
-    assert "-h /run/pgb -p 6433 -U postgres -d pgbouncer -c 'SHOW VERSION'" in s.hosts["app"].commands[-1]
+    assert s.hosts["app"].commands[-1] == "console /run/pgb:6433 SHOW VERSION;"
     assert "[app] pooler: PgBouncer 1.24.1: shotserver04 pools by transaction, points at db01" in output(s)
+
+
+def test_the_console_on_a_psql_of_its_own_when_the_run_s_psql_cannot_start():
+    s = bouncer_session(Bouncer(pipe=False))
+    pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    assert "-h /run/pgb -p 6433 -U postgres -d pgbouncer -c 'SHOW VERSION'" in s.hosts["app"].commands[-1]
 
 
 @pytest.mark.parametrize("ini, words", [
@@ -103,7 +115,8 @@ def test_a_pause_that_times_out_resumes_and_fails():
     with pytest.raises(StepError) as e:
         pooler.pause(s, "switchover", p, 2)
     assert "PAUSE shotserver04 did not complete within 2 s" in e.value.message
-    assert "timeout -k 1 2 psql" in host.commands[-2] and "RESUME shotserver04" in host.commands[-1]
+    assert host.commands[-2:] == ["console /run/pgb:6433 PAUSE shotserver04;",
+                                  "console /run/pgb:6433 RESUME shotserver04;"]
 
 
 def test_release_points_reloads_and_resumes_in_one_call():
@@ -114,8 +127,30 @@ def test_release_points_reloads_and_resumes_in_one_call():
     pooler.release(s, "switchover", p, s.cluster.slave)
     assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
     assert host.commands[before] == f"write {CONFIG} postgres:postgres 640 as root"
-    assert host.commands[before + 1].endswith("-d pgbouncer -c RELOAD -c 'RESUME shotserver04'")
-    assert len(host.commands) == before + 2  # what the application waits for: two round trips
+    assert host.commands[before + 1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"
+    assert len(host.commands) == before + 2
+
+
+def test_staged_during_the_move_release_has_only_reload_and_resume_left():
+    host = Bouncer()
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    staged = pooler.stage(p, s.cluster.slave)
+    staged.join()
+    assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
+    before = len(host.commands)
+    pooler.release(s, "switchover", p, s.cluster.slave, staged)
+    assert host.commands[before:] == ["console /run/pgb:6433 RELOAD; RESUME shotserver04;"]
+
+
+def test_staged_but_the_move_failed_release_puts_the_old_origin_back():
+    host = Bouncer()
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    pooler.release(s, "switchover", p, s.cluster.master, pooler.stage(p, s.cluster.slave))
+    assert host.files[CONFIG] == INI  # as PgBouncer runs it: nothing to reload
+    assert host.commands[-3:] == [f"write {CONFIG} postgres:postgres 640 as root"] * 2 + [
+        "console /run/pgb:6433 RESUME shotserver04;"]
 
 
 def test_release_resumes_even_when_reload_fails():
@@ -202,6 +237,6 @@ def test_nothing_to_move_repoints_a_pooler_left_at_the_old_origin():
     assert host.files[CONFIG] == INI  # planned, not done
     changes[0].action()
     assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
-    assert host.commands[-1].endswith("-d pgbouncer -c RELOAD")
+    assert host.commands[-1] == "console /run/pgb:6433 RELOAD;"
     assert pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave) == []
     assert "[app] switchover: PgBouncer sends shotserver04 to the origin db02" in output(s)

@@ -32,9 +32,9 @@ class Channel:
         return bool(self.err)
 
 
-def pipe_on(channel: Channel) -> PsqlPipe:
+def pipe_on(channel: Channel, console: bool = False) -> PsqlPipe:
     pipe = PsqlPipe.__new__(PsqlPipe)
-    pipe.mark, pipe.channel = "--slony-migrate 00 ", channel
+    pipe.mark, pipe.channel, pipe.console = "--slony-migrate 00 ", channel, console
 
     class Out:
         def __init__(self):
@@ -74,3 +74,9 @@ def test_ssh_lost_during_the_query_is_not_retried():
         pipe_on(Channel("MARKstarted\n", fail=OSError("Socket is closed"))).query("UPDATE t SET x = 1", 5)
     with pytest.raises(TimeoutError):
         pipe_on(Channel("MARKstarted\n", fail=TimeoutError())).query("SELECT pg_sleep(9)", 1)
+
+
+def test_pgbouncer_s_console_gets_the_commands_alone():
+    ch = Channel("MARKstarted\nMARKdone\n")
+    assert pipe_on(ch, console=True).query("PAUSE app;", 5).ok
+    assert ch.sent.decode() == "\\echo '--slony-migrate 00 started'\nPAUSE app;\n\\echo '--slony-migrate 00 done'\n"

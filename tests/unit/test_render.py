@@ -24,6 +24,10 @@ from fabfile.render.files import (
 )
 from fabfile.render.slonik import (
     conninfo,
+    lock_set_script,
+    move_set_script,
+    psql_arg,
+    psql_on,
     slonik_create_set,
     slonik_init,
     slonik_preamble,
@@ -439,6 +443,46 @@ def test_slonik_subscribe(cl):
 def test_slonik_uninstall(cl):
     assert slonik_uninstall(cl, [2, 1]) == PREAMBLE + "uninstall node (id = 2);\nuninstall node (id = 1);\n"
     assert slonik_uninstall(cl, [1]) == PREAMBLE + "uninstall node (id = 1);\n"
+
+
+def test_lock_set_script_is_slonik_s_lock_set_with_a_quicker_wait(cl):
+    assert lock_set_script(cl, cl.master) == (
+        "\\echo step: LOCK SET on db01\n"
+        "BEGIN;\n"
+        'LOCK TABLE "_shots".sl_config_lock;\n'
+        'SELECT "_shots".lockSet(1);\n'
+        "SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax \\gset\n"
+        "COMMIT;\n"
+        "\\echo step: transactions older than the lock on db01 to end\n"
+        "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
+        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n")
+
+
+def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves(cl):
+    lines = move_set_script(cl, cl.master, cl.slave, 90).splitlines()
+    assert lines[:5] == ["\\echo step: SYNC on db01", "BEGIN;", 'LOCK TABLE "_shots".sl_event_lock;',
+                         """SELECT "_shots".createEvent('_shots', 'SYNC') AS ev \\gset""", "COMMIT;"]
+    assert lines[5] == "\\echo step: db02 to confirm SYNC (1,:ev) within 90 s"
+    assert lines[6] == f"\\connect '{CONN2}'" and lines[7] == "SET statement_timeout = 90000;"
+    assert "WHERE name = 'client_connection_check_interval'" in lines[8]
+    assert ('WHILE NOT EXISTS (SELECT FROM "_shots".sl_confirm WHERE con_origin = 1 AND con_received = 2 '
+            "AND con_seqno >= %s) LOOP PERFORM pg_sleep(0.02)") in lines[9] and lines[9].endswith(":'ev') \\gexec")
+    assert lines[10:] == ["\\echo step: MOVE SET on db01", f"\\connect '{CONN1}'", "BEGIN;",
+                          'LOCK TABLE "_shots".sl_event_lock, "_shots".sl_config_lock;',
+                          'SELECT "_shots".moveSet(1, 2);', "COMMIT;"]
+    back = move_set_script(cl, cl.slave, cl.master, 90)
+    assert "con_origin = 2 AND con_received = 1" in back and 'SELECT "_shots".moveSet(1, 1);' in back
+
+
+def test_psql_on_connects_as_the_replication_user_without_a_password(cl):
+    command = psql_on(cl, cl.master)
+    assert command.endswith(f"-d '{CONN1}'") and "ON_ERROR_STOP=1" in command and "password" not in command
+    assert "/usr/lib/postgresql/*/bin/psql" in command
+
+
+def test_psql_arg_quotes_as_psql_reads_it():
+    assert psql_arg("host=a dbname=b") == "'host=a dbname=b'"
+    assert psql_arg("it's") == "'it''s'" and psql_arg("a\\b") == "'a\\\\b'"
 
 
 def test_slon_conf(cl):
