@@ -222,8 +222,8 @@ def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float 
                  on_failure: str = "", statement_timeout: float | None = None, program: str = "") -> str:
     """The shell command that runs slonik (script on stdin) on the slon host, bounded and stoppable.
 
-    slonik runs under `timeout` (its own process group: the pid file names it, so `kill -- -PID`
-    stops slonik for certain, also after the SSH connection that started it is gone).
+    slonik runs under `timeout` (its own process group: the pid file names it, so kill_group stops
+    slonik for certain, also after the SSH connection that started it is gone).
     lock_timeout, statement_timeout: PostgreSQL's, for slonik's own sessions (not the slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out (e.g. UNLOCK SET).
     program: what reads the script on stdin, if not slonik (psql_on, for lock_set_script and move_set_script).

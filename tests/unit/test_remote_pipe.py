@@ -80,3 +80,29 @@ def test_pgbouncer_s_console_gets_the_commands_alone():
     ch = Channel("MARKstarted\nMARKdone\n")
     assert pipe_on(ch, console=True).query("PAUSE app;", 5).ok
     assert ch.sent.decode() == "\\echo '--slony-migrate 00 started'\nPAUSE app;\n\\echo '--slony-migrate 00 done'\n"
+
+
+def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_closed():
+    """PgBouncer's PAUSE that cannot complete: the caller gets `timeout`'s exit code and decides (RESUME)."""
+    import threading
+    from types import SimpleNamespace
+
+    from fabfile.remote import Host
+
+    class Stuck:
+        closed = False
+
+        def alive(self):
+            return not self.closed
+
+        def query(self, sql, timeout):
+            raise TimeoutError
+
+        def close(self):
+            self.closed = True
+    h = Host.__new__(Host)
+    h.name, h._pipe_lock, h.conn = "app", threading.Lock(), SimpleNamespace(is_connected=True)
+    stuck = Stuck()
+    h._pipes = {"pgbouncer /tmp:6432": stuck}
+    result = h.console("PAUSE app;", "/tmp", 6432, 2)
+    assert result.failed and result.exited == 124 and stuck.closed
