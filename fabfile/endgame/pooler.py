@@ -122,6 +122,37 @@ def repoint(s: Session, step: str, name: str, config: str, origin: Node) -> list
                    diff(p.text, new, p.config))]
 
 
+def paused_marker(s: Session) -> str:
+    """A file on the slon host while a switchover has (or may have) PgBouncer paused: PgBouncer's host and
+    pgbouncer.ini, so that the next switchover resumes it when this one was killed (resume_left)."""
+    return f"{s.cluster.confdir}/pooler-paused"
+
+
+def mark_paused(s: Session, p: Pooler) -> None:
+    s.slon.write_file(paused_marker(s), f"{p.host.name}\n{p.config}\n")
+
+
+def unmark_paused(s: Session) -> None:
+    s.slon.sudo(f"rm -f {shlex.quote(paused_marker(s))}")
+
+
+def resume_left(s: Session, step: str, origin: Node) -> list[Change]:
+    """After a switchover killed while PgBouncer was paused (its queries wait until query_wait_timeout,
+    then fail): the change that points PgBouncer at the origin, RELOADs and RESUMEs; none when no run
+    left one paused."""
+    text = s.slon.read_file(paused_marker(s))
+    if text is None:
+        return []
+    name, config = (text.splitlines() + ["", ""])[:2]
+
+    def action() -> None:
+        p, _ = describe(s, name, config)
+        release(s, step, p, origin)
+        unmark_paused(s)
+    return [Change(name, step, f"RESUME {s.cluster.database} on PgBouncer ({config}), left paused by an "
+                   f"interrupted switchover, pointed at the origin {origin.host}", action)]
+
+
 def pause(s: Session, step: str, p: Pooler, timeout: float) -> float:
     """PAUSE the database: PgBouncer lets running transactions finish and holds new queries. Bounded by
     `timeout`; when it cannot complete, RESUME and StepError (nothing else changed). The time it took."""

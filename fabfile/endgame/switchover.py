@@ -198,6 +198,7 @@ def pooled_move(s: Session, step: str, p: pooler_.Pooler, old: Node, to: Node, t
     """PAUSE on PgBouncer, the move (meanwhile pgbouncer.ini is written to point at the new origin), then
     PgBouncer pointed at whichever node is the origin now, RELOAD, RESUME: whatever ends the move (a
     failure, Ctrl-C), PgBouncer is resumed. The seconds the application's queries waited."""
+    pooler_.mark_paused(s, p)  # until RESUME: a run killed meanwhile leaves the next one what to resume
     t0 = time.monotonic()
     staged = None
     try:
@@ -206,14 +207,17 @@ def pooled_move(s: Session, step: str, p: pooler_.Pooler, old: Node, to: Node, t
         move_set(s, step, old, to, timeout, lock_timeout)
     except BaseException as e:
         if staged is None and isinstance(e, StepError):
+            pooler_.unmark_paused(s)
             raise
         try:
             pooler_.release(s, step, p, origin_after(s, old, to), staged)
+            pooler_.unmark_paused(s)
         except StepError as e:  # the move's own error matters more; this one says what to do by hand
             s.out.error(f"warning: {e.line()}")
         raise
     pooler_.release(s, step, p, to, staged)
     waited = time.monotonic() - t0
+    pooler_.unmark_paused(s)
     s.say(p.host.name, step, f"the application's queries waited in PgBouncer for at most {waited:.1f} s")
     return waited
 
@@ -235,7 +239,8 @@ def origin_after(s: Session, old: Node, to: Node) -> Node:
 
 def recover(s: Session, step: str) -> None:
     """Finish or undo what an interrupted switchover left behind: a slonik still running, a MOVE SET not
-    yet applied on the new origin (wait for it), a set still locked (UNLOCK SET)."""
+    yet applied on the new origin (wait for it), a set still locked (UNLOCK SET), PgBouncer still
+    paused (pointed at the origin, RELOAD, RESUME)."""
     cl = s.cluster
     pid = facts.slonik_running(s.slon, cl)
     if pid:
@@ -262,6 +267,7 @@ def recover(s: Session, step: str) -> None:
         apply(s, [Change(cl.slon_host, step, f"unlock set {cl.set_id} on {origin.host}, left locked by an "
                          "interrupted switchover (application writes were refused)", unlock,
                          slonik.slonik_unlock_set(cl, origin))])
+    apply(s, pooler_.resume_left(s, step, origin))
     other = cl.slave if origin is cl.master else cl.master
     apply(s, identity.conform(s, step, origin, always=True) + identity.conform(s, step, other, always=False))
 

@@ -1,6 +1,7 @@
 """Issue 14: a switchover through PgBouncer that the application does not notice. The application is
 appwriter.py on the app host: one psycopg2 connection to PgBouncer (transaction pooling), 100 inserts/s."""
 import json
+import signal
 import statistics
 import time
 
@@ -91,6 +92,41 @@ def test_a_lock_set_failing_after_pause_resumes_pgbouncer_at_the_origin(migrated
     print(f"LOCK SET failed after PAUSE: the application's longest wait {writer.longest_stall(since):.2f} s")
     assert writer.longest_stall(since) < 3 + 3
     bed.assert_acknowledged_once(writer, "db01", timeout=30)
+
+
+def test_a_run_killed_while_pgbouncer_is_paused_is_resumed_by_the_next_one(migrated):
+    """The tool SIGKILLed after PAUSE, while LOCK SET waits for an older transaction: PgBouncer stays
+    paused and the application waits. The next switchover unlocks the set, resumes PgBouncer at the
+    origin, then moves the set: the application saw a wait, no error, no lost row."""
+    bed = migrated
+    at_db01(bed)
+    bed.hold_transaction("SELECT txid_current();", "held-xact")  # an xid: LOCK SET waits for it
+    writer = AppWriter(bed.ssh_config, tag="pausekill", rate=100, max_count=20_000, max_seconds=180).start()
+    try:
+        time.sleep(2)
+        proc = bed.popen("switchover", *ARGS, "--pooler", "app", "--lock-timeout", "60", "--xact-age", "600")
+        deadline = time.monotonic() + 60
+        while bed.sql("db01", "SELECT set_locked IS NULL FROM _replication.sl_set") == [["t"]]:
+            assert time.monotonic() < deadline, "the set was never locked"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        killed = time.monotonic()
+        assert bed["db02"].read_file("/etc/slony1/pooler-paused") == "app\n/etc/pgbouncer/pgbouncer.ini\n"
+        bed.end_transaction("held-xact")  # the orphaned LOCK SET completes: the set stays locked
+        out = bed.inv("switchover", *ARGS, "--pooler", "app", timeout=300).stdout
+        time.sleep(2)
+    finally:
+        writer.stop()
+        bed.end_transaction("held-xact")
+    assert ("RESUME shotserver04 on PgBouncer (/etc/pgbouncer/pgbouncer.ini), left paused by an interrupted "
+            "switchover, pointed at the origin db01") in out, out
+    assert "set 1 moved to db02" in out and bed.pooler_target() == "db02"
+    assert bed["db02"].read_file("/etc/slony1/pooler-paused") is None
+    assert writer.errors() == [], writer.errors()[:5]
+    print(f"tool killed while PgBouncer was paused: the application waited {writer.longest_stall(killed - 5):.1f} s "
+          "until the next run resumed it")
+    bed.assert_acknowledged_once(writer, "db02", timeout=30)
 
 
 def test_pause_that_cannot_complete_resumes_and_changes_nothing(migrated):

@@ -240,3 +240,35 @@ def test_nothing_to_move_repoints_a_pooler_left_at_the_old_origin():
     assert host.commands[-1] == "console /run/pgb:6433 RELOAD;"
     assert pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave) == []
     assert "[app] switchover: PgBouncer sends shotserver04 to the origin db02" in output(s)
+
+
+# --- a run killed while PgBouncer was paused ---------------------------------------------------------------
+
+MARK = "/etc/slony1/pooler-paused"
+
+
+def test_a_pooled_move_marks_the_pause_on_the_slon_host_until_resume(monkeypatch):
+    from fabfile.endgame import switchover as so
+    host = Bouncer()
+    s = bouncer_session(host)
+    p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
+    seen = []
+    monkeypatch.setattr(so, "move_set", lambda *a: seen.append(s.hosts["db02"].files.get(MARK)))
+    so.pooled_move(s, "switchover", p, s.cluster.master, s.cluster.slave, 120, 5)
+    assert seen == [f"app\n{CONFIG}\n"]  # while the set moved, the mark was there
+    assert s.hosts["db02"].commands[-1] == f"sudo root: rm -f {MARK}"
+
+
+def test_the_next_run_resumes_pgbouncer_left_paused_at_the_origin():
+    host = Bouncer()  # pgbouncer.ini sends shotserver04 to db01
+    s = bouncer_session(host)
+    s.hosts["db02"].files[MARK] = f"app\n{CONFIG}\n"
+    changes = pooler.resume_left(s, "switchover", s.cluster.slave)  # the killed run had moved the set
+    assert [c.message for c in changes] == [f"RESUME shotserver04 on PgBouncer ({CONFIG}), left paused by an "
+                                            "interrupted switchover, pointed at the origin db02"]
+    changes[0].action()
+    assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
+    assert host.commands[-1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"
+    assert s.hosts["db02"].commands[-1] == f"sudo root: rm -f {MARK}"
+    del s.hosts["db02"].files[MARK]  # the fake records the rm only
+    assert pooler.resume_left(s, "switchover", s.cluster.slave) == []
