@@ -15,6 +15,7 @@ import shlex
 import socket
 import threading
 from types import SimpleNamespace
+from typing import Sequence
 
 import paramiko
 from fabric import Config, Connection
@@ -73,14 +74,14 @@ class PsqlPipe:
     started (psql could not connect, or the connection was lost while idle): then nothing ran and the
     caller may run it another way.
 
-    target: psql's options saying where it connects (default: `database` on the local PostgreSQL, as
-    CSV); console: PgBouncer's admin console, which knows neither DISCARD ALL nor ROLLBACK.
+    console: psql's options for PgBouncer's admin console instead of `database` on the local PostgreSQL
+    (as CSV); the console knows neither DISCARD ALL nor ROLLBACK.
     """
 
-    def __init__(self, conn: Connection, database: str, env: str, target: str = "", console: bool = False):
+    def __init__(self, conn: Connection, database: str, env: str, console: str = ""):
         self.mark = f"--slony-migrate {secrets.token_hex(8)} "
         self.console = console
-        target = target or f"--csv -d {shlex.quote(database)}"
+        target = console or f"--csv -d {shlex.quote(database)}"
         psql = f"{env}exec psql -X -q -t -v ON_ERROR_STOP=1 {target} -f -"
         self.channel = conn.client.get_transport().open_session()
         self.channel.exec_command(f"sudo -n -H -u postgres -- sh -c {shlex.quote(psql)}")
@@ -233,8 +234,7 @@ class Host:
         cmd = f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
         return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
 
-    def _piped(self, sql: str, database: str, timeout: float | None, env: str, target: str = "",
-               console: bool = False):
+    def _piped(self, sql: str, database: str, timeout: float | None, env: str, console: str = ""):
         """The query's result from this run's psql for `database` (PsqlPipe), opened when there is none or
         the last one has ended; None when it could not start the query (then a psql of its own runs it,
         which also says why the pipe could not: no such database, PostgreSQL down)."""
@@ -245,7 +245,7 @@ class Host:
                     if not self.conn.is_connected:
                         self.open()
                     try:
-                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env, target, console)
+                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env, console)
                     except (paramiko.SSHException, OSError, EOFError):
                         return None  # the SSH connection is gone: a command of its own reconnects, or says why
                 try:
@@ -268,11 +268,18 @@ class Host:
                 pipe.close()
             return None
 
-    def console(self, commands: str, socket_dir: str, port: int, timeout: float):
-        """Commands on PgBouncer's admin console as postgres, on this run's psql for it (PsqlPipe); the
-        result (exit code 124 after `timeout` s), or None when they never started (then nothing ran)."""
+    def console(self, commands: Sequence[str], socket_dir: str, port: int, timeout: float):
+        """Commands on PgBouncer's admin console as postgres: on this run's psql for it (PsqlPipe: a few ms,
+        where a psql of their own takes about 0.1 s), else, when that cannot start them, on a psql of their
+        own; bounded by `timeout` either way. The result; a timeout is exit code 124, as `timeout` says it."""
         target = f"-A -h {shlex.quote(socket_dir)} -p {int(port)} -U postgres -d pgbouncer"
-        return self._piped(commands, f"pgbouncer {socket_dir}:{port}", timeout, "", target, console=True)
+        result = self._piped("\n".join(f"{c};" for c in commands), f"pgbouncer {socket_dir}:{port}", timeout, "",
+                             target)
+        if result is None:
+            cmd = f"timeout -k 1 {timeout:g} psql -X -q -t {target} " + " ".join(f"-c {shlex.quote(c)}"
+                                                                               for c in commands)
+            result = self.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
+        return result
 
     def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
              ) -> list[list[str]]:

@@ -46,14 +46,9 @@ def read(h: Host, config: str) -> str:
 
 
 def admin(p: Pooler, *commands: str, timeout: float = settings.POOLER_ADMIN, check: bool = True):
-    """Commands on PgBouncer's admin console, on the run's psql for it (remote.Host.console: a few ms
-    where a psql of their own takes about 0.1 s), else on a psql of their own, bounded by `timeout`
-    either way. The result; a timeout is exit code 124."""
-    result = p.host.console("\n".join(f"{c};" for c in commands), p.socket_dir, p.port, timeout)
-    if result is None:
-        cmd = (f"timeout -k 1 {timeout:g} psql -X -q -A -t -h {shlex.quote(p.socket_dir)} -p {p.port} -U postgres "
-               "-d pgbouncer " + " ".join(f"-c {shlex.quote(c)}" for c in commands))
-        result = p.host.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
+    """Commands on PgBouncer's admin console (remote.Host.console), bounded by `timeout`. The result; a
+    timeout is exit code 124."""
+    result = p.host.console(commands, p.socket_dir, p.port, timeout)
     if check and result.failed:
         why = "timed out" if result.exited == 124 else (result.stderr.strip().splitlines() or ["failed"])[-1]
         raise StepError(p.host.name, f"PgBouncer: {'; '.join(commands)} {why}",
@@ -115,7 +110,7 @@ def repoint(s: Session, step: str, name: str, config: str, origin: Node) -> list
     new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
 
     def action() -> None:
-        p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+        point(p, origin, new)
         admin(p, "RELOAD")
     return [Change(name, step, f"point PgBouncer's {p.database} at the origin {origin.host} ({origin.dbhost}), "
                    f"then RELOAD: it sends it to {entry.get('host') or 'a local socket'}", action,
@@ -180,16 +175,21 @@ def resume(s: Session, step: str, p: Pooler) -> None:
     s.say(p.host.name, step, f"PgBouncer resumed {p.database}")
 
 
+def point(p: Pooler, origin: Node, new: str = "") -> None:
+    """Write pgbouncer.ini with the database's entry pointing at `origin` (`new`, when already rendered);
+    PgBouncer reads it at the next RELOAD."""
+    new = new or point_pooler(p.text, p.database, origin.dbhost, origin.port)
+    p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
+    p.text = new
+
+
 def stage(p: Pooler, origin: Node) -> threading.Thread:
     """While PgBouncer is paused and the set moves: write the database's entry pointing at `origin` into
     pgbouncer.ini, in a thread of its own (PgBouncer does not read it before release's RELOAD), so that
     release has only RELOAD and RESUME left. release waits for it; a failed write leaves it to release."""
-    new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
-
     def write() -> None:
         try:
-            p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
-            p.text = new
+            point(p, origin)
         except Exception:  # noqa: BLE001 - release writes it then, and says why if it fails again
             pass
     thread = threading.Thread(target=write, name="pooler-stage", daemon=True)
@@ -204,9 +204,7 @@ def release(s: Session, step: str, p: Pooler, origin: Node, staged: threading.Th
         staged.join()
     try:
         if not points_at(pooler_entry(p.text, p.database) or {}, origin):
-            new = point_pooler(p.text, p.database, origin.dbhost, origin.port)
-            p.host.write_file(p.config, new, owner=p.owner, mode=p.mode, writer=p.writer)
-            p.text = new
+            point(p, origin)
         if p.text == p.loaded:
             resume(s, step, p)
             return

@@ -8,6 +8,7 @@ import pytest
 
 from fabfile.endgame import pooler
 from fabfile.errors import StepError
+from fabfile.remote import Host
 from fabfile.render.files import PoolerConfigError, ini_sections, point_pooler, pooler_entry
 
 from .fakes import FakeHost, canned, output, session
@@ -69,11 +70,13 @@ class Bouncer(FakeHost):
         return SimpleNamespace(ok=not code, failed=bool(code), exited=code, stdout="PgBouncer 1.24.1\n",
                                stderr="" if not code else "ERROR: something")
 
-    def console(self, commands: str, socket_dir: str, port: int, timeout: float):
+    console = Host.console
+
+    def _piped(self, sql: str, key: str, timeout: float, env: str, console: str = ""):
         """PgBouncer's console on the run's psql for it; None (never started) when `pipe` is False."""
         if not self.pipe:
             return None
-        return self.sudo(f"console {socket_dir}:{port} {' '.join(commands.splitlines())}")
+        return self.sudo(f"console {key.split()[1]} {' '.join(sql.splitlines())}")
 
 
 def bouncer_session(host: Bouncer):

@@ -104,5 +104,5 @@ def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_close
     h.name, h._pipe_lock, h.conn = "app", threading.Lock(), SimpleNamespace(is_connected=True)
     stuck = Stuck()
     h._pipes = {"pgbouncer /tmp:6432": stuck}
-    result = h.console("PAUSE app;", "/tmp", 6432, 2)
+    result = h.console(["PAUSE app"], "/tmp", 6432, 2)
     assert result.failed and result.exited == 124 and stuck.closed
