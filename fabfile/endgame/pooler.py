@@ -146,6 +146,7 @@ def resume_left(s: Session, step: str, origin: Node) -> list[Change]:
 
     def action() -> None:
         p, _ = describe(s, name, config)
+        p.loaded = ""  # the killed run may have written pgbouncer.ini (stage) without a RELOAD: always RELOAD
         release(s, step, p, origin)
         unmark_paused(s)
     return [Change(name, step, f"RESUME {s.cluster.database} on PgBouncer ({config}), left paused by an "

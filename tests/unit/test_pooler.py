@@ -275,3 +275,13 @@ def test_the_next_run_resumes_pgbouncer_left_paused_at_the_origin():
     assert s.hosts["db02"].commands[-1] == f"sudo root: rm -f {MARK}"
     del s.hosts["db02"].files[MARK]  # the fake records the rm only
     assert pooler.resume_left(s, "switchover", s.cluster.slave) == []
+
+
+def test_resume_left_reloads_a_file_the_killed_run_wrote_but_never_loaded():
+    """Killed after stage wrote pgbouncer.ini for db02 and the move committed, before RELOAD: the file
+    already points at the origin, PgBouncer still at db01. RELOAD, not only RESUME."""
+    host = Bouncer(ini=point_pooler(INI, "shotserver04", "db02", 5432))
+    s = bouncer_session(host)
+    s.hosts["db02"].files[MARK] = f"app\n{CONFIG}\n"
+    pooler.resume_left(s, "switchover", s.cluster.slave)[0].action()
+    assert host.commands[-1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"
