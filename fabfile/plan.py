@@ -66,18 +66,18 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
 
 def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
                lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None,
-               program: str = ""):
+               program: str = "", deadlock_timeout: float | None = None):
     """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
 
     slonik runs under `timeout` on the slon host, in a process group that stop_slonik can kill, so
     it never outlives its time even when this tool dies or loses the connection. See
-    render.slonik.slonik_shell for lock_timeout, on_failure and program.
+    render.slonik.slonik_shell for lock_timeout, on_failure, program and the other timeouts.
     """
     slonik = facts.slony_tool(s.slon, "slonik")
     if not slonik:
         raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
     command = render_slonik.slonik_shell(slonik, timeout, s.cluster.slonik_pidfile, lock_timeout, on_failure,
-                                         statement_timeout, program)
+                                         statement_timeout, program, deadlock_timeout)
     return s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
                        check=check, what=f"slonik ({what})")
 

@@ -60,8 +60,13 @@ POOLER_ADMIN = 10         # one command on PgBouncer's admin console
 QUICK_SYNC = (100, 100)   # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
 SETTLE = 10               # after a failed slonik, the slon host's own UNLOCK SET
 CONVERGE = 60             # a MOVE SET committed on the old origin is applied on the new one
-UNINSTALL_LOCK = 2.0      # finish: each attempt to lock the new origin's tables waits at most this
-UNINSTALL_TRIES = 15      # ... and so many attempts
+UNINSTALL_LOCK = 0.5      # finish: each attempt waits for one of the new origin's locks at most this (below
+                          # PostgreSQL's deadlock_timeout, 1 s: an application's transaction that closes a lock
+                          # cycle with the uninstall later than it began waiting finds it gone, not a deadlock)
+UNINSTALL_DEADLOCK = 0.02  # ... and looks for a deadlock after this (the application's sessions after 1 s): in a
+                          # cycle with the application's transaction, the uninstall is the one that gives way
+UNINSTALL_STATEMENT = 4.0  # ... and holds the tables at most this long
+UNINSTALL_TRIES = 20      # ... and so many attempts
 MAX_LAG = 30.0            # switchover: refuse events older than this (flag --max-lag)
 WAIT_LAG = 60.0           # ... after waiting this long for them (flag --wait-lag)
 XACT_AGE = 60.0           # a transaction older than this blocks a switchover (flag --xact-age)

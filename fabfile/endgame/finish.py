@@ -25,7 +25,9 @@ from .status import origin_of
 
 
 def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
-    """UNINSTALL NODE on one node; bounded: in attempts that wait for locks at most a few seconds each."""
+    """UNINSTALL NODE on one node; bounded: in attempts that wait for each lock at most a moment and give
+    way in a deadlock with the application (the application's writes there wait a few seconds at most,
+    and never fail because of it)."""
     cl = s.cluster
     script = slonik.slonik_uninstall(cl, [node.id])
 
@@ -37,22 +39,29 @@ def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
                 run_slonik(s, script, f"uninstall node {node.id}")
                 continue
             result = run_slonik(s, script, f"uninstall node {node.id}", settings.SLONIK, check=False,
-                                lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=2 * settings.UNINSTALL_LOCK)
+                                lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=settings.UNINSTALL_STATEMENT,
+                                deadlock_timeout=settings.UNINSTALL_DEADLOCK)
             if result.ok:
                 continue
-            err = result.stderr + result.stdout
-            if "lock timeout" not in err and "statement timeout" not in err:
-                raise StepError(node.host, f"uninstall node {node.id} failed: {err.strip().splitlines()[-1]}",
-                                "read slonik's output; run inv finish again")
-            s.say(node.host, step, f"attempt {attempt}: the application's locks held the tables longer than "
-                  f"{settings.UNINSTALL_LOCK:g} s; trying again")
+            s.say(node.host, step, f"attempt {attempt}: {uninstall_retry(result.stderr + result.stdout, node)}; "
+                  "trying again")
             time.sleep(1)
         if facts.schema_exists(s.node_host(node), cl.database, cl.schema):
             raise StepError(node.host, f"{cl.schema} still there after {settings.UNINSTALL_TRIES} attempts",
                             "find the long transactions there (inv preflight names them), then inv finish again")
-    what = f"uninstall node {node.id}" + (f" (each attempt waits for locks at most {settings.UNINSTALL_LOCK:g} s)"
-                                          if bounded else "")
+    what = f"uninstall node {node.id}" + (f" (each attempt waits for a lock at most {settings.UNINSTALL_LOCK:g} s "
+                                          "and gives way in a deadlock)" if bounded else "")
     return Change(node.host, step, what, action, script)
+
+
+def uninstall_retry(output: str, node: Node) -> str:
+    """Why a bounded uninstall attempt failed, if trying again can help; else the StepError."""
+    if "deadlock detected" in output:
+        return "a deadlock with the application's transaction: the uninstall gave way"
+    if "lock timeout" in output or "statement timeout" in output:
+        return "the application's locks held the tables"
+    raise StepError(node.host, f"uninstall node {node.id} failed: {output.strip().splitlines()[-1]}",
+                    "read slonik's output; run inv finish again")
 
 
 def drop_role(s: Session, step: str) -> list[Change]:

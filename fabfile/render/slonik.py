@@ -219,17 +219,20 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
 
 
 def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float | None = None,
-                 on_failure: str = "", statement_timeout: float | None = None, program: str = "") -> str:
+                 on_failure: str = "", statement_timeout: float | None = None, program: str = "",
+                 deadlock_timeout: float | None = None) -> str:
     """The shell command that runs slonik (script on stdin) on the slon host, bounded and stoppable.
 
     slonik runs under `timeout` (its own process group: the pid file names it, so kill_group stops
     slonik for certain, also after the SSH connection that started it is gone).
-    lock_timeout, statement_timeout: PostgreSQL's, for slonik's own sessions (not the slons'), in seconds.
+    lock_timeout, statement_timeout, deadlock_timeout: PostgreSQL's, for slonik's own sessions (not the
+    slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out (e.g. UNLOCK SET).
     program: what reads the script on stdin, if not slonik (psql_on, for lock_set_script and move_set_script).
     """
-    settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout}
-    options = " ".join(f"-c {k}={int(v * 1000)}" for k, v in settings.items() if v)
+    settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout,
+                "deadlock_timeout": deadlock_timeout}
+    options = " ".join(f"-c {k}={max(1, round(v * 1000))}" for k, v in settings.items() if v)
     options = f"PGOPTIONS='{options}' " if options else ""
     # A background job reads /dev/null unless told otherwise: hand it our stdin (the script) as fd 3.
     cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {program or slonik} <&3 3<&- & "

@@ -1,9 +1,11 @@
-"""Faults in the end-game (issue 11): slonik killed, the tool killed, the origin's server dead after a
-switchover. Each time under a writer; every acknowledged write exactly once; no set left locked."""
+"""Faults in the end-game (issue 11): slonik killed, the tool killed, an application's transaction in a
+deadlock with finish, the origin's server dead after a switchover. Each time under a writer; every
+acknowledged write exactly once; no set left locked."""
 import json
 import signal
 import time
 
+from fabfile import facts
 from testbed import compose as tb
 from testbed.writer import Writer
 
@@ -119,6 +121,66 @@ def test_tool_killed_in_the_middle_of_a_switchover(migrated):
     report = status(bed)
     assert report["origin"] == "db02" and report["locked"] == []
     bed.assert_acknowledged_once(writer, "db02", timeout=30)
+
+
+# On db02 (the origin), as postgres, while `inv finish` runs: an application's insert in a lock cycle with
+# the uninstall, where the application began waiting first (found by CI: the writer's insert got "deadlock
+# detected"). A transaction holds websites_website (the first table whose trigger DROP SCHEMA _replication
+# CASCADE drops), so the uninstall, holding Slony's tables, waits there; the application inserts into
+# auth_message and waits for Slony's tables; then the holder ends and the uninstall goes on to the tables
+# the application holds. Each round the uninstall gives up before the application waited is tried again in
+# the next attempt. Gives up after 60 s; the holder never outlives it.
+DEADLOCK = """#!/bin/sh
+P="psql -X -A -t -q -d shotserver04"
+end=$(( $(date +%s) + 60 ))
+waiting() { [ "$($P -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND $1")" != 0 ]; }
+holder() { $P -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'" >/dev/null; }
+trap holder EXIT
+PGAPPNAME=holder $P -c "BEGIN; LOCK TABLE websites_website IN ROW EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT" >/dev/null 2>&1 &
+for round in 1 2 3 4 5 6 7 8 9 10; do
+    until waiting "l.relation = 'websites_website'::regclass AND l.mode = 'AccessExclusiveLock'"; do
+        [ "$(date +%s)" -lt "$end" ] || exit 1
+        sleep 0.02
+    done
+    PGAPPNAME=app $P -c "INSERT INTO auth_message (user_id, message) VALUES (1, 'deadlock $round')" >> /tmp/app.out 2>&1 &
+    app=$!
+    until waiting "a.application_name = 'app'"; do
+        kill -0 $app 2>/dev/null || continue 2
+        sleep 0.02
+    done
+    echo "$round" > /tmp/app.waited
+    holder
+    wait $app
+    echo "rc=$?" >> /tmp/app.out
+    exit 0
+done
+"""
+
+
+def test_finish_gives_way_in_a_deadlock_with_the_application(migrated):
+    """The application's insert is never the one PostgreSQL cancels: the uninstall gives way and tries again."""
+    bed = migrated
+    if status(bed)["origin"] != "db02":
+        bed.inv("switchover", *ARGS)
+    db02 = bed["db02"]
+    db02.run("sudo -n rm -f /tmp/app.out /tmp/app.waited")
+    db02.write_file("/tmp/deadlock.sh", DEADLOCK, owner="postgres:postgres", mode="755")
+    db02.sudo("setsid -f /tmp/deadlock.sh >/dev/null 2>&1 </dev/null", user="postgres")
+    out = bed.inv("finish", *ARGS, "--yes", timeout=300).stdout
+    deadline = time.monotonic() + 20
+    while "rc=" not in (db02.read_file("/tmp/app.out") or ""):
+        assert time.monotonic() < deadline, db02.read_file("/tmp/app.out")
+        time.sleep(0.3)
+    assert db02.read_file("/tmp/app.waited"), "the application never waited for the uninstall"
+    assert db02.read_file("/tmp/app.out").strip().splitlines()[-1] == "rc=0", db02.read_file("/tmp/app.out")
+    assert "a deadlock with the application's transaction: the uninstall gave way; trying again" in out, out
+    assert "replication removed" in out
+    rows = bed.sql("db02", "SELECT count(*), count(DISTINCT message) FROM auth_message WHERE message LIKE 'deadlock %'")
+    assert rows[0][0] == rows[0][1] and int(rows[0][0]) >= 1, rows
+    assert not facts.schema_exists(db02, "shotserver04", "_replication")
+    assert bed.sql("db02", "SELECT pid FROM pg_locks WHERE NOT granted", "postgres") == []
+    assert bed.sql("db02", "SELECT pid FROM pg_stat_activity WHERE application_name IN ('holder', 'app')",
+                   "postgres") == []
 
 
 def test_failover_after_a_switchover_promotes_db01(bed):

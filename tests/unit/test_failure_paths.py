@@ -101,6 +101,8 @@ def test_kill_group_stops_the_whole_group_under_sh(fake_slonik, tmp_path):
 def test_slonik_shell_sets_pgoptions_only_for_slonik():
     command = slonik_shell("/usr/bin/slonik", 5, "/run/p", lock_timeout=2.5, statement_timeout=5)
     assert "PGOPTIONS='-c lock_timeout=2500 -c statement_timeout=5000' timeout -k 3 5 /usr/bin/slonik" in command
+    command = slonik_shell("/usr/bin/slonik", 5, "/run/p", lock_timeout=0.5, deadlock_timeout=0.02)
+    assert "PGOPTIONS='-c lock_timeout=500 -c deadlock_timeout=20' timeout" in command
 
 
 # --- switchover: settle after a phase ended early ---------------------------------------------------------
@@ -318,10 +320,34 @@ def test_finish_dry_run_fences_the_old_server_first_and_drops_the_role(monkeypat
     assert lines[0].startswith("[db01] finish: would fence shotserver04: no application may connect")
     assert "GRANT CONNECT ON DATABASE \"shotserver04\" TO PUBLIC" in lines[0]
     assert "[db01] finish: would uninstall node 1" in out
-    assert "[db02] finish: would uninstall node 2 (each attempt waits for locks at most 2 s)" in out
+    assert "[db02] finish: would uninstall node 2 (each attempt waits for a lock at most 0.5 s and gives way in a deadlock)" in out
     assert out.index("uninstall node 1") < out.index("uninstall node 2")
     assert "would drop role slony" in out and "would remove the replication password file" in out
     assert (tmp_path / "replication.password").exists()
+
+
+def test_finish_gives_way_in_a_deadlock_and_tries_again(monkeypatch):
+    """The bounded uninstall: slonik's sessions look for a deadlock after 20 ms (so in a cycle with the
+    application's transaction they are the ones PostgreSQL cancels), wait 0.5 s per lock, and try again
+    after a deadlock or a timeout; any other failure is the error."""
+    s = session()
+    runs, answers = [], [SimpleNamespace(ok=False, stdout="", stderr="ERROR:  deadlock detected\nDETAIL: ..."),
+                         SimpleNamespace(ok=False, stdout="", stderr="ERROR:  canceling statement due to lock timeout"),
+                         SimpleNamespace(ok=True, stdout="", stderr="")]
+    left = [True, True, True, False]
+    monkeypatch.setattr(facts, "schema_exists", lambda host, db, schema: left.pop(0))
+    monkeypatch.setattr(fin, "run_slonik", lambda s, script, what, timeout=0, check=True, **kw:
+                        runs.append(kw) or answers.pop(0))
+    monkeypatch.setattr(fin.time, "sleep", lambda seconds: None)
+    node = s.cluster.slave
+    fin.uninstall_node(s, "finish", node, bounded=True).action()
+    assert runs == [dict(lock_timeout=0.5, statement_timeout=4.0, deadlock_timeout=0.02)] * 3
+    out = output(s)
+    assert "[db02] finish: attempt 1: a deadlock with the application's transaction: the uninstall gave way; " \
+           "trying again" in out
+    assert "[db02] finish: attempt 2: the application's locks held the tables; trying again" in out
+    with pytest.raises(StepError, match="uninstall node 2 failed: ERROR:  permission denied"):
+        fin.uninstall_retry("slonik: ...\nERROR:  permission denied", node)
 
 
 def test_finish_refuses_while_the_master_is_the_origin(monkeypatch):
