@@ -65,6 +65,12 @@ class Cluster:
         return f"{self.rundir}/slonik-{self.name}.pid"
 
     @property
+    def lock_mark(self) -> str:
+        """Where the switchover's psql on the slon host notes that the set is locked and the move not yet
+        begun (render.slonik.lock_set_script)."""
+        return f"{self.rundir}/locked-{self.name}"
+
+    @property
     def sslrootcert(self) -> str:
         """Where the slon host keeps the CA certificate (only with ssl_ca)."""
         return f"{self.confdir}/root.crt" if self.ssl_ca else ""

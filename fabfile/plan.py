@@ -66,20 +66,48 @@ def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owne
 
 def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
                lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None,
-               program: str = "", deadlock_timeout: float | None = None):
+               deadlock_timeout: float | None = None):
     """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
 
     slonik runs under `timeout` on the slon host, in a process group that stop_slonik can kill, so
     it never outlives its time even when this tool dies or loses the connection. See
-    render.slonik.slonik_shell for lock_timeout, on_failure, program and the other timeouts.
+    render.slonik.slonik_shell for on_failure and the PostgreSQL timeouts.
     """
-    slonik = facts.slony_tool(s.slon, "slonik")
-    if not slonik:
-        raise StepError(s.slon.name, "slonik is not installed", "run the install (or build) step first")
-    command = render_slonik.slonik_shell(slonik, timeout, s.cluster.slonik_pidfile, lock_timeout, on_failure,
-                                         statement_timeout, program, deadlock_timeout)
-    return s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
-                       check=check, what=f"slonik ({what})")
+    command = slonik_command(s, timeout, lock_timeout=lock_timeout, on_failure=on_failure,
+                             statement_timeout=statement_timeout, deadlock_timeout=deadlock_timeout)
+    try:
+        result = s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
+                             check=check, what=f"slonik ({what})")
+    except StepError as e:
+        if render_slonik.NO_SLONIK in e.message:
+            raise missing_slonik(s) from None
+        raise
+    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
+        raise missing_slonik(s)
+    return result
+
+
+def run_phases(s: Session, parts: list[tuple[str, str, float]], timeout: float, on_failure: str, program: str):
+    """Run a script that comes in parts (remote.Host.staged) on the slon host as postgres, read by
+    `program` (render.slonik.psql_on), bounded there by `timeout` as run_slonik bounds slonik, with
+    on_failure run by slonik there when it fails or ends between two parts (the cluster's lock_mark);
+    the result, with `marks`."""
+    command = slonik_command(s, timeout, on_failure=on_failure, program=program, unfinished=s.cluster.lock_mark)
+    result = s.slon.staged(command, parts, user="postgres")
+    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
+        raise missing_slonik(s)
+    return result
+
+
+def slonik_command(s: Session, timeout: float, **options) -> str:
+    """The shell command for the slon host that runs slonik (or `program`), see render.slonik.slonik_shell."""
+    return render_slonik.with_slonik(render_slonik.slonik_shell('"$slonik"', timeout, s.cluster.slonik_pidfile,
+                                                                **options))
+
+
+def missing_slonik(s: Session) -> StepError:
+    """A command found no slonik on the slon host (render.slonik.with_slonik)."""
+    return StepError(s.slon.name, render_slonik.NO_SLONIK, "run the install (or build) step first")
 
 
 def stop_slonik(s: Session) -> int | None:

@@ -14,6 +14,7 @@ import secrets
 import shlex
 import socket
 import threading
+import time
 from types import SimpleNamespace
 from typing import Sequence
 
@@ -59,6 +60,11 @@ def guard(conn: Connection, strict_host_keys: bool) -> None:
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
 
+def as_user(user: str, command: str) -> str:
+    """A shell command run as another user through non-interactive sudo (no password prompt)."""
+    return f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}"
+
+
 class LostPipe(Exception):
     """SSH failed while a query ran on a PsqlPipe: whether it took effect is not known."""
 
@@ -84,7 +90,7 @@ class PsqlPipe:
         target = console or f"--csv -d {shlex.quote(database)}"
         psql = f"{env}exec psql -X -q -t -v ON_ERROR_STOP=1 {target} -f -"
         self.channel = conn.client.get_transport().open_session()
-        self.channel.exec_command(f"sudo -n -H -u postgres -- sh -c {shlex.quote(psql)}")
+        self.channel.exec_command(as_user("postgres", psql))
         self.out = self.channel.makefile("rb")
 
     def alive(self) -> bool:
@@ -209,7 +215,58 @@ class Host:
 
     def sudo(self, command: str, *, user: str = "root", **kw):
         """Run a command as another user through non-interactive sudo (no password prompt)."""
-        return self.run(f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}", **kw)
+        return self.run(as_user(user, command), **kw)
+
+    def staged(self, command: str, parts: Sequence[tuple[str, str, float]], *, user: str = "root"):
+        """Run a command (as `user`, as sudo does) whose stdin comes in parts: (text, marker, seconds).
+        Each part is sent once the command's stdout has shown the one before's marker line, which must
+        come within that part's seconds; stdin ends after the last part (its marker: ""). Should this tool
+        die between parts, the command reads the end of its stdin (the SSH channel closes) and never gets
+        the next part.
+
+        The result as a command's (ok, failed, exited, stdout, stderr), and `marks`: when each marker was
+        seen (time.monotonic()). A marker that does not come in time: exit code 124, as `timeout` says it,
+        and the command is left to the caller to stop. StepError when SSH fails."""
+        if not self.conn.is_connected:
+            self.open()
+        lines: list[str] = []
+        marks: list[float] = []
+        try:
+            channel = self.conn.client.get_transport().open_session()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise StepError(self.name, f"SSH failed: {e or type(e).__name__}", "check that the host answers") from None
+        try:
+            channel.exec_command(as_user(user, command))
+            out = channel.makefile("rb")
+            for text, marker, seconds in parts:
+                channel.sendall(text.encode())
+                if not marker:
+                    channel.shutdown_write()
+                deadline = time.monotonic() + seconds
+                while True:
+                    channel.settimeout(max(0.001, deadline - time.monotonic()))
+                    try:
+                        line = out.readline().decode(errors="replace")
+                    except socket.timeout:
+                        return SimpleNamespace(ok=False, failed=True, exited=124, stdout="".join(lines),
+                                               stderr="", marks=marks)
+                    if not line:
+                        break
+                    lines.append(line)
+                    if marker and line.rstrip("\n") == marker:
+                        marks.append(time.monotonic())
+                        break
+                if not line:  # the command ended (its last part, or an error before its marker)
+                    break
+            channel.settimeout(settings.SSH_GRACE)
+            status = channel.recv_exit_status()
+            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise StepError(self.name, f"SSH failed: {e or type(e).__name__}", "check that the host answers") from None
+        finally:
+            channel.close()
+        return SimpleNamespace(ok=status == 0, failed=status != 0, exited=status, stdout="".join(lines),
+                               stderr=err, marks=marks)
 
     @property
     def version_num(self) -> int:

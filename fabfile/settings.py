@@ -55,6 +55,7 @@ PROOF = 60                # switchover: the old origin refuses writes, the new o
 MOVE_EVENT = 120          # switchover: each event of the move is waited for this long (flag --timeout)
 UNLOCK = 60               # UNLOCK SET after a failed move
 LOCK_TIMEOUT = 5.0        # switchover: LOCK SET (and PgBouncer's PAUSE) must succeed within this (--lock-timeout)
+LOCK_GRACE = 1.0          # ... and the tool waits this much longer for it (PostgreSQL's timeouts end it first)
 POOLER_CONFIG = "/etc/pgbouncer/pgbouncer.ini"  # switchover --pooler: PgBouncer's configuration there
 POOLER_ADMIN = 10         # one command on PgBouncer's admin console
 QUICK_SYNC = (100, 100)   # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile

@@ -6,7 +6,7 @@ import time
 from .. import facts, settings
 from ..errors import StepError
 from ..model import Cluster, Node
-from ..plan import Change, apply, run_slonik, stop_slonik, wait_until
+from ..plan import Change, apply, run_phases, run_slonik, stop_slonik, wait_until
 from ..remote import Host, psql_error
 from ..render import slonik
 from ..render.sql import literal
@@ -88,42 +88,41 @@ def lock_and_move(s: Session, step: str, old: Node, to: Node, timeout: int, lock
     (render.slonik.move_set_script), and a poll of the new origin until it has taken over; the seconds
     writes were blocked.
 
-    Whatever ends either phase early (a timeout, an error, a lost connection, Ctrl-C), the phase's psql
-    is stopped on the slon host and the old origin's catalog decides: still the origin and locked,
-    UNLOCK SET and fail; the move committed, wait for the new origin and go on (not a failure).
-    The slon host unlocks by itself, too, when a phase fails there (render.slonik.slonik_shell).
+    Both phases run on one psql on the slon host, started by one SSH command (plan.run_phases): the move
+    phase is sent only once the lock phase has said it is done, so a tool that dies before never moves
+    the set; the slon host then unlocks it. Whatever ends a phase early (a timeout, an error, a
+    lost connection, Ctrl-C), the psql is stopped on the slon host and the old origin's catalog decides:
+    still the origin and locked, UNLOCK SET and fail; the move committed, wait for the new origin and go
+    on (not a failure). The slon host unlocks by itself, too, when the psql fails there
+    (render.slonik.slonik_shell).
     """
     cl, old_h = s.cluster, s.node_host(old)
-    unlock = slonik.slonik_unlock_set(cl, old)
     since = facts.server_now(old_h)
+    parts = [(slonik.lock_set_script(cl, old, lock_timeout), slonik.LOCKED, lock_timeout + settings.LOCK_GRACE),
+             (slonik.move_set_script(cl, old, to, timeout), "", timeout + settings.SSH_GRACE)]
     t0 = time.monotonic()
     try:
-        result = run_slonik(s, slonik.lock_set_script(cl, old), "lock set", lock_timeout, check=False,
-                            lock_timeout=lock_timeout, statement_timeout=lock_timeout, on_failure=unlock,
+        result = run_phases(s, parts, lock_timeout + timeout, on_failure=slonik.slonik_unlock_set(cl, old),
                             program=slonik.psql_on(cl, old))
-    except BaseException:
-        settle(s, step, old, to)
-        raise
-    if result.failed:
+    except BaseException as e:
+        if not settle(s, step, old, to):
+            if isinstance(e, StepError):
+                raise StepError(e.host, f"switchover failed ({e.message}); set {cl.set_id} unlocked, writes go "
+                                f"on at {old.host}", e.fix or "run again once the host answers") from None
+            raise  # Ctrl-C or exit: unlocked, nothing moved
+        result = None
+    if result is not None and not result.marks:
         sessions = facts.transactions_before(old_h, since)
         settle(s, step, old, to)
         raise StepError(old.host, f"LOCK SET did not succeed within {lock_timeout:g} s ({phase_error(result)}); "
                         f"set {cl.set_id} unlocked, nothing changed; " + blocking(sessions),
                         "end those transactions (pg_terminate_backend) or wait for them, then run again")
-    s.say(old.host, step, f"set {cl.set_id} locked in {time.monotonic() - t0:.1f} s: writes refused until "
-          "it moves")
-    try:
-        result = run_slonik(s, slonik.move_set_script(cl, old, to, timeout), "move set",
-                            timeout + settings.SSH_GRACE, check=False, on_failure=unlock,
-                            program=slonik.psql_on(cl, old))
-        failure = None if result.ok else phase_error(result)
-    except BaseException as e:
-        failure = e
-    if failure is not None and not settle(s, step, old, to):
-        if not isinstance(failure, (str, Exception)):
-            raise failure  # Ctrl-C or exit: unlocked, nothing moved
-        raise StepError(old.host, f"move set failed ({failure}); set {cl.set_id} unlocked, writes go on at "
-                        f"{old.host}", "read the slon logs (inv logs), fix, then run again")
+    if result is not None:
+        s.say(old.host, step, f"set {cl.set_id} locked in {result.marks[0] - t0:.1f} s: writes refused until "
+              "it moved")
+        if result.failed and not settle(s, step, old, to):
+            raise StepError(old.host, f"move set failed ({phase_error(result)}); set {cl.set_id} unlocked, writes "
+                            f"go on at {old.host}", "read the slon logs (inv logs), fix, then run again")
     wait_taken_over(s, to, timeout, f"{to.host} has not taken over set {cl.set_id} although {old.host} moved it")
     return time.monotonic() - t0
 
@@ -184,8 +183,8 @@ def settle(s: Session, step: str, old: Node, to: Node) -> bool:
 def move_set(s: Session, step: str, old: Node, to: Node, timeout: int, lock_timeout: float) -> float | None:
     """The move as one Change (a dry run shows both scripts); the seconds writes were blocked, or None."""
     cl = s.cluster
-    scripts = "".join(f"{slonik.psql_on(cl, old)} <<'SQL'\n{script}SQL\n" for script in
-                      (slonik.lock_set_script(cl, old), slonik.move_set_script(cl, old, to, timeout)))
+    scripts = (f"{slonik.psql_on(cl, old)} <<'SQL'\n{slonik.lock_set_script(cl, old, lock_timeout)}"
+               f"-- once it printed '{slonik.LOCKED}':\n{slonik.move_set_script(cl, old, to, timeout)}SQL\n")
     took: dict[str, float] = {}
     apply(s, [Change(cl.slon_host, step, f"lock set {cl.set_id} on {old.host}, move it to {to.host}",
                      lambda: took.update(blocked=lock_and_move(s, step, old, to, timeout, lock_timeout)),

@@ -8,7 +8,7 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import parse
-from ..render.slonik import client_args, ssl_env
+from ..render.slonik import client_args, find_tool, ssl_env
 from .catalog import pg_dir
 
 __all__ = ["os_release", "slony_modules", "newest_client", "slony_tool", "slonik_version", "package_versions",
@@ -35,8 +35,7 @@ def newest_client(host: Host, binary: str) -> str | None:
 
 def slony_tool(host: Host, tool: str) -> str | None:
     """Path of slon or slonik on this host: on PATH (packages) or in PostgreSQL's bindir (source build)."""
-    r = host.run(f"command -v {tool} || ls /usr/lib/postgresql/*/bin/{tool} 2>/dev/null | sort -V | tail -n 1",
-                 check=False)
+    r = host.run(find_tool(tool), check=False)
     path = r.stdout.strip().splitlines()
     return path[-1] if path else None
 

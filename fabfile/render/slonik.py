@@ -145,16 +145,25 @@ def psql_on(cluster: Cluster, node: Node) -> str:
     return f"{PSQL} -d {shlex.quote(conninfo(cluster, node))}"
 
 
-def lock_set_script(cluster: Cluster, origin: Node) -> str:
-    """Switchover, phase 1, one psql script for the slon host: LOCK SET on the origin (from now on its
-    tables refuse writes), then a wait until every transaction older than the lock has ended.
+LOCKED = "locked: the move may start"
+"""The line lock_set_script ends with: the tool sends move_set_script only once it has seen it."""
+
+
+def lock_set_script(cluster: Cluster, origin: Node, lock_timeout: float) -> str:
+    """Switchover, phase 1, for the slon host's psql (psql_on the origin): LOCK SET on the origin (from
+    now on its tables refuse writes), then a wait until every transaction older than the lock has ended;
+    then it prints LOCKED.
 
     The statements slonik sends for `lock set` (slonik.c: slonik_lock_set), with its wait for older
-    transactions done every 20 ms instead of every second; lock_timeout and statement_timeout bound it
-    (slonik_shell)."""
-    schema = ident(cluster.schema)
+    transactions done every 20 ms instead of every second; lock_timeout and statement_timeout bound
+    each of them. Before LOCKED it writes the cluster's lock_mark, which move_set_script removes: a psql
+    that ends with the mark still there ended between the two (the tool died), and the slon host then
+    unlocks the set itself (slonik_shell's `unfinished`)."""
+    schema, limit = ident(cluster.schema), max(1, round(lock_timeout * 1000))
     return "\n".join([
         f"\\echo step: LOCK SET on {origin.host}",
+        f"SET lock_timeout = {limit};",
+        f"SET statement_timeout = {limit};",
         "BEGIN;",
         f"LOCK TABLE {schema}.sl_config_lock;",
         f"SELECT {schema}.lockSet({cluster.set_id});",
@@ -163,13 +172,15 @@ def lock_set_script(cluster: Cluster, origin: Node) -> str:
         f"\\echo step: transactions older than the lock on {origin.host} to end",
         "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
         "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec",
+        f"\\! : > {shlex.quote(cluster.lock_mark)}",
+        f"\\echo {LOCKED}",
     ]) + "\n"
 
 
 def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: int) -> str:
-    """Switchover, phase 2 (the set is locked), one psql script for the slon host: a last SYNC on the old
-    origin, a wait until the new origin has applied it, MOVE SET on the old origin. Before each part
-    it echoes what it starts (`step: ...`).
+    """Switchover, phase 2 (the set is locked), for the same psql after lock_set_script: a last SYNC on
+    the old origin, a wait until the new origin has applied it, MOVE SET on the old origin. Before each
+    part it echoes what it starts (`step: ...`). Without the lock's timeouts: only the wait has one.
 
     The wait decides: the move commits only once the new origin has confirmed all data up to the lock
     (a stuck receiver aborts the switchover with the set unlocked at the old origin). This is slonik's
@@ -180,13 +191,17 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: int) -> str
       every 20 ms; slonik's WAIT FOR EVENT asks the old origin, which learns of it only from its slon's
       next poll, once a second. The loop runs in the new origin's server, bounded by statement_timeout,
       and from PostgreSQL 14 on also ends when psql is gone (client_connection_check_interval).
-    - slonik connects to every node as it starts (about 0.1 s for each script).
+    - slonik connects to every node as it starts (about 0.1 s for each script); this psql is connected
+      to the old origin already, and started with the lock (no SSH command of its own).
     No wait after MOVE SET: the tool polls the new origin's catalog for the move instead."""
     schema = ident(cluster.schema)
     confirmed = (f"SELECT FROM {schema}.sl_confirm WHERE con_origin = {old.id} AND con_received = {new.id} "
                  "AND con_seqno >= %s")
     return "\n".join([
+        f"\\! rm -f {shlex.quote(cluster.lock_mark)}",
         f"\\echo step: SYNC on {old.host}",
+        "RESET lock_timeout;",
+        "RESET statement_timeout;",
         "BEGIN;",
         f"LOCK TABLE {schema}.sl_event_lock;",
         f"SELECT {schema}.createEvent({literal(cluster.schema)}, 'SYNC') AS ev \\gset",
@@ -218,9 +233,25 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
     )
 
 
+def find_tool(tool: str) -> str:
+    """Shell that prints the path of slon or slonik: on PATH (packages) or the newest in PostgreSQL's
+    bindir (source build); nothing when there is none."""
+    return f"command -v {tool} || ls /usr/lib/postgresql/*/bin/{tool} 2>/dev/null | sort -V | tail -n 1"
+
+
+NO_SLONIK = "slonik is not installed"
+
+
+def with_slonik(command: str) -> str:
+    """`command` with $slonik set to slonik's path (find_tool): the lookup costs no SSH command of its own.
+    Exit code 127 and NO_SLONIK on stderr when there is none."""
+    return (f'slonik=$({find_tool("slonik")}); [ -n "$slonik" ] || {{ echo "{NO_SLONIK}" >&2; exit 127; }}; '
+            + command)
+
+
 def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float | None = None,
                  on_failure: str = "", statement_timeout: float | None = None, program: str = "",
-                 deadlock_timeout: float | None = None) -> str:
+                 deadlock_timeout: float | None = None, unfinished: str = "") -> str:
     """The shell command that runs slonik (script on stdin) on the slon host, bounded and stoppable.
 
     slonik runs under `timeout` (its own process group: the pid file names it, so kill_group stops
@@ -229,6 +260,9 @@ def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float 
     slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out (e.g. UNLOCK SET).
     program: what reads the script on stdin, if not slonik (psql_on, for lock_set_script and move_set_script).
+    unfinished: a file that, still there when the program has ended, says it ended between the parts of
+    its script (remote.Host.staged: the tool died): a failure (exit code 75), on_failure runs.
+    on_failure's output goes nowhere: nobody may be reading it (settle checks what it did).
     """
     settings = {"lock_timeout": lock_timeout, "statement_timeout": statement_timeout,
                 "deadlock_timeout": deadlock_timeout}
@@ -237,8 +271,10 @@ def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float 
     # A background job reads /dev/null unless told otherwise: hand it our stdin (the script) as fd 3.
     cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {program or slonik} <&3 3<&- & "
            f"{{ echo $! > {pidfile}; }} 2>/dev/null; wait $!; rc=$?; rm -f {pidfile}")
+    if unfinished:
+        cmd += f"; if [ -e {unfinished} ]; then rm -f {unfinished}; [ $rc -ne 0 ] || rc=75; fi"
     if on_failure:
-        cmd += f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60 {slonik}"
+        cmd += f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60 {slonik} >/dev/null 2>&1"
     return cmd + "; exit $rc"
 
 

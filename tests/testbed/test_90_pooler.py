@@ -113,7 +113,7 @@ def test_a_run_killed_while_pgbouncer_is_paused_is_resumed_by_the_next_one(migra
         proc.wait(timeout=30)
         killed = time.monotonic()
         assert bed["db02"].read_file("/etc/slony1/pooler-paused") == "app\n/etc/pgbouncer/pgbouncer.ini\n"
-        bed.end_transaction("held-xact")  # the orphaned LOCK SET completes: the set stays locked
+        bed.end_transaction("held-xact")  # the orphaned LOCK SET completes; the move never comes
         out = bed.inv("switchover", *ARGS, "--pooler", "app", timeout=300).stdout
         time.sleep(2)
     finally:

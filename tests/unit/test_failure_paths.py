@@ -14,7 +14,7 @@ from fabfile.endgame import finish as fin
 from fabfile.endgame import switchover as so
 from fabfile.errors import StepError
 from fabfile.model import SlonyState
-from fabfile.render.slonik import kill_group, slonik_shell
+from fabfile.render.slonik import NO_SLONIK, kill_group, slonik_shell, with_slonik
 from tests.unit.fakes import canned, output, session
 
 SET = dict(schema=True, has_set=True)
@@ -98,6 +98,35 @@ def test_kill_group_stops_the_whole_group_under_sh(fake_slonik, tmp_path):
     assert all(st.startswith("Z") for st in states), states  # gone, or dead and not yet reaped
 
 
+def test_with_slonik_finds_slonik_in_the_same_shell(fake_slonik, tmp_path):
+    """The slonik lookup is part of the command (no SSH command of its own); without slonik, exit code 127
+    and the message run_slonik turns into its error."""
+    command = with_slonik(slonik_shell('"$slonik"', 10, str(tmp_path / "p")))
+    env = {"PATH": f"{fake_slonik.parent}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", command], input="create set;", text=True, capture_output=True, env=env)
+    assert done.returncode == 0 and (tmp_path / "ran").read_text() == "create set;\n"
+    fake_slonik.unlink()
+    done = subprocess.run(["sh", "-c", command], input="create set;", text=True, capture_output=True, env=env)
+    assert (done.returncode, done.stderr.strip()) == (127, NO_SLONIK)
+
+
+def test_a_program_that_ended_between_the_parts_of_its_script_fails_and_unlocks(fake_slonik, tmp_path):
+    """The switchover's psql after the lock phase, when the move phase never came (the tool died): its
+    mark is still there, so the slon host counts it as failed and runs UNLOCK SET itself."""
+    mark = tmp_path / "locked"
+    program = tmp_path / "psql"
+    program.write_text(f"#!/bin/sh\ncat > /dev/null\n: > {mark}\n")  # reads to EOF, leaves the mark
+    program.chmod(0o755)
+    command = slonik_shell(str(fake_slonik), 10, str(tmp_path / "p"), on_failure="unlock set",
+                           program=str(program), unfinished=str(mark))
+    rc, _ = run_shell(command, "lock set")
+    assert rc == 75 and (tmp_path / "ran").read_text() == "unlock set\n" and not mark.exists()
+    program.write_text("#!/bin/sh\ncat > /dev/null\n")  # the move phase came and removed the mark
+    (tmp_path / "ran").unlink()
+    rc, _ = run_shell(command, "lock set")
+    assert rc == 0 and not (tmp_path / "ran").exists()
+
+
 def test_slonik_shell_sets_pgoptions_only_for_slonik():
     command = slonik_shell("/usr/bin/slonik", 5, "/run/p", lock_timeout=2.5, statement_timeout=5)
     assert "PGOPTIONS='-c lock_timeout=2500 -c statement_timeout=5000' timeout -k 3 5 /usr/bin/slonik" in command
@@ -163,11 +192,42 @@ def test_settle_that_cannot_unlock_says_writes_are_refused(monkeypatch):
     assert [what for what, _ in calls] == ["unlock set"]
 
 
-FAILED = SimpleNamespace(ok=False, failed=True, exited=124, stdout="", stderr="")
+def fake_phases(monkeypatch, result=None, error=None):
+    """lock_and_move's one psql on the slon host: record the parts it is given; answer with `result`
+    (default: both phases done) or raise `error`."""
+    calls = []
+
+    def run(s, parts, timeout, on_failure, program):
+        calls.append(dict(parts=parts, timeout=timeout, on_failure=on_failure, program=program))
+        if error is not None:
+            raise error
+        return result or SimpleNamespace(ok=True, failed=False, exited=0, stdout="", stderr="",
+                                         marks=[time.monotonic()])
+    monkeypatch.setattr(so, "run_phases", run)
+    return calls
+
+
+def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = ""):
+    return SimpleNamespace(ok=exited == 0, failed=exited != 0, exited=exited, stdout=stdout, stderr=stderr,
+                           marks=[time.monotonic()] if locked else [])
+
+
+def test_lock_and_move_sends_the_move_only_after_the_lock_said_it_is_done(monkeypatch):
+    s, unlocks = session(), fake_slonik_runs(monkeypatch)
+    phases = fake_phases(monkeypatch)
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    states(monkeypatch, SlonyState(**SET, origin=2))
+    assert so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3) >= 0
+    (lock, marker, lock_wait), (move, end, move_wait) = phases[0]["parts"]
+    assert marker == "locked: the move may start" and lock.endswith(f"\\echo {marker}\n") and lock_wait == 3 + so.settings.LOCK_GRACE
+    assert "moveSet(1, 2)" in move and end == "" and move_wait == 120 + so.settings.SSH_GRACE
+    assert phases[0]["timeout"] == 123 and "unlock set (id = 1, origin = 1);" in phases[0]["on_failure"]
+    assert unlocks == [] and "set 1 locked in 0.0 s: writes refused until it moved" in output(s)
 
 
 def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
-    s, calls = session(), fake_slonik_runs(monkeypatch, [FAILED])
+    s, calls = session(), fake_slonik_runs(monkeypatch)
+    fake_phases(monkeypatch, outcome(124, locked=False))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00",
            transactions_before=[("4242", "johann", "billing-cron", 95, "09:58:25")])
     states(monkeypatch, SlonyState(**SET, origin=1))
@@ -176,23 +236,24 @@ def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
     msg = e.value.message
     assert "LOCK SET did not succeed within 3 s (timed out); set 1 unlocked, nothing changed" in msg
     assert "pid 4242 user johann application billing-cron transaction open 95 s, query since 09:58:25" in msg
-    assert [what for what, _ in calls] == ["lock set"]
+    assert calls == [] and "locked in" not in output(s)
 
 
 def test_move_failure_after_the_lock_unlocks_and_fails(monkeypatch):
-    s, calls = session(), fake_slonik_runs(monkeypatch, [SimpleNamespace(ok=True, failed=False),
-                                                         SimpleNamespace(ok=False, failed=True, exited=137,
-                                                                         stdout="", stderr="killed")])
+    s = session()
+    fake_slonik_runs(monkeypatch)
+    fake_phases(monkeypatch, outcome(137, locked=True, stdout="step: SYNC on db01\n", stderr="killed"))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=1))
-    with pytest.raises(StepError, match="move set failed \\(killed\\); set 1 unlocked, writes go on at db01"):
+    with pytest.raises(StepError, match="move set failed \\(SYNC on db01: killed\\); set 1 unlocked, writes go "
+                                        "on at db01"):
         so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
-    assert [what for what, _ in calls] == ["lock set", "move set"]
 
 
-def test_move_that_committed_although_slonik_failed_goes_on(monkeypatch):
+def test_move_that_committed_although_the_psql_failed_goes_on(monkeypatch):
     s = session()
-    fake_slonik_runs(monkeypatch, [SimpleNamespace(ok=True, failed=False), FAILED])
+    fake_slonik_runs(monkeypatch)
+    fake_phases(monkeypatch, outcome(124, locked=True))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=2))
     assert so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3) >= 0
@@ -202,18 +263,24 @@ def test_move_that_committed_although_slonik_failed_goes_on(monkeypatch):
 def test_ctrl_c_during_the_move_unlocks_then_stops(monkeypatch):
     s = session()
     fake_slonik_runs(monkeypatch)
+    fake_phases(monkeypatch, error=KeyboardInterrupt())
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=1))
-    real = so.run_slonik
-
-    def interrupted(s, script, what, *a, **kw):
-        if what == "move set":
-            raise KeyboardInterrupt
-        return real(s, script, what, *a, **kw)
-    monkeypatch.setattr(so, "run_slonik", interrupted)
     with pytest.raises(KeyboardInterrupt):
         so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
     assert "set 1 unlocked: writes go on at db01" in output(s)
+
+
+def test_ssh_lost_during_the_move_says_the_set_is_unlocked(monkeypatch):
+    s = session()
+    fake_slonik_runs(monkeypatch)
+    fake_phases(monkeypatch, error=StepError("db02", "SSH failed: Socket is closed", "check that the host answers"))
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    states(monkeypatch, SlonyState(**SET, origin=1))
+    with pytest.raises(StepError) as e:
+        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+    assert e.value.line() == ("db02: switchover failed (SSH failed: Socket is closed); set 1 unlocked, writes go "
+                              "on at db01; fix: check that the host answers")
 
 
 # --- a second switchover finishes or undoes a half-finished one ---------------------------------------------

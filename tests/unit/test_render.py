@@ -446,8 +446,10 @@ def test_slonik_uninstall(cl):
 
 
 def test_lock_set_script_is_slonik_s_lock_set_with_a_quicker_wait(cl):
-    assert lock_set_script(cl, cl.master) == (
+    assert lock_set_script(cl, cl.master, 2.5) == (
         "\\echo step: LOCK SET on db01\n"
+        "SET lock_timeout = 2500;\n"
+        "SET statement_timeout = 2500;\n"
         "BEGIN;\n"
         'LOCK TABLE "_shots".sl_config_lock;\n'
         'SELECT "_shots".lockSet(1);\n'
@@ -455,11 +457,16 @@ def test_lock_set_script_is_slonik_s_lock_set_with_a_quicker_wait(cl):
         "COMMIT;\n"
         "\\echo step: transactions older than the lock on db01 to end\n"
         "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
-        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n")
+        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n"
+        f"\\! : > {cl.lock_mark}\n"
+        "\\echo locked: the move may start\n")
 
 
 def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves(cl):
     lines = move_set_script(cl, cl.master, cl.slave, 90).splitlines()
+    assert lines[0] == f"\\! rm -f {cl.lock_mark}"  # the move has begun: the slon host must not unlock
+    assert lines[2:4] == ["RESET lock_timeout;", "RESET statement_timeout;"]  # the lock's, on the same psql
+    del lines[0], lines[1:3]
     assert lines[:5] == ["\\echo step: SYNC on db01", "BEGIN;", 'LOCK TABLE "_shots".sl_event_lock;',
                          """SELECT "_shots".createEvent('_shots', 'SYNC') AS ev \\gset""", "COMMIT;"]
     assert lines[5] == "\\echo step: db02 to confirm SYNC (1,:ev) within 90 s"
