@@ -65,6 +65,17 @@ def as_user(user: str, command: str) -> str:
     return f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}"
 
 
+def no_delay(conn: Connection) -> None:
+    """TCP_NODELAY on the SSH connection (and a ProxyJump gateway's), as OpenSSH sets it: without it each
+    command waits about 40 ms for a delayed ACK (Nagle's algorithm), about 50 ms per command instead of 13."""
+    hop = conn
+    while isinstance(hop, Connection):
+        sock = hop.client.get_transport().sock if hop.is_connected else None
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        hop = hop.gateway
+
+
 class LostPipe(Exception):
     """SSH failed while a query ran on a PsqlPipe: whether it took effect is not known."""
 
@@ -167,6 +178,7 @@ class Host:
     def open(self) -> None:
         try:
             self.conn.open()
+            no_delay(self.conn)
         except paramiko.BadHostKeyException:
             raise StepError(self.name, "SSH host key differs from known_hosts",
                             "verify the server's key, then correct known_hosts") from None
