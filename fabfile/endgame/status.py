@@ -12,6 +12,7 @@ from ..plan import wait_until
 from ..remote import Host
 from ..render import parse
 from ..session import Session
+from .pooler import paused_marker
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Status:
     locked: list[str] = field(default_factory=list)        # hosts where the set is locked (writes refused)
     origins: dict[str, str] = field(default_factory=dict)   # host: origin it names, when the nodes disagree
     slonik: int | None = None                               # a slonik this tool started, still running
+    paused: str | None = None                               # PgBouncer (host, pgbouncer.ini) an interrupted
+                                                            # switchover may have left paused
     errors: dict[str, str] = field(default_factory=dict)    # slon instance: its last error, when nothing
                                                             # was applied since (replication stopped)
 
@@ -130,6 +133,8 @@ def status(s: Session) -> Status:
             report.copy = facts.copy_progress(s.master, s.slave, s.slon, cl)
     try:
         report.slonik = facts.slonik_running(s.slon, cl)
+        mark = s.slon.read_file(paused_marker(s))
+        report.paused = ", ".join(mark.split()) if mark else None
         for n in cl.nodes:
             report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
             failing = parse.slon_failing(facts.slon_log(s.slon, cl, n, lines=500))
@@ -156,6 +161,9 @@ def format_status(report: Status) -> str:
     if report.slonik:
         lines.append(f"  slonik still running on the slon host (pid {report.slonik}), from an interrupted "
                      "switchover: it stops by itself; inv switchover stops it at once")
+    if report.paused:
+        lines.append(f"  PGBOUNCER MAY BE PAUSED ({report.paused}) by an interrupted switchover: the application's "
+                     "queries wait there; inv switchover (or switchback) resumes it first")
     sub = report.subscription
     if sub:
         what = "copy done, replicating" if sub.active else ("initial copy running" if sub.exists

@@ -11,6 +11,7 @@ import pytest
 from fabfile import facts
 from fabfile.endgame import failover as fo
 from fabfile.endgame import finish as fin
+from fabfile.endgame import status as st
 from fabfile.endgame import switchover as so
 from fabfile.errors import StepError
 from fabfile.model import SlonyState
@@ -316,6 +317,20 @@ def test_recover_on_a_clean_pair_does_nothing(monkeypatch):
     canned(monkeypatch, slonik_running=None, slony_state=SlonyState(**SET, origin=1))
     so.recover(s, "switchover")
     assert output(s) == "" and calls == []
+
+
+def test_status_names_a_pgbouncer_left_paused(monkeypatch):
+    """The pause mark an interrupted `switchover --pooler` leaves on the slon host is on the status screen."""
+    s = session()
+    canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, subscribed=True), subscription_active=True,
+           lag=[(2, 0, 0.5)], slonik_running=None, slon_running=42, slon_log="")
+    assert "PAUSED" not in st.format_status(st.status(s))
+    s.slon.files["/etc/slony1/pooler-paused"] = "app\n/etc/pgbouncer/pgbouncer.ini\n"
+    report = st.status(s)
+    assert report.paused == "app, /etc/pgbouncer/pgbouncer.ini"
+    assert ("PGBOUNCER MAY BE PAUSED (app, /etc/pgbouncer/pgbouncer.ini) by an interrupted switchover: the "
+            "application's queries wait there; inv switchover (or switchback) resumes it first") \
+        in st.format_status(report)
 
 
 # --- failover -----------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import socket
+from types import SimpleNamespace
 
 import pytest
+from fabric import Connection
 
-from fabfile.remote import LostPipe, PsqlPipe
+from fabfile.remote import LostPipe, PsqlPipe, no_delay
 
 
 class Channel:
@@ -106,3 +109,23 @@ def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_close
     h._pipes = {"pgbouncer /tmp:6432": stuck}
     result = h.console(["PAUSE app"], "/tmp", 6432, 2)
     assert result.failed and result.exited == 124 and stuck.closed
+
+
+def test_no_delay_sets_tcp_nodelay_on_the_connection_and_its_gateway():
+    """Without TCP_NODELAY each SSH command waited about 40 ms for a delayed ACK (Nagle's algorithm)."""
+    def connected(name: str, gateway=None) -> tuple[Connection, socket.socket]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn = Connection(name, gateway=gateway)
+        conn.transport = SimpleNamespace(active=True)
+        conn.client = SimpleNamespace(get_transport=lambda: SimpleNamespace(sock=sock))
+        return conn, sock
+
+    gateway, outer = connected("bastion")
+    conn, inner = connected("db02", gateway)
+    try:
+        no_delay(conn)
+        assert inner.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert outer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        inner.close()
+        outer.close()
