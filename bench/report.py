@@ -468,7 +468,9 @@ def plot(res: dict, path: Path) -> None:
     rep = next((r for r in reversed(reps) if r.get("settings")), None)
     if rep is None:
         return
-    fig, axes = plt.subplots(len(labels), 2, figsize=(14, 4.2 * len(labels)), squeeze=False)
+    pooled = next((r["pooler"] for r in reversed(reps) if (r.get("pooler") or {}).get("attempts")), None)
+    rows = len(labels) + (1 if pooled else 0)
+    fig, axes = plt.subplots(rows, 2, figsize=(14, 4.2 * rows), squeeze=False)
     top = max((x[2] for label in labels for run in (setting(rep, label) or {}).get("lag", [])
                for x in run["samples"]), default=1)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -513,9 +515,38 @@ def plot(res: dict, path: Path) -> None:
             ax.grid(alpha=0.3)
         else:
             ax.set_axis_off()
+    if pooled:
+        plot_pooled(axes[-1], pooled)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def plot_pooled(axes, pooled: dict) -> None:
+    """The application through PgBouncer: each insert's latency over the whole run (left), and around the
+    move where it waited longest (right)."""
+    ok = [a for a in pooled["attempts"] if a[2]]
+    bad = [a for a in pooled["attempts"] if not a[2]]
+    moves = [(name, pooled[name]) for name in ("switchover", "switchback") if pooled.get(name)]
+    worst = max(moves, key=lambda m: m[1].get("stall") or 0, default=None)
+    for ax, zoom in ((axes[0], None), (axes[1], worst)):
+        shown = ok if zoom is None else [a for a in ok if zoom[1]["start"] - 1 <= a[0] <= zoom[1]["end"] + 1]
+        ax.scatter([a[0] for a in shown], [a[1] for a in shown], s=4, color="tab:green", label="insert acknowledged")
+        if bad:
+            ax.scatter([a[0] for a in bad], [a[1] for a in bad], s=14, marker="x", color="tab:red", label="error")
+        for name, m in moves:
+            if zoom is None or name == zoom[0]:
+                ax.axvspan(m["start"], m["end"], color="tab:blue" if name == "switchover" else "tab:purple",
+                           alpha=0.12, label=f"inv {name} --pooler app ({m['wall']:.1f} s); longest wait "
+                           f"{m['stall']:.2f} s")
+        if zoom is not None:
+            ax.set_xlim(zoom[1]["start"] - 1, zoom[1]["end"] + 1)
+        ax.set_title(f"the application through PgBouncer at {pooled['rate']:g} inserts/s"
+                     + ("" if zoom is None else f": {zoom[0]}, close up"))
+        ax.set_xlabel("seconds since the application started")
+        ax.set_ylabel("insert latency (s)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
 
 
 def rounded(x, digits: int = 3):

@@ -539,19 +539,22 @@ def pooler_phase(bed: Bed, args, tag: str) -> dict:
     bed.reset_pooler()
     writer = AppWriter(str(tb.current().ssh_config), tag=tag, rate=args.app_rate, max_seconds=900,
                        max_count=int(args.app_rate * 900))
+    t0 = time.monotonic()
 
     def move(name: str, origin: str, receiver: str, since: float) -> dict:
         say(f"inv {name} --pooler app with the application at {args.app_rate:g}/s")
         run = inv(bed, name, *PAIR, "--pooler", "app", timeout=900, echo=False)
+        end = time.monotonic()
         time.sleep(3)
         writer.fetch()
         stall = writer.longest_stall(since)
         errors = sum(1 for a in writer.attempts if a.start >= since and not a.ok)
         say(f"  {name} --pooler: {run['wall']:.1f} s end to end; the application's longest wait "
             f"{stall:.2f} s, {errors} error(s)")
-        return {"wall": run["wall"], "stall": stall, "errors": errors}
+        return {"wall": run["wall"], "stall": stall, "errors": errors, "start": since - t0, "end": end - t0}
     out: dict = {"rate": args.app_rate, **both_ways(bed, writer, move)}
     out["writer_stats"] = writer_stats(bed, writer, failed="errors")
+    out["attempts"] = [[round(a.start - t0, 3), round(a.end - a.start, 3), a.ok] for a in writer.attempts]
     writer.check_acknowledged(bed["db01"], timeout=30)   # StepError when a write is missing or doubled
     return out
 

@@ -1,5 +1,6 @@
 """The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). Part of `make test` (tests/unit)."""
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -138,3 +139,19 @@ def test_report_of_issue_14_figures():
     noop = report.fmt([r["noop"]["wall"] for r in res["reps"]])
     assert f"| no-op re-run of `inv migrate` (s) | {noop} | ≤ 5 |" in md
     assert "by hand, writes refused or stalled per move (s) | 1.4 (1.2–3.5) | baseline |" in md
+
+
+def test_the_plot_has_a_row_for_the_application_through_pgbouncer(tmp_path):
+    import report
+    res = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+    pooled = next(r["pooler"] for r in res["reps"] if r.get("pooler"))
+    pooled.pop("attempts", None)
+    report.plot(res, tmp_path / "without.png")
+    pooled["attempts"] = [[t / 100, 0.6 if t == 1200 else 0.01, True] for t in range(4000)]
+    pooled["switchover"].update(start=10.0, end=14.0)
+    pooled["switchback"].update(start=25.0, end=29.0)
+    report.plot(res, tmp_path / "with.png")
+    height = {name: struct.unpack(">II", (tmp_path / name).read_bytes()[16:24])[1]
+              for name in ("without.png", "with.png")}
+    rows = len(report.settings_of(res["reps"]))
+    assert height["with.png"] * rows == height["without.png"] * (rows + 1)
