@@ -246,7 +246,7 @@ class Host:
         try:
             channel = self.conn.client.get_transport().open_session()
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise StepError(self.name, f"SSH failed: {e or type(e).__name__}", "check that the host answers") from None
+            raise StepError(self.name, f"SSH failed: {str(e) or type(e).__name__}", "check that the host answers") from None
         try:
             channel.exec_command(as_user(user, command))
             out = channel.makefile("rb")
@@ -274,7 +274,7 @@ class Host:
             status = channel.recv_exit_status()
             err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise StepError(self.name, f"SSH failed: {e or type(e).__name__}", "check that the host answers") from None
+            raise StepError(self.name, f"SSH failed: {str(e) or type(e).__name__}", "check that the host answers") from None
         finally:
             channel.close()
         return SimpleNamespace(ok=status == 0, failed=status != 0, exited=status, stdout="".join(lines),

@@ -134,7 +134,7 @@ def status(s: Session) -> Status:
     try:
         report.slonik = facts.slonik_running(s.slon, cl)
         mark = s.slon.read_file(paused_marker(s))
-        report.paused = ", ".join(mark.split()) if mark else None
+        report.paused = ", ".join(mark.splitlines()) if mark else None
         for n in cl.nodes:
             report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
             failing = parse.slon_failing(facts.slon_log(s.slon, cl, n, lines=500))

@@ -272,7 +272,8 @@ def slonik_shell(slonik: str, timeout: float, pidfile: str, lock_timeout: float 
     cmd = (f"exec 3<&0; {options}timeout -k 3 {timeout:g} {program or slonik} <&3 3<&- & "
            f"{{ echo $! > {pidfile}; }} 2>/dev/null; wait $!; rc=$?; rm -f {pidfile}")
     if unfinished:
-        cmd += f"; if [ -e {unfinished} ]; then rm -f {unfinished}; [ $rc -ne 0 ] || rc=75; fi"
+        mark = shlex.quote(unfinished)
+        cmd += f"; if [ -e {mark} ]; then rm -f {mark}; [ $rc -ne 0 ] || rc=75; fi"
     if on_failure:
         cmd += f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60 {slonik} >/dev/null 2>&1"
     return cmd + "; exit $rc"
