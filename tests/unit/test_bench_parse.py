@@ -144,8 +144,9 @@ def test_report_of_issue_14_figures():
 def test_the_plot_has_a_row_for_the_application_through_pgbouncer(tmp_path):
     import report
     res = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
+    for r in res["reps"]:
+        (r.get("pooler") or {}).pop("attempts", None)
     pooled = next(r["pooler"] for r in res["reps"] if r.get("pooler"))
-    pooled.pop("attempts", None)
     report.plot(res, tmp_path / "without.png")
     pooled["attempts"] = [[t / 100, 0.6 if t == 1200 else 0.01, True] for t in range(4000)]
     pooled["switchover"].update(start=10.0, end=14.0)
