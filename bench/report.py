@@ -468,7 +468,7 @@ def plot(res: dict, path: Path) -> None:
     rep = next((r for r in reversed(reps) if r.get("settings")), None)
     if rep is None:
         return
-    pooled = next((r["pooler"] for r in reversed(reps) if (r.get("pooler") or {}).get("attempts")), None)
+    pooled = pooled_run(reps)
     rows = len(labels) + (1 if pooled else 0)
     fig, axes = plt.subplots(rows, 2, figsize=(14, 4.2 * rows), squeeze=False)
     top = max((x[2] for label in labels for run in (setting(rep, label) or {}).get("lag", [])
@@ -522,13 +522,23 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def pooled_run(reps: list[dict]) -> dict | None:
+    """The PgBouncer phase the plot shows: the last repetition's that kept the application's attempts."""
+    return next((r["pooler"] for r in reversed(reps) if (r.get("pooler") or {}).get("attempts")), None)
+
+
+def pooled_moves(pooled: dict) -> tuple[list[tuple[str, dict]], tuple[str, dict] | None]:
+    """The moves of a PgBouncer phase (name, figures), and the one where the application waited longest."""
+    moves = [(name, pooled[name]) for name in ("switchover", "switchback") if pooled.get(name)]
+    return moves, max(moves, key=lambda m: m[1].get("stall") or 0, default=None)
+
+
 def plot_pooled(axes, pooled: dict) -> None:
     """The application through PgBouncer: each insert's latency over the whole run (left), and around the
     move where it waited longest (right)."""
     ok = [a for a in pooled["attempts"] if a[2]]
     bad = [a for a in pooled["attempts"] if not a[2]]
-    moves = [(name, pooled[name]) for name in ("switchover", "switchback") if pooled.get(name)]
-    worst = max(moves, key=lambda m: m[1].get("stall") or 0, default=None)
+    moves, worst = pooled_moves(pooled)
     for ax, zoom in ((axes[0], None), (axes[1], worst)):
         shown = ok if zoom is None else [a for a in ok if zoom[1]["start"] - 1 <= a[0] <= zoom[1]["end"] + 1]
         ax.scatter([a[0] for a in shown], [a[1] for a in shown], s=4, color="tab:green", label="insert acknowledged")

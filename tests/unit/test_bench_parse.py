@@ -1,6 +1,5 @@
 """The benchmark's parsers on real output (slon 2.2.11, pg_restore 17, pgbench 15). Part of `make test` (tests/unit)."""
 import json
-import struct
 import sys
 from pathlib import Path
 
@@ -141,18 +140,17 @@ def test_report_of_issue_14_figures():
     assert "by hand, writes refused or stalled per move (s) | 1.4 (1.2–3.5) | baseline |" in md
 
 
-def test_the_plot_has_a_row_for_the_application_through_pgbouncer(tmp_path):
+def test_the_plot_shows_the_application_through_pgbouncer_and_its_worst_move():
     import report
     res = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
-    for r in res["reps"]:
-        (r.get("pooler") or {}).pop("attempts", None)
-    pooled = next(r["pooler"] for r in res["reps"] if r.get("pooler"))
-    report.plot(res, tmp_path / "without.png")
-    pooled["attempts"] = [[t / 100, 0.6 if t == 1200 else 0.01, True] for t in range(4000)]
-    pooled["switchover"].update(start=10.0, end=14.0)
-    pooled["switchback"].update(start=25.0, end=29.0)
-    report.plot(res, tmp_path / "with.png")
-    height = {name: struct.unpack(">II", (tmp_path / name).read_bytes()[16:24])[1]
-              for name in ("without.png", "with.png")}
-    rows = len(report.settings_of(res["reps"]))
-    assert height["with.png"] * rows == height["without.png"] * (rows + 1)
+    reps = res["reps"]
+    assert report.pooled_run(reps) is reps[-1]["pooler"] and reps[-1]["pooler"]["attempts"]
+    kept = reps[0]["pooler"]
+    for r in reps[1:]:
+        r["pooler"].pop("attempts")
+    assert report.pooled_run(reps) is kept   # the last repetition that kept its attempts
+    kept.pop("attempts")
+    assert report.pooled_run(reps) is None   # no row for it then
+    moves, worst = report.pooled_moves({"switchover": {"stall": 0.28}, "switchback": {"stall": 0.35}})
+    assert [name for name, _ in moves] == ["switchover", "switchback"] and worst[0] == "switchback"
+    assert report.pooled_moves({"switchover": {"stall": 0.4}})[1][0] == "switchover"
