@@ -82,9 +82,7 @@ def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLO
         if render_slonik.NO_SLONIK in e.message:
             raise missing_slonik(s) from None
         raise
-    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
-        raise missing_slonik(s)
-    return result
+    return found_slonik(s, result)
 
 
 def run_phases(s: Session, parts: list[tuple[str, str, float]], timeout: float, on_failure: str, program: str):
@@ -93,10 +91,7 @@ def run_phases(s: Session, parts: list[tuple[str, str, float]], timeout: float, 
     on_failure run by slonik there when it fails or ends between two parts (the cluster's lock_mark);
     the result, with `marks`."""
     command = slonik_command(s, timeout, on_failure=on_failure, program=program, unfinished=s.cluster.lock_mark)
-    result = s.slon.staged(command, parts, user="postgres")
-    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
-        raise missing_slonik(s)
-    return result
+    return found_slonik(s, s.slon.staged(command, parts, user="postgres"))
 
 
 def slonik_command(s: Session, timeout: float, **options) -> str:
@@ -108,6 +103,13 @@ def slonik_command(s: Session, timeout: float, **options) -> str:
 def missing_slonik(s: Session) -> StepError:
     """A command found no slonik on the slon host (render.slonik.with_slonik)."""
     return StepError(s.slon.name, render_slonik.NO_SLONIK, "run the install (or build) step first")
+
+
+def found_slonik(s: Session, result):
+    """The result of a slonik_command, unless it found no slonik: then missing_slonik."""
+    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
+        raise missing_slonik(s)
+    return result
 
 
 def stop_slonik(s: Session) -> int | None:

@@ -243,11 +243,9 @@ class Host:
             self.open()
         lines: list[str] = []
         marks: list[float] = []
+        channel = None
         try:
             channel = self.conn.client.get_transport().open_session()
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            raise StepError(self.name, f"SSH failed: {str(e) or type(e).__name__}", "check that the host answers") from None
-        try:
             channel.exec_command(as_user(user, command))
             out = channel.makefile("rb")
             for text, marker, seconds in parts:
@@ -276,7 +274,8 @@ class Host:
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise StepError(self.name, f"SSH failed: {str(e) or type(e).__name__}", "check that the host answers") from None
         finally:
-            channel.close()
+            if channel is not None:
+                channel.close()
         return SimpleNamespace(ok=status == 0, failed=status != 0, exited=status, stdout="".join(lines),
                                stderr=err, marks=marks)
 

@@ -8,7 +8,7 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import parse
-from ..render.slonik import client_args, find_tool, ssl_env
+from ..render.slonik import client_args, find_tool, newest_binary, ssl_env
 from .catalog import pg_dir
 
 __all__ = ["os_release", "slony_modules", "newest_client", "slony_tool", "slonik_version", "package_versions",
@@ -29,7 +29,7 @@ def slony_modules(host: Host) -> list[str]:
 
 def newest_client(host: Host, binary: str) -> str | None:
     """The newest PostgreSQL major's copy of a client binary (pg_dump, pgbench, ...) on this host."""
-    path = host.run(f"ls /usr/lib/postgresql/*/bin/{binary} 2>/dev/null | sort -V | tail -n 1", check=False)
+    path = host.run(newest_binary(binary), check=False)
     return path.stdout.strip() or None
 
 

@@ -133,7 +133,13 @@ def psql_arg(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-PSQL = ("\"$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -n 1 | grep . || echo psql)\" "
+def newest_binary(name: str) -> str:
+    """Shell that prints the path of the newest PostgreSQL's `name` (/usr/lib/postgresql/N/bin); nothing
+    when there is none."""
+    return f"ls /usr/lib/postgresql/*/bin/{name} 2>/dev/null | sort -V | tail -n 1"
+
+
+PSQL = (f"\"$({newest_binary('psql')} | grep . || echo psql)\" "
         "-X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=terse -o /dev/null")
 """psql on the slon host: PostgreSQL's own binary where there is one (Debian's wrapper takes 40 ms more),
 quiet, stopping at the first error; \\echo lines go to stdout."""
@@ -236,7 +242,7 @@ def slonik_failover(cluster: Cluster, dead: Node, backup: Node) -> str:
 def find_tool(tool: str) -> str:
     """Shell that prints the path of slon or slonik: on PATH (packages) or the newest in PostgreSQL's
     bindir (source build); nothing when there is none."""
-    return f"command -v {tool} || ls /usr/lib/postgresql/*/bin/{tool} 2>/dev/null | sort -V | tail -n 1"
+    return f"command -v {tool} || {newest_binary(tool)}"
 
 
 NO_SLONIK = "slonik is not installed"
