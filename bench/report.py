@@ -5,7 +5,7 @@ import json
 import re
 from pathlib import Path
 
-from fabfile.migrate import STEP_NAMES
+from fabfile.runbook import STEP_NAMES
 from fabfile.settings import MAX_LAG
 from parse import median
 from testbed import DATABASE, WRITER_TABLE

@@ -11,26 +11,27 @@ invoke.yaml, INVOKE_SLONY_* variables). A StepError becomes one line on stderr a
 from __future__ import annotations
 
 import inspect
+import math
 import sys
+from importlib import metadata
 from inspect import Parameter
 
 from invoke import Collection, Exit, Program, task
 
-from . import settings
-from .endgame import failover as failover_
-from .endgame import finish as finish_
-from .endgame import status as status_
-from .endgame import switchover as switchover_
-from .endgame import verify as verify_
+from . import endgame, runbook, settings, steps
 from .errors import StepError
-from .migrate import check, migrate as migrate_
 from .model import make_cluster
 from .remote import Hosts
+from .render.move import Switch
 from .session import Session, ask_terminal
-from .steps import access, cluster, database, software
-from .steps import ddl as ddl_
 
-VERSION = "0.2.0"
+
+def version() -> str:
+    """The installed package's version (pyproject.toml is the one place it is written)."""
+    try:
+        return metadata.version("slony-migrate")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 COMMON = {
     "master": "SSH name of the old server (the set's origin)",
@@ -66,7 +67,7 @@ def number(flag: str, value, kind: type, positive: bool):
         n = kind(value)
     except (TypeError, ValueError):
         n = None
-    if n is None or n < 0 or (positive and n == 0) or n != n:
+    if n is None or n < 0 or (positive and n == 0) or not math.isfinite(n):
         what = "a positive" if positive else "a"
         raise StepError("input", f"--{flag.replace('_', '-')} {value!r} is not {what} "
                         f"{'whole number' if kind is int else 'number'}" + ("" if positive else " (0 or more)"),
@@ -75,12 +76,16 @@ def number(flag: str, value, kind: type, positive: bool):
 
 
 def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = False, confirm: str = "",
-              needs_pair: bool = True, help: dict[str, str] | None = None, positive: tuple[str, ...] = ()):
+              needs_pair: bool = True, help: dict[str, str] | None = None, positive: tuple[str, ...] = (),
+              flags: dict[str, str] | None = None):
     """Make `fn(s, **own flags)` a task with the common flags; see the module's docstring.
 
-    Numeric flags (an int or float default) are parsed here: never negative, and > 0 when named in
-    `positive`.
+    Numeric flags (an int or float default) are parsed here, once: finite, never negative, and > 0 when
+    named in `positive`; a flag not given keeps fn's own default. `flags`: a parameter's flag name where
+    it differs (as_json: json).
     """
+    renamed = flags or {}
+
     def wrap(fn):
         own = list(inspect.signature(fn).parameters.values())[1:]
         numeric = {p.name: type(p.default) for p in own if type(p.default) in (int, float)}
@@ -92,11 +97,13 @@ def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = F
         def body(c, *args, **opts):
             if confirm and not opts.get("yes") and not opts.get("dry_run") and not ask_terminal(confirm):
                 raise Exit(f"{task_name}: not confirmed; nothing changed", code=1)
-            mine = {p.name: opts.pop(p.name) for p in own if p.name in opts}
+            mine = {p.name: opts.pop(renamed.get(p.name, p.name)) for p in own
+                    if renamed.get(p.name, p.name) in opts}
+            mine = {k: v for k, v in mine.items() if not (k in numeric and v is None)}  # not given: fn's default
             try:
                 for k, kind in numeric.items():
                     if k in mine:
-                        mine[k] = number(k, mine[k], kind, k in positive)
+                        mine[k] = number(renamed.get(k, k), mine[k], kind, k in positive)
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
                     fn(s, *args, **mine)
@@ -107,11 +114,11 @@ def operation(name: str = "", *, dry_run: bool = True, prompt_password: bool = F
                 raise Exit(code=1) from None
         body.__signature__ = inspect.Signature(
             [Parameter("c", Parameter.POSITIONAL_OR_KEYWORD),
-             *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD,
-                         default=str(p.default) if p.name in numeric else p.default) for p in own],
+             *[p.replace(name=renamed.get(p.name, p.name), kind=Parameter.POSITIONAL_OR_KEYWORD,
+                         default=None if p.name in numeric else p.default) for p in own],
              *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in flags]])
         body.__doc__, body.__name__ = fn.__doc__, fn.__name__
-        helps = {**COMMON, **(help or {})}
+        helps = {**COMMON, **{renamed.get(k, k): v for k, v in (help or {}).items()}}
         if dry_run:
             helps["dry_run"] = DRY_RUN
         if prompt_password:
@@ -129,29 +136,29 @@ def step(fn, name: str = ""):
 
 # --- the runbook's steps ------------------------------------------------------------------------------
 
-install = step(software.install)
-users = step(access.users)
-hba = step(access.hba)
-appdb = step(database.appdb)
-plpgsql = step(database.plpgsql)
-schema = step(database.schema)
-config = step(cluster.config)
-init = step(cluster.init)
-create_set = step(cluster.create_set, "create-set")
+install = step(steps.software.install)
+users = step(steps.access.users)
+hba = step(steps.access.hba)
+appdb = step(steps.database.appdb)
+plpgsql = step(steps.database.plpgsql)
+schema = step(steps.database.schema)
+config = step(steps.cluster.config)
+init = step(steps.cluster.init)
+create_set = step(steps.cluster.create_set, "create-set")
 
 
 @operation(needs_pair=False, help={
     "host": "SSH name of the host to build on", "tarball": "URL or local path of slony1-VERSION.tar.bz2",
     "sha256": "expected SHA-256 of the tarball", "deps": "build dependencies ({major}: PostgreSQL major)"})
-def build(s, host, tarball, sha256="", deps=software.BUILD_DEPS):
+def build(s, host, tarball, sha256="", deps=steps.software.BUILD_DEPS):
     """Build and install Slony from a source tarball on one host; no-op when that version is there."""
-    software.build(s, host, tarball, sha256, deps)
+    steps.software.build(s, host, tarball, sha256, deps)
 
 
 @operation(help={"stop": "stop the slons and their watchdogs instead"})
 def slons(s, stop=False):
     """Start slon with a watchdog for both nodes on the slon host (never a second one); --stop stops them."""
-    cluster.slons(s, stop=stop)
+    steps.cluster.slons(s, stop=stop)
 
 
 COPY_RETRIES = f"failed attempts of the initial copy before giving up (default {settings.COPY_RETRIES})"
@@ -162,32 +169,32 @@ COPY_RETRIES = f"failed attempts of the initial copy before giving up (default {
                                                        "copy_retries": COPY_RETRIES})
 def subscribe(s, wait=False, timeout=settings.COPY_WAIT, copy_retries=settings.COPY_RETRIES):
     """Subscribe the slave to the set; with --wait, return when the initial copy is done."""
-    cluster.subscribe(s, wait=wait, timeout=timeout, copy_retries=copy_retries)
+    steps.cluster.subscribe(s, wait=wait, timeout=timeout, copy_retries=copy_retries)
 
 
 @operation(confirm="This stops replication and removes the Slony cluster from both nodes.")
 def uninstall(s):
     """Remove a previous attempt: stop slons, uninstall the cluster on both nodes; data stays."""
-    cluster.uninstall(s)
+    steps.cluster.uninstall(s)
 
 
 @operation(dry_run=False)
 def show_config(s):
     """Show the Slony configuration as the altperl tools read it (slony_show_configuration)."""
-    cluster.show_config(s)
+    steps.cluster.show_config(s)
 
 
 @operation(help={"file": "the SQL file with the schema change (run on both nodes, the origin first)"})
 def ddl(s, file):
     """Change the schema while replicating (EXECUTE SCRIPT); tables and sequences it creates are replicated too."""
-    ddl_.ddl(s, file)
+    steps.ddl.ddl(s, file)
 
 
 @operation(dry_run=False, positive=("lines",), help={"node": "node id (default: both)", "lines": "lines to show",
                                                      "follow": "follow the logs"})
 def logs(s, node=0, lines=50, follow=False):
     """Show or follow the slon logs on the slon host."""
-    cluster.logs(s, node=node, lines=lines, follow=follow)
+    steps.cluster.logs(s, node=node, lines=lines, follow=follow)
 
 
 # --- migrate and the end-game ----------------------------------------------------------------------------
@@ -195,7 +202,7 @@ def logs(s, node=0, lines=50, follow=False):
 @operation(dry_run=False)
 def preflight(s):
     """Check both servers before a migration: ok / warn / fail per check, with host, object and fix."""
-    check(s)
+    runbook.check(s)
 
 
 @operation(prompt_password=True, positive=("timeout", "copy_retries"), help={
@@ -206,20 +213,20 @@ def preflight(s):
 def migrate(s, tarball="", sha256="", timeout=settings.COPY_WAIT, copy_retries=settings.COPY_RETRIES,
             add_keys=False):
     """Run every step in order; return when the slave is subscribed and the initial copy is done."""
-    migrate_(s, tarball, sha256, timeout, copy_retries, add_keys)
+    runbook.migrate(s, tarball, sha256, timeout, copy_retries, add_keys)
 
 
-@operation(dry_run=False, help={"watch": "refresh every N seconds until interrupted",
-                                "json": "print JSON for scripts and monitoring"})
-def status(s, watch=0, json_=False):
+@operation(dry_run=False, flags={"as_json": "json"}, help={"watch": "refresh every N seconds until interrupted",
+                                                          "as_json": "print JSON for scripts and monitoring"})
+def status(s, watch=0, as_json=False):
     """Nodes, set origin, subscription, slons, lag; during the initial copy, progress and ETA."""
-    status_.show_status(s, watch, json_)
+    endgame.status.show_status(s, watch, as_json)
 
 
 @operation(dry_run=False)
 def verify(s):
     """Compare origin and subscriber: rows and checksums per table, sequences, schema; exit 1 on a difference."""
-    verify_.check(s)
+    endgame.verify.check(s)
 
 SWITCH_HELP = {
     "lock_timeout": f"LOCK SET (and PgBouncer's PAUSE) must succeed within this many seconds, else it is "
@@ -241,9 +248,8 @@ def switchover(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age
                wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT,
                pooler="", pooler_config=settings.POOLER_CONFIG):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the blocked-write window."""
-    switchover_.switchover(s, s.cluster.slave, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout, pooler=pooler,
-                           pooler_config=pooler_config)
+    endgame.switchover.switchover(s, s.cluster.slave, Switch(max_lag, wait_lag, xact_age, wait_xacts, timeout,
+                                                             lock_timeout, pooler, pooler_config))
 
 
 @operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
@@ -251,9 +257,8 @@ def switchback(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age
                wait_xacts=settings.WAIT_XACTS, timeout=settings.MOVE_EVENT, lock_timeout=settings.LOCK_TIMEOUT,
                pooler="", pooler_config=settings.POOLER_CONFIG):
     """Roll back: make the master the origin again, with the same checks and proofs."""
-    switchover_.switchover(s, s.cluster.master, max_lag=max_lag, wait_lag=wait_lag, xact_age=xact_age,
-                           wait_xacts=wait_xacts, timeout=timeout, lock_timeout=lock_timeout, pooler=pooler,
-                           pooler_config=pooler_config)
+    endgame.switchover.switchover(s, s.cluster.master, Switch(max_lag, wait_lag, xact_age, wait_xacts, timeout,
+                                                              lock_timeout, pooler, pooler_config))
 
 
 @operation(help={"fenced": "the origin still answers but is fenced: no application can write there",
@@ -261,7 +266,7 @@ def switchback(s, max_lag=settings.MAX_LAG, wait_lag=settings.WAIT_LAG, xact_age
                  "yes": "do not ask for confirmation (what may be lost is still shown first)"})
 def failover(s, fenced=False, fence=False, yes=False):
     """The origin is dead: promote the other node (FAILOVER, DROP NODE); says first what may be lost."""
-    failover_.failover(s, fenced=fenced, fence_it=fence, yes=yes)
+    endgame.failover.failover(s, fenced=fenced, fence_it=fence, yes=yes)
 
 
 @operation(confirm="This ends replication for good (no switchback afterwards) and fences the old server.", help={
@@ -269,7 +274,7 @@ def failover(s, fenced=False, fence=False, yes=False):
     "still the origin (the slave is fenced then)"})
 def finish(s, keep_role=False, force=False):
     """After an accepted switchover: fence the old server, remove Slony from both nodes, drop access and secrets."""
-    finish_.finish(s, keep_role=keep_role, force=force)
+    endgame.finish.finish(s, keep_role=keep_role, force=force)
 
 
 TASKS = [preflight, install, build, users, hba, appdb, plpgsql, schema, config, show_config, uninstall, init,
@@ -286,4 +291,4 @@ def namespace() -> Collection:
 
 def main() -> None:
     """The `slony-migrate` command: the same tasks and help as `inv` in the checkout."""
-    Program(namespace=namespace(), name="slony-migrate", binary="slony-migrate", version=VERSION).run()
+    Program(namespace=namespace(), name="slony-migrate", binary="slony-migrate", version=version()).run()

@@ -45,7 +45,7 @@ class Cluster:
 
     master: Node
     slave: Node
-    slon_host: str
+    slon_name: str            # SSH name of the host that runs slon and slonik
     name: str = DEFAULTS["slony"]["cluster"]
     database: str = DEFAULTS["slony"]["database"]
     user: str = DEFAULTS["slony"]["user"]
@@ -86,6 +86,10 @@ class Cluster:
 
     def node(self, node_id: int) -> Node:
         return {n.id: n for n in self.nodes}[node_id]
+
+    def other(self, node: Node) -> Node:
+        """The node that is not `node` (a cluster has two)."""
+        return self.slave if node == self.master else self.master
 
 
 def make_cluster(
@@ -128,7 +132,7 @@ def make_cluster(
     return Cluster(
         master=Node(1, master, master_dbhost or master, port),
         slave=Node(2, slave, slave_dbhost or slave, port),
-        slon_host=slon_host or slave,
+        slon_name=slon_host or slave,
         name=name,
         database=database,
         user=user,

@@ -1,45 +1,140 @@
-"""Changes and how they are applied: the one place that knows about dry runs.
+"""Changes as data and the one executor that carries them out: the one place that knows about dry runs.
 
-A step reads facts and returns the Changes it would make; `apply` prints each one and, unless
-this is a dry run, carries it out. Also the helpers every step uses to build Changes (a file that
-differs, a slonik script) and to wait for a change to take effect.
+A step reads facts and returns the Changes it would make. A Change says on which host, for which step,
+what it does (one line for the operator) and the operation itself: SQL, a shell command, a slonik
+script, a file, or (only where one is not enough) an Action of several commands. `apply` prints each
+Change; a dry run shows the operation as it would run (secrets masked), a real run hands it to
+`execute`. What a dry run shows is what runs.
 """
 from __future__ import annotations
 
 import difflib
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
-from . import facts, settings
-from .render import slonik as render_slonik
-from .errors import StepError
+from . import settings
 from .remote import Host
+from .render.sql import MASK, literal
+from .runner import run_slonik
 from .session import Session
 
 
 @dataclass(frozen=True)
+class Sql:
+    """SQL run by psql as postgres over the local socket on `database`. `secret` (a password verifier)
+    stands where the SQL holds MASK as a literal: shown masked, sent in full."""
+
+    text: str
+    database: str = "postgres"
+    timeout: float | None = settings.PSQL
+    secret: str = ""
+
+    def sent(self) -> str:
+        return self.text.replace(literal(MASK), literal(self.secret), 1) if self.secret else self.text
+
+
+@dataclass(frozen=True)
+class Command:
+    """A shell command run as `user` through non-interactive sudo, `stdin` on its standard input; `label`
+    names it in an error (else the Change's line does)."""
+
+    text: str
+    user: str = "root"
+    stdin: str | None = None
+    timeout: float | None = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Slonik:
+    """A slonik script run on the slon host (runner.run_slonik); `label` names it in an error (else the
+    Change's line does)."""
+
+    script: str
+    timeout: float = settings.SLONIK
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class File:
+    """A file written with `text` (remote.Host.write_file); `old` is what it holds now (None: no file).
+    `secret`: its contents are never shown."""
+
+    path: str
+    text: str
+    old: str | None = None
+    owner: str = "root:root"
+    mode: str = "644"
+    writer: str = ""
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    """Several commands that belong together (write pg_hba.conf, reload, put it back if refused): a
+    function, and what a dry run shows of it."""
+
+    run: Callable[[], object]
+    shown: str = ""
+
+
+Operation = Union[Sql, Command, Slonik, File, Action]
+
+
+@dataclass(frozen=True)
 class Change:
-    """One change on one host: what the operator reads, what a dry run shows, what applying does."""
+    """One change on one host: the line the operator reads, and the operation that carries it out.
+    `then` checks the result afterwards (a fact read again); it never runs in a dry run."""
 
     host: str
     step: str
-    message: str                       # "create role slony (superuser, SCRAM password)"
-    action: Callable[[], object]       # carries it out (and checks it, where it can)
-    detail: str = ""                   # script, SQL (passwords masked) or diff, shown in a dry run
+    what: str
+    op: Operation
+    then: Callable[[], object] | None = None
+
+
+def shown(op: Operation) -> str:
+    """What a dry run shows of an operation: the SQL (secrets masked), command, script or diff."""
+    if isinstance(op, Sql):
+        return op.text
+    if isinstance(op, Command):
+        return op.text
+    if isinstance(op, Slonik):
+        return op.script
+    if isinstance(op, File):
+        return "" if op.secret else diff(op.old or "", op.text, op.path)
+    return op.shown
+
+
+def execute(s: Session, c: Change) -> None:
+    """Carry out one Change on its host, then its check."""
+    op = c.op
+    if isinstance(op, Sql):
+        s.host(c.host).psql(op.sent(), op.database, timeout=op.timeout)
+    elif isinstance(op, Command):
+        s.host(c.host).sudo(op.text, user=op.user, stdin=op.stdin, timeout=op.timeout, what=op.label or c.what)
+    elif isinstance(op, Slonik):
+        run_slonik(s, op.script, op.label or c.what, op.timeout)
+    elif isinstance(op, File):
+        s.host(c.host).write_file(op.path, op.text, owner=op.owner, mode=op.mode, writer=op.writer)
+    else:
+        op.run()
+    if c.then:
+        c.then()
 
 
 def apply(s: Session, changes: Iterable[Change]) -> int:
     """Print each change; carry it out unless this is a dry run. Returns how many were carried out."""
     done = 0
     for c in changes:
-        s.say(c.host, c.step, ("would " if s.dry_run else "") + c.message)
+        s.say(c.host, c.step, ("would " if s.dry_run else "") + c.what)
         s.changes.append(c)
         if s.dry_run:
-            if c.detail:
-                s.out.detail(c.detail)
+            text = shown(c.op)
+            if text:
+                s.out.detail(text)
             continue
-        c.action()
+        execute(s, c)
         done += 1
     return done
 
@@ -49,98 +144,30 @@ def diff(old: str, new: str, path: str) -> str:
 
 
 def file_change(s: Session, host: Host, step: str, path: str, text: str, *, owner: str = "root:root",
-                mode: str = "644", secret: bool = False, old: str | None = None) -> list[Change]:
-    """A Change writing `text` to `path` when it differs (a diff, or only the name when it holds a secret).
-
-    `old` is the file's current text when the caller has read it already.
-    """
-    old = host.read_file(path, user=owner.split(":")[0]) if old is None else old
+                mode: str = "644", secret: bool = False, old: str | None = None, read: bool = True,
+                writer: str = "") -> list[Change]:
+    """A Change writing `text` to `path` when it differs (a dry run shows the diff, or only the name when
+    it holds a secret). `old`: the file's current text when the caller has read it already (read=False:
+    the caller knows there is none)."""
+    if old is None and read:
+        old = host.read_file(path, user=owner.split(":")[0])
     if old == text:
         s.say(host.name, step, f"{path} is up to date")
         return []
     verb = "update" if old is not None else "create"
     return [Change(host.name, step, f"{verb} {path} (mode {mode}{', contents not shown' if secret else ''})",
-                   lambda: host.write_file(path, text, owner=owner, mode=mode),
-                   "" if secret else diff(old or "", text, path))]
+                   File(path, text, old, owner, mode, writer, secret))]
 
 
-def run_slonik(s: Session, script: str, what: str, timeout: float = settings.SLONIK, check: bool = True,
-               lock_timeout: float | None = None, on_failure: str = "", statement_timeout: float | None = None,
-               deadlock_timeout: float | None = None):
-    """Run a slonik script on the slon host as postgres, script on stdin (never in argv); the result.
-
-    slonik runs under `timeout` on the slon host, in a process group that stop_slonik can kill, so
-    it never outlives its time even when this tool dies or loses the connection. See
-    render.slonik.slonik_shell for on_failure and the PostgreSQL timeouts.
-    """
-    command = slonik_command(s, timeout, lock_timeout=lock_timeout, on_failure=on_failure,
-                             statement_timeout=statement_timeout, deadlock_timeout=deadlock_timeout)
-    try:
-        result = s.slon.sudo(command, user="postgres", stdin=script, timeout=int(timeout) + settings.SSH_GRACE,
-                             check=check, what=f"slonik ({what})")
-    except StepError as e:
-        if render_slonik.NO_SLONIK in e.message:
-            raise missing_slonik(s) from None
-        raise
-    return found_slonik(s, result)
-
-
-def run_phases(s: Session, parts: list[tuple[str, str, float]], timeout: float, on_failure: str, program: str):
-    """Run a script that comes in parts (remote.Host.staged) on the slon host as postgres, read by
-    `program` (render.slonik.psql_on), bounded there by `timeout` as run_slonik bounds slonik, with
-    on_failure run by slonik there when it fails or ends between two parts (the cluster's lock_mark);
-    the result, with `marks`."""
-    command = slonik_command(s, timeout, on_failure=on_failure, program=program, unfinished=s.cluster.lock_mark)
-    return found_slonik(s, s.slon.staged(command, parts, user="postgres"))
-
-
-def slonik_command(s: Session, timeout: float, **options) -> str:
-    """The shell command for the slon host that runs slonik (or `program`), see render.slonik.slonik_shell."""
-    return render_slonik.with_slonik(render_slonik.slonik_shell('"$slonik"', timeout, s.cluster.slonik_pidfile,
-                                                                **options))
-
-
-def missing_slonik(s: Session) -> StepError:
-    """A command found no slonik on the slon host (render.slonik.with_slonik)."""
-    return StepError(s.slon.name, render_slonik.NO_SLONIK, "run the install (or build) step first")
-
-
-def found_slonik(s: Session, result):
-    """The result of a slonik_command, unless it found no slonik: then missing_slonik."""
-    if result.exited == 127 and render_slonik.NO_SLONIK in result.stderr:
-        raise missing_slonik(s)
-    return result
-
-
-def stop_slonik(s: Session) -> int | None:
-    """Stop the slonik (or the switchover's psql) this tool started on the slon host, if one still runs;
-    its pid, or None."""
-    pid = facts.slonik_running(s.slon, s.cluster)
-    if pid:
-        s.slon.sudo(render_slonik.kill_group(pid), user="postgres", check=False)
-        wait_until(lambda: not facts.slonik_running(s.slon, s.cluster), settings.SLON_STOP, s.slon.name,
-                   f"slonik (pid {pid}) still running",
-                   f"kill it by hand: sudo {render_slonik.kill_group(pid, 'KILL')}")
-    return pid
-
-
-def slonik_change(s: Session, step: str, script: str, what: str, timeout: int = settings.SLONIK,
-                  then: Callable[[], None] | None = None) -> Change:
+def slonik_change(s: Session, step: str, script: str, what: str, timeout: float = settings.SLONIK,
+                  then: Callable[[], object] | None = None) -> Change:
     """A Change that runs a slonik script on the slon host; `then` checks the result afterwards."""
-    def action():
-        run_slonik(s, script, what, timeout)
-        if then:
-            then()
-    return Change(s.cluster.slon_host, step, what, action, script)
+    return Change(s.cluster.slon_name, step, what, Slonik(script, timeout), then)
 
 
-def wait_until(predicate, timeout: float, host: str, message: str, fix: str, every: float = 0.5):
-    """Poll `predicate` until it returns something true (returned); StepError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise StepError(host, f"{message} after {timeout:.0f} s", fix)
-        time.sleep(every)
+def preview(s: Session, host: str, step: str, what: str, text: str) -> None:
+    """In a dry run, an operation that is no Change (the switchover's move, which measures its phases and
+    returns what it measured), shown and counted as a Change would be."""
+    def never() -> None:
+        raise AssertionError("a preview never runs")
+    apply(s, [Change(host, step, what, Action(never, text))])

@@ -236,13 +236,15 @@ class Host:
         die between parts, the command reads the end of its stdin (the SSH channel closes) and never gets
         the next part.
 
-        The result as a command's (ok, failed, exited, stdout, stderr), and `marks`: when each marker was
-        seen (time.monotonic()). A marker that does not come in time: exit code 124, as `timeout` says it,
-        and the command is left to the caller to stop. StepError when SSH fails."""
+        The result as a command's (ok, failed, exited, stdout, stderr), `marks`: when each marker was
+        seen (time.monotonic()), and `seen`: (when, line) of every line of stdout. A marker that does not
+        come in time: exit code 124, as `timeout` says it, and the command is left to the caller to stop.
+        StepError when SSH fails."""
         if not self.conn.is_connected:
             self.open()
         lines: list[str] = []
         marks: list[float] = []
+        seen: list[tuple[float, str]] = []
         channel = None
         try:
             channel = self.conn.client.get_transport().open_session()
@@ -259,10 +261,11 @@ class Host:
                         line = out.readline().decode(errors="replace")
                     except socket.timeout:
                         return SimpleNamespace(ok=False, failed=True, exited=124, stdout="".join(lines),
-                                               stderr="", marks=marks)
+                                               stderr="", marks=marks, seen=seen)
                     if not line:
                         break
                     lines.append(line)
+                    seen.append((time.monotonic(), line.rstrip("\n")))
                     if marker and line.rstrip("\n") == marker:
                         marks.append(time.monotonic())
                         break
@@ -277,7 +280,7 @@ class Host:
             if channel is not None:
                 channel.close()
         return SimpleNamespace(ok=status == 0, failed=status != 0, exited=status, stdout="".join(lines),
-                               stderr=err, marks=marks)
+                               stderr=err, marks=marks, seen=seen)
 
     @property
     def version_num(self) -> int:

@@ -82,7 +82,6 @@ class Session:
     out: Output = field(default_factory=Output)
     changes: list = field(default_factory=list)   # plan.Change, as applied (or shown, in a dry run)
     ask: Callable[[str], bool] = ask_terminal      # a yes/no question to the operator
-    keyed: frozenset[str] = frozenset()            # tables given a primary key by this run (--add-keys)
     _password: str | None = None
 
     def host(self, name: str) -> Host:
@@ -92,19 +91,19 @@ class Session:
         return self.hosts[node.host]
 
     @property
-    def master(self) -> Host:
+    def master_host(self) -> Host:
         return self.node_host(self.cluster.master)
 
     @property
-    def slave(self) -> Host:
+    def slave_host(self) -> Host:
         return self.node_host(self.cluster.slave)
 
     @property
-    def slon(self) -> Host:
-        return self.host(self.cluster.slon_host)
+    def slon_host(self) -> Host:
+        return self.host(self.cluster.slon_name)
 
     def node_hosts(self) -> list[Host]:
-        return [self.master, self.slave]
+        return [self.master_host, self.slave_host]
 
     def password(self) -> str:
         if self._password is None:

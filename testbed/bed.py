@@ -51,7 +51,7 @@ class Bed:
 
     def steps_before(self, last: str, *args: str) -> None:
         """Run the runbook's steps by hand, in migrate's order, up to but not including `last`."""
-        from fabfile.migrate import STEP_NAMES
+        from fabfile.runbook import STEP_NAMES
         for step in STEP_NAMES[:STEP_NAMES.index(last)]:
             self.inv(step, *args)
 

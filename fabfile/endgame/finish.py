@@ -8,20 +8,19 @@ keeps them).
 """
 from __future__ import annotations
 
-import time
-
-from .. import facts, settings
+from .. import facts, replication, settings
 from ..errors import StepError
 from ..model import Node
-from ..plan import Change, apply, run_slonik
+from ..plan import Action, Change, Command, apply
 from ..render import slonik, sql
+from ..runner import run_slonik
 from ..secrets import password_file
 from ..session import Session
 from ..steps import identity
 from ..steps.access import hba, pgpass
 from ..steps.cluster import stop_slons
+from ..wait import poll
 from .failover import fence
-from .status import origin_of
 
 
 def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
@@ -30,28 +29,36 @@ def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
     and never fail because of it)."""
     cl = s.cluster
     script = slonik.slonik_uninstall(cl, [node.id])
+    attempt = [0]
 
-    def action():
-        for attempt in range(1, settings.UNINSTALL_TRIES + 1):
-            if not facts.schema_exists(s.node_host(node), cl.database, cl.schema):
-                return
-            if not bounded:
-                run_slonik(s, script, f"uninstall node {node.id}")
-                continue
-            result = run_slonik(s, script, f"uninstall node {node.id}", settings.SLONIK, check=False,
-                                lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=settings.UNINSTALL_STATEMENT,
-                                deadlock_timeout=settings.UNINSTALL_DEADLOCK)
-            if result.ok:
-                continue
-            s.say(node.host, step, f"attempt {attempt}: {uninstall_retry(result.stderr + result.stdout, node)}; "
-                  "trying again")
-            time.sleep(1)
-        if facts.schema_exists(s.node_host(node), cl.database, cl.schema):
+    def gone() -> bool:
+        return not facts.schema_exists(s.node_host(node), cl.database, cl.schema)
+
+    def once() -> bool:
+        """One attempt; whether the schema is gone afterwards."""
+        attempt[0] += 1
+        if gone():
+            return True
+        if not bounded:
+            run_slonik(s, script, f"uninstall node {node.id}")
+            return gone()
+        result = run_slonik(s, script, f"uninstall node {node.id}", settings.SLONIK, check=False,
+                            lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=settings.UNINSTALL_STATEMENT,
+                            deadlock_timeout=settings.UNINSTALL_DEADLOCK)
+        if result.ok:
+            return gone()
+        s.say(node.host, step, f"attempt {attempt[0]}: {uninstall_retry(result.stderr + result.stdout, node)}; "
+              "trying again")
+        return False
+
+    def run() -> None:
+        done, _ = poll(once, every=1, tries=settings.UNINSTALL_TRIES)
+        if not done and not gone():
             raise StepError(node.host, f"{cl.schema} still there after {settings.UNINSTALL_TRIES} attempts",
                             "find the long transactions there (inv preflight names them), then inv finish again")
     what = f"uninstall node {node.id}" + (f" (each attempt waits for a lock at most {settings.UNINSTALL_LOCK:g} s "
                                           "and gives way in a deadlock)" if bounded else "")
-    return Change(node.host, step, what, action, script)
+    return Change(node.host, step, what, Action(run, script))
 
 
 def uninstall_retry(output: str, node: Node) -> str:
@@ -81,27 +88,27 @@ def drop_role(s: Session, step: str) -> list[Change]:
         # superuser running this; then the role can go.
         statements = (f"REASSIGN OWNED BY {role_} TO CURRENT_USER; DROP OWNED BY {role_};", f"DROP ROLE {role_}")
 
-        def action(h=h, statements=statements):
+        def run(h=h, statements=statements):
             if facts.database_exists(h, cl.database):
                 h.psql(statements[0], cl.database)
             if h.try_psql(statements[1]):
                 h.psql(f"ALTER ROLE {role_} NOLOGIN PASSWORD NULL")
         changes.append(Change(h.name, step, f"drop role {cl.user} (what it owns goes to postgres; NOLOGIN without "
-                              "a password where it cannot be dropped)", action, "\n".join(statements)))
+                              "a password where it cannot be dropped)", Action(run, "\n".join(statements))))
     path = password_file(cl.name)
     if path.exists():
-        changes.append(Change("local", step, f"remove the replication password file {path}", path.unlink))
+        changes.append(Change("local", step, f"remove the replication password file {path}", Action(path.unlink)))
     return changes
 
 
 def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
     """After an accepted switchover: fence the old server, Slony out of both nodes, access and secrets removed."""
     step, cl = "finish", s.cluster
-    origin = origin_of(s) or cl.master
-    if origin is cl.master and not force:
+    origin = replication.origin(s) or cl.master
+    if origin == cl.master and not force:
         raise StepError(cl.master.host, f"{cl.master.host} is still the origin", "run inv switchover first "
                         "(or --force to remove replication without moving)")
-    old = cl.slave if origin is cl.master else cl.master
+    old = cl.other(origin)
     changes = [] if facts.fenced(s.node_host(old), cl.database) else [fence(s, step, old)]
     changes += stop_slons(s, step)
     changes += [uninstall_node(s, step, n, bounded=n is origin) for n in (old, origin)
@@ -109,8 +116,8 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
     changes += identity.conform(s, step, origin, always=True) + identity.conform(s, step, old, always=True)
     apply(s, changes)
     path = identity.record_path(s)
-    if s.slon.read_file(path) is not None:
-        apply(s, [Change(s.slon.name, step, f"remove {path}", lambda: s.slon.sudo(f"rm -f {path}"))])
+    if s.slon_host.read_file(path) is not None:
+        apply(s, [Change(s.slon_host.name, step, f"remove {path}", Command(f"rm -f {path}"))])
     hba(s, remove=True)
     pgpass(s, step, remove=True)
     if not keep_role:
@@ -118,6 +125,6 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
     s.say(origin.host, step, f"replication removed; {cl.database} on {origin.host} is the application's, with "
           f"all tables, data and sequences. Reconnect the application's pools (cached plans refer to the removed "
           f"triggers). {old.host} refuses the applications (undo there: {sql.unfence_database(cl.database)}).")
-    s.say(cl.slon_host, step, f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
+    s.say(cl.slon_name, step, f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
           f"{cl.confdir} (no secrets); remove them when no longer needed"
           + ("; the replication role and its password stay (--keep-role)" if keep_role else ""))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .. import facts, settings
 from ..errors import StepError
 from ..model import Node
-from ..plan import Change, diff
+from ..plan import Action, Change, diff
 from ..remote import Host, error_line
 from ..render.files import PoolerConfigError, ini_sections, point_pooler, pooler_entry
 from ..session import Session
@@ -113,8 +113,8 @@ def repoint(s: Session, step: str, name: str, config: str, origin: Node) -> list
         point(p, origin, new)
         admin(p, "RELOAD")
     return [Change(name, step, f"point PgBouncer's {p.database} at the origin {origin.host} ({origin.dbhost}), "
-                   f"then RELOAD: it sends it to {entry.get('host') or 'a local socket'}", action,
-                   diff(p.text, new, p.config))]
+                   f"then RELOAD: it sends it to {entry.get('host') or 'a local socket'}",
+                   Action(action, diff(p.text, new, p.config)))]
 
 
 def paused_marker(s: Session) -> str:
@@ -124,13 +124,13 @@ def paused_marker(s: Session) -> str:
 
 
 def mark_paused(s: Session, p: Pooler) -> None:
-    s.slon.write_file(paused_marker(s), f"{p.host.name}\n{p.config}\n")
+    s.slon_host.write_file(paused_marker(s), f"{p.host.name}\n{p.config}\n")
 
 
 def unmark_paused(s: Session) -> None:
     """Never an error: a mark left behind only makes the next switchover RESUME once more (harmless)."""
     try:
-        s.slon.sudo(f"rm -f {shlex.quote(paused_marker(s))}", check=False)
+        s.slon_host.sudo(f"rm -f {shlex.quote(paused_marker(s))}", check=False)
     except StepError:
         pass
 
@@ -139,7 +139,7 @@ def resume_left(s: Session, step: str, origin: Node) -> list[Change]:
     """After a switchover killed while PgBouncer was paused (its queries wait until query_wait_timeout,
     then fail): the change that points PgBouncer at the origin, RELOADs and RESUMEs; none when no run
     left one paused."""
-    text = s.slon.read_file(paused_marker(s))
+    text = s.slon_host.read_file(paused_marker(s))
     if text is None:
         return []
     name, config = (text.splitlines() + ["", ""])[:2]
@@ -150,7 +150,7 @@ def resume_left(s: Session, step: str, origin: Node) -> list[Change]:
         release(s, step, p, origin)
         unmark_paused(s)
     return [Change(name, step, f"RESUME {s.cluster.database} on PgBouncer ({config}), left paused by an "
-                   f"interrupted switchover, pointed at the origin {origin.host}", action)]
+                   f"interrupted switchover, pointed at the origin {origin.host}", Action(action))]
 
 
 def pause(s: Session, step: str, p: Pooler, timeout: float) -> float:

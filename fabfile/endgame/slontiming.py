@@ -7,12 +7,11 @@ dies half-way leaves what the next switchover (recover) or `restore` needs to pu
 from __future__ import annotations
 
 import shlex
-from contextlib import contextmanager
 
 from .. import settings
 from ..errors import StepError
 from ..model import Cluster, Node
-from ..plan import Change, apply
+from ..plan import Change, Command, File, apply
 from ..render import files
 from ..session import Session
 from ..steps.cluster import start_slon, stop_slons
@@ -30,8 +29,9 @@ def restart_slons(s: Session, step: str) -> None:
 
 
 def quicken(s: Session, step: str) -> None:
-    """Both slon.conf files with settings.QUICK_SYNC, the configured ones saved beside them; slons restarted."""
-    h, cl = s.slon, s.cluster
+    """Both slon.conf files with settings.QUICK_SYNC, the configured ones saved beside them first (a kill
+    after that leaves what restore needs); slons restarted."""
+    h, cl = s.slon_host, s.cluster
     interval, timeout = settings.QUICK_SYNC
     changes = []
     for n in cl.nodes:
@@ -39,13 +39,12 @@ def quicken(s: Session, step: str) -> None:
         text = h.read_file(path)
         if text is None:
             raise StepError(h.name, f"{path} does not exist", "run inv config, then again")
-
-        def write(path=path, text=text):
-            if h.read_file(path + SAVED) is None:  # saved first: a kill after this leaves what restore needs
-                h.write_file(path + SAVED, text)
-            h.write_file(path, files.slon_timing(text, interval, timeout))
+        if h.read_file(path + SAVED) is None:
+            changes.append(Change(h.name, step, f"save the configured {path} beside it ({path}{SAVED})",
+                                  File(path + SAVED, text)))
         changes.append(Change(h.name, step, f"set sync_interval {interval} ms, sync_interval_timeout {timeout} "
-                              f"ms in {path} for the switchover", write))
+                              f"ms in {path} for the switchover",
+                              File(path, files.slon_timing(text, interval, timeout), text)))
     apply(s, changes)
     restart_slons(s, step)
 
@@ -53,34 +52,15 @@ def quicken(s: Session, step: str) -> None:
 def restore(s: Session, step: str) -> None:
     """The configured slon.conf files back from beside them, and the slons restarted with them; nothing
     to do when none is saved."""
-    h, cl = s.slon, s.cluster
+    h, cl = s.slon_host, s.cluster
     changes = []
     for n in cl.nodes:
         path = conf_path(cl, n)
         saved = h.read_file(path + SAVED)
         if saved is None:
             continue
-
-        def put(path=path, saved=saved):
-            h.write_file(path, saved)
-            h.sudo(f"rm -f {shlex.quote(path + SAVED)}")
-        changes.append(Change(h.name, step, f"configured timing back in {path}", put))
+        changes += [Change(h.name, step, f"configured timing back in {path}", File(path, saved, h.read_file(path))),
+                    Change(h.name, step, f"remove {path}{SAVED}", Command(f"rm -f {shlex.quote(path + SAVED)}"))]
     if changes:
         apply(s, changes)
         restart_slons(s, step)
-
-
-@contextmanager
-def quick_slons(s: Session, step: str):
-    """Tightened timing inside the block; the configured timing back afterwards, whatever happened."""
-    quicken(s, step)
-    try:
-        yield
-    except BaseException:
-        try:
-            restore(s, step)
-        except StepError as e:  # the switchover's own error matters more; the next one restores
-            s.out.error(f"warning: {e.line()}; the next switchover (or switchback) puts the configured "
-                        "slon timing back")
-        raise
-    restore(s, step)

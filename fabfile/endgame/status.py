@@ -5,13 +5,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import facts, settings
+from .. import facts, replication, settings
 from ..errors import StepError
-from ..model import Node, SlonyState
-from ..plan import wait_until
-from ..remote import Host
+from ..model import Node
 from ..render import parse
 from ..session import Session
+from ..wait import wait_until
 from .pooler import paused_marker
 
 
@@ -65,79 +64,38 @@ class Status:
         return next((n for n in self.nodes if not n.reachable), None)
 
 
-def origin_in(states: dict[int, SlonyState]) -> int | None:
-    """The set's origin as the nodes that answered know it (while they disagree, the first one's)."""
-    return next((st.origin for st in states.values() if st.origin), None)
-
-
-def disagreement(s: Session, states: dict[int, SlonyState]) -> dict[str, str]:
-    """{host: origin host it names} when the nodes name different origins (a MOVE SET in flight), else {}."""
-    named = {n: st.origin for n, st in states.items() if st.origin}
-    if len(set(named.values())) < 2:
-        return {}
-    return {s.cluster.node(n).host: s.cluster.node(o).host for n, o in named.items()}
-
-
-def node_states(s: Session) -> tuple[dict[int, SlonyState], dict[int, StepError]]:
-    """Each node's Slony state, and the error of each node that could not be read."""
-    states, errors = {}, {}
-    for n in s.cluster.nodes:
-        try:
-            states[n.id] = facts.slony_state(s.node_host(n), s.cluster)
-        except StepError as e:
-            errors[n.id] = e
-    return states, errors
-
-
-def origin_of(s: Session) -> Node | None:
-    """The set's origin, read from the nodes that answer; None when there is no set.
-
-    A node that cannot be read is an error only when no other node knows the origin.
-    """
-    states, errors = node_states(s)
-    origin = origin_in(states)
-    if origin is None and errors:
-        raise next(iter(errors.values()))
-    split = disagreement(s, states)
-    if split:
-        raise StepError(", ".join(split), f"the nodes disagree about the origin of set {s.cluster.set_id} ("
-                        + ", ".join(f"{h} says {o}" for h, o in split.items()) + "): a move is in flight",
-                        "wait a few seconds; if it stays so, inv switchover (or switchback) finishes it")
-    return s.cluster.node(origin) if origin else None
-
-
 def status(s: Session) -> Status:
     """Everything the operator needs on one screen."""
     cl = s.cluster
     report = Status(cl.name, cl.set_id, cl.database)
-    states, errors = node_states(s)
+    states, errors = replication.states(s)
     for n in cl.nodes:
         report.nodes.append(NodeStatus(n.id, n.host, True, states[n.id].schema) if n.id in states
                             else NodeStatus(n.id, n.host, False, error=errors[n.id].line()))
-    origin = origin_in(states)
-    report.origins = disagreement(s, states)
+    origin = replication.origin_in(states)
+    report.origins = replication.disagreement(s, states)
     report.locked = [cl.node(n).host for n, st in states.items() if st.locked]
     if origin:
         report.origin = cl.node(origin).host
-        receiver = cl.slave if origin == cl.master.id else cl.master
+        subscriber = cl.other(cl.node(origin))
         sub = next((st.subscribed for st in states.values() if st.subscribed is not None), None)
-        # sl_subscribe on the receiver says whether its copy is done.
+        # sl_subscribe on the subscriber says whether its copy is done.
         active = None
-        if receiver.id in states and states[receiver.id].schema:
-            active = facts.subscription_active(s.node_host(receiver), cl, receiver)
-        report.subscription = Subscription(receiver.host, sub is not None or bool(active), active)
+        if subscriber.id in states and states[subscriber.id].schema:
+            active = facts.subscription_active(s.node_host(subscriber), cl, subscriber)
+        report.subscription = Subscription(subscriber.host, sub is not None or bool(active), active)
         if origin in states:
             report.lag = [Lag(cl.node(node).host, events, round(seconds, 1))
                           for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)]
         if origin == cl.master.id and report.subscription.exists and not active:
-            report.copy = facts.copy_progress(s.master, s.slave, s.slon, cl)
+            report.copy = facts.copy_progress(s.master_host, s.slave_host, s.slon_host, cl)
     try:
-        report.slonik = facts.slonik_running(s.slon, cl)
-        mark = s.slon.read_file(paused_marker(s))
+        report.slonik = facts.slonik_running(s.slon_host, cl)
+        mark = s.slon_host.read_file(paused_marker(s))
         report.paused = ", ".join(mark.splitlines()) if mark else None
         for n in cl.nodes:
-            report.slons[n.instance] = facts.slon_running(s.slon, cl, n.instance)
-            failing = parse.slon_failing(facts.slon_log(s.slon, cl, n, lines=500))
+            report.slons[n.instance] = facts.slon_running(s.slon_host, cl, n.instance)
+            failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, n, lines=500))
             if failing:
                 report.errors[n.instance] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
@@ -193,19 +151,18 @@ def show_status(s: Session, watch: int = 0, as_json: bool = False) -> None:
         s.out.line("")
 
 
-def wait_for_sync(s: Session, origin: Host, origin_node: Node, receiver_node: Node,
-                  timeout: float = settings.SYNC_CONFIRM) -> None:
-    """Wait until the receiver confirms a SYNC that the origin made after this call began."""
-    cl = s.cluster
-    since = facts.max_event(origin, cl, origin_node)
+def wait_for_sync(s: Session, origin: Node, subscriber: Node, timeout: float = settings.SYNC_CONFIRM) -> None:
+    """Wait until the subscriber confirms a SYNC that the origin made after this call began."""
+    cl, origin_host = s.cluster, s.node_host(origin)
+    since = facts.max_event(origin_host, cl, origin)
     try:
-        wait_until(lambda: facts.confirmed_since(origin, cl, origin_node, receiver_node, since),
-                   timeout, receiver_node.host, f"no SYNC from {origin_node.host} confirmed",
+        wait_until(lambda: facts.confirmed_since(origin_host, cl, origin, subscriber, since),
+                   timeout, subscriber.host, f"no SYNC from {origin.host} confirmed",
                    "check that both slons run (inv status), then run again", every=settings.POLL)
     except StepError as e:
-        failing = parse.slon_failing(facts.slon_log(s.slon, cl, receiver_node, lines=500))
+        failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, subscriber, lines=500))
         if not failing:
             raise
-        raise StepError(receiver_node.host, f"{e.message}: replication fails there since {failing[0]}: "
-                        f"{failing[1]}", f"fix what slon says (inv logs --node {receiver_node.id}); it retries "
+        raise StepError(subscriber.host, f"{e.message}: replication fails there since {failing[0]}: "
+                        f"{failing[1]}", f"fix what slon says (inv logs --node {subscriber.id}); it retries "
                         "by itself") from None

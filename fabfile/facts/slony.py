@@ -58,18 +58,18 @@ def local_node_id(host: Host, cluster: Cluster) -> int | None:
     return int(value) if value and int(value) > 0 else None
 
 
-def subscription_active(host: Host, cluster: Cluster, receiver: Node | None = None) -> bool:
-    """Whether this node's sl_subscribe says the set's subscription (of `receiver`, else any) is active:
-    on the receiver that means its initial copy is done."""
+def subscription_active(host: Host, cluster: Cluster, subscriber: Node | None = None) -> bool:
+    """Whether this node's sl_subscribe says the set's subscription (of `subscriber`, else any) is active:
+    on the subscriber that means its initial copy is done."""
     if not schema_exists(host, cluster.database, cluster.schema):
         return False
-    only = f" AND sub_receiver = {receiver.id}" if receiver else ""
+    only = f" AND sub_receiver = {subscriber.id}" if subscriber else ""
     return host.value(f"SELECT bool_and(sub_active) FROM {cluster.schema}.sl_subscribe "
                       f"WHERE sub_set = {cluster.set_id}{only}", cluster.database) == "t"
 
 
 def lag(origin: Host, cluster: Cluster) -> list[tuple[int, int, float]]:
-    """(receiver node id, events behind, seconds behind) per receiver, from sl_status on the origin."""
+    """(subscriber node id, events behind, seconds behind) per subscriber, from sl_status on the origin."""
     rows = origin.psql(f"SELECT st_received, st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0) "
                        f"FROM {cluster.schema}.sl_status", cluster.database)
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
@@ -81,10 +81,10 @@ def max_event(host: Host, cluster: Cluster, origin: Node) -> int:
                           f"WHERE ev_origin = {origin.id}", cluster.database))
 
 
-def confirmed_since(host: Host, cluster: Cluster, origin: Node, receiver: Node, seqno: int) -> bool:
-    """Whether `receiver` has confirmed an event of `origin` newer than `seqno` (as this node knows)."""
+def confirmed_since(host: Host, cluster: Cluster, origin: Node, subscriber: Node, seqno: int) -> bool:
+    """Whether `subscriber` has confirmed an event of `origin` newer than `seqno` (as this node knows)."""
     return bool(host.value(f"SELECT 1 FROM {cluster.schema}.sl_confirm WHERE con_origin = {origin.id} "
-                           f"AND con_received = {receiver.id} AND con_seqno > {int(seqno)} LIMIT 1",
+                           f"AND con_received = {subscriber.id} AND con_seqno > {int(seqno)} LIMIT 1",
                            cluster.database))
 
 
@@ -169,7 +169,7 @@ def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
 
 
 def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
-    """The initial copy as the receiver shows it: slon log, pg_stat_progress_copy (from 14: before, tables
+    """The initial copy as the subscriber shows it: slon log, pg_stat_progress_copy (from 14: before, tables
     done only), origin table sizes."""
     sizes = {parse.plain(r[0]): int(r[1]) for r in master.psql(
         f"SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname), pg_table_size(tab_reloid) "

@@ -8,7 +8,8 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import parse
-from ..render.slonik import client_args, find_tool, newest_binary, ssl_env
+from ..render import debian
+from ..render.shell import client_args, find_tool, newest_binary, ssl_env
 from .catalog import pg_dir
 
 __all__ = ["os_release", "slony_modules", "newest_client", "slony_tool", "slonik_version", "package_versions",
@@ -48,14 +49,20 @@ def slonik_version(host: Host) -> str | None:
 
 
 def package_versions(host: Host, packages: list[str]) -> dict[str, tuple[str, str]]:
-    """{package: (installed version or '', candidate version or '')} from apt."""
-    return parse.apt_policy(host.run("LC_ALL=C apt-cache policy " + " ".join(packages), check=False).stdout,
-                            packages)
+    """{package: (installed version or '', candidate version or '')} from apt; ('', '') for a name that is
+    not a Debian package name (never asked: no such name reaches the shell)."""
+    asked = [p for p in packages if debian.valid(p)]
+    found = parse.apt_policy(host.run("LC_ALL=C apt-cache policy " + " ".join(map(shlex.quote, asked)),
+                                      check=False).stdout, asked) if asked else {}
+    return {p: found.get(p, ("", "")) for p in packages}
 
 
 def packages_installed(host: Host, packages: str) -> bool:
     """Whether every package named (space-separated) is installed."""
-    status = host.run(f"dpkg-query -W -f '${{db:Status-Status}}\\n' {packages}", check=False)
+    names = packages.split()
+    if not all(map(debian.valid, names)):
+        return False
+    status = host.run(f"dpkg-query -W -f '${{db:Status-Status}}\\n' {' '.join(names)}", check=False)
     return status.ok and set(status.stdout.split()) == {"installed"}
 
 

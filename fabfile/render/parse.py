@@ -52,7 +52,7 @@ def plain(name: str) -> str:
 
 
 def parse_copy_log(text: str) -> dict:
-    """What the receiver's slon log says of the latest initial copy: start, tables done, current table."""
+    """What the subscriber's slon log says of the latest initial copy: start, tables done, current table."""
     starts = list(SET_START.finditer(text))
     if not starts:
         return {"started": None, "done": {}, "current": None, "finished": False, "retries": 0, "error": None}

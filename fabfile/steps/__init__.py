@@ -4,3 +4,4 @@ Each step is a no-op when its work is already done and says so, one line per fin
 (`[host] step: message`); it raises StepError (host, object, fix) when it cannot go on. The
 decisions are functions of their facts (plan_*), unit-tested without servers.
 """
+from . import access, cluster, database, ddl, software  # noqa: F401  (the task layer calls them by module)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import facts
 from ..errors import StepError
 from ..model import Cluster, Node
-from ..plan import Change, apply, diff, file_change
+from ..plan import Action, Change, File, Sql, apply, diff, file_change
 from ..remote import Host
 from ..render import files, sql
 from ..render.sql import MASK
@@ -50,16 +50,14 @@ def users(s: Session) -> None:
             s.say(h.name, step, f"role {cl.user} exists (superuser, password current)")
             continue
         message, exists = plan
+        statement = sql.replication_role(cl.user, MASK, exists=exists, float_digits=version < 120000)
         changes.append(Change(h.name, step, message,
-                              lambda h=h, exists=exists, version=version: h.psql(sql.replication_role(
-                                  cl.user, sql.password_verifier(version, password, cl.user), exists=exists,
-                                  float_digits=version < 120000)),
-                              sql.replication_role(cl.user, MASK, exists=exists, float_digits=version < 120000)))
+                              Sql(statement, secret=sql.password_verifier(version, password, cl.user))))
     apply(s, changes)
     pgpass(s, step)
     if cl.ssl_ca:  # libpq on the slon host checks the servers' certificates against it (verify-full)
         with open(cl.ssl_ca) as f:
-            apply(s, file_change(s, s.slon, step, cl.sslrootcert, f.read()))
+            apply(s, file_change(s, s.slon_host, step, cl.sslrootcert, f.read()))
 
 
 def merged(h: Host, path: str, old: str, tag: str, lines: list[str], *, top: bool = False) -> str:
@@ -73,7 +71,7 @@ def merged(h: Host, path: str, old: str, tag: str, lines: list[str], *, top: boo
 
 def pgpass(s: Session, step: str, remove: bool = False) -> None:
     """The managed .pgpass block of the postgres user on the slon host (mode 0600)."""
-    cl, h = s.cluster, s.slon
+    cl, h = s.cluster, s.slon_host
     path = f"{facts.postgres_home(h)}/.pgpass"
     old = h.read_file(path, user="postgres")
     lines = [] if remove else files.pgpass_lines(cl, s.password())
@@ -84,7 +82,7 @@ def pgpass(s: Session, step: str, remove: bool = False) -> None:
         return
     if new == old:  # right content, wrong mode
         apply(s, [Change(h.name, step, f"set mode 600 on {path}",
-                         lambda: h.write_file(path, new, owner="postgres:postgres", mode="600"))])
+                         File(path, new, old, owner="postgres:postgres", mode="600", secret=True))])
         return
     apply(s, file_change(s, h, step, path, new, owner="postgres:postgres", mode="600", secret=True, old=old))
 
@@ -92,7 +90,7 @@ def pgpass(s: Session, step: str, remove: bool = False) -> None:
 def hba_address(s: Session, node: Node) -> str:
     """The address the slon host (slon, slonik, pg_dump) really connects from to this node's PostgreSQL:
     its source address on the route there (IPv4 or IPv6, whichever interface that is)."""
-    return facts.source_address(s.slon, node.dbhost)
+    return facts.source_address(s.slon_host, node.dbhost)
 
 
 def hba(s: Session, remove: bool = False) -> None:
@@ -106,15 +104,16 @@ def hba(s: Session, remove: bool = False) -> None:
         old = h.read_file(path, user="postgres") or ""  # as PostgreSQL itself reads it
         new = merged(h, path, old, f"cluster {cl.name}", lines, top=True)
         if new != old:
-            admit = "" if remove else f" (admit {cl.user} from {address}: {cl.slon_host}'s source address towards " \
+            admit = "" if remove else f" (admit {cl.user} from {address}: {cl.slon_name}'s source address towards " \
                                       f"{node.dbhost}, encrypted only)"
             changes.append(Change(h.name, step, f"{'remove the managed block from' if remove else 'update'} "
-                                  f"{path} and reload{admit}", lambda h=h, path=path, old=old, new=new:
-                                  write_hba(h, path, old, new), diff(old, new, path)))
+                                  f"{path} and reload{admit}", Action(lambda h=h, path=path, old=old, new=new:
+                                                                      write_hba(h, path, old, new),
+                                                                      diff(old, new, path))))
         elif facts.hba_unloaded(h, path):
             # A run killed between writing the file and reloading leaves it unloaded: reload then.
             changes.append(Change(h.name, step, f"reload PostgreSQL ({path} changed since the last load)",
-                                  lambda h=h: h.psql("SELECT pg_reload_conf()")))
+                                  Sql("SELECT pg_reload_conf()")))
         else:
             s.say(h.name, step, f"{path} is up to date")
     apply(s, changes)

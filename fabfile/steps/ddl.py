@@ -10,7 +10,8 @@ from ..errors import StepError
 from ..plan import apply, file_change, slonik_change
 from ..render import slonik
 from ..session import Session
-from .cluster import extend, origin_node
+from ..replication import require_origin
+from .cluster import extend
 
 
 def ddl(s: Session, file: str) -> None:
@@ -21,10 +22,10 @@ def ddl(s: Session, file: str) -> None:
         raise StepError("local", f"--file {file} does not exist", "give the SQL file with the schema change")
     with open(file) as f:
         text = f.read()
-    origin = origin_node(s)
+    origin = require_origin(s)
     path = f"{cl.rundir}/ddl-{hashlib.sha256(text.encode()).hexdigest()[:12]}.sql"
     script = slonik.slonik_execute_script(cl, origin, path, settings.SLONIK)
-    apply(s, file_change(s, s.slon, step, path, text, owner="postgres:postgres", mode="600")
+    apply(s, file_change(s, s.slon_host, step, path, text, owner="postgres:postgres", mode="600")
           + [slonik_change(s, step, script, f"execute script {os.path.basename(file)} on {origin.host}, then on the "
-                           "subscriber", then=lambda: s.slon.sudo(f"rm -f {path}", user="postgres"))])
+                           "subscriber", then=lambda: s.slon_host.sudo(f"rm -f {path}", user="postgres"))])
     extend(s, step, origin)

@@ -9,8 +9,9 @@ from pathlib import PurePosixPath
 
 from .. import facts, settings
 from ..errors import StepError
-from ..plan import Change, apply
+from ..plan import Action, Change, Command, apply
 from ..remote import Host
+from ..render import debian
 from ..render.parse import upstream
 from ..session import Session
 
@@ -20,7 +21,7 @@ APT_INSTALL = "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install
 
 def install_hosts(s: Session) -> list[str]:
     cl = s.cluster
-    return list(dict.fromkeys([cl.master.host, cl.slave.host, cl.slon_host]))
+    return list(dict.fromkeys([cl.master.host, cl.slave.host, cl.slon_name]))
 
 
 def differing(versions: dict[str, str]) -> str:
@@ -51,10 +52,10 @@ def install(s: Session) -> None:
                 versions[name] = modules[-1]
                 s.say(name, step, f"Slony module {modules[-1]} present for PostgreSQL {major}")
             else:
-                packages.append(f"postgresql-{major}-slony1-2")
+                packages.append(debian.slony_module(major))
         if name == cl.slave.host:
             packages += extension_packages(s)
-        if name == cl.slon_host:
+        if name == cl.slon_name:
             have = facts.slonik_version(h)
             if have:
                 s.say(name, step, f"slonik {have} present")
@@ -63,14 +64,14 @@ def install(s: Session) -> None:
                     raise StepError(name, f"slonik {have} differs from the Slony module {versions[name]}",
                                     "install one Slony version on this host")
             else:
-                packages += ["slony1-2-bin", "libswitch-perl"]
+                packages += debian.SLONY_TOOLS
         if packages:
             wanted[name] = packages
     candidates = {name: facts.package_versions(s.host(name), pkgs) for name, pkgs in wanted.items()}
     stale = [name for name, pkgs in candidates.items() if any(not cand for _, cand in pkgs.values())]
     apply(s, [Change(name, step, "refresh the package lists (apt-get update)",
-                     lambda h=s.host(name): h.sudo("apt-get update -q", timeout=settings.APT_UPDATE,
-                                                   what="apt-get update")) for name in stale])
+                     Command("apt-get update -q", timeout=settings.APT_UPDATE, label="apt-get update"))
+              for name in stale])
     for name in stale:
         candidates[name] = facts.package_versions(s.host(name), wanted[name])
         missing = [p for p, (_, cand) in candidates[name].items() if not cand]
@@ -79,47 +80,42 @@ def install(s: Session) -> None:
             raise StepError(name, f"no package {', '.join(missing)} in {release}",
                             f"build Slony from source: inv build --host {name} --tarball slony1-VERSION.tar.bz2")
     for name, pkgs in wanted.items():
-        slony = next((p for p in pkgs if is_slony(p)), None)
+        slony = next((p for p in pkgs if debian.is_slony(p)), None)
         if slony and candidates[name][slony][1]:
             versions.setdefault(name, upstream(candidates[name][slony][1]))
     check_versions(versions)
     apply(s, [install_change(s, step, name, pkgs, versions.get(name, "?")) for name, pkgs in wanted.items()])
 
 
-def is_slony(package: str) -> bool:
-    return package.endswith("-slony1-2") or package == "slony1-2-bin"
-
-
-def extension_package(major: str, extension: str) -> str:
-    """Debian's package of an extension for one PostgreSQL major (postgresql-17-pg-trgm for pg_trgm)."""
-    return f"postgresql-{major}-{extension.replace('_', '-')}"
-
-
 def extension_packages(s: Session) -> list[str]:
     """Packages the slave needs for the master's extensions that it cannot create yet (where the
     distribution has them; preflight names the others)."""
     cl = s.cluster
-    if not facts.database_exists(s.master, cl.database):
+    if not facts.database_exists(s.master_host, cl.database):
         return []
-    available = facts.available_extensions(s.slave)
-    major = facts.pg_major(s.slave)
-    wanted = [extension_package(major, name) for name in facts.extensions(s.master, cl.database)
+    available = facts.available_extensions(s.slave_host)
+    major = facts.pg_major(s.slave_host)
+    wanted = [debian.extension_package(major, name) for name in facts.extensions(s.master_host, cl.database)
               if name not in available]
-    found = facts.package_versions(s.slave, wanted) if wanted else {}
+    wanted = [p for p in wanted if p]  # a name no package can have: preflight names it
+    found = facts.package_versions(s.slave_host, wanted) if wanted else {}
     return [p for p in wanted if found[p][1]]
 
 
 def install_change(s: Session, step: str, name: str, packages: list[str], version: str) -> Change:
     cl, h = s.cluster, s.host(name)
-    cmd = APT_INSTALL + " ".join(packages)
+    bad = [p for p in packages if not debian.valid(p)]
+    if bad:  # never reached with names from render.debian: the last guard before a root shell
+        raise StepError(name, f"not a Debian package name: {', '.join(map(repr, bad))}", "report this as a bug")
 
-    def action():
-        h.sudo(cmd, timeout=settings.APT_INSTALL, what="apt-get install")
+    def check():
         if name in (cl.master.host, cl.slave.host) and not facts.slony_modules(h):
             raise StepError(name, "the Slony module is still missing after apt-get install",
                             "check the package's contents (dpkg -L)")
-    slony = any(is_slony(p) for p in packages)
-    return Change(name, step, f"install {' '.join(packages)}" + (f" ({version})" if slony else ""), action, cmd)
+    slony = any(debian.is_slony(p) for p in packages)
+    return Change(name, step, f"install {' '.join(packages)}" + (f" ({version})" if slony else ""),
+                  Command(APT_INSTALL + " ".join(packages), timeout=settings.APT_INSTALL, label="apt-get install"),
+                  check)
 
 
 # --- build from source -------------------------------------------------------------------------------
@@ -175,7 +171,7 @@ def build(s: Session, host_name: str, tarball: str, sha256: str = "", deps: str 
     plan = (f"apt-get install {packages}\nfetch {tarball}" + (f"\nverify sha256 {sha256}" if sha256 else "")
             + f"\n./configure --with-pgconfigdir={bindir}\nmake\nsudo make install")
     apply(s, [Change(host_name, step, f"build Slony {version} for PostgreSQL {major} from {tarball}",
-                     lambda: build_on(s, h, step, tarball, sha256, version, major, bindir, packages), plan)])
+                     Action(lambda: build_on(s, h, step, tarball, sha256, version, major, bindir, packages), plan))])
 
 
 def build_on(s: Session, h: Host, step: str, tarball: str, sha256: str, version: str, major: str, bindir: str,

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from fabfile import facts
-from fabfile.migrate import STEP_NAMES
+from fabfile.runbook import STEP_NAMES
 from testbed import compose as tb
 from testbed.bed import CLUSTER
 from testbed.writer import Writer

@@ -4,7 +4,7 @@ import signal
 import pytest
 
 from fabfile import facts
-from fabfile.migrate import STEP_NAMES
+from fabfile.runbook import STEP_NAMES
 from testbed.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")

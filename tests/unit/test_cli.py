@@ -33,10 +33,9 @@ def test_confirmation_only_where_it_is_asked():
     assert {t.name for t in cli.TASKS if "yes" in flags(t)} == {"uninstall", "failover", "finish"}
 
 
-def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers():
+def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers(monkeypatch):
     args = {a.name: a for a in cli.switchover.get_arguments()}
-    assert args["max_lag"].default == str(settings.MAX_LAG) and args["lock_timeout"].default == "5.0"
-    assert {a.name: a.default for a in cli.subscribe.get_arguments()}["timeout"] == str(settings.COPY_WAIT)
+    assert args["max_lag"].default is None and args["lock_timeout"].default is None  # not given: the step's own
     assert ("json", "j") in {a.names for a in cli.status.get_arguments()}
     seen = {}
 
@@ -46,6 +45,12 @@ def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers():
         seen.update(lines=lines, wait=wait)
     probe(context(), master="db01", slave="db02", lines="7", wait="0")
     assert seen == {"lines": 7, "wait": 0.0}
+    probe(context(), master="db01", slave="db02", lines="7")
+    assert seen == {"lines": 7, "wait": 1.5}
+    moves = []
+    monkeypatch.setattr(cli.endgame.switchover, "switchover", lambda s, to, switch: moves.append(switch))
+    cli.switchover(context(), master="db01", slave="db02", lock_timeout="2.5")
+    assert moves == [cli.Switch(lock_timeout=2.5)] and moves[0].max_lag == settings.MAX_LAG
 
 
 @pytest.mark.parametrize("flag, value, words", [
@@ -53,6 +58,7 @@ def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers():
     ("lines", "0", "--lines '0' is not a positive whole number"),
     ("wait", "-1", "--wait '-1' is not a number (0 or more); fix: give for example --wait 0.0"),
     ("wait", "nan", "--wait 'nan' is not a number"),
+    ("wait", "inf", "--wait 'inf' is not a number"),
 ])
 def test_a_bad_number_is_one_line_naming_the_flag(capsys, flag, value, words):
     @cli.operation(dry_run=False, positive=("lines",))

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile import facts, settings
-from fabfile.endgame import status as status_
+from fabfile import facts, replication, settings
 from fabfile.endgame.status import Lag, NodeStatus, Status, Subscription
 from fabfile.endgame.switchover import blockers, lag_acceptable, refuse_unready
 from fabfile.endgame.verify import sequence_differences, table_differences
@@ -328,26 +327,26 @@ def test_sequence_differences_only_behind_counts():
 
 # --- origin --------------------------------------------------------------------------------------------
 
-def test_origin_of_reads_the_node_that_answers(monkeypatch):
+def test_origin_reads_the_node_that_answers(monkeypatch):
     def slony_state(host, cl):
         if host.name == "db01":
             raise StepError("db01", "host unreachable")
         return SlonyState(schema=True, has_set=True, origin=2)
     monkeypatch.setattr(facts, "slony_state", slony_state)
-    assert status_.origin_of(session()).host == "db02"
+    assert replication.origin(session()).host == "db02"
 
 
-def test_origin_of_raises_when_no_node_tells(monkeypatch):
+def test_origin_raises_when_no_node_tells(monkeypatch):
     def slony_state(host, cl):
         raise StepError(host.name, "host unreachable")
     monkeypatch.setattr(facts, "slony_state", slony_state)
     with pytest.raises(StepError, match="host unreachable"):
-        status_.origin_of(session())
+        replication.origin(session())
 
 
-def test_origin_of_without_a_set_is_none(monkeypatch):
+def test_origin_without_a_set_is_none(monkeypatch):
     canned(monkeypatch, slony_state=SlonyState(schema=True))
-    assert status_.origin_of(session()) is None
+    assert replication.origin(session()) is None
 
 
 # --- switchover as a whole, in a dry run ------------------------------------------------------------------

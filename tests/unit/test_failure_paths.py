@@ -8,14 +8,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from fabfile import facts
+from fabfile import facts, plan, replication, wait
 from fabfile.endgame import failover as fo
 from fabfile.endgame import finish as fin
 from fabfile.endgame import status as st
 from fabfile.endgame import switchover as so
 from fabfile.errors import StepError
+from fabfile.endgame.status import Lag
 from fabfile.model import SlonyState
-from fabfile.render.slonik import NO_SLONIK, kill_group, slonik_shell, with_slonik
+from fabfile.render.move import Move, Switch
+from fabfile.render.shell import NO_SLONIK, kill_group, slonik_shell, with_slonik
 from tests.unit.fakes import canned, output, session
 
 SET = dict(schema=True, has_set=True)
@@ -148,8 +150,22 @@ def fake_slonik_runs(monkeypatch, results=()):
             raise StepError("db02", f"slonik ({what}) failed")
         return r
     monkeypatch.setattr(so, "run_slonik", run)
+    monkeypatch.setattr(plan, "run_slonik", run)
     monkeypatch.setattr(so, "stop_slonik", lambda s: None)
     return calls
+
+
+def move(s, lock_timeout: float = 3, timeout: float = 120) -> Move:
+    """The move from db01 to db02, as the switchover builds it from its flags."""
+    return Move(s.cluster, s.cluster.master, s.cluster.slave, Switch(timeout=timeout, lock_timeout=lock_timeout))
+
+
+def window(monkeypatch, s, m: Move):
+    """The switchover's window without what comes before the lock (the slons' timing, a fresh SYNC)."""
+    monkeypatch.setattr(so.slontiming, "quicken", lambda s, step: None)
+    monkeypatch.setattr(so.slontiming, "restore", lambda s, step: None)
+    monkeypatch.setattr(so, "wait_for_sync", lambda s, origin, subscriber, timeout=0: None)
+    return so.window(s, "switchover", m, None, Lag("db02", 1, 0.5))
 
 
 def states(monkeypatch, *sequence):
@@ -164,14 +180,14 @@ def states(monkeypatch, *sequence):
 def test_settle_when_the_move_committed_is_not_a_failure(monkeypatch):
     s, calls = session(), fake_slonik_runs(monkeypatch)
     states(monkeypatch, SlonyState(**SET, origin=2))
-    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is True
+    assert so.settle(s, "switchover", move(s)) is True
     assert calls == [] and "the move of set 1 to db02 committed on db01" in output(s)
 
 
 def test_settle_waits_for_the_slon_hosts_own_unlock(monkeypatch):
     s, calls = session(), fake_slonik_runs(monkeypatch)
     states(monkeypatch, SlonyState(**SET, origin=1, locked=True), SlonyState(**SET, origin=1))
-    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is False
+    assert so.settle(s, "switchover", move(s)) is False
     assert calls == [] and "set 1 unlocked: writes go on at db01" in output(s)
 
 
@@ -179,7 +195,7 @@ def test_settle_unlocks_when_the_slon_host_did_not(monkeypatch):
     s, calls = session(), fake_slonik_runs(monkeypatch)
     monkeypatch.setattr(so.settings, "SETTLE", 0)
     states(monkeypatch, SlonyState(**SET, origin=1, locked=True), SlonyState(**SET, origin=1))
-    assert so.settle(s, "switchover", s.cluster.master, s.cluster.slave) is False
+    assert so.settle(s, "switchover", move(s)) is False
     assert [what for what, _ in calls] == ["unlock set"]
 
 
@@ -188,7 +204,7 @@ def test_settle_that_cannot_unlock_says_writes_are_refused(monkeypatch):
     monkeypatch.setattr(so.settings, "SETTLE", 0)
     states(monkeypatch, SlonyState(**SET, origin=1, locked=True))
     with pytest.raises(StepError) as e:
-        so.settle(s, "switchover", s.cluster.master, s.cluster.slave)
+        so.settle(s, "switchover", move(s))
     assert "still locked: application writes are refused" in e.value.message and "again" in e.value.fix
     assert [what for what, _ in calls] == ["unlock set"]
 
@@ -203,14 +219,14 @@ def fake_phases(monkeypatch, result=None, error=None):
         if error is not None:
             raise error
         return result or SimpleNamespace(ok=True, failed=False, exited=0, stdout="", stderr="",
-                                         marks=[time.monotonic()])
+                                         marks=[time.monotonic()], seen=[])
     monkeypatch.setattr(so, "run_phases", run)
     return calls
 
 
 def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = ""):
     return SimpleNamespace(ok=exited == 0, failed=exited != 0, exited=exited, stdout=stdout, stderr=stderr,
-                           marks=[time.monotonic()] if locked else [])
+                           marks=[time.monotonic()] if locked else [], seen=[])
 
 
 def test_lock_and_move_sends_the_move_only_after_the_lock_said_it_is_done(monkeypatch):
@@ -218,10 +234,11 @@ def test_lock_and_move_sends_the_move_only_after_the_lock_said_it_is_done(monkey
     phases = fake_phases(monkeypatch)
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=2))
-    assert so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3) >= 0
-    (lock, marker, lock_wait), (move, end, move_wait) = phases[0]["parts"]
+    result = so.lock_and_move(s, "switchover", move(s))
+    assert result.blocked >= 0 and result.lock >= 0 and result.takeover >= 0
+    (lock, marker, lock_wait), (moving, end, move_wait) = phases[0]["parts"]
     assert marker == "locked: the move may start" and lock.endswith(f"\\echo {marker}\n") and lock_wait == 3 + so.settings.LOCK_GRACE
-    assert "moveSet(1, 2)" in move and end == "" and move_wait == 120 + so.settings.SSH_GRACE
+    assert "moveSet(1, 2)" in moving and end == "" and move_wait == 120 + so.settings.SSH_GRACE
     assert phases[0]["timeout"] == 123 and "unlock set (id = 1, origin = 1);" in phases[0]["on_failure"]
     assert unlocks == [] and "set 1 locked in 0.0 s: writes refused until it moved" in output(s)
 
@@ -233,7 +250,7 @@ def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
            transactions_before=[("4242", "johann", "billing-cron", 95, "09:58:25")])
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(StepError) as e:
-        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+        window(monkeypatch, s, move(s))
     msg = e.value.message
     assert "LOCK SET did not succeed within 3 s (timed out); set 1 unlocked, nothing changed" in msg
     assert "pid 4242 user johann application billing-cron transaction open 95 s, query since 09:58:25" in msg
@@ -248,7 +265,7 @@ def test_move_failure_after_the_lock_unlocks_and_fails(monkeypatch):
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(StepError, match="move set failed \\(SYNC on db01: killed\\); set 1 unlocked, writes go "
                                         "on at db01"):
-        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+        window(monkeypatch, s, move(s))
 
 
 def test_move_that_committed_although_the_psql_failed_goes_on(monkeypatch):
@@ -257,7 +274,7 @@ def test_move_that_committed_although_the_psql_failed_goes_on(monkeypatch):
     fake_phases(monkeypatch, outcome(124, locked=True))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=2))
-    assert so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3) >= 0
+    assert window(monkeypatch, s, move(s)).blocked >= 0
     assert "committed on db01" in output(s)
 
 
@@ -268,7 +285,7 @@ def test_ctrl_c_during_the_move_unlocks_then_stops(monkeypatch):
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(KeyboardInterrupt):
-        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+        window(monkeypatch, s, move(s))
     assert "set 1 unlocked: writes go on at db01" in output(s)
 
 
@@ -279,7 +296,7 @@ def test_ssh_lost_during_the_move_says_the_set_is_unlocked(monkeypatch):
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(StepError) as e:
-        so.lock_and_move(s, "switchover", s.cluster.master, s.cluster.slave, 120, 3)
+        window(monkeypatch, s, move(s))
     assert e.value.line() == ("db02: switchover failed (SSH failed: Socket is closed); set 1 unlocked, writes go "
                               "on at db01; fix: check that the host answers")
 
@@ -325,7 +342,7 @@ def test_status_names_a_pgbouncer_left_paused(monkeypatch):
     canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, subscribed=True), subscription_active=True,
            lag=[(2, 0, 0.5)], slonik_running=None, slon_running=42, slon_log="")
     assert "PAUSED" not in st.format_status(st.status(s))
-    s.slon.files["/etc/slony1/pooler-paused"] = "app\n/etc/pgbouncer/pgbouncer.ini\n"
+    s.slon_host.files["/etc/slony1/pooler-paused"] = "app\n/etc/pgbouncer/pgbouncer.ini\n"
     report = st.status(s)
     assert report.paused == "app, /etc/pgbouncer/pgbouncer.ini"
     assert ("PGBOUNCER MAY BE PAUSED (app, /etc/pgbouncer/pgbouncer.ini) by an interrupted switchover: the "
@@ -358,17 +375,17 @@ def test_failover_after_a_switchover_promotes_the_master(monkeypatch):
     s = session(slon_host="db01")
     canned(monkeypatch, slony_state={"db01": SlonyState(**SET, origin=2, subscribed=True)},
            subscription_active=True, slon_running=1)
-    monkeypatch.setattr(fo, "node_states", lambda s: ({1: SlonyState(**SET, origin=2)},
-                                                      {2: StepError("db02", "host unreachable")}))
-    assert fo.roles(s) == (s.cluster.slave, s.cluster.master)
+    monkeypatch.setattr(replication, "states", lambda s: ({1: SlonyState(**SET, origin=2)},
+                                                          {2: StepError("db02", "host unreachable")}))
+    assert fo.failed_pair(s) == (s.cluster.slave, s.cluster.master)
 
 
 def test_failover_refuses_when_the_slon_host_is_the_dead_node(monkeypatch):
     s = session()
-    monkeypatch.setattr(fo, "node_states", lambda s: ({1: SlonyState(**SET, origin=2)},
-                                                      {2: StepError("db02", "host unreachable")}))
+    monkeypatch.setattr(replication, "states", lambda s: ({1: SlonyState(**SET, origin=2)},
+                                                          {2: StepError("db02", "host unreachable")}))
     with pytest.raises(StepError, match="the slon host is db02"):
-        fo.roles(s)
+        fo.failed_pair(s)
 
 
 def test_failover_shows_what_may_be_lost_before_asking(monkeypatch):
@@ -420,9 +437,9 @@ def test_finish_gives_way_in_a_deadlock_and_tries_again(monkeypatch):
     monkeypatch.setattr(facts, "schema_exists", lambda host, db, schema: left.pop(0))
     monkeypatch.setattr(fin, "run_slonik", lambda s, script, what, timeout=0, check=True, **kw:
                         runs.append(kw) or answers.pop(0))
-    monkeypatch.setattr(fin.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(wait.time, "sleep", lambda seconds: None)
     node = s.cluster.slave
-    fin.uninstall_node(s, "finish", node, bounded=True).action()
+    fin.uninstall_node(s, "finish", node, bounded=True).op.run()
     assert runs == [dict(lock_timeout=0.5, statement_timeout=4.0, deadlock_timeout=0.02)] * 3
     out = output(s)
     assert "[db02] finish: attempt 1: a deadlock with the application's transaction: the uninstall gave way; " \

@@ -153,7 +153,7 @@ def test_valid_input_builds_nodes():
 
 def test_defaults():
     cl = make_cluster("db01", "db02")
-    assert cl.slon_host == "db02"
+    assert cl.slon_name == "db02"
     assert cl.name == "replication"
     assert cl.schema == "_replication"
     assert cl.database == "shotserver04"
@@ -162,10 +162,10 @@ def test_defaults():
 
 
 def test_slon_host_defaults_to_slave_and_can_be_set():
-    assert make_cluster("db01", "db02").slon_host == "db02"
-    assert make_cluster("db01", "db02", slon_host="").slon_host == "db02"
-    assert make_cluster("db01", "db02", slon_host="db03").slon_host == "db03"
-    assert make_cluster("db01", "db02", slon_host="db01").slon_host == "db01"
+    assert make_cluster("db01", "db02").slon_name == "db02"
+    assert make_cluster("db01", "db02", slon_host="").slon_name == "db02"
+    assert make_cluster("db01", "db02", slon_host="db03").slon_name == "db03"
+    assert make_cluster("db01", "db02", slon_host="db01").slon_name == "db01"
 
 
 def test_dbhost_defaults_to_host_and_can_be_set():
@@ -177,7 +177,7 @@ def test_dbhost_defaults_to_host_and_can_be_set():
 def test_all_settings_are_carried():
     cl = make_cluster("db01", "db02", slon_host="db03", name="shots", database="appdb", user="repl",
                       port=5433, set_id=7)
-    assert (cl.name, cl.database, cl.user, cl.set_id, cl.slon_host) == ("shots", "appdb", "repl", 7, "db03")
+    assert (cl.name, cl.database, cl.user, cl.set_id, cl.slon_name) == ("shots", "appdb", "repl", 7, "db03")
     assert cl.master.port == cl.slave.port == 5433
 
 

@@ -196,22 +196,29 @@ def timing_session(monkeypatch):
     return s, slontiming, restarts
 
 
-def test_quick_slons_tightens_then_puts_the_configured_file_back(monkeypatch):
+def test_quicken_tightens_and_restore_puts_the_configured_file_back(monkeypatch):
     s, slontiming, restarts = timing_session(monkeypatch)
     files = s.hosts["db02"].files
-    with slontiming.quick_slons(s, "switchover"):
-        assert "sync_interval=100\n" in files["/etc/slony1/node1/slon.conf"]
-        assert files["/etc/slony1/node2/slon.conf.configured"] == CONF
+    slontiming.quicken(s, "switchover")
+    assert "sync_interval=100\n" in files["/etc/slony1/node1/slon.conf"]
+    assert files["/etc/slony1/node2/slon.conf.configured"] == CONF
+    slontiming.restore(s, "switchover")
     assert files["/etc/slony1/node1/slon.conf"] == files["/etc/slony1/node2/slon.conf"] == CONF
     assert any("rm -f /etc/slony1/node2/slon.conf.configured" in c for c in s.hosts["db02"].commands)
     assert restarts == ["switchover", "switchover"]
 
 
-def test_quick_slons_puts_the_configured_file_back_after_a_failure(monkeypatch):
+def test_a_window_that_fails_puts_the_configured_file_back(monkeypatch):
+    from fabfile.endgame import switchover as so
+    from fabfile.endgame.status import Lag
+    from fabfile.render.move import Move
     s, slontiming, restarts = timing_session(monkeypatch)
-    with pytest.raises(StepError):
-        with slontiming.quick_slons(s, "switchover"):
-            raise StepError("db01", "LOCK SET did not succeed")
+
+    def no_sync(s, origin, subscriber, timeout=0):
+        raise StepError("db02", "no SYNC from db01 confirmed")
+    monkeypatch.setattr(so, "wait_for_sync", no_sync)
+    with pytest.raises(StepError, match="no SYNC"):
+        so.window(s, "switchover", Move(s.cluster, s.cluster.master, s.cluster.slave), None, Lag("db02", 1, 0.5))
     assert s.hosts["db02"].files["/etc/slony1/node1/slon.conf"] == CONF and len(restarts) == 2
 
 
@@ -235,10 +242,10 @@ def test_nothing_to_move_repoints_a_pooler_left_at_the_old_origin():
     host = Bouncer()  # sends shotserver04 to db01; the set is at db02
     s = bouncer_session(host)
     changes = pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave)
-    assert [c.message for c in changes] == ["point PgBouncer's shotserver04 at the origin db02 (db02), then "
+    assert [c.what for c in changes] == ["point PgBouncer's shotserver04 at the origin db02 (db02), then "
                                             "RELOAD: it sends it to db01"]
     assert host.files[CONFIG] == INI  # planned, not done
-    changes[0].action()
+    changes[0].op.run()
     assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
     assert host.commands[-1] == "console /run/pgb:6433 RELOAD;"
     assert pooler.repoint(s, "switchover", "app", CONFIG, s.cluster.slave) == []
@@ -252,14 +259,22 @@ MARK = "/etc/slony1/pooler-paused"
 
 def test_a_pooled_move_marks_the_pause_on_the_slon_host_until_resume(monkeypatch):
     from fabfile.endgame import switchover as so
+    from fabfile.endgame.status import Lag
+    from fabfile.render.move import Move, MoveResult
     host = Bouncer()
     s = bouncer_session(host)
     p = pooler.open_pooler(s, "app", CONFIG, s.cluster.master)
     seen = []
-    monkeypatch.setattr(so, "move_set", lambda *a: seen.append(s.hosts["db02"].files.get(MARK)))
-    so.pooled_move(s, "switchover", p, s.cluster.master, s.cluster.slave, 120, 5)
+    monkeypatch.setattr(so.slontiming, "quicken", lambda s, step: None)
+    monkeypatch.setattr(so.slontiming, "restore", lambda s, step: None)
+    monkeypatch.setattr(so, "wait_for_sync", lambda s, origin, subscriber, timeout=0: None)
+    monkeypatch.setattr(so, "lock_and_move", lambda *a: seen.append(s.hosts["db02"].files.get(MARK))
+                        or MoveResult(0.2, 0.05, 0.05, 0.05, 0.05))
+    result = so.window(s, "switchover", Move(s.cluster, s.cluster.master, s.cluster.slave), p, Lag("db02", 1, 0.5))
     assert seen == [f"app\n{CONFIG}\n"]  # while the set moved, the mark was there
     assert s.hosts["db02"].commands[-1] == f"sudo root: rm -f {MARK}"
+    assert result.pause is not None and result.resume is not None and result.lock == 0.05
+    assert "the application's queries waited in PgBouncer for at most" in output(s)
 
 
 def test_the_next_run_resumes_pgbouncer_left_paused_at_the_origin():
@@ -267,9 +282,9 @@ def test_the_next_run_resumes_pgbouncer_left_paused_at_the_origin():
     s = bouncer_session(host)
     s.hosts["db02"].files[MARK] = f"app\n{CONFIG}\n"
     changes = pooler.resume_left(s, "switchover", s.cluster.slave)  # the killed run had moved the set
-    assert [c.message for c in changes] == [f"RESUME shotserver04 on PgBouncer ({CONFIG}), left paused by an "
+    assert [c.what for c in changes] == [f"RESUME shotserver04 on PgBouncer ({CONFIG}), left paused by an "
                                             "interrupted switchover, pointed at the origin db02"]
-    changes[0].action()
+    changes[0].op.run()
     assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
     assert host.commands[-1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"
     assert s.hosts["db02"].commands[-1] == f"sudo root: rm -f {MARK}"
@@ -283,5 +298,5 @@ def test_resume_left_reloads_a_file_the_killed_run_wrote_but_never_loaded():
     host = Bouncer(ini=point_pooler(INI, "shotserver04", "db02", 5432))
     s = bouncer_session(host)
     s.hosts["db02"].files[MARK] = f"app\n{CONFIG}\n"
-    pooler.resume_left(s, "switchover", s.cluster.slave)[0].action()
+    pooler.resume_left(s, "switchover", s.cluster.slave)[0].op.run()
     assert host.commands[-1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"

@@ -3,18 +3,20 @@ from __future__ import annotations
 
 import pytest
 
-from fabfile.endgame.preflight import line
+from fabfile.checks.findings import FAIL, OK, Finding, guarded, report
+from fabfile.errors import StepError
+from fabfile.session import Output
 from fabfile.render.parse import normal_locale, parse_df_available, size
 from fabfile.settings import LONG_TRANSACTION
 
 
 def test_line_with_fix():
-    assert line("db01", "FAIL", "database x", "does not exist", "check --database") == \
+    assert Finding("db01", "FAIL", "database x", "does not exist", "check --database").line() == \
         "[db01] preflight: FAIL database x: does not exist; fix: check --database"
 
 
 def test_line_without_fix():
-    assert line("db02", "ok", "disk", "83 GB free") == "[db02] preflight: ok disk: 83 GB free"
+    assert Finding("db02", "ok", "disk", "83 GB free").line() == "[db02] preflight: ok disk: 83 GB free"
 
 
 @pytest.mark.parametrize("n, expected", [
@@ -51,20 +53,36 @@ def test_long_transaction_threshold_is_five_minutes():
 
 
 def test_report_sends_failures_to_stderr_and_counts_them(capsys):
-    from fabfile.endgame.preflight import FAIL, OK, Report
-    from fabfile.errors import StepError
-
-    report = Report()
-    report("db01", OK, "ssh", "connected as admin; sudo works")
-
-    def broken(report):
+    def broken():
+        yield Finding("db02", OK, "disk", "looked")
         raise StepError("db02", "psql on database postgres: connection refused")
 
-    assert report.guard("db02", "disk", broken) is None
+    def checks():
+        yield Finding("db01", OK, "ssh", "connected as admin; sudo works")
+        value = yield from guarded("db02", "disk", broken)
+        assert value is None
+        yield Finding("db01", FAIL, "table public.t", "no key", "add a primary key")
+    assert report(Output(), checks()) == 2
     out, err = capsys.readouterr()
-    assert out == "[db01] preflight: ok ssh: connected as admin; sudo works\n"
+    assert out == "[db01] preflight: ok ssh: connected as admin; sudo works\n[db02] preflight: ok disk: looked\n"
     assert err == ("[db02] preflight: FAIL disk: psql on database postgres: connection refused; "
-                   "fix: run the check by hand on that host\n")
-    assert report.failed == 1
-    report("db01", FAIL, "table public.t", "no key", "add a primary key")
-    assert report.failed == 2
+                   "fix: run the check by hand on that host\n"
+                   "[db01] preflight: FAIL table public.t: no key; fix: add a primary key\n")
+
+
+def test_checks_are_findings_without_output():
+    """A check is a generator of Findings: testable by collecting them, no output captured."""
+    from fabfile.checks import database
+    from tests.unit.fakes import canned, session
+    import pytest as _pytest
+    mp = _pytest.MonkeyPatch()
+    try:
+        canned(mp, long_transactions=[("4242", "shop", "johann", "idle in transaction", 400)],
+               prepared_transactions=[])
+        s = session()
+        found = list(database.transactions(s.master_host))
+    finally:
+        mp.undo()
+    assert found == [Finding("db01", "warn", "session pid 4242", "database shop, user johann, idle in "
+                             "transaction, transaction open 400 s: the initial copy retries and LOCK SET waits "
+                             "until it ends", "commit it in the application, or SELECT pg_terminate_backend(4242)")]

@@ -22,12 +22,10 @@ from fabfile.render.files import (
     slon_tools_conf,
     watchdog_script,
 )
+from fabfile.render.move import lock_set_script, move_set_script, psql_arg
+from fabfile.render.shell import psql_on
 from fabfile.render.slonik import (
     conninfo,
-    lock_set_script,
-    move_set_script,
-    psql_arg,
-    psql_on,
     slonik_create_set,
     slonik_init,
     slonik_preamble,
@@ -619,3 +617,23 @@ def test_watchdog_script_is_valid_sh(cl, tmp_path):
     path.write_text(watchdog_script(cl, "/usr/bin/slon"))
     r = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, timeout=30)  # parse only
     assert r.returncode == 0, r.stderr
+
+
+def test_a_move_renders_its_scripts_once_for_the_dry_run_and_the_run(cl):
+    from dataclasses import FrozenInstanceError
+
+    from fabfile.render.move import LOCKED, Move, MoveResult, Switch
+    m = Move(cl, cl.master, cl.slave, Switch(timeout=90, lock_timeout=2.5))
+    assert m.lock_script == lock_set_script(cl, cl.master, 2.5)
+    assert m.move_script == move_set_script(cl, cl.master, cl.slave, 90)
+    assert m.parts() == [(m.lock_script, LOCKED, 3.5), (m.move_script, "", 105)]
+    assert m.shown() == f"{m.program} <<'SQL'\n{m.lock_script}-- once it printed '{LOCKED}':\n{m.move_script}SQL\n"
+    assert m.program == psql_on(cl, cl.master) and m.bound == 92.5
+    assert m.unlock_script.endswith("unlock set (id = 1, origin = 1);\n")
+    with pytest.raises(FrozenInstanceError):
+        m.lock_script = "SELECT 1"
+    back = Move(cl, cl.slave, cl.master)
+    assert "moveSet(1, 1)" in back.move_script and back.switch == Switch()
+    result = MoveResult(0.31, lock=0.05, sync=0.12, move=0.04, takeover=0.1)
+    assert result.line() == "lock 0.05 s, SYNC confirmed 0.12 s, MOVE SET 0.04 s, takeover 0.10 s"
+    assert MoveResult(1.5).line() == ""

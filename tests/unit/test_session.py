@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import io
 
-from fabfile.plan import Change, apply, file_change
+from fabfile import plan
+from fabfile.plan import Action, Change, Command, File, Slonik, Sql, apply, file_change, preview
+from fabfile.render.sql import MASK
 from fabfile.session import Output
 from tests.unit.fakes import FakeHost, output, session
 
 
 def changes(log: list[str]) -> list[Change]:
-    return [Change("db01", "demo", "do one", lambda: log.append("one"), "SQL ONE"),
-            Change("db02", "demo", "do two", lambda: log.append("two"))]
+    return [Change("db01", "demo", "do one", Action(lambda: log.append("one"), "SQL ONE")),
+            Change("db02", "demo", "do two", Action(lambda: log.append("two")))]
 
 
 def test_apply_runs_each_change_in_order_and_reports_it():
@@ -18,7 +20,7 @@ def test_apply_runs_each_change_in_order_and_reports_it():
     assert apply(s, changes(log)) == 2
     assert log == ["one", "two"]
     assert output(s) == "[db01] demo: do one\n[db02] demo: do two\n"
-    assert [c.message for c in s.changes] == ["do one", "do two"]
+    assert [c.what for c in s.changes] == ["do one", "do two"]
 
 
 def test_apply_in_a_dry_run_shows_details_and_runs_nothing():
@@ -34,10 +36,57 @@ def test_apply_stops_at_the_first_failing_change():
     def fail():
         raise RuntimeError("boom")
     try:
-        apply(s, [Change("db01", "demo", "fail", fail), *changes(log)])
+        apply(s, [Change("db01", "demo", "fail", Action(fail)), *changes(log)])
     except RuntimeError:
         pass
     assert log == []
+
+
+# --- the executor: each kind of operation is carried out by one function, as the dry run shows it ---------
+
+def every_kind(log: list[str]) -> list[Change]:
+    return [
+        Change("db01", "users", "create role r", Sql(f"CREATE ROLE r PASSWORD '{MASK}'", secret="SCRAM-SHA-256$x")),
+        Change("db02", "appdb", "create database d", Sql("CREATE DATABASE d", "shop", timeout=None)),
+        Change("db02", "slons", "start slon", Command("setsid -f watchdog node1", "postgres", stdin="in"),
+               lambda: log.append("then")),
+        Change("db02", "config", "create /etc/x", File("/etc/x", "new\n", None, "postgres:postgres", "600")),
+        Change("db02", "init", "init cluster", Slonik("cluster name = c;\n", 60)),
+    ]
+
+
+def test_execute_runs_each_kind_of_operation_on_its_host(monkeypatch):
+    s, log, slonik = session(), [], []
+    monkeypatch.setattr(plan, "run_slonik", lambda s, script, what, timeout: slonik.append((script, what, timeout)))
+    assert apply(s, every_kind(log)) == 5
+    assert s.hosts["db01"].commands == ["psql postgres: CREATE ROLE r PASSWORD 'SCRAM-SHA-256$x'"]
+    assert s.hosts["db02"].commands == ["psql shop: CREATE DATABASE d", "sudo postgres: setsid -f watchdog node1",
+                                        "write /etc/x postgres:postgres 600"]
+    assert s.hosts["db02"].files["/etc/x"] == "new\n" and log == ["then"]
+    assert slonik == [("cluster name = c;\n", "init cluster", 60)]
+
+
+def test_a_dry_run_shows_each_operation_as_it_would_run_with_the_secret_masked(monkeypatch):
+    s, log = session(dry_run=True), []
+    monkeypatch.setattr(plan, "run_slonik", lambda *a, **k: log.append("slonik"))
+    assert apply(s, every_kind(log)) == 0
+    out = output(s)
+    assert f"would create role r\n    CREATE ROLE r PASSWORD '{MASK}'\n" in out and "SCRAM-SHA-256$x" not in out
+    assert "    setsid -f watchdog node1\n" in out and "    cluster name = c;\n" in out
+    assert "+new" in out and log == [] and all(h.commands == [] for h in s.hosts.values())
+
+
+def test_the_secret_replaces_the_mask_only_where_it_stands_as_a_literal():
+    op = Sql(f"SET x = 'a'; ALTER ROLE r PASSWORD '{MASK}'; -- {MASK}", secret="v'1")
+    assert op.sent() == f"SET x = 'a'; ALTER ROLE r PASSWORD 'v''1'; -- {MASK}"
+    assert Sql("SELECT 1").sent() == "SELECT 1"
+
+
+def test_preview_is_shown_and_counted_but_never_runs():
+    s = session(dry_run=True)
+    preview(s, "db02", "switchover", "lock set 1 on db01, move it to db02", "psql <<SQL")
+    assert output(s) == "[db02] switchover: would lock set 1 on db01, move it to db02\n    psql <<SQL\n"
+    assert len(s.changes) == 1
 
 
 def test_file_change_same_text_is_up_to_date():

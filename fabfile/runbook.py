@@ -1,11 +1,12 @@
-"""`inv migrate`: preflight, then every runbook step in order, each a no-op when already done.
+"""`inv migrate`, the runbook: preflight, then every runbook step in order, each a no-op when already done.
 
 STEPS is the one list of the runbook's steps: migrate runs it, the tests and the benchmark read it.
 """
 from __future__ import annotations
 
 from . import settings
-from .endgame.preflight import preflight
+from .checks.findings import report
+from .checks.preflight import preflight
 from .errors import StepError
 from .session import Session
 from .steps.access import hba, users
@@ -21,8 +22,9 @@ STEP_NAMES = [name for name, _ in STEPS]
 
 
 def check(s: Session, add_keys: bool = False) -> None:
-    """Preflight as a guard: StepError when any check failed (the FAIL lines name host and object)."""
-    failed = preflight(s, add_keys)
+    """Preflight as a guard: its findings printed; StepError when any check failed (the FAIL lines name host
+    and object)."""
+    failed = report(s.out, preflight(s, add_keys))
     if failed:
         raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
                         "nothing was changed", "fix what they name, then run again")
@@ -37,9 +39,10 @@ def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = sett
     s.out.line("== preflight")
     check(s, add_keys)
     before = len(s.changes)
+    keyed: frozenset[str] = frozenset()
     if add_keys:
         s.out.line("== keys")
-        keys(s)
+        keyed = keys(s)
     for i, (name, fn) in enumerate(STEPS, 1):
         s.out.line(f"== {i}/{len(STEPS)} {name}")
         if fn is install and tarball:
@@ -47,6 +50,8 @@ def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = sett
                 build(s, host, tarball, sha256)
         elif fn is subscribe:
             subscribe(s, wait=True, timeout=timeout, copy_retries=copy_retries)
+        elif fn in (config, create_set):
+            fn(s, keyed)
         else:
             fn(s)
     made = len(s.changes) - before
