@@ -255,6 +255,7 @@ def window(s: Session, step: str, move: Move, bouncer: pooler.Pooler | None, lag
             pool_began = time.monotonic()
             paused = pooler.pause(s, step, bouncer, move.switch.lock_timeout)  # resumes itself when it cannot
             staged = pooler.stage(bouncer, move.new)
+        s.say(cl.slon_name, step, f"lock set {cl.set_id} on {move.old.host}, move it to {move.new.host}")
         lock_began = time.monotonic()
         result = lock_and_move(s, step, move)
     except BaseException as e:
