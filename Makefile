@@ -5,7 +5,7 @@ PYTHON ?= python3
 SIZE_MB ?= 200
 export INVOKE_SLONY_SSH_CONFIG := $(CURDIR)/docker/.testbed/ssh_config
 
-.PHONY: setup venv test test-faults test-old unit rehearse down clean
+.PHONY: setup venv lint test test-faults test-old unit rehearse down clean
 setup:
 	bash docker/setup-host.sh
 
@@ -20,7 +20,12 @@ venv: $(VENV)/.installed
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit
 
-test: setup venv
+# The formatter and the linter (configured in pyproject.toml): the tree is formatted, no finding.
+lint: venv
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+test: setup venv lint
 	$(VENV)/bin/pytest -ra tests/unit tests/testbed
 
 # The old server's profile: db01 on Debian 11 / PostgreSQL 13, Slony 2.2.11 built there from the vendored

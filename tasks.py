@@ -1,7 +1,10 @@
-"""Invoke's entry point in a checkout: slony-migrate's tasks (fabfile.cli), plus testbed.* for rehearsals.
+"""Invoke's entry point in a checkout: slony-migrate's tasks (fabfile.cli), plus
+testbed.* for rehearsals.
 
-An installed package has the same tasks as the `slony-migrate` command, without testbed.*.
+An installed package has the same tasks as the `slony-migrate` command, without
+testbed.*.
 """
+
 from invoke import Collection
 
 from fabfile.cli import namespace

@@ -1,36 +1,50 @@
-"""Pure parsers and statistics for the benchmark (no network): slon log, pg_restore -v, pgbench, migrate output."""
+"""Pure parsers and statistics for the benchmark (no network): slon log, pg_restore
+-v, pgbench, migrate output."""
+
 from __future__ import annotations
 
 import math
 import re
 import statistics
 
-from fabfile.render.parse import SET_START as COPY_START, epoch, plain
+from fabfile.render.parse import SET_START as COPY_START
+from fabfile.render.parse import epoch, plain
 
 TS = r"(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?: [A-Z]{2,5})?"
 WORKER = r"\s+\w+\s+remoteWorkerThread_\d+: "
-COPY_DONE = re.compile(rf"^{TS}\s+\w+\s+copy_set (?P<set>\d+) done in (?P<secs>[\d.]+) seconds", re.M)
+COPY_DONE = re.compile(
+    rf"^{TS}\s+\w+\s+copy_set (?P<set>\d+) done in (?P<secs>[\d.]+) seconds", re.M
+)
 BEGIN = re.compile(rf"^{TS}{WORKER}Begin COPY of table (?P<table>\S+)", re.M)
-BYTES = re.compile(rf"^{TS}{WORKER}(?P<bytes>\d+) bytes copied for table (?P<table>\S+)", re.M)
-TABLE_SECS = re.compile(rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to copy table (?P<table>\S+)", re.M)
+BYTES = re.compile(
+    rf"^{TS}{WORKER}(?P<bytes>\d+) bytes copied for table (?P<table>\S+)", re.M
+)
+TABLE_SECS = re.compile(
+    rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to copy table (?P<table>\S+)", re.M
+)
 SEQ_SECS = re.compile(rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to copy sequences", re.M)
-SETSYNC_SECS = re.compile(rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to build initial setsync status", re.M)
+SETSYNC_SECS = re.compile(
+    rf"^{TS}{WORKER}(?P<secs>[\d.]+) seconds to build initial setsync status", re.M
+)
 SUBSCRIBE_SEEN = re.compile(rf"^{TS}\s+\w+\s+storeSubscribe: sub_set=", re.M)
-SLON_OPTION = re.compile(r"Integer option (?P<name>sync_interval(?:_timeout)?) = (?P<value>\d+)")
+SLON_OPTION = re.compile(
+    r"Integer option (?P<name>sync_interval(?:_timeout)?) = (?P<value>\d+)"
+)
 
 
 def slon_copy(text: str) -> dict | None:
     """The latest finished initial copy in a receiver's slon log.
 
-    copy_set seconds and each table's total are slon's own (millisecond) figures; the split of a table's
-    time into COPY (data) and index rebuild comes from the line timestamps, whole seconds, so each part is
-    good to about one second. "other" is copy_set minus the tables: preparing, sequences, setsync.
+    copy_set seconds and each table's total are slon's own (millisecond) figures; the
+    split of a table's time into COPY (data) and index rebuild comes from the line
+    timestamps, whole seconds, so each part is good to about one second. "other" is
+    copy_set minus the tables: preparing, sequences, setsync.
     """
     starts = list(COPY_START.finditer(text))
     if not starts:
         return None
     start = starts[-1]
-    tail = text[start.start():]
+    tail = text[start.start() :]
     done = COPY_DONE.search(tail)
     if not done:
         return None
@@ -45,7 +59,9 @@ def slon_copy(text: str) -> dict | None:
         t["seconds"], t["end"] = float(m["secs"]), epoch(m["ts"])
     for t in tables.values():
         secs = t.get("seconds", 0.0)
-        index = max(0.0, min(secs, t.get("end", 0) - t.get("bytes_at", t.get("end", 0))))
+        index = max(
+            0.0, min(secs, t.get("end", 0) - t.get("bytes_at", t.get("end", 0)))
+        )
         t["index"], t["data"] = index, secs - index
     seq, setsync = SEQ_SECS.search(tail), SETSYNC_SECS.search(tail)
     subscribed = [m for m in SUBSCRIBE_SEEN.finditer(text) if m.start() < start.start()]
@@ -84,11 +100,13 @@ RESTORE_PHASE = [
 
 
 def restore_phases(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
-    """Seconds per phase of `pg_dump | pg_restore -v`, from the arrival time of each verbose line.
+    """Seconds per phase of `pg_dump | pg_restore -v`, from the arrival time of each
+    verbose line.
 
-    pg_restore names an item when it starts on it, so the time up to the next line belongs to that
-    item's phase: schema (tables, sequences, ...), data (COPY), index (indexes and primary/unique keys),
-    fk (foreign keys, validated); "start" is until the first line (connecting, pg_dump's catalog reads).
+    pg_restore names an item when it starts on it, so the time up to the next line
+    belongs to that item's phase: schema (tables, sequences, ...), data (COPY), index
+    (indexes and primary/unique keys), fk (foreign keys, validated); "start" is until
+    the first line (connecting, pg_dump's catalog reads).
     """
     phases = {"start": 0.0, "schema": 0.0, "data": 0.0, "index": 0.0, "fk": 0.0}
     marks = []
@@ -109,21 +127,26 @@ def restore_phases(lines: list[tuple[float, str]], wall: float) -> dict[str, flo
 
 def pgbench(text: str) -> dict:
     """tps and counts from pgbench's summary."""
+
     def num(rx: str):
         m = re.search(rx, text)
         return float(m.group(1)) if m else None
-    return {"tps": num(r"tps = ([\d.]+)"),
-            "transactions": num(r"number of transactions actually processed: (\d+)"),
-            "failed": num(r"number of failed transactions: (\d+)"),
-            "latency_ms": num(r"latency average = ([\d.]+) ms"),
-            "schedule_lag_ms": num(r"rate limit schedule lag: avg ([\d.]+)")}
+
+    return {
+        "tps": num(r"tps = ([\d.]+)"),
+        "transactions": num(r"number of transactions actually processed: (\d+)"),
+        "failed": num(r"number of failed transactions: (\d+)"),
+        "latency_ms": num(r"latency average = ([\d.]+) ms"),
+        "schedule_lag_ms": num(r"rate limit schedule lag: avg ([\d.]+)"),
+    }
 
 
 STEP = re.compile(r"^== (?:(\d+)/(\d+) )?(?P<name>\S+)")
 
 
 def migrate_steps(lines: list[tuple[float, str]], wall: float) -> dict[str, float]:
-    """Seconds per step of `inv migrate`, from the arrival time of its '== N/M step' lines."""
+    """Seconds per step of `inv migrate`, from the arrival time of its '== N/M step'
+    lines."""
     marks = [(t, m["name"]) for t, line in lines if (m := STEP.match(line))]
     out: dict[str, float] = {}
     for (t, name), nxt in zip(marks, marks[1:] + [(wall, None)]):
@@ -132,10 +155,13 @@ def migrate_steps(lines: list[tuple[float, str]], wall: float) -> dict[str, floa
 
 
 def step_start(lines: list[tuple[float, str]], name: str) -> float | None:
-    return next((t for t, line in lines if (m := STEP.match(line)) and m["name"] == name), None)
+    return next(
+        (t for t, line in lines if (m := STEP.match(line)) and m["name"] == name), None
+    )
 
 
-# --- statistics ---------------------------------------------------------------------------------------
+# --- statistics -----------------------------------------------------------------------
+
 
 def pct(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100)."""
@@ -163,12 +189,14 @@ def slope(points: list[tuple[float, float]]) -> float | None:
 
 
 def data_lag(history: list[tuple[float, int]], applied: int, now: float) -> float:
-    """Seconds since the origin first showed the newest key the receiver has now (0 when it has them all).
+    """Seconds since the origin first showed the newest key the receiver has now (0 when
+    it has them all).
 
     history: (time, newest key on the origin) samples in time order.
     """
     if not history or applied >= history[-1][1]:
         return 0.0
     first = next((t for t, top in history if top > applied), None)
-    # The receiver has everything up to `applied`; the next row it lacks appeared at `first` or before.
+    # The receiver has everything up to `applied`; the next row it lacks appeared at
+    # `first` or before.
     return max(0.0, now - first) if first is not None else 0.0

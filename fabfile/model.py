@@ -1,4 +1,6 @@
-"""The migration's settings and what is known of Slony's state, as typed values. No I/O but a file check."""
+"""The migration's settings and what is known of Slony's state, as typed values. No
+I/O but a file check."""
+
 from __future__ import annotations
 
 import os
@@ -11,22 +13,38 @@ from .settings import DEFAULTS
 IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 CLUSTER_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
-# Words a role or database must not be called: pg_hba.conf keywords, and PostgreSQL's reserved key
-# words (an unquoted name in SQL). Names starting with pg_ are PostgreSQL's own roles.
-HBA_KEYWORDS = {"all", "sameuser", "samerole", "samegroup", "replication", "public", "none"}
-RESERVED = set("""all analyse analyze and any array as asc asymmetric authorization binary both case cast check
-collate collation column concurrently constraint create cross current_catalog current_date current_role
-current_schema current_time current_timestamp current_user default deferrable desc distinct do else end
-except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into
-is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on
-only or order outer overlaps placing primary references returning right select session_user similar some
-symmetric system_user table tablesample then to trailing true union unique user using variadic verbose when
-where window with""".split())
+# Words a role or database must not be called: pg_hba.conf keywords, and PostgreSQL's
+# reserved key words (an unquoted name in SQL). Names starting with pg_ are PostgreSQL's
+# own roles.
+HBA_KEYWORDS = {
+    "all",
+    "sameuser",
+    "samerole",
+    "samegroup",
+    "replication",
+    "public",
+    "none",
+}
+RESERVED = set(
+    """
+all analyse analyze and any array as asc asymmetric authorization binary both case
+cast check collate collation column concurrently constraint create cross
+current_catalog current_date current_role current_schema current_time
+current_timestamp current_user default deferrable desc distinct do else end except
+false fetch for foreign freeze from full grant group having ilike in initially inner
+intersect into is isnull join lateral leading left like limit localtime
+localtimestamp natural not notnull null offset on only or order outer overlaps
+placing primary references returning right select session_user similar some
+symmetric system_user table tablesample then to trailing true union unique user
+using variadic verbose when where window with
+""".split()
+)
 
 
 @dataclass(frozen=True)
 class Node:
-    """One database server: Slony node id, SSH name, and the name slon uses to reach PostgreSQL."""
+    """One database server: Slony node id, SSH name, and the name slon uses to reach
+    PostgreSQL."""
 
     id: int
     host: str
@@ -35,7 +53,8 @@ class Node:
 
     @property
     def instance(self) -> str:
-        """Name of this node's slon instance (Debian's convention: /etc/slony1/<instance>/)."""
+        """Name of this node's slon instance (Debian's convention:
+        /etc/slony1/<instance>/)."""
         return f"node{self.id}"
 
 
@@ -45,7 +64,7 @@ class Cluster:
 
     master: Node
     slave: Node
-    slon_name: str            # SSH name of the host that runs slon and slonik
+    slon_name: str  # SSH name of the host that runs slon and slonik
     name: str = DEFAULTS["slony"]["cluster"]
     database: str = DEFAULTS["slony"]["database"]
     user: str = DEFAULTS["slony"]["user"]
@@ -53,7 +72,9 @@ class Cluster:
     logdir: str = "/var/log/slony1"
     confdir: str = "/etc/slony1"
     rundir: str = "/var/run/slony1"
-    ssl_ca: str = ""          # local file: the CA that signed the servers' certificates (verify-full)
+    ssl_ca: str = (
+        ""  # local file: the CA that signed the servers' certificates (verify-full)
+    )
 
     @property
     def schema(self) -> str:
@@ -61,13 +82,14 @@ class Cluster:
 
     @property
     def slonik_pidfile(self) -> str:
-        """Where the slon host keeps the pid (and process group) of the slonik this tool runs."""
+        """Where the slon host keeps the pid (and process group) of the slonik this
+        tool runs."""
         return f"{self.rundir}/slonik-{self.name}.pid"
 
     @property
     def lock_mark(self) -> str:
-        """Where the switchover's psql on the slon host notes that the set is locked and the move not yet
-        begun (render.slonik.lock_set_script)."""
+        """Where the switchover's psql on the slon host notes that the set is locked
+        and the move not yet begun (render.slonik.lock_set_script)."""
         return f"{self.rundir}/locked-{self.name}"
 
     @property
@@ -77,7 +99,8 @@ class Cluster:
 
     @property
     def sslmode(self) -> str:
-        """verify-full with a CA (encrypted, the server's name checked); else require (encrypted only)."""
+        """verify-full with a CA (encrypted, the server's name checked); else require
+        (encrypted only)."""
         return "verify-full" if self.ssl_ca else "require"
 
     @property
@@ -106,29 +129,57 @@ def make_cluster(
     set_id: int = 1,
     ssl_ca: str = "",
 ) -> Cluster:
-    """Validate the operator's input and build a Cluster; raise StepError naming the bad value."""
-    for what, host in (("--master", master), ("--slave", slave), ("--slon-host", slon_host or slave)):
+    """Validate the operator's input and build a Cluster; raise StepError naming the
+    bad value."""
+    for what, host in (
+        ("--master", master),
+        ("--slave", slave),
+        ("--slon-host", slon_host or slave),
+    ):
         if not host or not HOST_NAME.fullmatch(host):
-            raise StepError("input", f"{what} {host!r} is not a host name", "give an SSH host name such as db01")
+            raise StepError(
+                "input",
+                f"{what} {host!r} is not a host name",
+                "give an SSH host name such as db01",
+            )
     if master == slave:
-        raise StepError("input", f"--master and --slave are both {master!r}", "give two different servers")
+        raise StepError(
+            "input",
+            f"--master and --slave are both {master!r}",
+            "give two different servers",
+        )
     if not CLUSTER_NAME.fullmatch(name):
         raise StepError(
             "input",
             f"cluster name {name!r} is invalid",
-            "use at most 31 lower-case letters, digits or _, starting with a letter (no -)",
+            "use at most 31 lower-case letters, digits or _, starting with a letter"
+            " (no -)",
         )
     for what, value in (("database", database), ("replication user", user)):
         if not IDENT.fullmatch(value):
-            raise StepError("input", f"{what} name {value!r} is invalid", "use a lower-case SQL identifier")
+            raise StepError(
+                "input",
+                f"{what} name {value!r} is invalid",
+                "use a lower-case SQL identifier",
+            )
         if value in HBA_KEYWORDS | RESERVED or value.startswith("pg_"):
-            raise StepError("input", f"{what} name {value!r} is reserved (a pg_hba.conf keyword, an SQL key word "
-                            "or PostgreSQL's own)", f"choose another {what} name")
+            raise StepError(
+                "input",
+                f"{what} name {value!r} is reserved (a pg_hba.conf keyword, an SQL key"
+                " word or PostgreSQL's own)",
+                f"choose another {what} name",
+            )
     if not 0 < port < 65536:
-        raise StepError("input", f"port {port} is out of range", "give a TCP port such as 5432")
+        raise StepError(
+            "input", f"port {port} is out of range", "give a TCP port such as 5432"
+        )
     if ssl_ca and not os.path.isfile(os.path.expanduser(ssl_ca)):
-        raise StepError("input", f"ssl_ca {ssl_ca} does not exist", "give the CA certificate file that signed "
-                        "the servers' certificates (INVOKE_SLONY_SSL_CA or ssl_ca in invoke.yaml), or leave it empty")
+        raise StepError(
+            "input",
+            f"ssl_ca {ssl_ca} does not exist",
+            "give the CA certificate file that signed the servers' certificates"
+            " (INVOKE_SLONY_SSL_CA or ssl_ca in invoke.yaml), or leave it empty",
+        )
     return Cluster(
         master=Node(1, master, master_dbhost or master, port),
         slave=Node(2, slave, slave_dbhost or slave, port),
@@ -143,7 +194,8 @@ def make_cluster(
 
 @dataclass(frozen=True)
 class Table:
-    """A table to replicate: fully qualified name and, without a primary key, the unique index to use."""
+    """A table to replicate: fully qualified name and, without a primary key, the
+    unique index to use."""
 
     name: str
     key: str | None = None
@@ -151,14 +203,17 @@ class Table:
 
 @dataclass
 class SlonyState:
-    """What of the cluster one node's database holds (its `_<cluster>` schema), as read by facts.slony_state."""
+    """What of the cluster one node's database holds (its `_<cluster>` schema), as
+    read by facts.slony_state."""
 
-    schema: bool = False                                     # the _<cluster> schema exists
+    schema: bool = False  # the _<cluster> schema exists
     nodes: set[int] = field(default_factory=set)
     paths: set[tuple[int, int]] = field(default_factory=set)  # (server, client)
     has_set: bool = False
-    origin: int | None = None                                # the set's origin, as this node knows it
-    locked: bool = False                                     # LOCK SET holds the set (writes refused)
-    tables: dict[str, int] = field(default_factory=dict)     # quoted name: table id
+    origin: int | None = None  # the set's origin, as this node knows it
+    locked: bool = False  # LOCK SET holds the set (writes refused)
+    tables: dict[str, int] = field(default_factory=dict)  # quoted name: table id
     sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
-    subscribed: bool | None = None                           # None: no subscription; False: copying; True: active
+    subscribed: bool | None = (
+        None  # None: no subscription; False: copying; True: active
+    )

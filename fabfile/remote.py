@@ -1,9 +1,11 @@
 """The thin Fabric layer: SSH connections with checked host keys, commands, psql, files.
 
-The only module that imports Fabric. Secrets and SQL go over stdin, never on a command line. Queries
-that return rows go to one psql per host and database for the whole run (PsqlPipe).
-Output is captured, never echoed (apart from `follow`, which streams to the operator's terminal).
+The only module that imports Fabric. Secrets and SQL go over stdin, never on a command
+line. Queries that return rows go to one psql per host and database for the whole run
+(PsqlPipe). Output is captured, never echoed (apart from `follow`, which streams to the
+operator's terminal).
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +17,8 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Sequence
 
 import paramiko
 from fabric import Config, Connection
@@ -28,28 +30,33 @@ from .render.parse import RECORD, unaligned
 
 
 class Chunks(io.StringIO):
-    """Stdin for a remote command. Invoke reads a non-tty stream one byte per 10 ms; give it 64 KiB."""
+    """Stdin for a remote command. Invoke reads a non-tty stream one byte per 10 ms;
+    give it 64 KiB."""
 
     def read(self, size: int | None = -1) -> str:
         return super().read(65536)
 
 
 def error_line(stderr: str, default: str = "failed") -> str:
-    """The line of psql's stderr that says what went wrong (ERROR or FATAL), else its last line."""
+    """The line of psql's stderr that says what went wrong (ERROR or FATAL), else its
+    last line."""
     err = [l for l in stderr.splitlines() if l.strip()]
-    return next((l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else default).strip()
+    return next(
+        (l for l in err if "ERROR" in l or "FATAL" in l), err[-1] if err else default
+    ).strip()
 
 
 def psql_error(stderr: str) -> str:
-    """psql's error line without what says nothing to the operator: `psql:<stdin>:N: ` before a
-    server's error, `psql: ` before psql's own."""
+    """psql's error line without what says nothing to the operator: `psql:<stdin>:N:
+    ` before a server's error, `psql: ` before psql's own."""
     msg = error_line(stderr)
     where = re.match(r"psql:<stdin>:\d+: ", msg)
-    return (msg[where.end():] if where else msg.split(":", 2)[-1]).strip()
+    return (msg[where.end() :] if where else msg.split(":", 2)[-1]).strip()
 
 
 def guard(conn: Connection, strict_host_keys: bool) -> None:
-    """Check host keys against the known_hosts file the ssh config names; never forward the agent."""
+    """Check host keys against the known_hosts file the ssh config names; never
+    forward the agent."""
     conn.forward_agent = False
     known = conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
     for path in known.split():
@@ -61,38 +68,47 @@ def guard(conn: Connection, strict_host_keys: bool) -> None:
 
 
 def as_user(user: str, command: str) -> str:
-    """A shell command run as another user through non-interactive sudo (no password prompt)."""
+    """A shell command run as another user through non-interactive sudo (no password
+    prompt)."""
     return f"sudo -n -H -u {user} -- sh -c {shlex.quote(command)}"
 
 
 def no_delay(conn: Connection) -> None:
-    """TCP_NODELAY on the SSH connection (and a ProxyJump gateway's), as OpenSSH sets it: without it each
-    command waits about 40 ms for a delayed ACK (Nagle's algorithm), about 50 ms per command instead of 13."""
+    """TCP_NODELAY on the SSH connection (and a ProxyJump gateway's), as OpenSSH sets
+    it: without it each command waits about 40 ms for a delayed ACK (Nagle's algorithm),
+    about 50 ms per command instead of 13.
+    """
     hop = conn
     while isinstance(hop, Connection):
         sock = hop.client.get_transport().sock if hop.is_connected else None
-        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(sock, socket.socket) and sock.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         hop = hop.gateway
 
 
 class LostPipe(Exception):
-    """SSH failed while a query ran on a PsqlPipe: whether it took effect is not known."""
+    """SSH failed while a query ran on a PsqlPipe: whether it took effect is not
+    known."""
 
 
 class PsqlPipe:
-    """One psql for a whole run on one host and database, fed one query at a time over its stdin.
+    """One psql for a whole run on one host and database, fed one query at a time over
+    its stdin.
 
-    A command over SSH costs about 50 ms and psql's start and login as much again; a query on a psql
-    that is already connected costs about a millisecond. Each query starts from a clean session
-    (DISCARD ALL: no role, setting or temporary object of the one before), a transaction it leaves
-    open is rolled back at once, and psql stops at its first error, as a psql of its own would
-    (ON_ERROR_STOP); such a psql is replaced by the next query. `query` returns None when the query never
-    started (psql could not connect, or the connection was lost while idle): then nothing ran and the
+    A command over SSH costs about 50 ms and psql's start and login as much again; a
+    query on a psql that is already connected costs about a millisecond. Each query
+    starts from a clean session (DISCARD ALL: no role, setting or temporary object of
+    the one before), a transaction it leaves open is rolled back at once, and psql stops
+    at its first error, as a psql of its own would (ON_ERROR_STOP); such a psql is
+    replaced by the next query. `query` returns None when the query never started (psql
+    could not connect, or the connection was lost while idle): then nothing ran and the
     caller may run it another way.
 
-    console: psql's options for PgBouncer's admin console instead of `database` on the local PostgreSQL
-    (as CSV); the console knows neither DISCARD ALL nor ROLLBACK.
+    console: psql's options for PgBouncer's admin console instead of `database` on the
+    local PostgreSQL (as CSV); the console knows neither DISCARD ALL nor ROLLBACK.
     """
 
     def __init__(self, conn: Connection, database: str, env: str, console: str = ""):
@@ -111,8 +127,10 @@ class PsqlPipe:
         self.channel.close()
 
     def query(self, sql: str, timeout: float | None):
-        """(ok, stdout, stderr) like a command's result, or None when the query never started.
-        TimeoutError after `timeout` s; LostPipe when SSH fails after the query started."""
+        """(ok, stdout, stderr) like a command's result, or None when the query never
+        started. TimeoutError after `timeout` s; LostPipe when SSH fails after the query
+        started.
+        """
         self.started = False
         try:
             return self._query(sql, timeout)
@@ -125,10 +143,13 @@ class PsqlPipe:
 
     def _query(self, sql: str, timeout: float | None):
         self.channel.settimeout(timeout)
-        # ROLLBACK: what psql's exit did to a transaction the query left open (a warning when none is)
+        # ROLLBACK: what psql's exit did to a transaction the query left open (a warning
+        # when none is)
         clean, end = ("", "") if self.console else ("DISCARD ALL;\n", ";\nROLLBACK;\n")
-        self.channel.sendall(f"{clean}\\echo '{self.mark}started'\n{sql}\n{end}"
-                             f"\\echo '{self.mark}done'\n".encode())
+        self.channel.sendall(
+            f"{clean}\\echo '{self.mark}started'\n{sql}\n{end}"
+            f"\\echo '{self.mark}done'\n".encode()
+        )
         lines: list[str] = []
         while True:
             line = self.out.readline().decode()
@@ -136,35 +157,68 @@ class PsqlPipe:
                 if not self.started:
                     return None
                 status = self.channel.recv_exit_status()
-                err = b"".join(iter(lambda: self.channel.recv_stderr(65536), b"")).decode(errors="replace")
-                return SimpleNamespace(ok=False, failed=True, exited=status, stdout="".join(lines), stderr=err)
+                err = b"".join(
+                    iter(lambda: self.channel.recv_stderr(65536), b"")
+                ).decode(errors="replace")
+                return SimpleNamespace(
+                    ok=False,
+                    failed=True,
+                    exited=status,
+                    stdout="".join(lines),
+                    stderr=err,
+                )
             if line.startswith(self.mark):
                 if line.strip().endswith("done"):
-                    while self.channel.recv_stderr_ready():  # notices: not kept, not left to fill the window
+                    while (
+                        self.channel.recv_stderr_ready()
+                    ):  # notices: not kept, not left to fill the window
                         self.channel.recv_stderr(65536)
-                    return SimpleNamespace(ok=True, failed=False, exited=0, stdout="".join(lines), stderr="")
+                    return SimpleNamespace(
+                        ok=True,
+                        failed=False,
+                        exited=0,
+                        stdout="".join(lines),
+                        stderr="",
+                    )
                 self.started = True
             elif self.started:
                 lines.append(line)
 
 
 class Host:
-    """One server reached over SSH, by the name the operator's ssh config knows it by."""
+    """One server reached over SSH, by the name the operator's ssh config knows it
+    by."""
 
     def __init__(self, name: str, ssh_config: str = "", strict_host_keys: bool = True):
         self.name = name
         if ssh_config and not os.path.isfile(os.path.expanduser(ssh_config)):
-            raise StepError("local", f"ssh config {ssh_config} does not exist",
-                            "correct INVOKE_SLONY_SSH_CONFIG (or ssh_config in invoke.yaml), or leave it empty "
-                            "for ~/.ssh/config")
-        config = Config(runtime_ssh_path=os.path.expanduser(ssh_config)) if ssh_config else Config()
-        self.conn = Connection(name, config=config, connect_timeout=settings.SSH_CONNECT, forward_agent=False)
-        self.csv = True  # psql prints CSV (12 and newer); False after an older psql refused --csv
+            raise StepError(
+                "local",
+                f"ssh config {ssh_config} does not exist",
+                "correct INVOKE_SLONY_SSH_CONFIG (or ssh_config in invoke.yaml), or"
+                " leave it empty for ~/.ssh/config",
+            )
+        config = (
+            Config(runtime_ssh_path=os.path.expanduser(ssh_config))
+            if ssh_config
+            else Config()
+        )
+        self.conn = Connection(
+            name,
+            config=config,
+            connect_timeout=settings.SSH_CONNECT,
+            forward_agent=False,
+        )
+        # psql prints CSV (12 and newer); False after an older psql refused --csv
+        self.csv = True
         self._version_num: int | None = None
-        self._pipes: dict[str, PsqlPipe] = {}  # database: its psql for this run (PsqlPipe)
-        self._pipe_lock = threading.Lock()      # one query at a time on a pipe, whichever thread asks
-        # A ProxyJump gateway is checked like the target (Fabric would accept any key there) and no
-        # agent is forwarded anywhere, whatever the ssh config says.
+        self._pipes: dict[
+            str, PsqlPipe
+        ] = {}  # database: its psql for this run (PsqlPipe)
+        # one query at a time on a pipe, whichever thread asks
+        self._pipe_lock = threading.Lock()
+        # A ProxyJump gateway is checked like the target (Fabric would accept any key
+        # there) and no agent is forwarded anywhere, whatever the ssh config says.
         hop = self.conn
         while isinstance(hop, Connection):
             guard(hop, strict_host_keys)
@@ -180,22 +234,39 @@ class Host:
             self.conn.open()
             no_delay(self.conn)
         except paramiko.BadHostKeyException:
-            raise StepError(self.name, "SSH host key differs from known_hosts",
-                            "verify the server's key, then correct known_hosts") from None
+            raise StepError(
+                self.name,
+                "SSH host key differs from known_hosts",
+                "verify the server's key, then correct known_hosts",
+            ) from None
         except paramiko.AuthenticationException:
-            raise StepError(self.name, f"SSH authentication refused for user {self.conn.user}",
-                            "check the user and key in your ssh config") from None
+            raise StepError(
+                self.name,
+                f"SSH authentication refused for user {self.conn.user}",
+                "check the user and key in your ssh config",
+            ) from None
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
-                raise StepError(self.name, "SSH host key unknown",
-                                f"verify it and add it to known_hosts (ssh {self.name} once)") from None
-            raise StepError(self.name, f"SSH failed: {e}", "check the ssh config for this host") from None
+                raise StepError(
+                    self.name,
+                    "SSH host key unknown",
+                    f"verify it and add it to known_hosts (ssh {self.name} once)",
+                ) from None
+            raise StepError(
+                self.name, f"SSH failed: {e}", "check the ssh config for this host"
+            ) from None
         except socket.gaierror:
-            raise StepError(self.name, f"unknown host name (resolving {self.conn.host} failed)",
-                            "check the name or add it to your ssh config") from None
-        except (OSError, socket.timeout) as e:
-            raise StepError(self.name, f"host unreachable ({self.conn.host}:{self.conn.port}: {e})",
-                            "check that the server is up and sshd listens") from None
+            raise StepError(
+                self.name,
+                f"unknown host name (resolving {self.conn.host} failed)",
+                "check the name or add it to your ssh config",
+            ) from None
+        except (TimeoutError, OSError) as e:
+            raise StepError(
+                self.name,
+                f"host unreachable ({self.conn.host}:{self.conn.port}: {e})",
+                "check that the server is up and sshd listens",
+            ) from None
 
     def close(self) -> None:
         for pipe in self._pipes.values():
@@ -203,43 +274,77 @@ class Host:
         self._pipes.clear()
         self.conn.close()
 
-    def run(self, command: str, *, stdin: str | None = None, check: bool = True, timeout: int | None = None,
-            what: str = ""):
-        """Run a shell command; raise StepError with its stderr when it fails and check is set."""
+    def run(
+        self,
+        command: str,
+        *,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout: int | None = None,
+        what: str = "",
+    ):
+        """Run a shell command; raise StepError with its stderr when it fails and
+        check is set."""
         if not self.conn.is_connected:
             self.open()
         try:
             result = self.conn.run(
-                command, hide=True, warn=True, timeout=timeout,
+                command,
+                hide=True,
+                warn=True,
+                timeout=timeout,
                 in_stream=Chunks(stdin) if stdin is not None else False,
             )
         except CommandTimedOut:
-            raise StepError(self.name, f"{what or command.split()[0]} timed out after {timeout} s",
-                            "look at the host's load and logs, then run again") from None
+            raise StepError(
+                self.name,
+                f"{what or command.split()[0]} timed out after {timeout} s",
+                "look at the host's load and logs, then run again",
+            ) from None
         if check and result.failed:
-            detail = error_line(result.stderr.strip() or result.stdout.strip(), f"exit code {result.exited}")
-            if "ERROR" in detail:  # slonik and psql: what PostgreSQL said, without the echoed statement
+            detail = error_line(
+                result.stderr.strip() or result.stdout.strip(),
+                f"exit code {result.exited}",
+            )
+            if (
+                "ERROR" in detail
+            ):  # slonik and psql: what PostgreSQL said, without the echoed statement
                 detail = "ERROR" + detail.split("ERROR", 1)[1]
-            fix = (f"give {self.user} passwordless sudo on {self.name}" if "sudo: a password is required" in detail
-                   or "not in the sudoers" in detail else "")
-            raise StepError(self.name, f"{what or shlex.split(command)[0]} failed: {detail}", fix)
+            fix = (
+                f"give {self.user} passwordless sudo on {self.name}"
+                if "sudo: a password is required" in detail
+                or "not in the sudoers" in detail
+                else ""
+            )
+            raise StepError(
+                self.name, f"{what or shlex.split(command)[0]} failed: {detail}", fix
+            )
         return result
 
     def sudo(self, command: str, *, user: str = "root", **kw):
-        """Run a command as another user through non-interactive sudo (no password prompt)."""
+        """Run a command as another user through non-interactive sudo (no password
+        prompt)."""
         return self.run(as_user(user, command), **kw)
 
-    def staged(self, command: str, parts: Sequence[tuple[str, str, float]], *, user: str = "root"):
-        """Run a command (as `user`, as sudo does) whose stdin comes in parts: (text, marker, seconds).
-        Each part is sent once the command's stdout has shown the one before's marker line, which must
-        come within that part's seconds; stdin ends after the last part (its marker: ""). Should this tool
-        die between parts, the command reads the end of its stdin (the SSH channel closes) and never gets
-        the next part.
+    def staged(
+        self,
+        command: str,
+        parts: Sequence[tuple[str, str, float]],
+        *,
+        user: str = "root",
+    ):
+        """Run a command (as `user`, as sudo does) whose stdin comes in parts: (text,
+        marker, seconds). Each part is sent once the command's stdout has shown the one
+        before's marker line, which must come within that part's seconds; stdin ends
+        after the last part (its marker: ""). Should this tool die between parts, the
+        command reads the end of its stdin (the SSH channel closes) and never gets the
+        next part.
 
-        The result as a command's (ok, failed, exited, stdout, stderr), `marks`: when each marker was
-        seen (time.monotonic()), and `seen`: (when, line) of every line of stdout. A marker that does not
-        come in time: exit code 124, as `timeout` says it, and the command is left to the caller to stop.
-        StepError when SSH fails."""
+        The result as a command's (ok, failed, exited, stdout, stderr), `marks`: when
+        each marker was seen (time.monotonic()), and `seen`: (when, line) of every
+        line of stdout. A marker that does not come in time: exit code 124, as
+        `timeout` says it, and the command is left to the caller to stop. StepError
+        when SSH fails."""
         if not self.conn.is_connected:
             self.open()
         lines: list[str] = []
@@ -259,9 +364,16 @@ class Host:
                     channel.settimeout(max(0.001, deadline - time.monotonic()))
                     try:
                         line = out.readline().decode(errors="replace")
-                    except socket.timeout:
-                        return SimpleNamespace(ok=False, failed=True, exited=124, stdout="".join(lines),
-                                               stderr="", marks=marks, seen=seen)
+                    except TimeoutError:
+                        return SimpleNamespace(
+                            ok=False,
+                            failed=True,
+                            exited=124,
+                            stdout="".join(lines),
+                            stderr="",
+                            marks=marks,
+                            seen=seen,
+                        )
                     if not line:
                         break
                     lines.append(line)
@@ -269,46 +381,83 @@ class Host:
                     if marker and line.rstrip("\n") == marker:
                         marks.append(time.monotonic())
                         break
-                if not line:  # the command ended (its last part, or an error before its marker)
+                if (
+                    not line
+                ):  # the command ended (its last part, or an error before its marker)
                     break
             channel.settimeout(settings.SSH_GRACE)
             status = channel.recv_exit_status()
-            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(errors="replace")
+            err = b"".join(iter(lambda: channel.recv_stderr(65536), b"")).decode(
+                errors="replace"
+            )
         except (paramiko.SSHException, OSError, EOFError) as e:
-            raise StepError(self.name, f"SSH failed: {str(e) or type(e).__name__}", "check that the host answers") from None
+            raise StepError(
+                self.name,
+                f"SSH failed: {str(e) or type(e).__name__}",
+                "check that the host answers",
+            ) from None
         finally:
             if channel is not None:
                 channel.close()
-        return SimpleNamespace(ok=status == 0, failed=status != 0, exited=status, stdout="".join(lines),
-                               stderr=err, marks=marks, seen=seen)
+        return SimpleNamespace(
+            ok=status == 0,
+            failed=status != 0,
+            exited=status,
+            stdout="".join(lines),
+            stderr=err,
+            marks=marks,
+            seen=seen,
+        )
 
     @property
     def version_num(self) -> int:
-        """server_version_num of this host's PostgreSQL (asked once): SQL that differs by version asks this."""
+        """server_version_num of this host's PostgreSQL (asked once): SQL that
+        differs by version asks this."""
         if self._version_num is None:
             self._version_num = int(self.value("SHOW server_version_num"))
         return self._version_num
 
-    def _psql(self, sql: str, database: str, timeout: int | None, csv_rows: bool, variables: dict | None):
+    def _psql(
+        self,
+        sql: str,
+        database: str,
+        timeout: int | None,
+        csv_rows: bool,
+        variables: dict | None,
+    ):
         if csv_rows:
             options = "-t --csv " if self.csv else f"-t -A -z -R {shlex.quote(RECORD)} "
         else:
             options = "-o /dev/null "
-        options += "".join(f"-v {k}={shlex.quote(str(v))} " for k, v in (variables or {}).items())
-        # The tool's own sessions see only pg_catalog unqualified: a function or operator that the
-        # application's owner put in public can never stand in for a built-in one (CVE-2018-1058).
+        options += "".join(
+            f"-v {k}={shlex.quote(str(v))} " for k, v in (variables or {}).items()
+        )
+        # The tool's own sessions see only pg_catalog unqualified: a function or
+        # operator that the application's owner put in public can never stand in for a
+        # built-in one (CVE-2018-1058).
         safe = "PGOPTIONS='-c search_path=pg_catalog' " if csv_rows else ""
         if csv_rows and self.csv and not variables:
             result = self._piped(sql, database, timeout, safe)
             if result is not None:
                 return result
-        cmd = f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)} -f -"
+        cmd = (
+            f"{safe}psql -X -q {options}-v ON_ERROR_STOP=1 -d {shlex.quote(database)}"
+            " -f -"
+        )
         return self.sudo(cmd, user="postgres", stdin=sql, check=False, timeout=timeout)
 
-    def _piped(self, sql: str, database: str, timeout: float | None, env: str, console: str = ""):
-        """The query's result from this run's psql for `database` (PsqlPipe), opened when there is none or
-        the last one has ended; None when it could not start the query (then a psql of its own runs it,
-        which also says why the pipe could not: no such database, PostgreSQL down)."""
+    def _piped(
+        self,
+        sql: str,
+        database: str,
+        timeout: float | None,
+        env: str,
+        console: str = "",
+    ):
+        """The query's result from this run's psql for `database` (PsqlPipe), opened
+        when there is none or the last one has ended; None when it could not start
+        the query (then a psql of its own runs it, which also says why the pipe could
+        not: no such database, PostgreSQL down)."""
         with self._pipe_lock:
             for _ in range(2):  # a pipe that ended while idle is replaced once
                 pipe = self._pipes.get(database)
@@ -316,22 +465,38 @@ class Host:
                     if not self.conn.is_connected:
                         self.open()
                     try:
-                        pipe = self._pipes[database] = PsqlPipe(self.conn, database, env, console)
+                        pipe = self._pipes[database] = PsqlPipe(
+                            self.conn, database, env, console
+                        )
                     except (paramiko.SSHException, OSError, EOFError):
-                        return None  # the SSH connection is gone: a command of its own reconnects, or says why
+                        # the SSH connection is gone: a command of its own reconnects,
+                        # or says why
+                        return None
                 try:
                     result = pipe.query(sql, timeout)
                 except TimeoutError:
                     pipe.close()
                     if console:  # as `timeout` says it: the caller decides
-                        return SimpleNamespace(ok=False, failed=True, exited=124, stdout="", stderr="timed out")
-                    raise StepError(self.name, f"psql timed out after {timeout} s",
-                                    "look at the host's load and logs, then run again") from None
+                        return SimpleNamespace(
+                            ok=False,
+                            failed=True,
+                            exited=124,
+                            stdout="",
+                            stderr="timed out",
+                        )
+                    raise StepError(
+                        self.name,
+                        f"psql timed out after {timeout} s",
+                        "look at the host's load and logs, then run again",
+                    ) from None
                 except LostPipe as e:
                     pipe.close()
-                    raise StepError(self.name, f"SSH connection lost while psql ran on database {database} "
-                                    f"({e}); whether that statement took effect is not known",
-                                    "check the host and the network, then run the step again") from None
+                    raise StepError(
+                        self.name,
+                        f"SSH connection lost while psql ran on database {database} "
+                        f"({e}); whether that statement took effect is not known",
+                        "check the host and the network, then run the step again",
+                    ) from None
                 if result is not None:
                     if result.failed:
                         pipe.close()
@@ -339,44 +504,82 @@ class Host:
                 pipe.close()
             return None
 
-    def console(self, commands: Sequence[str], socket_dir: str, port: int, timeout: float):
-        """Commands on PgBouncer's admin console as postgres: on this run's psql for it (PsqlPipe: a few ms,
-        where a psql of their own takes about 0.1 s), else, when that cannot start them, on a psql of their
-        own; bounded by `timeout` either way. The result; a timeout is exit code 124, as `timeout` says it."""
-        target = f"-A -h {shlex.quote(socket_dir)} -p {int(port)} -U postgres -d pgbouncer"
-        result = self._piped("\n".join(f"{c};" for c in commands), f"pgbouncer {socket_dir}:{port}", timeout, "",
-                             target)
+    def console(
+        self, commands: Sequence[str], socket_dir: str, port: int, timeout: float
+    ):
+        """Commands on PgBouncer's admin console as postgres: on this run's psql for it
+        (PsqlPipe: a few ms, where a psql of their own takes about 0.1 s), else, when
+        that cannot start them, on a psql of their own; bounded by `timeout` either way.
+        The result; a timeout is exit code 124, as `timeout` says it.
+        """
+        target = (
+            f"-A -h {shlex.quote(socket_dir)} -p {int(port)} -U postgres -d pgbouncer"
+        )
+        result = self._piped(
+            "\n".join(f"{c};" for c in commands),
+            f"pgbouncer {socket_dir}:{port}",
+            timeout,
+            "",
+            target,
+        )
         if result is None:
-            cmd = f"timeout -k 1 {timeout:g} psql -X -q -t {target} " + " ".join(f"-c {shlex.quote(c)}"
-                                                                               for c in commands)
-            result = self.sudo(cmd, user="postgres", check=False, timeout=int(timeout) + settings.SSH_GRACE)
+            cmd = f"timeout -k 1 {timeout:g} psql -X -q -t {target} " + " ".join(
+                f"-c {shlex.quote(c)}" for c in commands
+            )
+            result = self.sudo(
+                cmd,
+                user="postgres",
+                check=False,
+                timeout=int(timeout) + settings.SSH_GRACE,
+            )
         return result
 
-    def psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL
-             ) -> list[list[str]]:
-        """Run SQL as the postgres superuser over the local socket; return the rows as lists of text.
+    def psql(
+        self,
+        sql: str,
+        database: str = "postgres",
+        *,
+        timeout: int | None = settings.PSQL,
+    ) -> list[list[str]]:
+        """Run SQL as the postgres superuser over the local socket; return the rows as
+        lists of text.
 
-        One statement returns rows (SET, BEGIN and COMMIT around it are fine). search_path is pg_catalog
+        One statement returns rows (SET, BEGIN and COMMIT around it are fine).
+        search_path is pg_catalog
         alone: name the application's objects schema-qualified."""
         result = self._psql(sql, database, timeout, True, None)
-        if result.failed and self.csv and "--csv" in result.stderr:  # psql before 12: unaligned instead
+        if (
+            result.failed and self.csv and "--csv" in result.stderr
+        ):  # psql before 12: unaligned instead
             self.csv = False
             result = self._psql(sql, database, timeout, True, None)
         if result.failed:
-            raise StepError(self.name, f"psql on database {database}: {psql_error(result.stderr)}")
+            raise StepError(
+                self.name, f"psql on database {database}: {psql_error(result.stderr)}"
+            )
         if self.csv:
             return list(csv.reader(io.StringIO(result.stdout)))
         rows = unaligned(result.stdout)
         if rows is None:
-            raise StepError(self.name, f"psql on database {database}: a value holds the record separator "
-                            "0x1e, which psql before 12 cannot print unambiguously",
-                            "install a PostgreSQL client of version 12 or newer on this host")
+            raise StepError(
+                self.name,
+                f"psql on database {database}: a value holds the record separator "
+                "0x1e, which psql before 12 cannot print unambiguously",
+                "install a PostgreSQL client of version 12 or newer on this host",
+            )
         return rows
 
-    def try_psql(self, sql: str, database: str = "postgres", *, timeout: int | None = settings.PSQL,
-                 variables: dict | None = None) -> str:
-        """Run SQL as postgres with the default search_path, output discarded; '' when it worked, else
-        psql's error line (for the testbed's seed and writer: application-style SQL)."""
+    def try_psql(
+        self,
+        sql: str,
+        database: str = "postgres",
+        *,
+        timeout: int | None = settings.PSQL,
+        variables: dict | None = None,
+    ) -> str:
+        """Run SQL as postgres with the default search_path, output discarded; ''
+        when it worked, else psql's error line (for the testbed's seed and writer:
+        application-style SQL)."""
         result = self._psql(sql, database, timeout, False, variables)
         return "" if result.ok else error_line(result.stderr)
 
@@ -386,46 +589,75 @@ class Host:
         return rows[0][0] if rows and rows[0] else None
 
     def read_file(self, path: str, *, user: str = "root") -> str | None:
-        """A file's text, read as `user` (the owner of its directory), or None when it does not exist.
+        """A file's text, read as `user` (the owner of its directory), or None when it
+        does not exist.
 
-        A symlink is refused: in a directory another user controls it could point anywhere.
+        A symlink is refused: in a directory another user controls it could point
+        anywhere.
         """
-        result = self.sudo(f'p={shlex.quote(path)}; if [ -L "$p" ]; then echo "is a symlink" >&2; exit 3; fi; '
-                           'cat "$p"', user=user, check=False)
+        result = self.sudo(
+            f'p={shlex.quote(path)}; if [ -L "$p" ]; then echo "is a symlink" >&2; exit'
+            ' 3; fi; cat "$p"',
+            user=user,
+            check=False,
+        )
         if result.failed:
             if "No such file" in result.stderr:
                 return None
-            raise StepError(self.name, f"cannot read {path}: {result.stderr.strip()}",
-                            "replace the symlink by a regular file" if "symlink" in result.stderr else "")
+            raise StepError(
+                self.name,
+                f"cannot read {path}: {result.stderr.strip()}",
+                (
+                    "replace the symlink by a regular file"
+                    if "symlink" in result.stderr
+                    else ""
+                ),
+            )
         return result.stdout
 
-    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
-                   writer: str = "") -> None:
-        """Replace a file atomically through a private temp file in its directory (content via stdin).
+    def write_file(
+        self,
+        path: str,
+        text: str,
+        *,
+        owner: str = "root:root",
+        mode: str = "644",
+        writer: str = "",
+    ) -> None:
+        """Replace a file atomically through a private temp file in its directory
+        (content via stdin).
 
-        Written as the owner itself (no chown) unless that is root, so that a symlink or a hard link
-        in a directory another user controls never makes root write or chown elsewhere; a symlink
-        at `path` is refused; the temp file goes when anything fails. `writer`: who writes instead,
-        the directory's owner (root for a root-owned directory, which then chowns the new file).
+        Written as the owner itself (no chown) unless that is root, so that a symlink or
+        a hard link in a directory another user controls never makes root write or chown
+        elsewhere; a symlink at `path` is refused; the temp file goes when anything
+        fails. `writer`: who writes instead, the directory's owner (root for a
+        root-owned directory, which then chowns the new file).
         """
         user = writer or owner.split(":")[0]
         chown = 'chown "$2" "$t"; ' if user == "root" else ""
         script = (
-            'set -e; if [ -L "$1" ]; then echo "$1 is a symlink" >&2; exit 3; fi; d=$(dirname "$1"); '
-            'mkdir -p "$d"; t=$(mktemp "$1.XXXXXX"); trap \'rm -f "$t"\' EXIT; '
-            f'cat > "$t"; {chown}chmod "$3" "$t"; mv -f "$t" "$1"; trap - EXIT'
+            'set -e; if [ -L "$1" ]; then echo "$1 is a symlink" >&2; exit 3; fi;'
+            ' d=$(dirname "$1"); mkdir -p "$d"; t=$(mktemp "$1.XXXXXX"); trap \'rm -f'
+            f' "$t"\' EXIT; cat > "$t"; {chown}chmod "$3" "$t"; mv -f "$t" "$1"; trap -'
+            " EXIT"
         )
-        self.sudo(f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}", user=user, stdin=text,
-                  what=f"writing {path}")
+        self.sudo(
+            f"sh -c {shlex.quote(script)} sh {shlex.quote(path)} {owner} {mode}",
+            user=user,
+            stdin=text,
+            what=f"writing {path}",
+        )
 
     def put(self, local: str, remote: str) -> None:
-        """Copy a local file to a path the SSH user may write (e.g. a private temp directory)."""
+        """Copy a local file to a path the SSH user may write (e.g. a private temp
+        directory)."""
         if not self.conn.is_connected:
             self.open()
         self.conn.put(local, remote)
 
     def follow(self, command: str) -> None:
-        """Run a command as root with a terminal, its output streamed to ours until it ends or Ctrl-C."""
+        """Run a command as root with a terminal, its output streamed to ours until
+        it ends or Ctrl-C."""
         if not self.conn.is_connected:
             self.open()
         self.conn.run(f"sudo -n -- {command}", pty=True, in_stream=False, warn=True)
@@ -443,7 +675,7 @@ class Hosts:
             self._hosts[name] = Host(name, self.ssh_config, self.strict)
         return self._hosts[name]
 
-    def __enter__(self) -> "Hosts":
+    def __enter__(self) -> Hosts:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,8 +1,10 @@
-"""Who is who now: the set's origin and its subscriber, as the nodes' own catalogs say. Read-only.
+"""Who is who now: the set's origin and its subscriber, as the nodes' own catalogs say.
+Read-only.
 
-The one place that decides the origin: every step and operation asks here (`origin`, or `states` and
-`origin_in` when it must see each node's answer itself).
+The one place that decides the origin: every step and operation asks here (`origin`, or
+`states` and `origin_in` when it must see each node's answer itself).
 """
+
 from __future__ import annotations
 
 from . import facts
@@ -23,12 +25,14 @@ def states(s: Session) -> tuple[dict[int, SlonyState], dict[int, StepError]]:
 
 
 def origin_in(found: dict[int, SlonyState]) -> int | None:
-    """The set's origin as the nodes that answered know it (while they disagree, the first one's)."""
+    """The set's origin as the nodes that answered know it (while they disagree, the
+    first one's)."""
     return next((st.origin for st in found.values() if st.origin), None)
 
 
 def disagreement(s: Session, found: dict[int, SlonyState]) -> dict[str, str]:
-    """{host: origin host it names} when the nodes name different origins (a MOVE SET in flight), else {}."""
+    """{host: origin host it names} when the nodes name different origins (a MOVE SET
+    in flight), else {}."""
     named = {n: st.origin for n, st in found.items() if st.origin}
     if len(set(named.values())) < 2:
         return {}
@@ -38,8 +42,8 @@ def disagreement(s: Session, found: dict[int, SlonyState]) -> dict[str, str]:
 def origin(s: Session) -> Node | None:
     """The set's origin, read from the nodes that answer; None when there is no set.
 
-    A node that cannot be read is an error only when no other node knows the origin; nodes that name
-    different origins (a move in flight) are an error.
+    A node that cannot be read is an error only when no other node knows the origin;
+    nodes that name different origins (a move in flight) are an error.
     """
     found, errors = states(s)
     node_id = origin_in(found)
@@ -47,9 +51,14 @@ def origin(s: Session) -> Node | None:
         raise next(iter(errors.values()))
     split = disagreement(s, found)
     if split:
-        raise StepError(", ".join(split), f"the nodes disagree about the origin of set {s.cluster.set_id} ("
-                        + ", ".join(f"{h} says {o}" for h, o in split.items()) + "): a move is in flight",
-                        "wait a few seconds; if it stays so, inv switchover (or switchback) finishes it")
+        raise StepError(
+            ", ".join(split),
+            f"the nodes disagree about the origin of set {s.cluster.set_id} ("
+            + ", ".join(f"{h} says {o}" for h, o in split.items())
+            + "): a move is in flight",
+            "wait a few seconds; if it stays so, inv switchover (or switchback)"
+            " finishes it",
+        )
     return s.cluster.node(node_id) if node_id else None
 
 
@@ -57,5 +66,9 @@ def require_origin(s: Session) -> Node:
     """The set's origin; StepError when there is no set yet."""
     node = origin(s)
     if node is None:
-        raise StepError(s.master_host.name, f"set {s.cluster.set_id} does not exist", "run inv migrate first")
+        raise StepError(
+            s.master_host.name,
+            f"set {s.cluster.set_id} does not exist",
+            "run inv migrate first",
+        )
     return node

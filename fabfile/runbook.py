@@ -1,7 +1,10 @@
-"""`inv migrate`, the runbook: preflight, then every runbook step in order, each a no-op when already done.
+"""`inv migrate`, the runbook: preflight, then every runbook step in order, each a no-op
+when already done.
 
-STEPS is the one list of the runbook's steps: migrate runs it, the tests and the benchmark read it.
+STEPS is the one list of the runbook's steps: migrate runs it, the tests and the
+benchmark read it.
 """
+
 from __future__ import annotations
 
 from . import settings
@@ -15,24 +18,45 @@ from .steps.database import appdb, keys, plpgsql, schema
 from .steps.software import build, install, install_hosts
 
 # (name, function): the name is the task's, the log lines' and the one migrate prints.
-STEPS = [("install", install), ("users", users), ("hba", hba), ("appdb", appdb), ("plpgsql", plpgsql),
-         ("schema", schema), ("config", config), ("init", init), ("slons", slons), ("create-set", create_set),
-         ("subscribe", subscribe)]
+STEPS = [
+    ("install", install),
+    ("users", users),
+    ("hba", hba),
+    ("appdb", appdb),
+    ("plpgsql", plpgsql),
+    ("schema", schema),
+    ("config", config),
+    ("init", init),
+    ("slons", slons),
+    ("create-set", create_set),
+    ("subscribe", subscribe),
+]
 STEP_NAMES = [name for name, _ in STEPS]
 
 
 def check(s: Session, add_keys: bool = False) -> None:
-    """Preflight as a guard: its findings printed; StepError when any check failed (the FAIL lines name host
-    and object)."""
+    """Preflight as a guard: its findings printed; StepError when any check failed
+    (the FAIL lines name host and object)."""
     failed = report(s.out, preflight(s, add_keys))
     if failed:
-        raise StepError("preflight", f"{failed} check(s) failed (the FAIL lines above name host and object); "
-                        "nothing was changed", "fix what they name, then run again")
+        raise StepError(
+            "preflight",
+            f"{failed} check(s) failed (the FAIL lines above name host and object); "
+            "nothing was changed",
+            "fix what they name, then run again",
+        )
 
 
-def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = settings.COPY_WAIT,
-            copy_retries: int = settings.COPY_RETRIES, add_keys: bool = False) -> None:
-    """Run preflight and steps 1 (or build) to subscribe; return when the initial copy is done.
+def migrate(
+    s: Session,
+    tarball: str = "",
+    sha256: str = "",
+    timeout: int = settings.COPY_WAIT,
+    copy_retries: int = settings.COPY_RETRIES,
+    add_keys: bool = False,
+) -> None:
+    """Run preflight and steps 1 (or build) to subscribe; return when the initial copy
+    is done.
 
     add_keys: first give every table without a key one (steps.database.keys)."""
     cl = s.cluster
@@ -56,5 +80,9 @@ def migrate(s: Session, tarball: str = "", sha256: str = "", timeout: int = sett
             fn(s)
     made = len(s.changes) - before
     if not s.dry_run:
-        s.out.line(f"migrate: done, {made} change(s); {cl.slave.host} replicates {cl.database} from "
-                   f"{cl.master.host}" if made else "migrate: nothing to do, every step was already done")
+        s.out.line(
+            f"migrate: done, {made} change(s); {cl.slave.host} replicates {cl.database}"
+            f" from {cl.master.host}"
+            if made
+            else "migrate: nothing to do, every step was already done"
+        )

@@ -1,7 +1,10 @@
-"""The replication password: from the environment, a prompt, or generated once into a 0600 file.
+"""The replication password: from the environment, a prompt, or generated once into a
+0600 file.
 
-It is never put on a command line, in a log, or in any file but that one and the .pgpass files.
+It is never put on a command line, in a log, or in any file but that one and the .pgpass
+files.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -22,24 +25,33 @@ def password_file(cluster_name: str) -> Path:
 
 def check_password(password: str, source: str) -> str:
     if len(password) < 12 or not all(33 <= ord(ch) < 127 for ch in password):
-        raise StepError("local", f"replication password from {source} is unusable",
-                        "use at least 12 printable ASCII characters without spaces")
+        raise StepError(
+            "local",
+            f"replication password from {source} is unusable",
+            "use at least 12 printable ASCII characters without spaces",
+        )
     return password
 
 
-def replication_password(cluster_name: str, *, prompt: bool = False, dry_run: bool = False) -> str:
+def replication_password(
+    cluster_name: str, *, prompt: bool = False, dry_run: bool = False
+) -> str:
     """Return the password; generate and store it on first use (not in a dry run)."""
     if os.environ.get(ENV):
         return check_password(os.environ[ENV], f"${ENV}")
     if prompt:
         first = getpass.getpass("replication password: ")
         if first != getpass.getpass("again: "):
-            raise StepError("local", "the two passwords differ", "type the same password twice")
+            raise StepError(
+                "local", "the two passwords differ", "type the same password twice"
+            )
         return check_password(first, "the prompt")
     path = password_file(cluster_name)
     if path.exists():
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise StepError("local", f"{path} is readable by others", f"chmod 600 {path}")
+            raise StepError(
+                "local", f"{path} is readable by others", f"chmod 600 {path}"
+            )
         return check_password(path.read_text().strip(), str(path))
     password = secrets.token_urlsafe(24)
     if dry_run:
@@ -48,5 +60,8 @@ def replication_password(cluster_name: str, *, prompt: bool = False, dry_run: bo
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
-    print(f"[local] users: generated the replication password into {path} (mode 0600)", flush=True)
+    print(
+        f"[local] users: generated the replication password into {path} (mode 0600)",
+        flush=True,
+    )
     return password

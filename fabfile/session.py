@@ -1,14 +1,18 @@
-"""One invocation: the cluster, its hosts, dry run or not, the password once read, and the output.
+"""One invocation: the cluster, its hosts, dry run or not, the password once read, and
+the output.
 
-Output goes through `Output`: one line per finding or change, `[host] step: message`; a progress
-line redraws itself in place on a terminal and prints every few seconds in a log.
+Output goes through `Output`: one line per finding or change, `[host] step: message`; a
+progress line redraws itself in place on a terminal and prints every few seconds in a
+log.
 """
+
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 from . import settings
 from .model import Cluster, Node
@@ -22,7 +26,7 @@ class Output:
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
-        self._progress = False       # a progress line is on the screen without its newline
+        self._progress = False  # a progress line is on the screen without its newline
         self._last_progress = -1e9
 
     def _end_progress(self) -> None:
@@ -47,11 +51,17 @@ class Output:
         self.line("\n".join("    " + l for l in text.rstrip("\n").splitlines()))
 
     def progress_due(self, every: float = settings.PROGRESS_EVERY) -> bool:
-        """Whether a progress line would be shown now (worth computing one): on a terminal every second."""
-        return time.monotonic() - self._last_progress >= (settings.POLL if self.tty else every)
+        """Whether a progress line would be shown now (worth computing one): on a
+        terminal every second."""
+        return time.monotonic() - self._last_progress >= (
+            settings.POLL if self.tty else every
+        )
 
-    def progress(self, host: str, step: str, message: str, every: float = settings.PROGRESS_EVERY) -> None:
-        """A line that changes: redrawn in place on a terminal; in a log, printed at most every `every` s."""
+    def progress(
+        self, host: str, step: str, message: str, every: float = settings.PROGRESS_EVERY
+    ) -> None:
+        """A line that changes: redrawn in place on a terminal; in a log, printed at
+        most every `every` s."""
         text = f"[{host}] {step}: {message}"
         if self.tty:
             self.stream.write("\r\x1b[K" + text)
@@ -73,15 +83,18 @@ def ask_terminal(question: str) -> bool:
 
 @dataclass
 class Session:
-    """Everything one task works with. `cluster` is None for tasks that name their hosts themselves."""
+    """Everything one task works with. `cluster` is None for tasks that name their
+    hosts themselves."""
 
     hosts: Hosts
     cluster: Cluster | None
     dry_run: bool = False
     prompt_password: bool = False
     out: Output = field(default_factory=Output)
-    changes: list = field(default_factory=list)   # plan.Change, as applied (or shown, in a dry run)
-    ask: Callable[[str], bool] = ask_terminal      # a yes/no question to the operator
+    changes: list = field(
+        default_factory=list
+    )  # plan.Change, as applied (or shown, in a dry run)
+    ask: Callable[[str], bool] = ask_terminal  # a yes/no question to the operator
     _password: str | None = None
 
     def host(self, name: str) -> Host:
@@ -107,8 +120,9 @@ class Session:
 
     def password(self) -> str:
         if self._password is None:
-            self._password = replication_password(self.cluster.name, prompt=self.prompt_password,
-                                                  dry_run=self.dry_run)
+            self._password = replication_password(
+                self.cluster.name, prompt=self.prompt_password, dry_run=self.dry_run
+            )
         return self._password
 
     def say(self, host: str, step: str, message: str) -> None:

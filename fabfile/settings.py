@@ -1,84 +1,112 @@
 """Defaults and time limits, in one place. Pure: no I/O.
 
-DEFAULTS are the invoke configuration (`c.config.slony`): a command-line flag wins over the
-configuration, which Invoke builds from these defaults, configuration files (invoke.yaml,
-~/.invoke.yaml, /etc/invoke.yaml) and INVOKE_SLONY_<KEY> environment variables, in that order.
-The time limits are seconds; those an operator may need to change are flags as well.
+DEFAULTS are the invoke configuration (`c.config.slony`): a command-line flag wins over
+the configuration, which Invoke builds from these defaults, configuration files
+(invoke.yaml, ~/.invoke.yaml, /etc/invoke.yaml) and INVOKE_SLONY_<KEY> environment
+variables, in that order. The time limits are seconds; those an operator may need to
+change are flags as well.
 """
+
 from __future__ import annotations
 
 DEFAULTS = {
     "slony": {
-        "master": "",            # SSH name of the old server, e.g. db01
-        "slave": "",             # SSH name of the new server, e.g. db02
-        "slon_host": "",         # where slon and slonik run; empty: the slave, as in the runbook
+        "master": "",  # SSH name of the old server, e.g. db01
+        "slave": "",  # SSH name of the new server, e.g. db02
+        # where slon and slonik run; empty: the slave, as in the runbook
+        "slon_host": "",
         "cluster": "replication",
         "database": "shotserver04",
-        "user": "slony",         # the replication superuser
+        "user": "slony",  # the replication superuser
         "port": 5432,
-        "ssh_config": "",        # empty: ~/.ssh/config
-        "strict_host_keys": True,  # unknown SSH host keys are an error (known_hosts from the ssh config)
-        "ssl_ca": "",            # the CA that signed the servers' certificates: sslmode=verify-full
+        "ssh_config": "",  # empty: ~/.ssh/config
+        # unknown SSH host keys are an error (known_hosts from the ssh config)
+        "strict_host_keys": True,
+        # the CA that signed the servers' certificates: sslmode=verify-full
+        "ssl_ca": "",
     }
 }
 
-# --- SSH and SQL --------------------------------------------------------------------------------------
-SSH_CONNECT = 15          # connecting to a host
-SSH_GRACE = 15            # a remote command bounded on its host: how much longer SSH waits for it
-PSQL = 120                # one psql call (catalog queries, DDL)
-CHECKSUMS = 3600          # verify's checksum query over a whole database side
+# --- SSH and SQL ----------------------------------------------------------------------
+SSH_CONNECT = 15  # connecting to a host
+SSH_GRACE = 15  # a remote command bounded on its host: how much longer SSH waits for it
+PSQL = 120  # one psql call (catalog queries, DDL)
+CHECKSUMS = 3600  # verify's checksum query over a whole database side
 
-# --- software -----------------------------------------------------------------------------------------
+# --- software -------------------------------------------------------------------------
 APT_UPDATE = 600
 APT_INSTALL = 900
-BUILD_DEPS = 1200         # apt-get install of the build dependencies
+BUILD_DEPS = 1200  # apt-get install of the build dependencies
 CONFIGURE = 600
 MAKE = 1800
 MAKE_INSTALL = 600
 DOWNLOAD = 600
 
-# --- steps ----------------------------------------------------------------------------------------------
-SCHEMA_COPY = 1800        # pg_dump -s | psql, host to host
-SLONIK = 600              # one slonik script (init, create set, subscribe, uninstall)
-SLON_START = 15           # a watchdog writes its pid file
-SLON_STOP = 30            # a watchdog and its slon exit after SIGTERM
-COPY_WAIT = 3600          # subscribe --wait / migrate: the initial copy (flag --timeout)
-COPY_RETRIES = 3          # ... and so many failed attempts of it (flag --copy-retries)
-PROGRESS_EVERY = 5        # a progress line in a log (not a terminal) every this many seconds
+# --- steps ----------------------------------------------------------------------------
+SCHEMA_COPY = 1800  # pg_dump -s | psql, host to host
+SLONIK = 600  # one slonik script (init, create set, subscribe, uninstall)
+SLON_START = 15  # a watchdog writes its pid file
+SLON_STOP = 30  # a watchdog and its slon exit after SIGTERM
+COPY_WAIT = 3600  # subscribe --wait / migrate: the initial copy (flag --timeout)
+COPY_RETRIES = 3  # ... and so many failed attempts of it (flag --copy-retries)
+PROGRESS_EVERY = 5  # a progress line in a log (not a terminal) every this many seconds
 
-# --- end-game -------------------------------------------------------------------------------------------
-SYNC_CONFIRM = 120        # verify: a SYNC made after it started comes back confirmed
-VERIFY_ROUNDS = 3         # a difference must survive this many SYNCs
-CHECKSUM_CHUNK = 10000    # rows per checksum chunk of an integer key
-FRESH_SYNC = 60           # switchover: a SYNC made now comes back confirmed
-PROOF = 60                # switchover: the old origin refuses writes, the new one accepts them
-MOVE_EVENT = 120          # switchover: each event of the move is waited for this long (flag --timeout)
-UNLOCK = 60               # UNLOCK SET after a failed move
-LOCK_TIMEOUT = 5.0        # switchover: LOCK SET (and PgBouncer's PAUSE) must succeed within this (--lock-timeout)
-LOCK_GRACE = 1.0          # ... and the tool waits this much longer for it (PostgreSQL's timeouts end it first)
-POOLER_CONFIG = "/etc/pgbouncer/pgbouncer.ini"  # switchover --pooler: PgBouncer's configuration there
-POOLER_ADMIN = 10         # one command on PgBouncer's admin console
-QUICK_SYNC = (100, 100)   # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
-SETTLE = 10               # after a failed slonik, the slon host's own UNLOCK SET
-CONVERGE = 60             # a MOVE SET committed on the old origin is applied on the new one
-UNINSTALL_LOCK = 0.5      # finish: each attempt waits for one of the new origin's locks at most this (below
-                          # PostgreSQL's deadlock_timeout, 1 s: an application's transaction that closes a lock
-                          # cycle with the uninstall later than it began waiting finds it gone, not a deadlock)
-UNINSTALL_DEADLOCK = 0.02  # ... and looks for a deadlock after this (the application's sessions after 1 s): in a
-                          # cycle with the application's transaction, the uninstall is the one that gives way
+# --- end-game -------------------------------------------------------------------------
+SYNC_CONFIRM = 120  # verify: a SYNC made after it started comes back confirmed
+VERIFY_ROUNDS = 3  # a difference must survive this many SYNCs
+CHECKSUM_CHUNK = 10000  # rows per checksum chunk of an integer key
+FRESH_SYNC = 60  # switchover: a SYNC made now comes back confirmed
+PROOF = 60  # switchover: the old origin refuses writes, the new one accepts them
+MOVE_EVENT = (
+    120  # switchover: each event of the move is waited for this long (flag --timeout)
+)
+UNLOCK = 60  # UNLOCK SET after a failed move
+# switchover: LOCK SET (and PgBouncer's PAUSE) must succeed within this (--lock-timeout)
+LOCK_TIMEOUT = 5.0
+# ... and the tool waits this much longer for it (PostgreSQL's timeouts end it first)
+LOCK_GRACE = 1.0
+POOLER_CONFIG = (  # switchover --pooler: PgBouncer's configuration there
+    "/etc/pgbouncer/pgbouncer.ini"
+)
+POOLER_ADMIN = 10  # one command on PgBouncer's admin console
+QUICK_SYNC = (
+    100,
+    100,
+)  # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
+SETTLE = 10  # after a failed slonik, the slon host's own UNLOCK SET
+CONVERGE = 60  # a MOVE SET committed on the old origin is applied on the new one
+# finish: each attempt waits for one of the new origin's locks at most this (below
+UNINSTALL_LOCK = 0.5
+# PostgreSQL's deadlock_timeout, 1 s: an application's transaction that closes a lock
+# cycle with the uninstall later than it began waiting finds it gone, not a deadlock)
+# ... and looks for a deadlock after this (the application's sessions after 1 s): in a
+UNINSTALL_DEADLOCK = 0.02
+# cycle with the application's transaction, the uninstall is the one that gives way
 UNINSTALL_STATEMENT = 4.0  # ... and holds the tables at most this long
-UNINSTALL_TRIES = 20      # ... and so many attempts
-MAX_LAG = 30.0            # switchover: refuse events older than this (flag --max-lag)
-WAIT_LAG = 60.0           # ... after waiting this long for them (flag --wait-lag)
-XACT_AGE = 60.0           # a transaction older than this blocks a switchover (flag --xact-age)
-WAIT_XACTS = 30.0         # ... after waiting this long for it (flag --wait-xacts)
-FAILOVER_WRITABLE = 120   # failover: the backup node accepts writes
-MATVIEW_PROBE = 30.0      # preflight: how long a materialized view's query may run to be timed
-LONG_TRANSACTION = 300    # preflight: a transaction open longer than this on the master is reported
-POLL = 1.0                # between two looks at something that is expected to change
-COPY_POLL = 0.25          # subscribe: between two looks at whether the initial copy is done (one query)
-TAKEOVER_POLL = 0.05      # switchover: between two looks at whether the new origin has taken the set (writes wait)
-LAG_POLL = 3.0            # switchover: between two looks at the lag while waiting for it to drop
-IDLE_IN_TRANSACTION = 1.0 # a session idle in its transaction longer than this holds things up
-XACT_POLL = 2.0           # switchover: between two looks at long transactions while waiting for them
-LOGIN = 60                # preflight: a test login as the replication user
+UNINSTALL_TRIES = 20  # ... and so many attempts
+MAX_LAG = 30.0  # switchover: refuse events older than this (flag --max-lag)
+WAIT_LAG = 60.0  # ... after waiting this long for them (flag --wait-lag)
+XACT_AGE = 60.0  # a transaction older than this blocks a switchover (flag --xact-age)
+WAIT_XACTS = 30.0  # ... after waiting this long for it (flag --wait-xacts)
+FAILOVER_WRITABLE = 120  # failover: the backup node accepts writes
+MATVIEW_PROBE = (
+    30.0  # preflight: how long a materialized view's query may run to be timed
+)
+LONG_TRANSACTION = (
+    300  # preflight: a transaction open longer than this on the master is reported
+)
+POLL = 1.0  # between two looks at something that is expected to change
+COPY_POLL = (
+    0.25  # subscribe: between two looks at whether the initial copy is done (one query)
+)
+# switchover: between two looks at whether the new origin has taken the set (writes
+# wait)
+TAKEOVER_POLL = 0.05
+LAG_POLL = 3.0  # switchover: between two looks at the lag while waiting for it to drop
+IDLE_IN_TRANSACTION = (
+    1.0  # a session idle in its transaction longer than this holds things up
+)
+XACT_POLL = (
+    2.0  # switchover: between two looks at long transactions while waiting for them
+)
+LOGIN = 60  # preflight: a test login as the replication user

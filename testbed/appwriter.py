@@ -1,11 +1,13 @@
-"""An application-like writer, run on the testbed's `app` host: one psycopg2 connection to PgBouncer, as a
-Python application keeps it, inserting numbered rows at a steady rate. Every attempt is one JSON line
-on stdout: start and end (wall clock), the number, acknowledged or the error. It reconnects after an
-error, as an application's pool would. Bounded in count and time; it also stops when the stop file
-appears. Standalone (the standard library and psycopg2): it is copied to the host and run there.
+"""An application-like writer, run on the testbed's `app` host: one psycopg2 connection
+to PgBouncer, as a Python application keeps it, inserting numbered rows at a steady
+rate. Every attempt is one JSON line on stdout: start and end (wall clock), the number,
+acknowledged or the error. It reconnects after an error, as an application's pool would.
+Bounded in count and time; it also stops when the stop file appears. Standalone (the
+standard library and psycopg2): it is copied to the host and run there.
 
     python3 appwriter.py DSN TABLE TAG RATE MAX_COUNT MAX_SECONDS STOPFILE
 """
+
 import json
 import os
 import sys
@@ -33,7 +35,10 @@ def main(dsn, table, tag, rate, max_count, max_seconds, stopfile):
             if conn is None:
                 conn = connect(dsn)
             with conn.cursor() as cur:
-                cur.execute(f"INSERT INTO {table} (user_id, message) VALUES (1, %s)", (f"{tag} {i}",))
+                cur.execute(
+                    f"INSERT INTO {table} (user_id, message) VALUES (1, %s)",
+                    (f"{tag} {i}",),
+                )
         except psycopg2.Error as e:
             error = " ".join(str(e).split()) or type(e).__name__
             try:
@@ -42,7 +47,18 @@ def main(dsn, table, tag, rate, max_count, max_seconds, stopfile):
             except psycopg2.Error:
                 pass
             conn = None
-        print(json.dumps({"start": t0, "end": time.time(), "id": i, "ok": not error, "error": error}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "start": t0,
+                    "end": time.time(),
+                    "id": i,
+                    "ok": not error,
+                    "error": error,
+                }
+            ),
+            flush=True,
+        )
         time.sleep(max(0.0, 1 / rate - (time.time() - t0)))
     if conn is not None:
         conn.close()

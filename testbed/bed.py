@@ -1,4 +1,6 @@
-"""The testbed as tests and the benchmark see it: run the real CLI, query the real servers, reset."""
+"""The testbed as tests and the benchmark see it: run the real CLI, query the real
+servers, reset."""
+
 from __future__ import annotations
 
 import os
@@ -17,8 +19,12 @@ from . import DATABASE
 from .compose import ROOT, current
 
 CLUSTER = make_cluster("db01", "db02", database=DATABASE)
-# For Bed.hold_transaction: one row of a replicated table held, which LOCK SET has to wait for.
-ROW_LOCK = "UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM websites_domain);"
+# For Bed.hold_transaction: one row of a replicated table held, which LOCK SET has to
+# wait for.
+ROW_LOCK = (
+    "UPDATE websites_domain SET name = name WHERE id = (SELECT min(id) FROM"
+    " websites_domain);"
+)
 
 
 class Bed:
@@ -28,58 +34,105 @@ class Bed:
         self.ssh_config = ssh_config
         self.home = home
         self.hosts = Hosts(ssh_config)
-        self.env = {**os.environ, **current().operator_env(), "INVOKE_SLONY_SSH_CONFIG": ssh_config,
-                    "SLONY_MIGRATE_HOME": str(home)}
+        self.env = {
+            **os.environ,
+            **current().operator_env(),
+            "INVOKE_SLONY_SSH_CONFIG": ssh_config,
+            "SLONY_MIGRATE_HOME": str(home),
+        }
 
     def __getitem__(self, name: str):
         return self.hosts[name]
 
-    def inv(self, *args: str, check: bool = True, timeout: int = 900, ssh_config: str = ""
-            ) -> subprocess.CompletedProcess:
-        """Run `inv ARGS` as an operator would (optionally with another ssh config); the completed process."""
-        env = {**self.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config} if ssh_config else self.env
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    def inv(
+        self, *args: str, check: bool = True, timeout: int = 900, ssh_config: str = ""
+    ) -> subprocess.CompletedProcess:
+        """Run `inv ARGS` as an operator would (optionally with another ssh config);
+        the completed process."""
+        env = (
+            {**self.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config}
+            if ssh_config
+            else self.env
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
         if check and result.returncode:
-            raise StepError("local", f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n"
-                            f"{result.stderr}")
+            raise StepError(
+                "local",
+                f"inv {' '.join(args)} exited {result.returncode}\n{result.stdout}\n"
+                f"{result.stderr}",
+            )
         return result
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-u", "-m", "invoke", *args], cwd=ROOT, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [sys.executable, "-u", "-m", "invoke", *args],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
     def steps_before(self, last: str, *args: str) -> None:
-        """Run the runbook's steps by hand, in migrate's order, up to but not including `last`."""
+        """Run the runbook's steps by hand, in migrate's order, up to but not
+        including `last`."""
         from fabfile.runbook import STEP_NAMES
-        for step in STEP_NAMES[:STEP_NAMES.index(last)]:
+
+        for step in STEP_NAMES[: STEP_NAMES.index(last)]:
             self.inv(step, *args)
 
     def refuse_before_any_change(self, words: str, *args: str) -> None:
-        """preflight and migrate both exit 1 with `words` on stderr, and neither changes either server."""
+        """preflight and migrate both exit 1 with `words` on stderr, and neither
+        changes either server."""
         before = self.snapshot()
         for command in ("preflight", "migrate"):
             result = self.inv(command, *args, check=False)
-            assert result.returncode == 1 and words in result.stderr and "; fix: " in result.stderr, \
-                f"{command}: {result.stdout}\n{result.stderr}"
+            assert (
+                result.returncode == 1
+                and words in result.stderr
+                and "; fix: " in result.stderr
+            ), f"{command}: {result.stdout}\n{result.stderr}"
         assert self.snapshot() == before
 
     def hold_transaction(self, sql: str, tag: str) -> str:
-        """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not idle); its backend pid."""
-        self["db01"].sudo(f"PGAPPNAME={tag} setsid -f psql -X -q -d {DATABASE} -c 'BEGIN; {sql} SELECT pg_sleep(90); "
-                          "COMMIT' >/dev/null 2>&1 </dev/null", user="postgres", stdin="")
-        query = f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}' AND state = 'active'"
+        """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not
+        idle); its backend pid."""
+        self["db01"].sudo(
+            f"PGAPPNAME={tag} setsid -f psql -X -q -d {DATABASE} -c 'BEGIN; {sql}"
+            " SELECT pg_sleep(90); COMMIT' >/dev/null 2>&1 </dev/null",
+            user="postgres",
+            stdin="",
+        )
+        query = (
+            f"SELECT pid FROM pg_stat_activity WHERE application_name = '{tag}' AND"
+            " state = 'active'"
+        )
         deadline = time.monotonic() + 20
         while not self.sql("db01", query, "postgres"):
-            assert time.monotonic() < deadline, f"the held transaction {tag} did not start"
+            assert time.monotonic() < deadline, (
+                f"the held transaction {tag} did not start"
+            )
             time.sleep(0.3)
         return self.sql("db01", query, "postgres")[0][0]
 
     def end_transaction(self, tag: str) -> None:
-        self["db01"].psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{tag}'")
+        self["db01"].psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+            f" application_name = '{tag}'"
+        )
 
     def sql(self, host: str, query: str, db: str = DATABASE) -> list[list[str]]:
-        """Rows of a query as the application would write it (unqualified names: public first)."""
+        """Rows of a query as the application would write it (unqualified names:
+        public first)."""
         return self[host].psql("SET search_path = public, pg_catalog;\n" + query, db)
 
     def password(self) -> str:
@@ -90,24 +143,50 @@ class Bed:
         return asdict(facts.slony_state(self[host], CLUSTER))
 
     def snapshot(self) -> dict:
-        """Everything a step could change on either server: catalogs, pg_hba, Slony files, processes."""
+        """Everything a step could change on either server: catalogs, pg_hba, Slony
+        files, processes."""
         snap = {}
         for name in ("db01", "db02"):
             h = self[name]
             has_db = facts.database_exists(h, DATABASE)
             snap[name] = {
-                "roles": h.psql("SELECT rolname, rolsuper, rolcanlogin, coalesce(rolpassword, '') FROM pg_authid "
-                                "ORDER BY 1"),
-                "databases": h.psql("SELECT datname, pg_get_userbyid(datdba) FROM pg_database ORDER BY 1"),
+                "roles": h.psql(
+                    "SELECT rolname, rolsuper, rolcanlogin, coalesce(rolpassword, '')"
+                    " FROM pg_authid ORDER BY 1"
+                ),
+                "databases": h.psql(
+                    "SELECT datname, pg_get_userbyid(datdba) FROM pg_database ORDER"
+                    " BY 1"
+                ),
                 "hba": h.read_file(facts.hba_file(h)),
-                "objects": h.psql("SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n "
-                                  "ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', "
-                                  "'information_schema', 'pg_toast') ORDER BY 1, 2", DATABASE) if has_db else [],
-                "triggers": h.psql("SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE NOT tgisinternal "
-                                   "ORDER BY 1, 2", DATABASE) if has_db else [],
-                "files": h.run("sudo -n sh -c 'ls -la /etc/slony1 /var/run/slony1 /usr/local/lib/slony-migrate "
-                               "/var/lib/postgresql/.pgpass 2>&1; dpkg -l | grep -i slony; true' | "
-                               "grep -v -E ' \\.\\.?$|^total'").stdout,
+                "objects": (
+                    h.psql(
+                        "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN"
+                        " pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT"
+                        " IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY"
+                        " 1, 2",
+                        DATABASE,
+                    )
+                    if has_db
+                    else []
+                ),
+                "triggers": (
+                    h.psql(
+                        "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE"
+                        " NOT tgisinternal ORDER BY 1, 2",
+                        DATABASE,
+                    )
+                    if has_db
+                    else []
+                ),
+                "files": (
+                    h.run(
+                        "sudo -n sh -c 'ls -la /etc/slony1 /var/run/slony1"
+                        " /usr/local/lib/slony-migrate /var/lib/postgresql/.pgpass"
+                        " 2>&1; dpkg -l | grep -i slony; true' | grep -v -E '"
+                        " \\.\\.?$|^total'"
+                    ).stdout
+                ),
                 "slon": h.run("pgrep -a slon || true").stdout,
             }
         return snap
@@ -116,20 +195,31 @@ class Bed:
         """Row count and an md5 of all rows, ordered, per application table."""
         out = {}
         for _, name in facts.app_tables(self[host], CLUSTER):
-            row = self.sql(host, f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
-                                 f"FROM {name} t")[0]
+            row = self.sql(
+                host,
+                "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY"
+                f" t::text), '')) FROM {name} t",
+            )[0]
             out[name] = tuple(row)
         return out
 
     def sequences(self, host: str) -> dict[str, int]:
-        return {r[0]: int(r[1] or 0) for r in self.sql(
-            host, "SELECT schemaname || '.' || sequencename, last_value FROM pg_sequences "
-                  f"WHERE schemaname <> '{CLUSTER.schema}'")}
+        return {
+            r[0]: int(r[1] or 0)
+            for r in self.sql(
+                host,
+                "SELECT schemaname || '.' || sequencename, last_value FROM"
+                f" pg_sequences WHERE schemaname <> '{CLUSTER.schema}'",
+            )
+        }
 
     def assert_acknowledged_once(self, writer, host: str, timeout: float = 0) -> None:
-        """Every write the writer saw acknowledged is on `host` exactly once (waiting up to `timeout`)."""
+        """Every write the writer saw acknowledged is on `host` exactly once (waiting
+        up to `timeout`)."""
         acked = writer.acknowledged()
-        assert len(acked) > 10, f"only {len(acked)} writes acknowledged: too few to prove anything"
+        assert len(acked) > 10, (
+            f"only {len(acked)} writes acknowledged: too few to prove anything"
+        )
         try:
             writer.check_acknowledged(self[host], timeout)
         except StepError as e:
@@ -148,39 +238,64 @@ class Bed:
             time.sleep(1)
 
     def reset(self) -> None:
-        """Back to a freshly seeded testbed, except the Slony packages, which stay installed."""
+        """Back to a freshly seeded testbed, except the Slony packages, which stay
+        installed."""
         db01, db02 = self["db01"], self["db02"]
         for h in (db01, db02):  # either may have been the slon host
-            h.run("sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sudo -n pkill -x slonik; sleep 0.5; "
-                  "sudo -n pkill -9 -x slon; true", check=False)
+            h.run(
+                "sudo -n pkill -f slon-watchdog; sudo -n pkill -x slon; sudo -n pkill"
+                " -x slonik; sleep 0.5; sudo -n pkill -9 -x slon; true",
+                check=False,
+            )
         db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
         for h in (db01, db02):
             if facts.database_exists(h, DATABASE):
                 h.psql(f"DROP SCHEMA IF EXISTS {CLUSTER.schema} CASCADE", DATABASE)
-                h.psql(f"GRANT CONNECT ON DATABASE {DATABASE} TO PUBLIC")  # undo a fence
-                h.psql(f"DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{CLUSTER.user}') THEN "
-                       f"REASSIGN OWNED BY {CLUSTER.user} TO postgres; END IF; END$$", DATABASE)
+                h.psql(
+                    f"GRANT CONNECT ON DATABASE {DATABASE} TO PUBLIC"
+                )  # undo a fence
+                h.psql(
+                    "DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname ="
+                    f" '{CLUSTER.user}') THEN REASSIGN OWNED BY {CLUSTER.user} TO"
+                    " postgres; END IF; END$$",
+                    DATABASE,
+                )
             h.psql(f"DROP ROLE IF EXISTS {CLUSTER.user}")
-            h.run(f"sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d' {facts.hba_file(h)}")
+            h.run(
+                "sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d'"
+                f" {facts.hba_file(h)}"
+            )
             h.psql("SELECT pg_reload_conf()")
-            h.run("sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf /etc/slony1/node1 "
-                  "/etc/slony1/node2 /etc/slony1/identity-always /var/run/slony1 /usr/local/lib/slony-migrate; "
-                  "sudo -n sh -c 'rm -f /var/log/slony1/*'")
+            h.run(
+                "sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf"
+                " /etc/slony1/node1 /etc/slony1/node2 /etc/slony1/identity-always"
+                " /var/run/slony1 /usr/local/lib/slony-migrate; sudo -n sh -c 'rm -f"
+                " /var/log/slony1/*'"
+            )
         db02.psql("DROP ROLE IF EXISTS johann")
         self.reset_pooler()
 
     def reset_pooler(self) -> None:
-        """PgBouncer on app pointed at db01 and running (not paused); no application writer left running."""
+        """PgBouncer on app pointed at db01 and running (not paused); no application
+        writer left running."""
         app = self["app"]
         app.run("pkill -f '[a]ppwriter.py'; true", check=False)
         ini = "/etc/pgbouncer/pgbouncer.ini"
-        app.sudo(f"sed -i 's/^{DATABASE} = .*/{DATABASE} = host=db01 port=5432 dbname={DATABASE}/' {ini} && "
-                 f"chown postgres:postgres {ini} && chmod 640 {ini}")
+        app.sudo(
+            f"sed -i 's/^{DATABASE} = .*/{DATABASE} = host=db01 port=5432"
+            f" dbname={DATABASE}/' {ini} && chown postgres:postgres {ini} && chmod 640"
+            f" {ini}"
+        )
         console = "psql -X -q -h /var/run/postgresql -p 6432 -d pgbouncer -c"
-        app.sudo(f"{console} RELOAD; {console} 'RESUME {DATABASE}'", user="postgres", check=False)
+        app.sudo(
+            f"{console} RELOAD; {console} 'RESUME {DATABASE}'",
+            user="postgres",
+            check=False,
+        )
 
     def pooler_target(self) -> str:
         """The host PgBouncer on app sends the application's database to."""
         from fabfile.render.files import pooler_entry
+
         ini = self["app"].read_file("/etc/pgbouncer/pgbouncer.ini", user="postgres")
         return (pooler_entry(ini, DATABASE) or {}).get("host", "")

@@ -1,4 +1,6 @@
-"""`inv testbed.*` in a checkout: bring the testbed up and down, open a shell, rehearse the migration."""
+"""`inv testbed.*` in a checkout: bring the testbed up and down, open a shell,
+rehearse the migration."""
+
 from __future__ import annotations
 
 import functools
@@ -13,7 +15,9 @@ from . import compose, rehearsal
 
 
 def exits(fn):
-    """A StepError becomes one line on stderr and exit code 1, as in slony-migrate's own tasks."""
+    """A StepError becomes one line on stderr and exit code 1, as in slony-migrate's
+    own tasks."""
+
     @functools.wraps(fn)
     def body(c, *args, **kwargs):
         try:
@@ -21,19 +25,27 @@ def exits(fn):
         except StepError as e:
             print(f"error: {e.line()}", file=sys.stderr, flush=True)
             raise Exit(code=1) from None
+
     return body
 
 
-@task(help={"size_mb": "size of the demo database on db01 in MB (default 200)",
-            "rebuild": "rebuild the images even when they exist"})
+@task(
+    help={
+        "size_mb": "size of the demo database on db01 in MB (default 200)",
+        "rebuild": "rebuild the images even when they exist",
+    }
+)
 @exits
 def up(c, size_mb=200, rebuild=False):
-    """Build the images (base images via debootstrap when no registry), start, wait healthy, seed."""
+    """Build the images (base images via debootstrap when no registry), start, wait
+    healthy, seed."""
     times = compose.up(size_mb, rebuild)
     tb = compose.current()
     print("testbed: up; " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
-    print(f"testbed: reach the servers with ssh -F {tb.ssh_config} db01, or: export "
-          + " ".join(f"{k}={v}" for k, v in tb.operator_env().items()))
+    print(
+        f"testbed: reach the servers with ssh -F {tb.ssh_config} db01, or: export "
+        + " ".join(f"{k}={v}" for k, v in tb.operator_env().items())
+    )
 
 
 @task
@@ -61,5 +73,6 @@ def ssh(c, host="db01"):
 @task(help={"rate": "writer inserts per second"})
 @exits
 def rehearse(c, rate=5):
-    """The whole lifecycle on the running, seeded testbed with a writer throughout; prints a summary."""
+    """The whole lifecycle on the running, seeded testbed with a writer throughout;
+    prints a summary."""
     rehearsal.rehearse(float(rate))

@@ -1,4 +1,6 @@
-"""Shared fixtures. The testbed (real PostgreSQL 15 and 17, real SSH) comes up once per session."""
+"""Shared fixtures. The testbed (real PostgreSQL 15 and 17, real SSH) comes up once
+per session."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +31,9 @@ def docker_compose_project_name() -> str:
 
 @pytest.fixture(scope="session")
 def docker_setup():
-    # Images first (base images by debootstrap when no registry answers), then a fresh testbed.
-    # pytest-docker runs compose with our environment: give it the same state dir and ports.
+    # Images first (base images by debootstrap when no registry answers), then a fresh
+    # testbed. pytest-docker runs compose with our environment: give it the same state
+    # dir and ports.
     os.environ.update(tb.current().env())
     tb.keys()
     tb.base_images()
@@ -60,8 +63,10 @@ def bed(testbed, tmp_path_factory) -> Bed:
 
 @pytest.fixture
 def migrated(bed):
-    """A testbed on which `inv migrate` has run: kept from an earlier test when still replicating."""
+    """A testbed on which `inv migrate` has run: kept from an earlier test when still
+    replicating."""
     if not facts.slony_state(bed["db01"], CLUSTER).subscribed:
-        bed.reset()  # whatever an earlier test left (e.g. uninstalled, data kept on db02)
+        # whatever an earlier test left (e.g. uninstalled, data kept on db02)
+        bed.reset()
         bed.inv("migrate", "--master", "db01", "--slave", "db02")
     return bed

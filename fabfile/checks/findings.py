@@ -1,8 +1,10 @@
-"""A Finding and the one function that prints findings. Pure but for `report`'s output."""
+"""A Finding and the one function that prints findings. Pure but for `report`'s
+output."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from typing import Callable, Generator, Iterable
 
 from ..errors import StepError
 from ..session import Output
@@ -12,7 +14,8 @@ OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 @dataclass(frozen=True)
 class Finding:
-    """What one check found about one object on one host: ok, warn or FAIL, and the fix for the latter two."""
+    """What one check found about one object on one host: ok, warn or FAIL, and the
+    fix for the latter two."""
 
     host: str
     level: str
@@ -22,12 +25,15 @@ class Finding:
 
     def line(self) -> str:
         """One report line: `[host] preflight: level object: message; fix: how`."""
-        return f"[{self.host}] preflight: {self.level} {self.object}: {self.message}" + (
-            f"; fix: {self.fix}" if self.fix else "")
+        return (
+            f"[{self.host}] preflight: {self.level} {self.object}: {self.message}"
+            + (f"; fix: {self.fix}" if self.fix else "")
+        )
 
 
 Findings = Generator[Finding, None, object]
-"""A check: yields its findings as it makes them, and may return a value for the checks after it."""
+"""A check: yields its findings as it makes them, and may return a value for the
+checks after it."""
 
 
 def report(out: Output, findings: Iterable[Finding]) -> int:
@@ -40,10 +46,16 @@ def report(out: Output, findings: Iterable[Finding]) -> int:
 
 
 def guarded(host: str, obj: str, check: Callable[..., Findings], *args) -> Findings:
-    """Run one check (`value = yield from guarded(...)`): a probe that cannot run fails that check with
-    the reason, not the whole run; its value is then None."""
+    """Run one check (`value = yield from guarded(...)`): a probe that cannot run
+    fails that check with the reason, not the whole run; its value is then None."""
     try:
         return (yield from check(*args))
     except StepError as e:
-        yield Finding(e.host or host, FAIL, obj, e.message, e.fix or "run the check by hand on that host")
+        yield Finding(
+            e.host or host,
+            FAIL,
+            obj,
+            e.message,
+            e.fix or "run the check by hand on that host",
+        )
         return None

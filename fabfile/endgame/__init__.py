@@ -1,7 +1,16 @@
-"""After the runbook: status, verify, switchover/switchback, failover, finish (and the pooler, the slons'
-timing and materialized views they use).
+"""After the runbook: status, verify, switchover/switchback, failover, finish (and the
+pooler, the slons' timing and materialized views they use).
 
-Status and verify only read. Switchover, failover and finish check first, act through slonik, then
-prove the result on the servers.
+Status and verify only read. Switchover, failover and finish check first, act through
+slonik, then prove the result on the servers.
 """
-from . import failover, finish, status, switchover, verify  # noqa: F401  (the task layer calls them by module)
+
+from . import failover, finish, status, switchover, verify
+
+__all__ = [
+    "failover",
+    "finish",
+    "status",
+    "switchover",
+    "verify",
+]  # the task layer calls them by module

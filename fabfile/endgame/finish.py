@@ -1,11 +1,13 @@
-"""`inv finish`: after an accepted switchover, Slony out of both nodes, access and secrets removed.
+"""`inv finish`: after an accepted switchover, Slony out of both nodes, access and
+secrets removed.
 
-The old server's database is fenced first (no application may connect: once Slony's deny-access
-triggers are gone, nothing else would stop a forgotten client writing there). Slony is removed from
-the new origin in attempts bounded by lock_timeout and statement_timeout, so the application's
-writes there wait a few seconds at most. The replication role and its password go too (--keep-role
-keeps them).
+The old server's database is fenced first (no application may connect: once Slony's
+deny-access triggers are gone, nothing else would stop a forgotten client writing
+there). Slony is removed from the new origin in attempts bounded by lock_timeout and
+statement_timeout, so the application's writes there wait a few seconds at most. The
+replication role and its password go too (--keep-role keeps them).
 """
+
 from __future__ import annotations
 
 from .. import facts, replication, settings
@@ -24,9 +26,9 @@ from .failover import fence
 
 
 def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
-    """UNINSTALL NODE on one node; bounded: in attempts that wait for each lock at most a moment and give
-    way in a deadlock with the application (the application's writes there wait a few seconds at most,
-    and never fail because of it)."""
+    """UNINSTALL NODE on one node; bounded: in attempts that wait for each lock at
+    most a moment and give way in a deadlock with the application (the application's
+    writes there wait a few seconds at most, and never fail because of it)."""
     cl = s.cluster
     script = slonik.slonik_uninstall(cl, [node.id])
     attempt = [0]
@@ -42,37 +44,62 @@ def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
         if not bounded:
             run_slonik(s, script, f"uninstall node {node.id}")
             return gone()
-        result = run_slonik(s, script, f"uninstall node {node.id}", settings.SLONIK, check=False,
-                            lock_timeout=settings.UNINSTALL_LOCK, statement_timeout=settings.UNINSTALL_STATEMENT,
-                            deadlock_timeout=settings.UNINSTALL_DEADLOCK)
+        result = run_slonik(
+            s,
+            script,
+            f"uninstall node {node.id}",
+            settings.SLONIK,
+            check=False,
+            lock_timeout=settings.UNINSTALL_LOCK,
+            statement_timeout=settings.UNINSTALL_STATEMENT,
+            deadlock_timeout=settings.UNINSTALL_DEADLOCK,
+        )
         if result.ok:
             return gone()
-        s.say(node.host, step, f"attempt {attempt[0]}: {uninstall_retry(result.stderr + result.stdout, node)}; "
-              "trying again")
+        s.say(
+            node.host,
+            step,
+            f"attempt {attempt[0]}:"
+            f" {uninstall_retry(result.stderr + result.stdout, node)}; trying again",
+        )
         return False
 
     def run() -> None:
         done, _ = poll(once, every=1, tries=settings.UNINSTALL_TRIES)
         if not done and not gone():
-            raise StepError(node.host, f"{cl.schema} still there after {settings.UNINSTALL_TRIES} attempts",
-                            "find the long transactions there (inv preflight names them), then inv finish again")
-    what = f"uninstall node {node.id}" + (f" (each attempt waits for a lock at most {settings.UNINSTALL_LOCK:g} s "
-                                          "and gives way in a deadlock)" if bounded else "")
+            raise StepError(
+                node.host,
+                f"{cl.schema} still there after {settings.UNINSTALL_TRIES} attempts",
+                "find the long transactions there (inv preflight names them), then inv"
+                " finish again",
+            )
+
+    what = f"uninstall node {node.id}" + (
+        f" (each attempt waits for a lock at most {settings.UNINSTALL_LOCK:g} s "
+        "and gives way in a deadlock)"
+        if bounded
+        else ""
+    )
     return Change(node.host, step, what, Action(run, script))
 
 
 def uninstall_retry(output: str, node: Node) -> str:
-    """Why a bounded uninstall attempt failed, if trying again can help; else the StepError."""
+    """Why a bounded uninstall attempt failed, if trying again can help; else the
+    StepError."""
     if "deadlock detected" in output:
         return "a deadlock with the application's transaction: the uninstall gave way"
     if "lock timeout" in output or "statement timeout" in output:
         return "the application's locks held the tables"
-    raise StepError(node.host, f"uninstall node {node.id} failed: {output.strip().splitlines()[-1]}",
-                    "read slonik's output; run inv finish again")
+    raise StepError(
+        node.host,
+        f"uninstall node {node.id} failed: {output.strip().splitlines()[-1]}",
+        "read slonik's output; run inv finish again",
+    )
 
 
 def drop_role(s: Session, step: str) -> list[Change]:
-    """The replication role out of both nodes (NOLOGIN without password where it cannot be dropped)."""
+    """The replication role out of both nodes (NOLOGIN without password where it
+    cannot be dropped)."""
     cl = s.cluster
     changes = []
     for h in s.node_hosts():
@@ -80,51 +107,105 @@ def drop_role(s: Session, step: str) -> list[Change]:
         if role is None:
             continue
         if role[3] != sql.ROLE_MARK:
-            s.say(h.name, step, f"role {cl.user} was not created by slony-migrate: left alone")
+            s.say(
+                h.name,
+                step,
+                f"role {cl.user} was not created by slony-migrate: left alone",
+            )
             continue
 
         role_ = sql.ident(cl.user)
-        # What it created (an extension the schema step created on the new server) goes to the
-        # superuser running this; then the role can go.
-        statements = (f"REASSIGN OWNED BY {role_} TO CURRENT_USER; DROP OWNED BY {role_};", f"DROP ROLE {role_}")
+        # What it created (an extension the schema step created on the new server) goes
+        # to the superuser running this; then the role can go.
+        statements = (
+            f"REASSIGN OWNED BY {role_} TO CURRENT_USER; DROP OWNED BY {role_};",
+            f"DROP ROLE {role_}",
+        )
 
-        def run(h=h, statements=statements):
+        def run(h=h, statements=statements, role_=role_):
             if facts.database_exists(h, cl.database):
                 h.psql(statements[0], cl.database)
             if h.try_psql(statements[1]):
                 h.psql(f"ALTER ROLE {role_} NOLOGIN PASSWORD NULL")
-        changes.append(Change(h.name, step, f"drop role {cl.user} (what it owns goes to postgres; NOLOGIN without "
-                              "a password where it cannot be dropped)", Action(run, "\n".join(statements))))
+
+        changes.append(
+            Change(
+                h.name,
+                step,
+                f"drop role {cl.user} (what it owns goes to postgres; NOLOGIN without "
+                "a password where it cannot be dropped)",
+                Action(run, "\n".join(statements)),
+            )
+        )
     path = password_file(cl.name)
     if path.exists():
-        changes.append(Change("local", step, f"remove the replication password file {path}", Action(path.unlink)))
+        changes.append(
+            Change(
+                "local",
+                step,
+                f"remove the replication password file {path}",
+                Action(path.unlink),
+            )
+        )
     return changes
 
 
 def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
-    """After an accepted switchover: fence the old server, Slony out of both nodes, access and secrets removed."""
+    """After an accepted switchover: fence the old server, Slony out of both nodes,
+    access and secrets removed."""
     step, cl = "finish", s.cluster
     origin = replication.origin(s) or cl.master
     if origin == cl.master and not force:
-        raise StepError(cl.master.host, f"{cl.master.host} is still the origin", "run inv switchover first "
-                        "(or --force to remove replication without moving)")
+        raise StepError(
+            cl.master.host,
+            f"{cl.master.host} is still the origin",
+            "run inv switchover first "
+            "(or --force to remove replication without moving)",
+        )
     old = cl.other(origin)
-    changes = [] if facts.fenced(s.node_host(old), cl.database) else [fence(s, step, old)]
+    changes = (
+        [] if facts.fenced(s.node_host(old), cl.database) else [fence(s, step, old)]
+    )
     changes += stop_slons(s, step)
-    changes += [uninstall_node(s, step, n, bounded=n is origin) for n in (old, origin)
-                if facts.schema_exists(s.node_host(n), cl.database, cl.schema)]
-    changes += identity.conform(s, step, origin, always=True) + identity.conform(s, step, old, always=True)
+    changes += [
+        uninstall_node(s, step, n, bounded=n is origin)
+        for n in (old, origin)
+        if facts.schema_exists(s.node_host(n), cl.database, cl.schema)
+    ]
+    changes += identity.conform(s, step, origin, always=True) + identity.conform(
+        s, step, old, always=True
+    )
     apply(s, changes)
     path = identity.record_path(s)
     if s.slon_host.read_file(path) is not None:
-        apply(s, [Change(s.slon_host.name, step, f"remove {path}", Command(f"rm -f {path}"))])
+        apply(
+            s,
+            [
+                Change(
+                    s.slon_host.name, step, f"remove {path}", Command(f"rm -f {path}")
+                )
+            ],
+        )
     hba(s, remove=True)
     pgpass(s, step, remove=True)
     if not keep_role:
         apply(s, drop_role(s, step))
-    s.say(origin.host, step, f"replication removed; {cl.database} on {origin.host} is the application's, with "
-          f"all tables, data and sequences. Reconnect the application's pools (cached plans refer to the removed "
-          f"triggers). {old.host} refuses the applications (undo there: {sql.unfence_database(cl.database)}).")
-    s.say(cl.slon_name, step, f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
-          f"{cl.confdir} (no secrets); remove them when no longer needed"
-          + ("; the replication role and its password stay (--keep-role)" if keep_role else ""))
+    s.say(
+        origin.host,
+        step,
+        f"replication removed; {cl.database} on {origin.host} is the application's,"
+        " with all tables, data and sequences. Reconnect the application's pools"
+        f" (cached plans refer to the removed triggers). {old.host} refuses the"
+        f" applications (undo there: {sql.unfence_database(cl.database)}).",
+    )
+    s.say(
+        cl.slon_name,
+        step,
+        f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
+        f"{cl.confdir} (no secrets); remove them when no longer needed"
+        + (
+            "; the replication role and its password stay (--keep-role)"
+            if keep_role
+            else ""
+        ),
+    )

@@ -1,4 +1,6 @@
-"""`inv status`: nodes, origin, subscription, slons, lag and copy progress; also what switchover checks."""
+"""`inv status`: nodes, origin, subscription, slons, lag and copy progress; also what
+switchover checks."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +29,7 @@ class NodeStatus:
 class Subscription:
     receiver: str
     exists: bool
-    active: bool | None     # the receiver's copy is done (None: the receiver cannot tell)
+    active: bool | None  # the receiver's copy is done (None: the receiver cannot tell)
 
 
 @dataclass
@@ -45,17 +47,23 @@ class Status:
     nodes: list[NodeStatus] = field(default_factory=list)
     origin: str | None = None
     subscription: Subscription | None = None
-    slons: dict[str, int | None] = field(default_factory=dict)   # instance: watchdog pid
+    slons: dict[str, int | None] = field(default_factory=dict)  # instance: watchdog pid
     slons_error: str = ""
     lag: list[Lag] | None = None
     copy: dict | None = None
-    locked: list[str] = field(default_factory=list)        # hosts where the set is locked (writes refused)
-    origins: dict[str, str] = field(default_factory=dict)   # host: origin it names, when the nodes disagree
-    slonik: int | None = None                               # a slonik this tool started, still running
-    paused: str | None = None                               # PgBouncer (host, pgbouncer.ini) an interrupted
-                                                            # switchover may have left paused
-    errors: dict[str, str] = field(default_factory=dict)    # slon instance: its last error, when nothing
-                                                            # was applied since (replication stopped)
+    locked: list[str] = field(
+        default_factory=list
+    )  # hosts where the set is locked (writes refused)
+    origins: dict[str, str] = field(
+        default_factory=dict
+    )  # host: origin it names, when the nodes disagree
+    slonik: int | None = None  # a slonik this tool started, still running
+    paused: str | None = None  # PgBouncer (host, pgbouncer.ini) an interrupted
+    # switchover may have left paused
+    errors: dict[str, str] = field(
+        default_factory=dict
+    )  # slon instance: its last error, when nothing
+    # was applied since (replication stopped)
 
     def lag_of(self, host: str) -> Lag | None:
         return next((l for l in self.lag or [] if l.node == host), None)
@@ -70,25 +78,36 @@ def status(s: Session) -> Status:
     report = Status(cl.name, cl.set_id, cl.database)
     states, errors = replication.states(s)
     for n in cl.nodes:
-        report.nodes.append(NodeStatus(n.id, n.host, True, states[n.id].schema) if n.id in states
-                            else NodeStatus(n.id, n.host, False, error=errors[n.id].line()))
+        report.nodes.append(
+            NodeStatus(n.id, n.host, True, states[n.id].schema)
+            if n.id in states
+            else NodeStatus(n.id, n.host, False, error=errors[n.id].line())
+        )
     origin = replication.origin_in(states)
     report.origins = replication.disagreement(s, states)
     report.locked = [cl.node(n).host for n, st in states.items() if st.locked]
     if origin:
         report.origin = cl.node(origin).host
         subscriber = cl.other(cl.node(origin))
-        sub = next((st.subscribed for st in states.values() if st.subscribed is not None), None)
+        sub = next(
+            (st.subscribed for st in states.values() if st.subscribed is not None), None
+        )
         # sl_subscribe on the subscriber says whether its copy is done.
         active = None
         if subscriber.id in states and states[subscriber.id].schema:
             active = facts.subscription_active(s.node_host(subscriber), cl, subscriber)
-        report.subscription = Subscription(subscriber.host, sub is not None or bool(active), active)
+        report.subscription = Subscription(
+            subscriber.host, sub is not None or bool(active), active
+        )
         if origin in states:
-            report.lag = [Lag(cl.node(node).host, events, round(seconds, 1))
-                          for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)]
+            report.lag = [
+                Lag(cl.node(node).host, events, round(seconds, 1))
+                for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)
+            ]
         if origin == cl.master.id and report.subscription.exists and not active:
-            report.copy = facts.copy_progress(s.master_host, s.slave_host, s.slon_host, cl)
+            report.copy = facts.copy_progress(
+                s.master_host, s.slave_host, s.slon_host, cl
+            )
     try:
         report.slonik = facts.slonik_running(s.slon_host, cl)
         mark = s.slon_host.read_file(paused_marker(s))
@@ -106,29 +125,52 @@ def status(s: Session) -> Status:
 def format_status(report: Status) -> str:
     lines = [f"cluster {report.cluster}, set {report.set}, database {report.database}"]
     for n in report.nodes:
-        state = ("unreachable: " + n.error) if not n.reachable else \
-            ("in the cluster" if n.cluster_schema else "no Slony schema")
+        state = (
+            ("unreachable: " + n.error)
+            if not n.reachable
+            else ("in the cluster" if n.cluster_schema else "no Slony schema")
+        )
         lines.append(f"  node {n.id} {n.host}: {state}")
     lines.append(f"  origin: {report.origin or 'no set yet'}")
     if report.origins:
-        lines.append("  MOVE IN FLIGHT: " + ", ".join(f"{h} says the origin is {o}" for h, o in report.origins.items())
-                     + "; inv switchover (or switchback) finishes it if it does not settle by itself")
+        lines.append(
+            "  MOVE IN FLIGHT: "
+            + ", ".join(
+                f"{h} says the origin is {o}" for h, o in report.origins.items()
+            )
+            + "; inv switchover (or switchback) finishes it if it does not settle by"
+            " itself"
+        )
     for host in report.locked:
-        lines.append(f"  SET LOCKED on {host}: application writes are refused (an interrupted switchover); "
-                     "inv switchover (or switchback) unlocks it first")
+        lines.append(
+            f"  SET LOCKED on {host}: application writes are refused (an interrupted"
+            " switchover); inv switchover (or switchback) unlocks it first"
+        )
     if report.slonik:
-        lines.append(f"  slonik still running on the slon host (pid {report.slonik}), from an interrupted "
-                     "switchover: it stops by itself; inv switchover stops it at once")
+        lines.append(
+            f"  slonik still running on the slon host (pid {report.slonik}), from an"
+            " interrupted switchover: it stops by itself; inv switchover stops it at"
+            " once"
+        )
     if report.paused:
-        lines.append(f"  PGBOUNCER MAY BE PAUSED ({report.paused}) by an interrupted switchover: the application's "
-                     "queries wait there; inv switchover (or switchback) resumes it first")
+        lines.append(
+            f"  PGBOUNCER MAY BE PAUSED ({report.paused}) by an interrupted switchover:"
+            " the application's queries wait there; inv switchover (or switchback)"
+            " resumes it first"
+        )
     sub = report.subscription
     if sub:
-        what = "copy done, replicating" if sub.active else ("initial copy running" if sub.exists
-                                                            else "not subscribed")
+        what = (
+            "copy done, replicating"
+            if sub.active
+            else ("initial copy running" if sub.exists else "not subscribed")
+        )
         lines.append(f"  subscription: {sub.receiver}: {what}")
     for name, pid in report.slons.items():
-        lines.append(f"  slon {name}: " + (f"running (watchdog pid {pid})" if pid else "NOT running"))
+        lines.append(
+            f"  slon {name}: "
+            + (f"running (watchdog pid {pid})" if pid else "NOT running")
+        )
     if report.slons_error:
         lines.append(f"  slons: {report.slons_error}")
     for name, error in report.errors.items():
@@ -144,25 +186,40 @@ def show_status(s: Session, watch: int = 0, as_json: bool = False) -> None:
     """Print the status once, or every `watch` seconds until interrupted."""
     while True:
         report = status(s)
-        s.out.line(json.dumps(asdict(report), indent=2) if as_json else format_status(report))
+        s.out.line(
+            json.dumps(asdict(report), indent=2) if as_json else format_status(report)
+        )
         if not watch:
             return
         time.sleep(int(watch))
         s.out.line("")
 
 
-def wait_for_sync(s: Session, origin: Node, subscriber: Node, timeout: float = settings.SYNC_CONFIRM) -> None:
-    """Wait until the subscriber confirms a SYNC that the origin made after this call began."""
+def wait_for_sync(
+    s: Session, origin: Node, subscriber: Node, timeout: float = settings.SYNC_CONFIRM
+) -> None:
+    """Wait until the subscriber confirms a SYNC that the origin made after this call
+    began."""
     cl, origin_host = s.cluster, s.node_host(origin)
     since = facts.max_event(origin_host, cl, origin)
     try:
-        wait_until(lambda: facts.confirmed_since(origin_host, cl, origin, subscriber, since),
-                   timeout, subscriber.host, f"no SYNC from {origin.host} confirmed",
-                   "check that both slons run (inv status), then run again", every=settings.POLL)
+        wait_until(
+            lambda: facts.confirmed_since(origin_host, cl, origin, subscriber, since),
+            timeout,
+            subscriber.host,
+            f"no SYNC from {origin.host} confirmed",
+            "check that both slons run (inv status), then run again",
+            every=settings.POLL,
+        )
     except StepError as e:
-        failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, subscriber, lines=500))
+        failing = parse.slon_failing(
+            facts.slon_log(s.slon_host, cl, subscriber, lines=500)
+        )
         if not failing:
             raise
-        raise StepError(subscriber.host, f"{e.message}: replication fails there since {failing[0]}: "
-                        f"{failing[1]}", f"fix what slon says (inv logs --node {subscriber.id}); it retries "
-                        "by itself") from None
+        raise StepError(
+            subscriber.host,
+            f"{e.message}: replication fails there since {failing[0]}: {failing[1]}",
+            f"fix what slon says (inv logs --node {subscriber.id}); it retries "
+            "by itself",
+        ) from None

@@ -1,4 +1,6 @@
-"""Facts of PostgreSQL's catalogs: versions, databases, the application's tables, roles, sessions."""
+"""Facts of PostgreSQL's catalogs: versions, databases, the application's tables,
+roles, sessions."""
+
 from __future__ import annotations
 
 from .. import settings
@@ -10,38 +12,83 @@ from ..render.parse import major
 from ..render.slonik import slony_key
 from ..render.sql import ident, literal
 
-__all__ = ["app_schema", "own_relation", "relation_size", "pg_major", "server_version", "pg_dir", "database_exists", "database_info",
-           "database_names", "require_database", "schema_exists", "app_tables", "app_relations", "app_sequences",
-           "replicable", "tables_with_rows", "unlogged_tables", "unowned_sequences", "large_objects",
-           "long_transactions", "prepared_transactions", "role_exists", "role", "app_roles", "hba_file",
-           "hba_unloaded", "hba_errors", "role_settings", "client_sessions", "has_managed_block", "has_plpgsql",
-           "database_size", "data_directory",
-           "schema_objects", "fenced", "ssl_on", "code_run_by_replication", "identity_columns",
-           "generated_columns", "materialized_views", "matview_query_seconds", "object_counts", "extensions",
-           "available_extensions"]
+__all__ = [
+    "app_schema",
+    "own_relation",
+    "relation_size",
+    "pg_major",
+    "server_version",
+    "pg_dir",
+    "database_exists",
+    "database_info",
+    "database_names",
+    "require_database",
+    "schema_exists",
+    "app_tables",
+    "app_relations",
+    "app_sequences",
+    "replicable",
+    "tables_with_rows",
+    "unlogged_tables",
+    "unowned_sequences",
+    "large_objects",
+    "long_transactions",
+    "prepared_transactions",
+    "role_exists",
+    "role",
+    "app_roles",
+    "hba_file",
+    "hba_unloaded",
+    "hba_errors",
+    "role_settings",
+    "client_sessions",
+    "has_managed_block",
+    "has_plpgsql",
+    "database_size",
+    "data_directory",
+    "schema_objects",
+    "fenced",
+    "ssl_on",
+    "code_run_by_replication",
+    "identity_columns",
+    "generated_columns",
+    "materialized_views",
+    "matview_query_seconds",
+    "object_counts",
+    "extensions",
+    "available_extensions",
+]
 
 
 def app_schema(column: str, cluster: Cluster) -> str:
-    """SQL: the schema named by `column` belongs to the application (not PostgreSQL's, not Slony's)."""
-    return (f"{column} NOT IN ('pg_catalog', 'information_schema') AND {column} NOT LIKE 'pg\\_%' "
-            f"AND {column} <> {literal(cluster.schema)}")
+    """SQL: the schema named by `column` belongs to the application (not
+    PostgreSQL's, not Slony's)."""
+    return (
+        f"{column} NOT IN ('pg_catalog', 'information_schema') AND {column} NOT LIKE"
+        f" 'pg\\_%' AND {column} <> {literal(cluster.schema)}"
+    )
 
 
 def own_relation(column: str, catalog: str = "pg_class") -> str:
-    """SQL: the object whose oid is `column` (in `catalog`) is the application's own, not an extension's
-    member (an extension's configuration tables are the extension's business on each server)."""
-    return (f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass AND e.objid = {column} "
-            "AND e.deptype = 'e')")
+    """SQL: the object whose oid is `column` (in `catalog`) is the application's own,
+    not an extension's member (an extension's configuration tables are the extension's
+    business on each server).
+    """
+    return (
+        f"NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '{catalog}'::regclass"
+        f" AND e.objid = {column} AND e.deptype = 'e')"
+    )
 
 
 def pg_major(host: Host) -> str:
-    """Major version of the server's PostgreSQL as Debian's packages name it ("9.6", "15", "17")."""
+    """Major version of the server's PostgreSQL as Debian's packages name it ("9.6",
+    "15", "17")."""
     return major(host.version_num)
 
 
 def client_sessions(host: Host) -> str:
-    """SQL: the pg_stat_activity row is an application's session (backend_type is there from 10; before,
-    the view showed client backends only)."""
+    """SQL: the pg_stat_activity row is an application's session (backend_type is
+    there from 10; before, the view showed client backends only)."""
     return "backend_type = 'client backend'" if host.version_num >= 100000 else "true"
 
 
@@ -55,14 +102,16 @@ def pg_dir(host: Host, name: str) -> str:
 
 
 def database_exists(host: Host, database: str) -> bool:
-    return bool(host.psql(f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}"))
+    return bool(
+        host.psql(f"SELECT 1 FROM pg_database WHERE datname = {literal(database)}")
+    )
 
 
 def database_info(host: Host, database: str) -> dict[str, str] | None:
     """owner, encoding, collate, ctype of a database, or None when it does not exist."""
     rows = host.psql(
-        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
-        f"FROM pg_database WHERE datname = {literal(database)}"
+        "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate,"
+        f" datctype FROM pg_database WHERE datname = {literal(database)}"
     )
     if not rows:
         return None
@@ -71,29 +120,44 @@ def database_info(host: Host, database: str) -> dict[str, str] | None:
 
 def database_names(host: Host) -> list[str]:
     """The server's databases apart from templates and postgres."""
-    return [r[0] for r in host.psql("SELECT datname FROM pg_database WHERE NOT datistemplate "
-                                    "AND datname <> 'postgres' ORDER BY 1")]
+    return [
+        r[0]
+        for r in host.psql(
+            "SELECT datname FROM pg_database WHERE NOT datistemplate "
+            "AND datname <> 'postgres' ORDER BY 1"
+        )
+    ]
 
 
 def require_database(host: Host, database: str) -> None:
     if not database_exists(host, database):
-        raise StepError(host.name, f"database {database} does not exist",
-                        "check --database, or run the appdb step for the slave")
+        raise StepError(
+            host.name,
+            f"database {database} does not exist",
+            "check --database, or run the appdb step for the slave",
+        )
 
 
 def schema_exists(host: Host, database: str, schema: str) -> bool:
     if not database_exists(host, database):
         return False
-    return bool(host.psql(f"SELECT 1 FROM pg_namespace WHERE nspname = {literal(schema)}", database))
+    return bool(
+        host.psql(
+            f"SELECT 1 FROM pg_namespace WHERE nspname = {literal(schema)}", database
+        )
+    )
 
 
 def app_tables(host: Host, cluster: Cluster) -> list[tuple[Table | None, str]]:
-    """Every ordinary table of the application's schemas, sorted, with the key Slony would use.
+    """Every ordinary table of the application's schemas, sorted, with the key Slony
+    would use.
 
-    Returns (Table, name) pairs; Table is None for a table with neither a primary key nor a unique
-    index on NOT NULL columns. Table names are quoted identifiers; the index name is as it is.
+    Returns (Table, name) pairs; Table is None for a table with neither a primary key
+    nor a unique index on NOT NULL columns. Table names are quoted identifiers; the
+    index name is as it is.
     """
-    rows = host.psql(f"""
+    rows = host.psql(
+        f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
        (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
@@ -103,9 +167,11 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
                              AND a.attnum = ANY (i.indkey) AND NOT a.attnotnull)
          ORDER BY ic.relname LIMIT 1)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND {app_schema('n.nspname', cluster)}
-   AND {own_relation('c.oid')}
- ORDER BY 1""", cluster.database)
+ WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND {app_schema("n.nspname", cluster)}
+   AND {own_relation("c.oid")}
+ ORDER BY 1""",
+        cluster.database,
+    )
     out = []
     for name, has_pk, index in rows:
         if has_pk == "t":
@@ -119,16 +185,25 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
 
 def relation_size(host: Host, cluster: Cluster, name: str) -> int:
     """Bytes a table takes with its indexes and TOAST."""
-    return int(host.value(f"SELECT pg_total_relation_size({literal(name)}::regclass)", cluster.database))
+    return int(
+        host.value(
+            f"SELECT pg_total_relation_size({literal(name)}::regclass)",
+            cluster.database,
+        )
+    )
 
 
 def app_relations(host: Host, cluster: Cluster, where: str) -> list[str]:
-    """Quoted names of the application's relations (pg_class c) that match `where`, sorted."""
-    rows = host.psql(f"""
+    """Quoted names of the application's relations (pg_class c) that match `where`,
+    sorted."""
+    rows = host.psql(
+        f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE {where} AND {app_schema('n.nspname', cluster)} AND {own_relation('c.oid')}
- ORDER BY 1""", cluster.database)
+ WHERE {where} AND {app_schema("n.nspname", cluster)} AND {own_relation("c.oid")}
+ ORDER BY 1""",
+        cluster.database,
+    )
     return [r[0] for r in rows]
 
 
@@ -136,37 +211,62 @@ def app_sequences(host: Host, cluster: Cluster) -> list[str]:
     return app_relations(host, cluster, "c.relkind = 'S'")
 
 
-def replicable(host: Host, cluster: Cluster, keyed: frozenset[str] = frozenset()
-               ) -> tuple[list[Table], list[str]]:
-    """Tables and sequences for the set; StepError naming every table without a usable key.
+def replicable(
+    host: Host, cluster: Cluster, keyed: frozenset[str] = frozenset()
+) -> tuple[list[Table], list[str]]:
+    """Tables and sequences for the set; StepError naming every table without a usable
+    key.
 
-    keyed: tables that are to get a primary key before the set is made (migrate --add-keys)."""
-    tables = [(Table(name) if t is None and name in keyed else t, name) for t, name in app_tables(host, cluster)]
-    unusable = [f"{name} (index {t.key})" for t, name in tables if t and t.key and slony_key(t.key) is None]
+    keyed: tables that are to get a primary key before the set is made (migrate
+    --add-keys).
+    """
+    tables = [
+        (Table(name) if t is None and name in keyed else t, name)
+        for t, name in app_tables(host, cluster)
+    ]
+    unusable = [
+        f"{name} (index {t.key})"
+        for t, name in tables
+        if t and t.key and slony_key(t.key) is None
+    ]
     if unusable:
-        raise StepError(host.name, f"unique index name(s) Slony cannot be given: {', '.join(unusable)}",
-                        "rename each index to a name without a dot or shorter than 62 characters")
+        raise StepError(
+            host.name,
+            f"unique index name(s) Slony cannot be given: {', '.join(unusable)}",
+            "rename each index to a name without a dot or shorter than 62 characters",
+        )
     keyless = [name for t, name in tables if t is None]
     if keyless:
         raise StepError(
             host.name,
-            f"table(s) without a primary key or a unique index on NOT NULL columns: {', '.join(keyless)}",
-            "add a primary key (or a unique index on NOT NULL columns) to each, then run again",
+            "table(s) without a primary key or a unique index on NOT NULL columns:"
+            f" {', '.join(keyless)}",
+            "add a primary key (or a unique index on NOT NULL columns) to each, then"
+            " run again",
         )
     return [t for t, _ in tables], app_sequences(host, cluster)
 
 
 def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
-    """The tables among `tables` (quoted qualified names) that hold at least one row; missing ones are skipped."""
+    """The tables among `tables` (quoted qualified names) that hold at least one row;
+    missing ones are skipped."""
     if not tables:
         return []
     names = ", ".join(literal(t) for t in tables)
-    existing = [r[0] for r in host.psql(
-        f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n "
-        "ON n.oid = c.relnamespace WHERE quote_ident(n.nspname) || '.' || quote_ident(c.relname) = t)", database)]
+    existing = [
+        r[0]
+        for r in host.psql(
+            f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE EXISTS (SELECT 1"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE"
+            " quote_ident(n.nspname) || '.' || quote_ident(c.relname) = t)",
+            database,
+        )
+    ]
     if not existing:
         return []
-    checks = " UNION ALL ".join(f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing)
+    checks = " UNION ALL ".join(
+        f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing
+    )
     return [r[0] for r in host.psql(checks, database)]
 
 
@@ -175,22 +275,30 @@ def unlogged_tables(host: Host, cluster: Cluster) -> list[str]:
 
 
 def unowned_sequences(host: Host, cluster: Cluster) -> list[str]:
-    """Sequences of the application's schemas that no column owns (neither serial nor identity)."""
-    return app_relations(host, cluster, """c.relkind = 'S'
+    """Sequences of the application's schemas that no column owns (neither serial nor
+    identity)."""
+    return app_relations(
+        host,
+        cluster,
+        """c.relkind = 'S'
    AND NOT EXISTS (SELECT 1 FROM pg_depend d
                     WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                       AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
-                      AND d.deptype IN ('a', 'i'))""")
+                      AND d.deptype IN ('a', 'i'))""",
+    )
 
 
 def large_objects(host: Host, database: str) -> int:
     return int(host.value("SELECT count(*) FROM pg_largeobject_metadata", database))
 
 
-def long_transactions(host: Host, seconds: float) -> list[tuple[str, str, str, str, int]]:
-    """(pid, database, user, state, age in s) of client sessions, in any database of this server, whose
-    transaction is older than `seconds` or has sat idle for more than settings.IDLE_IN_TRANSACTION s
-    (a client between two statements, slon's own sessions among them, is idle in transaction for a
+def long_transactions(
+    host: Host, seconds: float
+) -> list[tuple[str, str, str, str, int]]:
+    """(pid, database, user, state, age in s) of client sessions, in any database of
+    this server, whose transaction is older than `seconds` or has sat idle for more
+    than settings.IDLE_IN_TRANSACTION s (a client between two statements, slon's own
+    sessions among them, is idle in transaction for a
     moment: that is not a session that holds anything up), oldest first."""
     idle = f"make_interval(secs => {settings.IDLE_IN_TRANSACTION})"
     rows = host.psql(f"""
@@ -205,9 +313,12 @@ SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),
 
 
 def prepared_transactions(host: Host) -> list[tuple[str, str, int]]:
-    """(gid, database, age in s) of every prepared transaction on this server, oldest first."""
-    rows = host.psql("SELECT gid, database, extract(epoch FROM now() - prepared)::bigint "
-                     "FROM pg_prepared_xacts ORDER BY prepared")
+    """(gid, database, age in s) of every prepared transaction on this server, oldest
+    first."""
+    rows = host.psql(
+        "SELECT gid, database, extract(epoch FROM now() - prepared)::bigint "
+        "FROM pg_prepared_xacts ORDER BY prepared"
+    )
     return [(gid, db, int(age)) for gid, db, age in rows]
 
 
@@ -216,15 +327,27 @@ def role_exists(host: Host, role: str) -> bool:
 
 
 def role(host: Host, name: str) -> tuple[bool, bool, str, str] | None:
-    """(superuser, can log in, stored password verifier, comment) of a role, or None when it does not exist."""
-    rows = host.psql(f"SELECT rolsuper, rolcanlogin, coalesce(rolpassword, ''), "
-                     f"coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_authid WHERE rolname = {literal(name)}")
-    return (rows[0][0] == "t", rows[0][1] == "t", rows[0][2], rows[0][3]) if rows else None
+    """(superuser, can log in, stored password verifier, comment) of a role, or None
+    when it does not exist."""
+    rows = host.psql(
+        "SELECT rolsuper, rolcanlogin, coalesce(rolpassword, ''),"
+        " coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_authid WHERE"
+        f" rolname = {literal(name)}"
+    )
+    return (
+        (rows[0][0] == "t", rows[0][1] == "t", rows[0][2], rows[0][3]) if rows else None
+    )
 
 
 def role_settings(host: Host, name: str) -> list[str]:
-    """The settings a role's sessions start with (ALTER ROLE ... SET), as "name=value"."""
-    return [r[0] for r in host.psql(f"SELECT unnest(rolconfig) FROM pg_roles WHERE rolname = {literal(name)}")]
+    """The settings a role's sessions start with (ALTER ROLE ... SET), as
+    "name=value"."""
+    return [
+        r[0]
+        for r in host.psql(
+            f"SELECT unnest(rolconfig) FROM pg_roles WHERE rolname = {literal(name)}"
+        )
+    ]
 
 
 APP_ROLES = r"""
@@ -245,13 +368,30 @@ SELECT rolname, rolcanlogin, rolcreatedb, rolcreaterole, rolinherit, coalesce(ro
  ORDER BY rolname"""
 
 
-def app_roles(host: Host, cluster: Cluster) -> list[tuple[str, bool, bool, bool, bool, str]]:
-    """The roles the application's database uses (owners, grantees): (name, login, createdb,
-    createrole, inherit, password verifier), without postgres and the replication user."""
-    rows = host.psql(APP_ROLES.format(app=app_schema("n.nspname", cluster), user=literal(cluster.user)),
-                     cluster.database)
-    return [(name, login == "t", createdb == "t", createrole == "t", inherit == "t", verifier)
-            for name, login, createdb, createrole, inherit, verifier in rows]
+def app_roles(
+    host: Host, cluster: Cluster
+) -> list[tuple[str, bool, bool, bool, bool, str]]:
+    """The roles the application's database uses (owners, grantees): (name, login,
+    createdb, createrole, inherit, password verifier), without postgres and the
+    replication user.
+    """
+    rows = host.psql(
+        APP_ROLES.format(
+            app=app_schema("n.nspname", cluster), user=literal(cluster.user)
+        ),
+        cluster.database,
+    )
+    return [
+        (
+            name,
+            login == "t",
+            createdb == "t",
+            createrole == "t",
+            inherit == "t",
+            verifier,
+        )
+        for name, login, createdb, createrole, inherit, verifier in rows
+    ]
 
 
 def hba_file(host: Host) -> str:
@@ -260,25 +400,39 @@ def hba_file(host: Host) -> str:
 
 def hba_unloaded(host: Host, path: str) -> bool:
     """Whether pg_hba.conf changed after PostgreSQL last loaded its configuration."""
-    return host.value(f"SELECT pg_conf_load_time() < (pg_stat_file({literal(path)})).modification") == "t"
+    return (
+        host.value(
+            f"SELECT pg_conf_load_time() < (pg_stat_file({literal(path)})).modification"
+        )
+        == "t"
+    )
 
 
 def hba_errors(host: Host) -> list[tuple[str, str]]:
-    """(line number, error) of every rule PostgreSQL cannot use in the pg_hba.conf on disk. Before 10
-    there is no pg_hba_file_rules: a reload that fails keeps the old rules and says so in the log only."""
+    """(line number, error) of every rule PostgreSQL cannot use in the pg_hba.conf on
+    disk. Before 10 there is no pg_hba_file_rules: a reload that fails keeps the old
+    rules and says so in the log only.
+    """
     if host.version_num < 100000:
         return []
-    return [tuple(r) for r in host.psql("SELECT line_number, error FROM pg_hba_file_rules "
-                                        "WHERE error IS NOT NULL")]
+    return [
+        tuple(r)
+        for r in host.psql(
+            "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL"
+        )
+    ]
 
 
 def has_managed_block(host: Host, path: str, tag: str) -> bool:
-    """Whether the file holds slony-migrate's managed block `tag` (as written by render.files.apply_block)."""
+    """Whether the file holds slony-migrate's managed block `tag` (as written by
+    render.files.apply_block)."""
     return BEGIN.format(tag) in (host.read_file(path) or "").splitlines()
 
 
 def has_plpgsql(host: Host, database: str) -> bool:
-    return bool(host.psql("SELECT 1 FROM pg_language WHERE lanname = 'plpgsql'", database))
+    return bool(
+        host.psql("SELECT 1 FROM pg_language WHERE lanname = 'plpgsql'", database)
+    )
 
 
 def database_size(host: Host, database: str) -> int:
@@ -290,25 +444,35 @@ def data_directory(host: Host) -> str:
 
 
 def schema_objects(host: Host, cluster: Cluster) -> set[tuple[str, str, str]]:
-    """The application's columns (type, NOT NULL) and index definitions, for comparing two servers."""
-    rows = host.psql(f"""
+    """The application's columns (type, NOT NULL) and index definitions, for
+    comparing two servers."""
+    rows = host.psql(
+        f"""
 SELECT 'column', quote_ident(n.nspname) || '.' || c.relname || '.' || a.attname,
        format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
- WHERE c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)}
+ WHERE c.relkind IN ('r', 'p') AND {app_schema("n.nspname", cluster)}
 UNION ALL
 SELECT 'index', schemaname || '.' || indexname, indexdef FROM pg_indexes
- WHERE {app_schema('schemaname', cluster)}
-ORDER BY 1, 2""", cluster.database)
+ WHERE {app_schema("schemaname", cluster)}
+ORDER BY 1, 2""",
+        cluster.database,
+    )
     return {tuple(r) for r in rows}
 
 
 def fenced(host: Host, database: str) -> bool:
-    """Whether no role but superusers may connect to `database` (see render.sql.fence_database)."""
-    return host.value(f"""
+    """Whether no role but superusers may connect to `database` (see
+    render.sql.fence_database)."""
+    return (
+        host.value(
+            f"""
 SELECT NOT EXISTS (SELECT 1 FROM pg_roles r WHERE NOT r.rolsuper AND r.rolcanlogin
-                      AND has_database_privilege(r.oid, {literal(database)}, 'CONNECT'))""") == "t"
+                      AND has_database_privilege(r.oid, {literal(database)}, 'CONNECT'))"""
+        )
+        == "t"
+    )
 
 
 def ssl_on(host: Host) -> bool:
@@ -316,15 +480,20 @@ def ssl_on(host: Host) -> bool:
 
 
 def code_run_by_replication(host: Host, cluster: Cluster) -> list[str]:
-    """Application code that slon (a superuser) would run while it applies rows on the new server:
-    triggers enabled ALWAYS or REPLICA on the application's tables, and functions owned by a role that is
-    not a superuser inside their indexes, constraints and defaults. One description each."""
-    rows = host.psql(f"""
+    """Application code that slon (a superuser) would run while it applies rows on the
+    new server: triggers enabled ALWAYS or REPLICA on the application's tables, and
+    functions owned by a role that is not a superuser inside their indexes, constraints
+    and defaults. One description each.
+    """
+    rows = host.psql(
+        f"""
 WITH app AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)})
+              WHERE c.relkind IN ('r', 'p') AND {app_schema("n.nspname", cluster)})
 SELECT format('trigger %I on %s fires %s', t.tgname, t.tgrelid::regclass,
               CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'in REPLICA mode' END)
-  FROM pg_trigger t WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R') AND t.tgrelid IN (SELECT oid FROM app)
+  FROM pg_trigger t
+ WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
+   AND t.tgrelid IN (SELECT oid FROM app)
 UNION
 SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid, d.objsubid),
               p.oid::regprocedure, pg_get_userbyid(p.proowner))
@@ -332,95 +501,145 @@ SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid,
   JOIN pg_roles r ON r.oid = p.proowner AND NOT r.rolsuper
  WHERE (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT indexrelid FROM pg_index
                                                           WHERE indrelid IN (SELECT oid FROM app)))
-    OR (d.classid = 'pg_constraint'::regclass AND d.objid IN (SELECT oid FROM pg_constraint
-                                                               WHERE conrelid IN (SELECT oid FROM app)))
+    OR (d.classid = 'pg_constraint'::regclass
+        AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid IN (SELECT oid FROM app)))
     OR (d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT oid FROM pg_attrdef
                                                             WHERE adrelid IN (SELECT oid FROM app)))
- ORDER BY 1""", cluster.database)
+ ORDER BY 1""",
+        cluster.database,
+    )
     return [r[0] for r in rows]
 
 
 def identity_columns(host: Host, cluster: Cluster) -> dict[tuple[str, str], str]:
-    """{(table, column): 'a' (ALWAYS) or 'd' (BY DEFAULT)} for every identity column of the application's
-    tables (partitions follow their parent and are left out); names quoted. Identity columns are there
-    from PostgreSQL 10."""
+    """{(table, column): 'a' (ALWAYS) or 'd' (BY DEFAULT)} for every identity column
+    of the application's tables (partitions follow their parent and are left out);
+    names quoted. Identity columns are there from PostgreSQL 10."""
     if host.version_num < 100000:
         return {}
-    rows = host.psql(f"""
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(a.attname), a.attidentity
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE a.attidentity IN ('a', 'd') AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-   AND {app_schema('n.nspname', cluster)}
- ORDER BY 1, 2""", cluster.database)
+    rows = host.psql(
+        f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), quote_ident(a.attname),
+       a.attidentity
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attidentity IN ('a', 'd') AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+   AND NOT c.relispartition
+   AND {app_schema("n.nspname", cluster)}
+ ORDER BY 1, 2""",
+        cluster.database,
+    )
     return {(t, col): kind for t, col, kind in rows}
 
 
 def generated_columns(host: Host, cluster: Cluster) -> list[str]:
-    """table.column of every stored generated column of the application's tables (there from 12)."""
+    """table.column of every stored generated column of the application's tables
+    (there from 12)."""
     if host.version_num < 120000:
         return []
-    rows = host.psql(f"""
+    rows = host.psql(
+        f"""
 SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) || '.' || quote_ident(a.attname)
-  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE a.attgenerated = 's' AND NOT a.attisdropped AND c.relkind IN ('r', 'p') AND {app_schema('n.nspname', cluster)}
- ORDER BY 1""", cluster.database)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attgenerated = 's' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+   AND {app_schema("n.nspname", cluster)}
+ ORDER BY 1""",
+        cluster.database,
+    )
     return [r[0] for r in rows]
 
 
 def materialized_views(host: Host, cluster: Cluster) -> list[tuple[str, str, bool]]:
-    """(name, owner, populated) of every materialized view of the application's schemas."""
-    rows = host.psql(f"""
-SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner), c.relispopulated
+    """(name, owner, populated) of every materialized view of the application's
+    schemas."""
+    rows = host.psql(
+        f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(c.relowner),
+       c.relispopulated
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'm' AND {app_schema('n.nspname', cluster)} ORDER BY 1""", cluster.database)
+ WHERE c.relkind = 'm' AND {app_schema("n.nspname", cluster)} ORDER BY 1""",
+        cluster.database,
+    )
     return [(name, owner, populated == "t") for name, owner, populated in rows]
 
 
-def matview_query_seconds(host: Host, cluster: Cluster, name: str, owner: str, limit: float) -> float | None:
-    """How long the materialized view's query runs on this server, as its owner in a read-only
-    transaction (about what a REFRESH costs); None when it takes longer than `limit` seconds."""
-    query = host.value(f"SELECT pg_get_viewdef({literal(name)}::regclass)", cluster.database).strip().rstrip(";")
+def matview_query_seconds(
+    host: Host, cluster: Cluster, name: str, owner: str, limit: float
+) -> float | None:
+    """How long the materialized view's query runs on this server, as its owner in a
+    read-only transaction (about what a REFRESH costs); None when it takes longer than
+    `limit` seconds.
+    """
+    query = (
+        host.value(
+            f"SELECT pg_get_viewdef({literal(name)}::regclass)", cluster.database
+        )
+        .strip()
+        .rstrip(";")
+    )
     try:
-        rows = host.psql(f"SET ROLE {ident(owner)}; SET statement_timeout = '{int(limit * 1000)}ms';\n"
-                         f"BEGIN READ ONLY;\nEXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) {query};\nROLLBACK;",
-                         cluster.database, timeout=int(limit) + 60)
+        rows = host.psql(
+            f"SET ROLE {ident(owner)}; SET statement_timeout ="
+            f" '{int(limit * 1000)}ms';\nBEGIN READ ONLY;\nEXPLAIN (ANALYZE, TIMING"
+            f" OFF, SUMMARY ON) {query};\nROLLBACK;",
+            cluster.database,
+            timeout=int(limit) + 60,
+        )
     except StepError:
         return None
-    line = next((r[0] for r in rows if r and r[0].strip().startswith("Execution Time:")), "")
+    line = next(
+        (r[0] for r in rows if r and r[0].strip().startswith("Execution Time:")), ""
+    )
     return float(line.split(":")[1].split()[0]) / 1000 if line else None
 
 
 def object_counts(host: Host, cluster: Cluster) -> dict[str, int]:
-    """How many objects of each kind the application's schemas hold that Slony does not replicate as
-    rows (the schema step copies their definitions)."""
-    rows = host.psql(f"""
+    """How many objects of each kind the application's schemas hold that Slony does
+    not replicate as rows (the schema step copies their definitions)."""
+    rows = host.psql(
+        f"""
 SELECT 'view', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'v' AND {app_schema('n.nspname', cluster)} AND {own_relation('c.oid')}
-UNION ALL SELECT 'partitioned table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'p' AND {app_schema('n.nspname', cluster)}
-UNION ALL SELECT 'foreign table', count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'f' AND {app_schema('n.nspname', cluster)}
+ WHERE c.relkind = 'v' AND {app_schema("n.nspname", cluster)} AND {own_relation("c.oid")}
+UNION ALL SELECT 'partitioned table', count(*)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'p' AND {app_schema("n.nspname", cluster)}
+UNION ALL SELECT 'foreign table', count(*)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'f' AND {app_schema("n.nspname", cluster)}
 UNION ALL SELECT 'function', count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- WHERE {app_schema('n.nspname', cluster)} AND {own_relation('p.oid', 'pg_proc')}
-UNION ALL SELECT 'type or domain', count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE t.typtype IN ('d', 'e', 'c', 'r') AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-   AND {app_schema('n.nspname', cluster)} AND {own_relation('t.oid', 'pg_type')}
+ WHERE {app_schema("n.nspname", cluster)} AND {own_relation("p.oid", "pg_proc")}
+UNION ALL SELECT 'type or domain', count(*)
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+ WHERE t.typtype IN ('d', 'e', 'c', 'r')
+   AND (t.typrelid = 0 OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+   AND {app_schema("n.nspname", cluster)} AND {own_relation("t.oid", "pg_type")}
 UNION ALL SELECT 'trigger', count(*) FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE NOT g.tgisinternal AND {app_schema('n.nspname', cluster)}
-   AND g.tgname NOT LIKE {literal(cluster.schema + '%')}""", cluster.database)
+ WHERE NOT g.tgisinternal AND {app_schema("n.nspname", cluster)}
+   AND g.tgname NOT LIKE {literal(cluster.schema + "%")}""",
+        cluster.database,
+    )
     return {kind: int(n) for kind, n in rows if int(n)}
 
 
 def extensions(host: Host, database: str) -> dict[str, str]:
-    """{extension: version} installed in the database (plpgsql left out: it is everywhere)."""
-    return dict(host.psql("SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
-                          database))
+    """{extension: version} installed in the database (plpgsql left out: it is
+    everywhere)."""
+    return dict(
+        host.psql(
+            "SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql'"
+            " ORDER BY 1",
+            database,
+        )
+    )
 
 
 def available_extensions(host: Host) -> dict[str, set[str]]:
     """{extension: versions} this server could install (its packages are there)."""
     out: dict[str, set[str]] = {}
-    for name, version in host.psql("SELECT name, version FROM pg_available_extension_versions"):
+    for name, version in host.psql(
+        "SELECT name, version FROM pg_available_extension_versions"
+    ):
         out.setdefault(name, set()).add(version)
     return out

@@ -1,4 +1,6 @@
-"""Facts of Slony's catalog (`_<cluster>`) and of the replication it runs: state, lag, events, copy."""
+"""Facts of Slony's catalog (`_<cluster>`) and of the replication it runs: state,
+lag, events, copy."""
+
 from __future__ import annotations
 
 from .. import settings
@@ -9,29 +11,53 @@ from ..render.sql import literal
 from .catalog import client_sessions, schema_exists
 from .system import epoch_now, slon_log
 
-__all__ = ["slony_state", "local_node_id", "subscription_active", "lag", "max_event", "confirmed_since",
-           "table_keys", "key_maxima", "checksums", "set_sequences", "owned_sequences",
-           "sequence_heads", "sequence_value", "copy_progress", "guarded_tables", "slonik_running", "server_now",
-           "transactions_before", "received_from", "slony_ids"]
+__all__ = [
+    "slony_state",
+    "local_node_id",
+    "subscription_active",
+    "lag",
+    "max_event",
+    "confirmed_since",
+    "table_keys",
+    "key_maxima",
+    "checksums",
+    "set_sequences",
+    "owned_sequences",
+    "sequence_heads",
+    "sequence_value",
+    "copy_progress",
+    "guarded_tables",
+    "slonik_running",
+    "server_now",
+    "transactions_before",
+    "received_from",
+    "slony_ids",
+]
 
 
 def slony_state(host: Host, cluster: Cluster) -> SlonyState:
-    """What of the cluster exists in this node's database: schema, nodes, paths, set, tables, subscription."""
+    """What of the cluster exists in this node's database: schema, nodes, paths, set,
+    tables, subscription."""
     state = SlonyState()
     if not schema_exists(host, cluster.database, cluster.schema):
         return state
     s, sid = cluster.schema, cluster.set_id
     state.schema = True
-    rows = host.psql(f"""
+    rows = host.psql(
+        f"""
 SELECT 'node', no_id::text, '' FROM {s}.sl_node
 UNION ALL SELECT 'path', pa_server::text, pa_client::text FROM {s}.sl_path
-UNION ALL SELECT 'set', (set_locked IS NOT NULL)::text, set_origin::text FROM {s}.sl_set WHERE set_id = {sid}
+UNION ALL SELECT 'set', (set_locked IS NOT NULL)::text, set_origin::text
+            FROM {s}.sl_set WHERE set_id = {sid}
 UNION ALL SELECT 'table', tab_id::text, quote_ident(tab_nspname) || '.' || quote_ident(tab_relname)
             FROM {s}.sl_table WHERE tab_set = {sid}
-UNION ALL SELECT 'sequence', seq_id::text, quote_ident(seq_nspname) || '.' || quote_ident(seq_relname)
+UNION ALL SELECT 'sequence', seq_id::text,
+                 quote_ident(seq_nspname) || '.' || quote_ident(seq_relname)
             FROM {s}.sl_sequence WHERE seq_set = {sid}
 UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_subscribe
-            WHERE sub_set = {sid}""", cluster.database)
+            WHERE sub_set = {sid}""",
+        cluster.database,
+    )
     for kind, a, b in rows:
         if kind == "node":
             state.nodes.add(int(a))
@@ -45,120 +71,186 @@ UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_s
             state.tables[b] = int(a)
         elif kind == "sequence":
             state.sequences[b] = int(a)
-        elif kind == "subscribe":  # two nodes: one subscription, whichever way the set goes now
+        elif (
+            kind == "subscribe"
+        ):  # two nodes: one subscription, whichever way the set goes now
             state.subscribed = b == "true"
     return state
 
 
 def local_node_id(host: Host, cluster: Cluster) -> int | None:
-    """The Slony node id this database holds for the cluster, or None without the cluster's schema."""
+    """The Slony node id this database holds for the cluster, or None without the
+    cluster's schema."""
     if not schema_exists(host, cluster.database, cluster.schema):
         return None
-    value = host.value(f"SELECT last_value FROM {cluster.schema}.sl_local_node_id", cluster.database)
+    value = host.value(
+        f"SELECT last_value FROM {cluster.schema}.sl_local_node_id", cluster.database
+    )
     return int(value) if value and int(value) > 0 else None
 
 
-def subscription_active(host: Host, cluster: Cluster, subscriber: Node | None = None) -> bool:
-    """Whether this node's sl_subscribe says the set's subscription (of `subscriber`, else any) is active:
-    on the subscriber that means its initial copy is done."""
+def subscription_active(
+    host: Host, cluster: Cluster, subscriber: Node | None = None
+) -> bool:
+    """Whether this node's sl_subscribe says the set's subscription (of `subscriber`,
+    else any) is active: on the subscriber that means its initial copy is done."""
     if not schema_exists(host, cluster.database, cluster.schema):
         return False
     only = f" AND sub_receiver = {subscriber.id}" if subscriber else ""
-    return host.value(f"SELECT bool_and(sub_active) FROM {cluster.schema}.sl_subscribe "
-                      f"WHERE sub_set = {cluster.set_id}{only}", cluster.database) == "t"
+    return (
+        host.value(
+            f"SELECT bool_and(sub_active) FROM {cluster.schema}.sl_subscribe "
+            f"WHERE sub_set = {cluster.set_id}{only}",
+            cluster.database,
+        )
+        == "t"
+    )
 
 
 def lag(origin: Host, cluster: Cluster) -> list[tuple[int, int, float]]:
-    """(subscriber node id, events behind, seconds behind) per subscriber, from sl_status on the origin."""
-    rows = origin.psql(f"SELECT st_received, st_lag_num_events, coalesce(extract(epoch FROM st_lag_time), 0) "
-                       f"FROM {cluster.schema}.sl_status", cluster.database)
+    """(subscriber node id, events behind, seconds behind) per subscriber, from
+    sl_status on the origin."""
+    rows = origin.psql(
+        "SELECT st_received, st_lag_num_events, coalesce(extract(epoch FROM"
+        f" st_lag_time), 0) FROM {cluster.schema}.sl_status",
+        cluster.database,
+    )
     return [(int(r[0]), int(r[1]), float(r[2])) for r in rows]
 
 
 def max_event(host: Host, cluster: Cluster, origin: Node) -> int:
     """The newest event number from `origin` that this node knows."""
-    return int(host.value(f"SELECT coalesce(max(ev_seqno), 0) FROM {cluster.schema}.sl_event "
-                          f"WHERE ev_origin = {origin.id}", cluster.database))
+    return int(
+        host.value(
+            f"SELECT coalesce(max(ev_seqno), 0) FROM {cluster.schema}.sl_event "
+            f"WHERE ev_origin = {origin.id}",
+            cluster.database,
+        )
+    )
 
 
-def confirmed_since(host: Host, cluster: Cluster, origin: Node, subscriber: Node, seqno: int) -> bool:
-    """Whether `subscriber` has confirmed an event of `origin` newer than `seqno` (as this node knows)."""
-    return bool(host.value(f"SELECT 1 FROM {cluster.schema}.sl_confirm WHERE con_origin = {origin.id} "
-                           f"AND con_received = {subscriber.id} AND con_seqno > {int(seqno)} LIMIT 1",
-                           cluster.database))
+def confirmed_since(
+    host: Host, cluster: Cluster, origin: Node, subscriber: Node, seqno: int
+) -> bool:
+    """Whether `subscriber` has confirmed an event of `origin` newer than `seqno` (as
+    this node knows)."""
+    return bool(
+        host.value(
+            f"SELECT 1 FROM {cluster.schema}.sl_confirm WHERE con_origin = {origin.id} "
+            f"AND con_received = {subscriber.id} AND con_seqno > {int(seqno)} LIMIT 1",
+            cluster.database,
+        )
+    )
 
 
 def table_keys(host: Host, cluster: Cluster) -> dict[str, list[tuple[str, str]]]:
-    """Each replicated table's key columns (quoted name, type) in index order, from sl_table's index."""
-    rows = host.psql(f"""
+    """Each replicated table's key columns (quoted name, type) in index order, from
+    sl_table's index."""
+    rows = host.psql(
+        f"""
 SELECT quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_relname), quote_ident(a.attname),
        format_type(a.atttypid, a.atttypmod)
   FROM {cluster.schema}.sl_table t
-  JOIN pg_index i ON i.indexrelid = (quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_idxname))::regclass
+  JOIN pg_index i
+    ON i.indexrelid = (quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_idxname))::regclass
   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
  WHERE t.tab_set = {cluster.set_id}
- ORDER BY 1, (SELECT k.n FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) WHERE k.attnum = a.attnum)""",
-                     cluster.database)
+ ORDER BY 1, (SELECT k.n FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+               WHERE k.attnum = a.attnum)""",
+        cluster.database,
+    )
     keys: dict[str, list[tuple[str, str]]] = {}
     for table, col, typ in rows:
         keys.setdefault(table, []).append((col, typ))
     return keys
 
 
-def key_maxima(host: Host, cluster: Cluster, keys: dict[str, list[tuple[str, str]]]) -> dict[str, str | None]:
+def key_maxima(
+    host: Host, cluster: Cluster, keys: dict[str, list[tuple[str, str]]]
+) -> dict[str, str | None]:
     """The largest key of each table with a one-column key (None for an empty table)."""
     single = {t: cols[0][0] for t, cols in keys.items() if len(cols) == 1}
     if not single:
         return {}
-    sql = " UNION ALL ".join(f"SELECT {literal(t)}, max({col})::text FROM {t}" for t, col in single.items())
-    return {r[0]: (r[1] or None) for r in host.psql(sql, cluster.database)}
+    sql = " UNION ALL ".join(
+        f"SELECT {literal(t)}, max({col})::text FROM {t}" for t, col in single.items()
+    )
+    return {r[0]: r[1] or None for r in host.psql(sql, cluster.database)}
 
 
-def checksums(host: Host, cluster: Cluster, sql: str) -> dict[tuple[str, str], tuple[str, str]]:
-    """{(table, chunk): (rows, md5)} from verify's checksum query (render.sql.checksum_sql)."""
+def checksums(
+    host: Host, cluster: Cluster, sql: str
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(table, chunk): (rows, md5)} from verify's checksum query
+    (render.sql.checksum_sql)."""
     rows = host.psql(sql, cluster.database, timeout=settings.CHECKSUMS)
     return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
 
 def set_sequences(host: Host, cluster: Cluster) -> dict[str, int]:
-    """{sequence: last value} of every sequence in the set (read from each sequence before 10, where
-    pg_sequences is missing)."""
+    """{sequence: last value} of every sequence in the set (read from each sequence
+    before 10, where pg_sequences is missing)."""
     if host.version_num < 100000:
-        names = [r[0] for r in host.psql(f"SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname) "
-                                         f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} "
-                                         "ORDER BY 1", cluster.database)]
+        names = [
+            r[0]
+            for r in host.psql(
+                "SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname) "
+                f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} "
+                "ORDER BY 1",
+                cluster.database,
+            )
+        ]
         if not names:
             return {}
-        rows = host.psql(" UNION ALL ".join(f"SELECT {literal(n)}, CASE WHEN is_called THEN last_value END "
-                                            f"FROM {n}" for n in names),
-                         cluster.database)
+        rows = host.psql(
+            " UNION ALL ".join(
+                f"SELECT {literal(n)}, CASE WHEN is_called THEN last_value END FROM {n}"
+                for n in names
+            ),
+            cluster.database,
+        )
         return {r[0]: int(r[1] or 0) for r in rows}
-    rows = host.psql(f"SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname), "
-                     f"(SELECT last_value FROM pg_sequences WHERE schemaname = seq_nspname "
-                     f"AND sequencename = seq_relname) "
-                     f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} ORDER BY 1",
-                     cluster.database)
+    rows = host.psql(
+        "SELECT quote_ident(seq_nspname) || '.' || quote_ident(seq_relname), "
+        "(SELECT last_value FROM pg_sequences WHERE schemaname = seq_nspname "
+        "AND sequencename = seq_relname) "
+        f"FROM {cluster.schema}.sl_sequence WHERE seq_set = {cluster.set_id} ORDER"
+        " BY 1",
+        cluster.database,
+    )
     return {r[0]: int(r[1] or 0) for r in rows}
 
 
 def owned_sequences(host: Host, cluster: Cluster) -> list[tuple[str, str, str]]:
     """(sequence, table, column) for each set sequence owned by a column."""
-    return [tuple(r) for r in host.psql(f"""
+    return [
+        tuple(r)
+        for r in host.psql(
+            f"""
 SELECT quote_ident(s.seq_nspname) || '.' || quote_ident(s.seq_relname), d.refobjid::regclass::text,
        quote_ident(a.attname)
   FROM {cluster.schema}.sl_sequence s
-  JOIN pg_depend d ON d.objid = s.seq_reloid AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+  JOIN pg_depend d ON d.objid = s.seq_reloid AND d.classid = 'pg_class'::regclass
+                  AND d.deptype IN ('a', 'i')
                   AND d.refclassid = 'pg_class'::regclass
   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
- WHERE s.seq_set = {cluster.set_id}""", cluster.database)]
+ WHERE s.seq_set = {cluster.set_id}""",
+            cluster.database,
+        )
+    ]
 
 
-def sequence_heads(host: Host, cluster: Cluster, owned: list[tuple[str, str, str]]) -> list[tuple[int, int]]:
+def sequence_heads(
+    host: Host, cluster: Cluster, owned: list[tuple[str, str, str]]
+) -> list[tuple[int, int]]:
     """(last value, largest value in its column) for each (sequence, table, column)."""
     out = []
     for seq, table, col in owned:
-        row = host.psql(f"SELECT (SELECT last_value FROM {seq}), (SELECT coalesce(max({col}), 0) FROM {table})",
-                        cluster.database)[0]
+        row = host.psql(
+            f"SELECT (SELECT last_value FROM {seq}), (SELECT coalesce(max({col}), 0)"
+            f" FROM {table})",
+            cluster.database,
+        )[0]
         out.append((int(row[0]), int(row[1] or 0)))
     return out
 
@@ -169,30 +261,53 @@ def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
 
 
 def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
-    """The initial copy as the subscriber shows it: slon log, pg_stat_progress_copy (from 14: before, tables
-    done only), origin table sizes."""
-    sizes = {parse.plain(r[0]): int(r[1]) for r in master.psql(
-        f"SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname), pg_table_size(tab_reloid) "
-        f"FROM {cl.schema}.sl_table WHERE tab_set = {cl.set_id}", cl.database)}
+    """The initial copy as the subscriber shows it: slon log, pg_stat_progress_copy
+    (from 14: before, tables done only), origin table sizes."""
+    sizes = {
+        parse.plain(r[0]): int(r[1])
+        for r in master.psql(
+            "SELECT quote_ident(tab_nspname) || '.' || quote_ident(tab_relname),"
+            f" pg_table_size(tab_reloid) FROM {cl.schema}.sl_table WHERE tab_set ="
+            f" {cl.set_id}",
+            cl.database,
+        )
+    }
     log = parse.parse_copy_log(slon_log(slon, cl, cl.slave))
-    rows = slave.psql("SELECT p.relid::regclass::text, p.bytes_processed FROM pg_stat_progress_copy p "
-                      f"JOIN pg_database d ON d.oid = p.datid WHERE d.datname = {literal(cl.database)}",
-                      cl.database) if slave.version_num >= 140000 else []  # the view is there from 14
+    rows = (
+        slave.psql(
+            "SELECT p.relid::regclass::text, p.bytes_processed FROM"
+            " pg_stat_progress_copy p JOIN pg_database d ON d.oid = p.datid WHERE"
+            f" d.datname = {literal(cl.database)}",
+            cl.database,
+        )
+        if slave.version_num >= 140000
+        else []
+    )  # the view is there from 14
     current = sum(int(r[1]) for r in rows)
     if rows and not log["current"]:
         log["current"] = parse.plain(rows[0][0])
     elapsed = epoch_now(slon) - parse.epoch(log["started"]) if log["started"] else 0.0
-    return {"tables": len(sizes), "bytes_total": sum(sizes.values()), "tables_done": sorted(log["done"]),
-            "current": log["current"], "current_bytes": current, "elapsed": elapsed, "retries": log["retries"],
-            "error": log["error"], "line": parse.progress_line(sizes, log, current, elapsed)}
+    return {
+        "tables": len(sizes),
+        "bytes_total": sum(sizes.values()),
+        "tables_done": sorted(log["done"]),
+        "current": log["current"],
+        "current_bytes": current,
+        "elapsed": elapsed,
+        "retries": log["retries"],
+        "error": log["error"],
+        "line": parse.progress_line(sizes, log, current, elapsed),
+    }
 
 
 def slonik_running(host: Host, cluster: Cluster) -> int | None:
-    """The process group of a slonik (or the move's psql) this tool started on the slon host, while it
-    runs; else None."""
-    r = host.run(f"p=$(cat {cluster.slonik_pidfile} 2>/dev/null) && grep -qa -e slonik -e psql /proc/$p/cmdline "
-                 "&& echo $p",
-                 check=False)
+    """The process group of a slonik (or the move's psql) this tool started on the
+    slon host, while it runs; else None."""
+    r = host.run(
+        f"p=$(cat {cluster.slonik_pidfile} 2>/dev/null) && grep -qa -e slonik -e psql"
+        " /proc/$p/cmdline && echo $p",
+        check=False,
+    )
     return int(r.stdout.strip()) if r.ok and r.stdout.strip() else None
 
 
@@ -202,58 +317,86 @@ def server_now(host: Host) -> str:
 
 
 def transactions_before(host: Host, since: str) -> list[tuple[str, str, str, int, str]]:
-    """(pid, user, application, age in s, query start) of every client session, in any database of this
-    server, whose transaction began before `since` (a server timestamp) and is still open, oldest first:
-    what LOCK SET waits for. slonik's own sessions are left out."""
+    """(pid, user, application, age in s, query start) of every client session, in
+    any database of this server, whose transaction began before `since` (a server
+    timestamp) and is still open, oldest first: what LOCK SET waits for. slonik's own
+    sessions are left out."""
     rows = host.psql(f"""
-SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint,
+SELECT pid, coalesce(usename, ''), coalesce(application_name, ''),
+       extract(epoch FROM now() - xact_start)::bigint,
        coalesce(to_char(query_start, 'HH24:MI:SS'), '')
   FROM pg_stat_activity
- WHERE pid <> pg_backend_pid() AND {client_sessions(host)} AND xact_start < {literal(since)}::timestamptz
+ WHERE pid <> pg_backend_pid() AND {client_sessions(host)}
+   AND xact_start < {literal(since)}::timestamptz
    AND application_name <> 'slonik'
  ORDER BY xact_start""")
     return [(pid, user, app, int(age), start) for pid, user, app, age, start in rows]
 
 
 def received_from(host: Host, cluster: Cluster, origin: Node) -> dict:
-    """What this node has of `origin`'s events: the newest received and the newest SYNC applied
-    (their times and ages in s, as this node's clock tells), and how many received are not applied yet."""
-    s, me = cluster.schema, f"(SELECT last_value FROM {cluster.schema}.sl_local_node_id)"
-    row = host.psql(f"""
-WITH got AS (SELECT max(ev_seqno) AS seqno, max(ev_timestamp) AS at FROM {s}.sl_event WHERE ev_origin = {origin.id}),
+    """What this node has of `origin`'s events: the newest received and the newest SYNC
+    applied (their times and ages in s, as this node's clock tells), and how many
+    received are not applied yet.
+    """
+    s, me = (
+        cluster.schema,
+        f"(SELECT last_value FROM {cluster.schema}.sl_local_node_id)",
+    )
+    row = host.psql(
+        f"""
+WITH got AS (SELECT max(ev_seqno) AS seqno, max(ev_timestamp) AS at
+              FROM {s}.sl_event WHERE ev_origin = {origin.id}),
 done AS (SELECT max(con_seqno) AS seqno FROM {s}.sl_confirm
           WHERE con_origin = {origin.id} AND con_received = {me}),
 sync AS (SELECT max(e.ev_timestamp) AS at FROM {s}.sl_event e, done
           WHERE e.ev_origin = {origin.id} AND e.ev_type = 'SYNC' AND e.ev_seqno <= done.seqno)
 SELECT coalesce(got.at::text, ''), coalesce(extract(epoch FROM now() - got.at)::int, -1),
        coalesce(sync.at::text, ''), coalesce(extract(epoch FROM now() - sync.at)::int, -1),
-       (SELECT count(*) FROM {s}.sl_event e WHERE e.ev_origin = {origin.id} AND e.ev_seqno > coalesce(done.seqno, 0))
-  FROM got, done, sync""", cluster.database)[0]
-    return {"event_at": row[0], "event_age": int(row[1]), "sync_at": row[2], "sync_age": int(row[3]),
-            "pending": int(row[4])}
+       (SELECT count(*) FROM {s}.sl_event e
+         WHERE e.ev_origin = {origin.id} AND e.ev_seqno > coalesce(done.seqno, 0))
+  FROM got, done, sync""",
+        cluster.database,
+    )[0]
+    return {
+        "event_at": row[0],
+        "event_age": int(row[1]),
+        "sync_at": row[2],
+        "sync_age": int(row[3]),
+        "pending": int(row[4]),
+    }
 
 
 def guarded_tables(host: Host, cluster: Cluster) -> tuple[int, int, int]:
-    """(tables in the set, configured as on an origin, configured as on a subscriber) on this node, from
-    pg_trigger: an origin logs writes (logtrigger enabled) and lets them in (denyaccess disabled); a
-    subscriber refuses them (denyaccess enabled, logtrigger disabled). Runs no application code."""
+    """(tables in the set, configured as on an origin, configured as on a subscriber) on
+    this node, from
+    pg_trigger: an origin logs writes (logtrigger enabled) and lets them in (denyaccess
+    disabled); a subscriber refuses them (denyaccess enabled, logtrigger disabled). Runs
+    no application code.
+    """
     s = cluster.schema
-    row = host.psql(f"""
+    row = host.psql(
+        f"""
 SELECT count(*),
        count(*) FILTER (WHERE lt.tgenabled = 'O' AND da.tgenabled = 'D'),
        count(*) FILTER (WHERE lt.tgenabled = 'D' AND da.tgenabled = 'O')
   FROM {s}.sl_table t
-  LEFT JOIN pg_trigger lt ON lt.tgrelid = t.tab_reloid AND lt.tgname = {literal(s + '_logtrigger')}
-  LEFT JOIN pg_trigger da ON da.tgrelid = t.tab_reloid AND da.tgname = {literal(s + '_denyaccess')}
- WHERE t.tab_set = {cluster.set_id}""", cluster.database)[0]
+  LEFT JOIN pg_trigger lt ON lt.tgrelid = t.tab_reloid AND lt.tgname = {literal(s + "_logtrigger")}
+  LEFT JOIN pg_trigger da ON da.tgrelid = t.tab_reloid AND da.tgname = {literal(s + "_denyaccess")}
+ WHERE t.tab_set = {cluster.set_id}""",
+        cluster.database,
+    )[0]
     return int(row[0]), int(row[1]), int(row[2])
 
 
 def slony_ids(host: Host, cluster: Cluster) -> tuple[set[int], set[int], set[int]]:
-    """(set ids, table ids, sequence ids) used anywhere in the cluster, as this node knows them."""
+    """(set ids, table ids, sequence ids) used anywhere in the cluster, as this node
+    knows them."""
     s = cluster.schema
-    rows = host.psql(f"SELECT 'set', set_id FROM {s}.sl_set UNION ALL SELECT 'table', tab_id FROM {s}.sl_table "
-                     f"UNION ALL SELECT 'sequence', seq_id FROM {s}.sl_sequence", cluster.database)
+    rows = host.psql(
+        f"SELECT 'set', set_id FROM {s}.sl_set UNION ALL SELECT 'table', tab_id FROM"
+        f" {s}.sl_table UNION ALL SELECT 'sequence', seq_id FROM {s}.sl_sequence",
+        cluster.database,
+    )
     ids: dict[str, set[int]] = {"set": set(), "table": set(), "sequence": set()}
     for kind, i in rows:
         ids[kind].add(int(i))

@@ -1,7 +1,10 @@
-"""Pure renderers of files: managed blocks (pg_hba.conf, .pgpass), slon.conf, slon_tools.conf, watchdog.
+"""Pure renderers of files: managed blocks (pg_hba.conf, .pgpass), slon.conf,
+slon_tools.conf, watchdog.
 
-No I/O here: every function takes values and returns text, so each is unit-tested to the letter.
+No I/O here: every function takes values and returns text, so each is unit-tested to the
+letter.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,11 +21,13 @@ class MarkerError(ValueError):
 
 
 def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> str:
-    """Put `lines` between BEGIN/END markers named `tag`; replace an existing block in place.
+    """Put `lines` between BEGIN/END markers named `tag`; replace an existing block in
+    place.
 
-    A new block goes before the first rule (top=True, for first-match files such as pg_hba.conf)
-    or at the end. Empty `lines` removes the block. The rest of the text is untouched, line endings
-    included. A BEGIN marker without its END raises MarkerError rather than guess where the block ends.
+    A new block goes before the first rule (top=True, for first-match files such as
+    pg_hba.conf) or at the end. Empty `lines` removes the block. The rest of the text is
+    untouched, line endings included. A BEGIN marker without its END raises MarkerError
+    rather than guess where the block ends.
     """
     begin, end = BEGIN.format(tag), END.format(tag)
     old = text.splitlines(keepends=True)
@@ -32,15 +37,24 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
     if begin in bare:
         i = bare.index(begin)
         if end not in bare[i:]:
-            raise MarkerError(f"managed block {tag!r} has a BEGIN marker but no END marker")
+            raise MarkerError(
+                f"managed block {tag!r} has a BEGIN marker but no END marker"
+            )
         j = bare.index(end, i)
-        return "".join(old[:i] + block + old[j + 1:])
+        return "".join(old[:i] + block + old[j + 1 :])
     if not lines:
         return text
     if old and not old[-1].endswith(("\n", "\r")):
         old[-1] += eol
     if top:
-        at = next((i for i, l in enumerate(bare) if l.strip() and not l.lstrip().startswith("#")), len(old))
+        at = next(
+            (
+                i
+                for i, l in enumerate(bare)
+                if l.strip() and not l.lstrip().startswith("#")
+            ),
+            len(old),
+        )
         return "".join(old[:at] + block + old[at:])
     return "".join(old + block)
 
@@ -50,11 +64,14 @@ def auth_method(version_num: int) -> str:
     return "scram-sha-256" if version_num >= 100000 else "md5"
 
 
-def hba_lines(cluster: Cluster, addresses: list[str], method: str = "scram-sha-256") -> list[str]:
-    """pg_hba.conf rules admitting the replication user from each slon host address: only encrypted
-    (hostssl), one address each (/32 or /128), SCRAM (md5 before 10)."""
+def hba_lines(
+    cluster: Cluster, addresses: list[str], method: str = "scram-sha-256"
+) -> list[str]:
+    """pg_hba.conf rules admitting the replication user from each slon host address:
+    only encrypted (hostssl), one address each (/32 or /128), SCRAM (md5 before 10)."""
     return [
-        f"hostssl    {cluster.database}    {cluster.user}    {addr}/{128 if ':' in addr else 32}    {method}"
+        f"hostssl    {cluster.database}    {cluster.user}   "
+        f" {addr}/{128 if ':' in addr else 32}    {method}"
         for addr in sorted(set(addresses))
     ]
 
@@ -66,43 +83,67 @@ def pgpass_escape(value: str) -> str:
 def pgpass_lines(cluster: Cluster, password: str) -> list[str]:
     """.pgpass lines for the replication user on every node (the file must be 0600)."""
     return [
-        ":".join(pgpass_escape(str(v)) for v in (n.dbhost, n.port, cluster.database, cluster.user, password))
+        ":".join(
+            pgpass_escape(str(v))
+            for v in (n.dbhost, n.port, cluster.database, cluster.user, password)
+        )
         for n in cluster.nodes
     ]
 
 
 def slon_conf(cluster: Cluster, node: Node) -> str:
-    """slon's own config file for one node (slon -f): conninfo stays out of the process list."""
+    """slon's own config file for one node (slon -f): conninfo stays out of the
+    process list."""
     return (
-        "# slon configuration written by slony-migrate; no password here: libpq reads ~/.pgpass\n"
+        "# slon configuration written by slony-migrate; no password here: libpq reads"
+        " ~/.pgpass\n"
         f"cluster_name='{cluster.name}'\n"
         f"conn_info='{conninfo(cluster, node)}'\n"
         f"pid_file='{cluster.rundir}/{node.instance}.pid'\n"
         "log_level=0\n"
         "log_timestamp=true\n"
-        # Measured by make bench (docs/benchmarks.md): with 2000/10000, slon notices new events only
-        # every 10 s when idle, and MOVE SET waits for that twice: writes blocked 9.2 s instead of 3.6 s.
+        # Measured by make bench (docs/benchmarks.md): with 2000/10000, slon notices new
+        # events only every 10 s when idle, and MOVE SET waits for that twice: writes
+        # blocked 9.2 s instead of 3.6 s.
         "sync_interval=1000\n"
         "sync_interval_timeout=2000\n"
     )
 
 
 def slon_timing(text: str, sync_interval: int, sync_interval_timeout: int) -> str:
-    """slon.conf with sync_interval and sync_interval_timeout (ms) set, every other line unchanged."""
-    lines = [l for l in text.splitlines() if not re.match(r"\s*sync_interval(_timeout)?\s*=", l)]
-    return "\n".join(lines + [f"sync_interval={int(sync_interval)}",
-                              f"sync_interval_timeout={int(sync_interval_timeout)}"]) + "\n"
+    """slon.conf with sync_interval and sync_interval_timeout (ms) set, every other
+    line unchanged."""
+    lines = [
+        l
+        for l in text.splitlines()
+        if not re.match(r"\s*sync_interval(_timeout)?\s*=", l)
+    ]
+    return (
+        "\n".join(
+            lines
+            + [
+                f"sync_interval={int(sync_interval)}",
+                f"sync_interval_timeout={int(sync_interval_timeout)}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def slon_tools_conf(cluster: Cluster, tables: list[Table], sequences: list[str]) -> str:
-    """/etc/slony1/slon_tools.conf for the altperl tools, valid Perl with no hand-editing.
+    """/etc/slony1/slon_tools.conf for the altperl tools, valid Perl with no
+    hand-editing.
 
-    Lists are Perl array references ([...]) and keyed tables a hash reference, so the set is never
-    silently empty (the runbook's @PKEYEDTABLES bug); no password: libpq reads ~/.pgpass.
+    Lists are Perl array references ([...]) and keyed tables a hash reference, so the
+    set is never silently empty (the runbook's @PKEYEDTABLES bug); no password: libpq
+    reads ~/.pgpass.
     """
     q = lambda s: "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"  # noqa: E731
     out = [
-        "# Written by slony-migrate for the Slony-I altperl tools; do not edit by hand.",
+        (
+            "# Written by slony-migrate for the Slony-I altperl tools; do not edit by"
+            " hand."
+        ),
         f"$CLUSTER_NAME = {q(cluster.name)};",
         f"$LOGDIR = {q(cluster.logdir)};",
         f"$PIDFILE_DIR = {q(cluster.rundir)};",
@@ -112,15 +153,22 @@ def slon_tools_conf(cluster: Cluster, tables: list[Table], sequences: list[str])
     for n in cluster.nodes:
         parent = f", parent => {cluster.master.id}" if n is not cluster.master else ""
         out.append(
-            f"add_node(node => {n.id}, host => {q(n.dbhost)}, dbname => {q(cluster.database)}, "
-            f"port => {n.port}, user => {q(cluster.user)}{parent}, "
-            f"config => {q(f'{cluster.confdir}/{n.instance}/slon.conf')});"
+            f"add_node(node => {n.id}, host => {q(n.dbhost)}, dbname =>"
+            f" {q(cluster.database)}, port => {n.port}, user =>"
+            f" {q(cluster.user)}{parent}, config =>"
+            f" {q(f'{cluster.confdir}/{n.instance}/slon.conf')});"
         )
     pkeyed = [t.name for t in tables if not t.key]
     keyed = [t for t in tables if t.key]
-    out += ["", "$SLONY_SETS = {", f"    'set{cluster.set_id}' => {{",
-            f"        'set_id' => {cluster.set_id},", "        'table_id' => 1,", "        'sequence_id' => 1,",
-            "        'pkeyedtables' => ["]
+    out += [
+        "",
+        "$SLONY_SETS = {",
+        f"    'set{cluster.set_id}' => {{",
+        f"        'set_id' => {cluster.set_id},",
+        "        'table_id' => 1,",
+        "        'sequence_id' => 1,",
+        "        'pkeyedtables' => [",
+    ]
     out += [f"            {q(n)}," for n in pkeyed]
     out += ["        ],", "        'keyedtables' => {"]
     out += [f"            {q(t.name)} => {q(t.key)}," for t in keyed]
@@ -131,7 +179,8 @@ def slon_tools_conf(cluster: Cluster, tables: list[Table], sequences: list[str])
 
 
 def watchdog_script(cluster: Cluster, slon_bin: str) -> str:
-    """A watchdog for one slon instance: restarts slon when it exits; one watchdog per instance (flock)."""
+    """A watchdog for one slon instance: restarts slon when it exits; one watchdog
+    per instance (flock)."""
     return f"""#!/bin/sh
 # slon watchdog written by slony-migrate. Usage: slon-watchdog INSTANCE (e.g. node1).
 # One per instance (flock); restarts slon 5 s after it exits; stops on SIGTERM.
@@ -144,7 +193,10 @@ exec 9>>"$run/$instance.lock"
 flock -n 9 || {{ echo "a watchdog for $instance is already running" >&2; exit 1; }}
 echo $$ > "$run/$instance.watchdog.pid"
 child=
-stop() {{ [ -n "$child" ] && kill "$child" 2>/dev/null && wait "$child"; rm -f "$run/$instance.watchdog.pid"; exit 0; }}
+stop() {{
+    [ -n "$child" ] && kill "$child" 2>/dev/null && wait "$child"
+    rm -f "$run/$instance.watchdog.pid"; exit 0
+}}
 trap stop TERM INT
 while :; do
     echo "$(date '+%Y-%m-%d %H:%M:%S') watchdog: starting slon for $instance" >>"$log"
@@ -152,21 +204,24 @@ while :; do
     child=$!
     wait "$child"
     rc=$?
-    echo "$(date '+%Y-%m-%d %H:%M:%S') watchdog: slon for $instance exited ($rc), restarting in 5 s" >>"$log"
+    echo "$(date '+%Y-%m-%d %H:%M:%S') watchdog: slon for $instance exited ($rc)," \\
+         "restarting in 5 s" >>"$log"
     child=
     sleep 5
 done
 """
 
 
-# --- PgBouncer's configuration ------------------------------------------------------------------------
+# --- PgBouncer's configuration --------------------------------------------------------
+
 
 class PoolerConfigError(ValueError):
     """pgbouncer.ini lacks what the switchover needs (the database's entry)."""
 
 
 def ini_sections(text: str) -> dict[str, dict[str, str]]:
-    """pgbouncer.ini as {section: {key: value}} (keys lower-case, ';' and '#' comments left out)."""
+    """pgbouncer.ini as {section: {key: value}} (keys lower-case, ';' and '#'
+    comments left out)."""
     sections: dict[str, dict[str, str]] = {}
     current = sections.setdefault("", {})
     for raw in text.splitlines():
@@ -185,28 +240,45 @@ CONNSTR_FIELD = re.compile(r"(?P<key>\w+)\s*=\s*(?P<value>'(?:[^'\\]|\\.|'')*'|\
 
 
 def pooler_entry(text: str, database: str) -> dict[str, str] | None:
-    """The [databases] entry of `database` in pgbouncer.ini as {key: value} (quotes removed), or None."""
+    """The [databases] entry of `database` in pgbouncer.ini as {key: value} (quotes
+    removed), or None."""
     entry = ini_sections(text).get("databases", {}).get(database.lower())
     if entry is None:
         return None
-    return {m.group("key").lower(): m.group("value").strip("'") for m in CONNSTR_FIELD.finditer(entry)}
+    return {
+        m.group("key").lower(): m.group("value").strip("'")
+        for m in CONNSTR_FIELD.finditer(entry)
+    }
 
 
 def point_pooler(text: str, database: str, host: str, port: int) -> str:
-    """pgbouncer.ini with the [databases] entry of `database` pointed at host:port, all else unchanged."""
+    """pgbouncer.ini with the [databases] entry of `database` pointed at host:port,
+    all else unchanged."""
     out, section, found = [], "", False
     for raw in text.splitlines(keepends=True):
         line = raw.strip()
         if line.startswith("[") and line.endswith("]"):
             section = line[1:-1].strip().lower()
-        elif section == "databases" and "=" in line and line[0] not in ";#" \
-                and line.split("=", 1)[0].strip().lower() == database.lower():
+        elif (
+            section == "databases"
+            and "=" in line
+            and line[0] not in ";#"
+            and line.split("=", 1)[0].strip().lower() == database.lower()
+        ):
             name, fields = raw.split("=", 1)
             for key, value in (("host", host), ("port", str(int(port)))):
                 if re.search(rf"(^|\s){key}\s*=", fields):
-                    fields = re.sub(rf"(^|\s){key}\s*=\s*('(?:[^'\\]|\\.|'')*'|\S+)", rf"\g<1>{key}={value}", fields)
+                    fields = re.sub(
+                        rf"(^|\s){key}\s*=\s*('(?:[^'\\]|\\.|'')*'|\S+)",
+                        rf"\g<1>{key}={value}",
+                        fields,
+                    )
                 else:
-                    fields = fields.rstrip("\r\n") + f" {key}={value}" + fields[len(fields.rstrip("\r\n")):]
+                    fields = (
+                        fields.rstrip("\r\n")
+                        + f" {key}={value}"
+                        + fields[len(fields.rstrip("\r\n")) :]
+                    )
             raw, found = name + "=" + fields, True
         out.append(raw)
     if not found:

@@ -1,5 +1,8 @@
-"""Pure renderers of the switchover's psql scripts, which stand in for slonik's lock set, sync and move
-set, and the one value a move is: its nodes, its limits and its two scripts, rendered once. No I/O."""
+"""Pure renderers of the switchover's psql scripts, which stand in for slonik's lock
+set, sync and move set, and the one value a move is: its nodes, its limits and its two
+scripts, rendered once. No I/O.
+"""
+
 from __future__ import annotations
 
 import shlex
@@ -14,22 +17,26 @@ from .sql import ident, literal
 
 @dataclass(frozen=True)
 class Switch:
-    """The operator's flags for a switchover (or switchback): the checks' limits and the move's bounds."""
+    """The operator's flags for a switchover (or switchback): the checks' limits and
+    the move's bounds."""
 
-    max_lag: float = settings.MAX_LAG        # events older than this wait: refused
-    wait_lag: float = settings.WAIT_LAG      # ... after waiting this long for them
-    xact_age: float = settings.XACT_AGE      # a transaction older than this blocks the move
+    max_lag: float = settings.MAX_LAG  # events older than this wait: refused
+    wait_lag: float = settings.WAIT_LAG  # ... after waiting this long for them
+    xact_age: float = settings.XACT_AGE  # a transaction older than this blocks the move
     wait_xacts: float = settings.WAIT_XACTS  # ... after waiting this long for it to end
-    timeout: float = settings.MOVE_EVENT     # each event of the move: the last SYNC confirmed, the takeover
-    lock_timeout: float = settings.LOCK_TIMEOUT  # LOCK SET (and PgBouncer's PAUSE) succeeds within this
-    pooler: str = ""                         # SSH name of the PgBouncer host, if the application uses one
+    # each event of the move: the last SYNC confirmed, the takeover
+    timeout: float = settings.MOVE_EVENT
+    # LOCK SET (and PgBouncer's PAUSE) succeeds within this
+    lock_timeout: float = settings.LOCK_TIMEOUT
+    pooler: str = ""  # SSH name of the PgBouncer host, if the application uses one
     pooler_config: str = settings.POOLER_CONFIG
 
 
 @dataclass(frozen=True)
 class Move:
-    """One move of the set from the `old` origin to the `new` one, with its two psql scripts rendered once:
-    the dry run shows them (`shown`), the run sends them (`parts`)."""
+    """One move of the set from the `old` origin to the `new` one, with its two psql
+    scripts rendered once: the dry run shows them (`shown`), the run sends them
+    (`parts`)."""
 
     cluster: Cluster
     old: Node
@@ -39,13 +46,21 @@ class Move:
     move_script: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lock_script", lock_set_script(self.cluster, self.old, self.switch.lock_timeout))
-        object.__setattr__(self, "move_script", move_set_script(self.cluster, self.old, self.new,
-                                                                self.switch.timeout))
+        object.__setattr__(
+            self,
+            "lock_script",
+            lock_set_script(self.cluster, self.old, self.switch.lock_timeout),
+        )
+        object.__setattr__(
+            self,
+            "move_script",
+            move_set_script(self.cluster, self.old, self.new, self.switch.timeout),
+        )
 
     @property
     def program(self) -> str:
-        """What reads both scripts on the slon host: psql, connected to the old origin."""
+        """What reads both scripts on the slon host: psql, connected to the old
+        origin."""
         return psql_on(self.cluster, self.old)
 
     @property
@@ -59,115 +74,181 @@ class Move:
         return self.switch.lock_timeout + self.switch.timeout
 
     def parts(self) -> list[tuple[str, str, float]]:
-        """The scripts as remote.Host.staged sends them: the lock, then (once it printed LOCKED) the move."""
-        return [(self.lock_script, LOCKED, self.switch.lock_timeout + settings.LOCK_GRACE),
-                (self.move_script, "", self.switch.timeout + settings.SSH_GRACE)]
+        """The scripts as remote.Host.staged sends them: the lock, then (once it
+        printed LOCKED) the move."""
+        return [
+            (self.lock_script, LOCKED, self.switch.lock_timeout + settings.LOCK_GRACE),
+            (self.move_script, "", self.switch.timeout + settings.SSH_GRACE),
+        ]
 
     def shown(self) -> str:
-        """What a dry run shows: the one psql and both scripts, as they would be sent."""
-        return (f"{self.program} <<'SQL'\n{self.lock_script}-- once it printed '{LOCKED}':\n"
-                f"{self.move_script}SQL\n")
+        """What a dry run shows: the one psql and both scripts, as they would be
+        sent."""
+        return (
+            f"{self.program} <<'SQL'\n{self.lock_script}-- once it printed"
+            f" '{LOCKED}':\n{self.move_script}SQL\n"
+        )
 
 
 @dataclass(frozen=True)
 class MoveResult:
-    """What one move measured, in seconds. `blocked`: how long application writes were refused (through
-    PgBouncer: how long its queries waited, PAUSE to RESUME). The phases of the window, each None when
-    the move ended another way (a failure after which the move turned out to have committed):"""
+    """What one move measured, in seconds. `blocked`: how long application writes were
+    refused (through PgBouncer: how long its queries waited, PAUSE to RESUME). The
+    phases of the window, each None when the move ended another way (a failure after
+    which the move turned out to have committed):
+    """
 
     blocked: float
-    lock: float | None = None      # LOCK SET on the old origin, and the wait for transactions older than it
-    sync: float | None = None      # the last SYNC made on the old origin and confirmed by the new one
-    move: float | None = None      # MOVE SET committed on the old origin
-    takeover: float | None = None  # the new origin names itself the origin (its slon applied the move)
-    pause: float | None = None     # PgBouncer's PAUSE (its running transactions ended)
-    resume: float | None = None    # PgBouncer's RELOAD and RESUME
+    lock: float | None = (
+        None  # LOCK SET on the old origin, and the wait for transactions older than it
+    )
+    sync: float | None = (
+        None  # the last SYNC made on the old origin and confirmed by the new one
+    )
+    move: float | None = None  # MOVE SET committed on the old origin
+    takeover: float | None = (
+        None  # the new origin names itself the origin (its slon applied the move)
+    )
+    pause: float | None = None  # PgBouncer's PAUSE (its running transactions ended)
+    resume: float | None = None  # PgBouncer's RELOAD and RESUME
 
-    PHASES = (("lock", "lock"), ("sync", "SYNC confirmed"), ("move", "MOVE SET"), ("takeover", "takeover"),
-              ("pause", "PAUSE"), ("resume", "RESUME"))
+    PHASES = (
+        ("lock", "lock"),
+        ("sync", "SYNC confirmed"),
+        ("move", "MOVE SET"),
+        ("takeover", "takeover"),
+        ("pause", "PAUSE"),
+        ("resume", "RESUME"),
+    )
 
     def line(self) -> str:
         """The phases that were measured, one clause each."""
-        return ", ".join(f"{label} {getattr(self, name):.2f} s" for name, label in self.PHASES
-                         if getattr(self, name) is not None)
+        return ", ".join(
+            f"{label} {getattr(self, name):.2f} s"
+            for name, label in self.PHASES
+            if getattr(self, name) is not None
+        )
 
 
 def psql_arg(value: str) -> str:
-    """An argument of a psql meta-command (\\connect), single-quoted as psql reads it."""
+    """An argument of a psql meta-command (\\connect), single-quoted as psql reads
+    it."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 LOCKED = "locked: the move may start"
-"""The line lock_set_script ends with: the tool sends move_set_script only once it has seen it."""
+"""The line lock_set_script ends with: the tool sends move_set_script only once it
+has seen it."""
 
 
 def lock_set_script(cluster: Cluster, origin: Node, lock_timeout: float) -> str:
-    """Switchover, phase 1, for the slon host's psql (psql_on the origin): LOCK SET on the origin (from
-    now on its tables refuse writes), then a wait until every transaction older than the lock has ended;
-    then it prints LOCKED.
+    """Switchover, phase 1, for the slon host's psql (psql_on the origin): LOCK SET on
+    the origin (from now on its tables refuse writes), then a wait until every
+    transaction older than the lock has ended; then it prints LOCKED.
 
-    The statements slonik sends for `lock set` (slonik.c: slonik_lock_set), with its wait for older
-    transactions done every 20 ms instead of every second; lock_timeout and statement_timeout bound
-    each of them. Before LOCKED it writes the cluster's lock_mark, which move_set_script removes: a psql
-    that ends with the mark still there ended between the two (the tool died), and the slon host then
+    The statements slonik sends for `lock set` (slonik.c: slonik_lock_set), with its
+    wait for older transactions done every 20 ms instead of every second;
+    lock_timeout and statement_timeout bound each of them. Before LOCKED it writes
+    the cluster's lock_mark, which move_set_script removes: a psql that ends with the
+    mark still there ended between the two (the tool died), and the slon host then
     unlocks the set itself (slonik_shell's `unfinished`)."""
     schema, limit = ident(cluster.schema), max(1, round(lock_timeout * 1000))
-    return "\n".join([
-        f"\\echo step: LOCK SET on {origin.host}",
-        f"SET lock_timeout = {limit};",
-        f"SET statement_timeout = {limit};",
-        "BEGIN;",
-        f"LOCK TABLE {schema}.sl_config_lock;",
-        f"SELECT {schema}.lockSet({cluster.set_id});",
-        "SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax \\gset",
-        "COMMIT;",
-        f"\\echo step: transactions older than the lock on {origin.host} to end",
-        "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
-        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec",
-        f"\\! : > {shlex.quote(cluster.lock_mark)}",
-        f"\\echo {LOCKED}",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"\\echo step: LOCK SET on {origin.host}",
+                f"SET lock_timeout = {limit};",
+                f"SET statement_timeout = {limit};",
+                "BEGIN;",
+                f"LOCK TABLE {schema}.sl_config_lock;",
+                f"SELECT {schema}.lockSet({cluster.set_id});",
+                (
+                    "SELECT"
+                    " pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot())"
+                    " AS xmax \\gset"
+                ),
+                "COMMIT;",
+                (
+                    f"\\echo step: transactions older than the lock on {origin.host}"
+                    " to end"
+                ),
+                (
+                    "SELECT format('DO $w$BEGIN WHILE"
+                    " pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())"
+                    " < %s LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax')"
+                    " \\gexec"
+                ),
+                f"\\! : > {shlex.quote(cluster.lock_mark)}",
+                f"\\echo {LOCKED}",
+            ]
+        )
+        + "\n"
+    )
 
 
 def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> str:
-    """Switchover, phase 2 (the set is locked), for the same psql after lock_set_script: a last SYNC on
-    the old origin, a wait until the new origin has applied it, MOVE SET on the old origin. Before each
-    part it echoes what it starts (`step: ...`). Without the lock's timeouts: only the wait has one.
+    """Switchover, phase 2 (the set is locked), for the same psql after lock_set_script:
+    a last SYNC on the old origin, a wait until the new origin has applied it, MOVE SET
+    on the old origin. Before each part it echoes what it starts (`step: ...`). Without
+    the lock's timeouts: only the wait has one.
 
-    The wait decides: the move commits only once the new origin has confirmed all data up to the lock
-    (a stuck subscriber aborts the switchover with the set unlocked at the old origin). This is slonik's
-    `sync; wait for event; move set` in one process, about 0.4 s quicker per move:
+    The wait decides: the move commits only once the new origin has confirmed all data
+    up to the lock (a stuck subscriber aborts the switchover with the set unlocked at
+    the old origin). This is slonik's `sync; wait for event; move set` in one process,
+    about 0.4 s quicker per move:
     - SYNC and MOVE SET are the statements slonik sends for them (slonik.c: slonik_sync,
-      slonik_move_set), each in a transaction of its own; slon's own SYNCs are made the same way.
-    - The wait asks the new origin itself, whose slon writes the confirmation as it applies the SYNC,
-      every 20 ms; slonik's WAIT FOR EVENT asks the old origin, which learns of it only from its slon's
-      next poll, once a second. The loop runs in the new origin's server, bounded by statement_timeout,
-      and from PostgreSQL 14 on also ends when psql is gone (client_connection_check_interval).
-    - slonik connects to every node as it starts (about 0.1 s for each script); this psql is connected
-      to the old origin already, and started with the lock (no SSH command of its own).
-    No wait after MOVE SET: the tool polls the new origin's catalog for the move instead."""
+      slonik_move_set), each in a transaction of its own; slon's own SYNCs are made the
+      same way.
+    - The wait asks the new origin itself, whose slon writes the confirmation as it
+      applies the SYNC, every 20 ms; slonik's WAIT FOR EVENT asks the old origin, which
+      learns of it only from its slon's next poll, once a second. The loop runs in the
+      new origin's server, bounded by statement_timeout, and from PostgreSQL 14 on also
+      ends when psql is gone (client_connection_check_interval).
+    - slonik connects to every node as it starts (about 0.1 s for each script); this
+      psql is connected to the old origin already, and started with the lock (no SSH
+      command of its own). No wait after MOVE SET: the tool polls the new origin's
+      catalog for the move instead.
+    """
     schema = ident(cluster.schema)
-    confirmed = (f"SELECT FROM {schema}.sl_confirm WHERE con_origin = {old.id} AND con_received = {new.id} "
-                 "AND con_seqno >= %s")
-    return "\n".join([
-        f"\\! rm -f {shlex.quote(cluster.lock_mark)}",
-        f"\\echo step: SYNC on {old.host}",
-        "RESET lock_timeout;",
-        "RESET statement_timeout;",
-        "BEGIN;",
-        f"LOCK TABLE {schema}.sl_event_lock;",
-        f"SELECT {schema}.createEvent({literal(cluster.schema)}, 'SYNC') AS ev \\gset",
-        "COMMIT;",
-        f"\\echo step: {new.host} to confirm SYNC ({old.id},:ev) within {int(timeout)} s",
-        f"\\connect {psql_arg(conninfo(cluster, new))}",
-        f"SET statement_timeout = {int(timeout) * 1000};",
-        "SELECT set_config(name, '1000', false) FROM pg_settings WHERE name = 'client_connection_check_interval';",
-        f"SELECT format('DO $w$BEGIN WHILE NOT EXISTS ({confirmed}) LOOP PERFORM pg_sleep(0.02); END LOOP; "
-        "END$w$', :'ev') \\gexec",
-        f"\\echo step: MOVE SET on {old.host}",
-        f"\\connect {psql_arg(conninfo(cluster, old))}",
-        "BEGIN;",
-        f"LOCK TABLE {schema}.sl_event_lock, {schema}.sl_config_lock;",
-        f"SELECT {schema}.moveSet({cluster.set_id}, {new.id});",
-        "COMMIT;",
-    ]) + "\n"
+    confirmed = (
+        f"SELECT FROM {schema}.sl_confirm WHERE con_origin = {old.id} AND con_received"
+        f" = {new.id} AND con_seqno >= %s"
+    )
+    return (
+        "\n".join(
+            [
+                f"\\! rm -f {shlex.quote(cluster.lock_mark)}",
+                f"\\echo step: SYNC on {old.host}",
+                "RESET lock_timeout;",
+                "RESET statement_timeout;",
+                "BEGIN;",
+                f"LOCK TABLE {schema}.sl_event_lock;",
+                (
+                    f"SELECT {schema}.createEvent({literal(cluster.schema)}, 'SYNC') AS"
+                    " ev \\gset"
+                ),
+                "COMMIT;",
+                (
+                    f"\\echo step: {new.host} to confirm SYNC ({old.id},:ev) within"
+                    f" {int(timeout)} s"
+                ),
+                f"\\connect {psql_arg(conninfo(cluster, new))}",
+                f"SET statement_timeout = {int(timeout) * 1000};",
+                (
+                    "SELECT set_config(name, '1000', false) FROM pg_settings WHERE name"
+                    " = 'client_connection_check_interval';"
+                ),
+                (
+                    f"SELECT format('DO $w$BEGIN WHILE NOT EXISTS ({confirmed}) LOOP"
+                    " PERFORM pg_sleep(0.02); END LOOP; END$w$', :'ev') \\gexec"
+                ),
+                f"\\echo step: MOVE SET on {old.host}",
+                f"\\connect {psql_arg(conninfo(cluster, old))}",
+                "BEGIN;",
+                f"LOCK TABLE {schema}.sl_event_lock, {schema}.sl_config_lock;",
+                f"SELECT {schema}.moveSet({cluster.set_id}, {new.id});",
+                "COMMIT;",
+            ]
+        )
+        + "\n"
+    )

@@ -1,4 +1,5 @@
 """Pure SQL: quoting, SCRAM verifiers, and the statements the steps run. No I/O."""
+
 from __future__ import annotations
 
 import base64
@@ -21,8 +22,11 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
-    """Return the SCRAM-SHA-256 verifier PostgreSQL stores for this password (RFC 5802/7677)."""
+def scram_verifier(
+    password: str, salt: bytes | None = None, iterations: int = 4096
+) -> str:
+    """Return the SCRAM-SHA-256 verifier PostgreSQL stores for this password (RFC
+    5802/7677)."""
     salt = salt if salt is not None else os.urandom(16)
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
@@ -34,14 +38,19 @@ def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4
 
 def scram_matches(verifier: str | None, password: str) -> bool:
     """True when a stored verifier was made from this password."""
-    m = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", verifier or "")
+    m = re.fullmatch(
+        r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+",
+        verifier or "",
+    )
     if not m:
         return False
     try:
         salt = base64.b64decode(m.group(2), validate=True)
     except binascii.Error:
         return False
-    return hmac.compare_digest(scram_verifier(password, salt, int(m.group(1))), verifier)
+    return hmac.compare_digest(
+        scram_verifier(password, salt, int(m.group(1))), verifier
+    )
 
 
 def md5_verifier(password: str, user: str) -> str:
@@ -51,7 +60,11 @@ def md5_verifier(password: str, user: str) -> str:
 
 def password_verifier(version_num: int, password: str, user: str) -> str:
     """What the server stores for this password: SCRAM from 10, md5 before."""
-    return scram_verifier(password) if version_num >= 100000 else md5_verifier(password, user)
+    return (
+        scram_verifier(password)
+        if version_num >= 100000
+        else md5_verifier(password, user)
+    )
 
 
 def password_matches(verifier: str | None, password: str, user: str) -> bool:
@@ -61,57 +74,101 @@ def password_matches(verifier: str | None, password: str, user: str) -> bool:
     return scram_matches(verifier, password)
 
 
-# --- statements ---------------------------------------------------------------------------------------
+# --- statements -----------------------------------------------------------------------
 
-ROLE_MARK = "slony-migrate replication role"  # the comment that tells the tool's own role from others
+ROLE_MARK = (  # the comment that tells the tool's own role from others
+    "slony-migrate replication role"
+)
 
 
-def replication_role(name: str, verifier: str, *, exists: bool, float_digits: bool = False) -> str:
-    """CREATE (or ALTER) the replication superuser with a password verifier (or MASK, for showing), marked
-    as the tool's own by its comment. Statement logging is off in the session (the verifier is a secret).
+def replication_role(
+    name: str, verifier: str, *, exists: bool, float_digits: bool = False
+) -> str:
+    """CREATE (or ALTER) the replication superuser with a password verifier (or MASK,
+    for showing), marked as the tool's own by its comment. Statement logging is off in
+    the session (the verifier is a secret).
 
-    float_digits: a server before 12 prints float8 rounded to 15 digits unless extra_float_digits is 3;
-    slon copies and replicates as this role, so its sessions get 3 there."""
+    float_digits: a server before 12 prints float8 rounded to 15 digits unless
+    extra_float_digits is 3; slon copies and replicates as this role, so its sessions
+    get 3 there."""
     verb = "ALTER" if exists else "CREATE"
-    return (f"{QUIET}{verb} ROLE {ident(name)} WITH LOGIN SUPERUSER PASSWORD {literal(verifier)};\n"
-            f"COMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};"
-            + (f"\nALTER ROLE {ident(name)} SET extra_float_digits = 3;" if float_digits else ""))
+    return (
+        f"{QUIET}{verb} ROLE {ident(name)} WITH LOGIN SUPERUSER PASSWORD"
+        f" {literal(verifier)};\nCOMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};"
+        + (
+            f"\nALTER ROLE {ident(name)} SET extra_float_digits = 3;"
+            if float_digits
+            else ""
+        )
+    )
 
 
 # Sessions that carry a secret (a password verifier) keep it out of the server's log.
-QUIET = ("SET log_statement = 'none'; SET log_min_error_statement = 'panic'; "
-         "SET log_min_duration_statement = -1;\n")
+QUIET = (
+    "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; "
+    "SET log_min_duration_statement = -1;\n"
+)
 
 
-def app_role(name: str, login: bool, createdb: bool, createrole: bool, inherit: bool, verifier: str) -> str:
-    """CREATE ROLE for one of the application's roles, as it is on the master (verifier or MASK)."""
-    attrs = " ".join(["LOGIN" if login else "NOLOGIN", "CREATEDB" if createdb else "NOCREATEDB",
-                      "CREATEROLE" if createrole else "NOCREATEROLE", "INHERIT" if inherit else "NOINHERIT"])
-    return (QUIET if verifier else "") + f"CREATE ROLE {ident(name)} WITH {attrs}" + (
-        f" PASSWORD {literal(verifier)}" if verifier else "")
+def app_role(
+    name: str,
+    login: bool,
+    createdb: bool,
+    createrole: bool,
+    inherit: bool,
+    verifier: str,
+) -> str:
+    """CREATE ROLE for one of the application's roles, as it is on the master
+    (verifier or MASK)."""
+    attrs = " ".join(
+        [
+            "LOGIN" if login else "NOLOGIN",
+            "CREATEDB" if createdb else "NOCREATEDB",
+            "CREATEROLE" if createrole else "NOCREATEROLE",
+            "INHERIT" if inherit else "NOINHERIT",
+        ]
+    )
+    return (
+        (QUIET if verifier else "")
+        + f"CREATE ROLE {ident(name)} WITH {attrs}"
+        + (f" PASSWORD {literal(verifier)}" if verifier else "")
+    )
 
 
 def create_database(name: str, info: dict[str, str]) -> str:
-    """CREATE DATABASE with the owner, encoding and locale of `info` (facts.database_info)."""
-    return (f"CREATE DATABASE {name} OWNER {ident(info['owner'])} TEMPLATE template0 "
-            f"ENCODING {literal(info['encoding'])} LC_COLLATE {literal(info['collate'])} "
-            f"LC_CTYPE {literal(info['ctype'])}")
+    """CREATE DATABASE with the owner, encoding and locale of `info`
+    (facts.database_info)."""
+    return (
+        f"CREATE DATABASE {name} OWNER {ident(info['owner'])} TEMPLATE template0 "
+        f"ENCODING {literal(info['encoding'])} LC_COLLATE {literal(info['collate'])} "
+        f"LC_CTYPE {literal(info['ctype'])}"
+    )
 
 
-# --- verify -----------------------------------------------------------------------------------------
+# --- verify ---------------------------------------------------------------------------
+
 
 # Both sides print values alike (PostgreSQL 15 and 17, any server settings).
 def verify_session(float_digits: int) -> str:
-    """Settings under which both servers print a row as the same text (see parse.float_digits)."""
-    return f"SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = {int(float_digits)};\n"
+    """Settings under which both servers print a row as the same text (see
+    parse.float_digits)."""
+    return (
+        "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits ="
+        f" {int(float_digits)};\n"
+    )
 
 
-def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str | None], chunk: int,
-                 float_digits: int = 1) -> str:
-    """One read-only statement: per table (per key chunk for integer keys) a row count and an md5.
+def checksum_sql(
+    keys: dict[str, list[tuple[str, str]]],
+    cutoffs: dict[str, str | None],
+    chunk: int,
+    float_digits: int = 1,
+) -> str:
+    """One read-only statement: per table (per key chunk for integer keys) a row count
+    and an md5.
 
-    keys: table -> key columns (name, type); cutoffs: table -> largest key to include (rows newer
-    than that are left out), for tables with a one-column key.
+    keys: table -> key columns (name, type); cutoffs: table -> largest key to include
+    (rows newer than that are left out), for tables with a one-column key.
     """
     parts = []
     for table, cols in sorted(keys.items()):
@@ -119,20 +176,35 @@ def checksum_sql(keys: dict[str, list[tuple[str, str]]], cutoffs: dict[str, str 
         rowmd5 = f"md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), ''))"
         if len(cols) == 1 and cols[0][1] in ("integer", "bigint", "smallint"):
             k = cols[0][0]
-            where = f" WHERE {k} <= {int(cutoffs[table])}" if cutoffs.get(table) not in (None, "") else ""
-            parts.append(f"(SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
-                         f"FROM {table} t{where} GROUP BY 2)")
+            where = (
+                f" WHERE {k} <= {int(cutoffs[table])}"
+                if cutoffs.get(table) not in (None, "")
+                else ""
+            )
+            parts.append(
+                f"(SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
+                f"FROM {table} t{where} GROUP BY 2)"
+            )
         else:
-            parts.append(f"(SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t)")
-    return (verify_session(float_digits) + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
-            + "\nUNION ALL ".join(parts) + ";\nCOMMIT;\n")
+            parts.append(
+                f"(SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t)"
+            )
+    return (
+        verify_session(float_digits)
+        + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+        + "\nUNION ALL ".join(parts)
+        + ";\nCOMMIT;\n"
+    )
 
 
-# --- fencing ------------------------------------------------------------------------------------------
+# --- fencing --------------------------------------------------------------------------
+
 
 def fence_database(database: str) -> str:
-    """Take CONNECT on `database` from PUBLIC and every role that is not a superuser (the owner too), and
-    end their sessions: applications can no longer write there; superusers (slonik, postgres) still can."""
+    """Take CONNECT on `database` from PUBLIC and every role that is not a superuser
+    (the owner too), and end their sessions: applications can no longer write there;
+    superusers (slonik, postgres) still can.
+    """
     db = literal(database)
     return f"""DO $fence$
 DECLARE r record;
@@ -145,33 +217,43 @@ BEGIN
     EXECUTE format('REVOKE CONNECT ON DATABASE %I FROM %s', {db}, r.name);
   END LOOP;
 END $fence$;
-SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
+SELECT count(pg_terminate_backend(a.pid))
+  FROM pg_stat_activity a JOIN pg_roles r ON r.rolname = a.usename
  WHERE a.datname = {db} AND NOT r.rolsuper AND a.pid <> pg_backend_pid();
 """
 
 
 def unfence_database(database: str) -> str:
-    """What gives the applications their CONNECT back (PUBLIC's, as PostgreSQL grants it by default)."""
+    """What gives the applications their CONNECT back (PUBLIC's, as PostgreSQL grants
+    it by default)."""
     return f"GRANT CONNECT ON DATABASE {ident(database)} TO PUBLIC"
 
 
-# --- keys -----------------------------------------------------------------------------------------------
+# --- keys -----------------------------------------------------------------------------
 
 KEY_COLUMN = "slony_migrate_id"
 
 
 def add_key(table: str) -> str:
-    """A primary key for a table that has none: a new identity column (the table is rewritten, under an
-    exclusive lock; waiting for that lock is bounded)."""
-    return (f"SET lock_timeout = '5s';\nALTER TABLE {table} ADD COLUMN {KEY_COLUMN} bigint "
-            "GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY;\n")
+    """A primary key for a table that has none: a new identity column (the table is
+    rewritten, under an exclusive lock; waiting for that lock is bounded)."""
+    return (
+        f"SET lock_timeout = '5s';\nALTER TABLE {table} ADD COLUMN {KEY_COLUMN} bigint "
+        "GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY;\n"
+    )
 
 
-# --- identity columns -------------------------------------------------------------------------------------
+# --- identity columns -----------------------------------------------------------------
+
 
 def set_identity(columns: list[tuple[str, str]], always: bool) -> str:
-    """Make identity columns GENERATED ALWAYS (an origin: as the application made them) or BY DEFAULT (a
-    subscriber: slon writes the origin's values into them). One statement each, bounded lock waits."""
+    """Make identity columns GENERATED ALWAYS (an origin: as the application made them)
+    or BY DEFAULT (a
+    subscriber: slon writes the origin's values into them). One statement each, bounded
+    lock waits.
+    """
     kind = "ALWAYS" if always else "BY DEFAULT"
     return "SET lock_timeout = '5s';\n" + "".join(
-        f"ALTER TABLE {table} ALTER COLUMN {column} SET GENERATED {kind};\n" for table, column in columns)
+        f"ALTER TABLE {table} ALTER COLUMN {column} SET GENERATED {kind};\n"
+        for table, column in columns
+    )

@@ -1,4 +1,6 @@
-"""Runbook steps 8 to 14: Slony's configuration, the cluster, the slon daemons, the set, the subscription."""
+"""Runbook steps 8 to 14: Slony's configuration, the cluster, the slon daemons, the
+set, the subscription."""
+
 from __future__ import annotations
 
 import time
@@ -15,34 +17,58 @@ from ..wait import poll, wait_until
 WATCHDOG = "/usr/local/lib/slony-migrate/slon-watchdog"
 
 
-# --- 8: configuration ---------------------------------------------------------------------------------
+# --- 8: configuration -----------------------------------------------------------------
+
 
 def config(s: Session, keyed: frozenset[str] = frozenset()) -> None:
-    """Write slon_tools.conf and each node's slon.conf on the slon host (no passwords in them).
+    """Write slon_tools.conf and each node's slon.conf on the slon host (no passwords in
+    them).
 
-    keyed: tables that get a primary key in this run before the set is made (migrate --add-keys)."""
+    keyed: tables that get a primary key in this run before the set is made (migrate
+    --add-keys).
+    """
     step, cl, h = "config", s.cluster, s.slon_host
     tables, sequences = facts.replicable(s.master_host, cl, keyed)
-    changes = file_change(s, h, step, f"{cl.confdir}/slon_tools.conf", files.slon_tools_conf(cl, tables, sequences))
+    changes = file_change(
+        s,
+        h,
+        step,
+        f"{cl.confdir}/slon_tools.conf",
+        files.slon_tools_conf(cl, tables, sequences),
+    )
     for n in cl.nodes:
-        changes += file_change(s, h, step, f"{cl.confdir}/{n.instance}/slon.conf", files.slon_conf(cl, n))
+        changes += file_change(
+            s, h, step, f"{cl.confdir}/{n.instance}/slon.conf", files.slon_conf(cl, n)
+        )
     apply(s, changes)
 
 
 def show_config(s: Session) -> None:
-    """Print the configuration as the altperl tools read it (slony_show_configuration)."""
-    s.out.line(s.slon_host.run("slony_show_configuration", what="slony_show_configuration").stdout.rstrip("\n"))
+    """Print the configuration as the altperl tools read it
+    (slony_show_configuration)."""
+    s.out.line(
+        s.slon_host.run(
+            "slony_show_configuration", what="slony_show_configuration"
+        ).stdout.rstrip("\n")
+    )
 
 
-# --- 9-11: cluster and daemons ------------------------------------------------------------------------
+# --- 9-11: cluster and daemons --------------------------------------------------------
+
 
 def init_plan(cl: Cluster, master: SlonyState, slave: SlonyState) -> dict | None:
-    """What init must still do, as slonik_init's arguments; None when the cluster is complete."""
+    """What init must still do, as slonik_init's arguments; None when the cluster is
+    complete."""
     if slave.schema and not master.schema:
-        raise StepError(cl.slave.host, f"schema {cl.schema} exists on the slave but not on the master "
-                        "(left over from an earlier attempt)", "run inv uninstall, then run again")
+        raise StepError(
+            cl.slave.host,
+            f"schema {cl.schema} exists on the slave but not on the master "
+            "(left over from an earlier attempt)",
+            "run inv uninstall, then run again",
+        )
     m, sl = cl.master.id, cl.slave.id
-    # A path (server, client) is stored on its client first; slon spreads it to the other node later.
+    # A path (server, client) is stored on its client first; slon spreads it to the
+    # other node later.
     on_client = {m: master, sl: slave}
     paths = [(a, b) for a, b in ((m, sl), (sl, m)) if (a, b) not in on_client[b].paths]
     store_slave = sl not in master.nodes
@@ -52,23 +78,53 @@ def init_plan(cl: Cluster, master: SlonyState, slave: SlonyState) -> dict | None
 
 
 def init(s: Session) -> None:
-    """Init cluster on the master, store the slave node and the paths both ways; no-op when done."""
+    """Init cluster on the master, store the slave node and the paths both ways;
+    no-op when done."""
     step, cl = "init", s.cluster
-    plan = init_plan(cl, facts.slony_state(s.master_host, cl), facts.slony_state(s.slave_host, cl))
+    plan = init_plan(
+        cl, facts.slony_state(s.master_host, cl), facts.slony_state(s.slave_host, cl)
+    )
     if plan is None:
-        s.say(s.master_host.name, step, f"cluster {cl.name} initialised: nodes {cl.master.id}, {cl.slave.id} and "
-              "paths both ways")
+        s.say(
+            s.master_host.name,
+            step,
+            f"cluster {cl.name} initialised: nodes {cl.master.id}, {cl.slave.id} and "
+            "paths both ways",
+        )
         return
 
     def check():
-        if init_plan(cl, facts.slony_state(s.master_host, cl), facts.slony_state(s.slave_host, cl)) is not None:
-            raise StepError(s.master_host.name, f"init left cluster {cl.name} incomplete", "read slonik's output")
-    apply(s, [slonik_change(s, step, slonik.slonik_init(cl, **plan),
-                            f"init cluster {cl.name} (schema {cl.schema}, nodes, paths)", then=check)])
+        if (
+            init_plan(
+                cl,
+                facts.slony_state(s.master_host, cl),
+                facts.slony_state(s.slave_host, cl),
+            )
+            is not None
+        ):
+            raise StepError(
+                s.master_host.name,
+                f"init left cluster {cl.name} incomplete",
+                "read slonik's output",
+            )
+
+    apply(
+        s,
+        [
+            slonik_change(
+                s,
+                step,
+                slonik.slonik_init(cl, **plan),
+                f"init cluster {cl.name} (schema {cl.schema}, nodes, paths)",
+                then=check,
+            )
+        ],
+    )
 
 
 def slons(s: Session, stop: bool = False) -> None:
-    """Start a watchdog and slon per node on the slon host (never two per node); or stop them."""
+    """Start a watchdog and slon per node on the slon host (never two per node); or
+    stop them."""
     step, cl, h = "slons", s.cluster, s.slon_host
     if stop:
         apply(s, stop_slons(s, step))
@@ -76,13 +132,23 @@ def slons(s: Session, stop: bool = False) -> None:
     slon = facts.slony_tool(h, "slon")
     if not slon:
         if not s.dry_run:
-            raise StepError(h.name, "slon is not installed", "run the install (or build) step first")
+            raise StepError(
+                h.name, "slon is not installed", "run the install (or build) step first"
+            )
         slon = "/usr/bin/slon"  # install only showed what it would add
-    changes = file_change(s, h, step, WATCHDOG, files.watchdog_script(cl, slon), mode="755")
+    changes = file_change(
+        s, h, step, WATCHDOG, files.watchdog_script(cl, slon), mode="755"
+    )
     for d in (cl.logdir, cl.rundir):
         if not facts.postgres_writable(h, d):
-            changes.append(Change(h.name, step, f"create {d} (owner postgres)",
-                                  Command(f"install -d -o postgres -g postgres -m 2775 {d}")))
+            changes.append(
+                Change(
+                    h.name,
+                    step,
+                    f"create {d} (owner postgres)",
+                    Command(f"install -d -o postgres -g postgres -m 2775 {d}"),
+                )
+            )
     for n in cl.nodes:
         pid = facts.slon_running(h, cl, n.instance)
         if pid:
@@ -95,12 +161,23 @@ def slons(s: Session, stop: bool = False) -> None:
 def start_slon(s: Session, step: str, n: Node) -> Change:
     """A Change starting the watchdog (and so the slon) of one node on the slon host."""
     cl, h = s.cluster, s.slon_host
-    return Change(h.name, step, f"start slon for {n.instance} with watchdog (log {cl.logdir}/slon-{n.instance}.log, "
-                  f"configuration {cl.confdir}/{n.instance}/slon.conf)",
-                  Command(f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", "postgres"),
-                  lambda: wait_until(lambda: facts.slon_running(h, cl, n.instance), settings.SLON_START, h.name,
-                                     f"slon watchdog for {n.instance} did not start",
-                                     f"read {cl.logdir}/slon-{n.instance}.log"))
+    return Change(
+        h.name,
+        step,
+        f"start slon for {n.instance} with watchdog (log"
+        f" {cl.logdir}/slon-{n.instance}.log, configuration"
+        f" {cl.confdir}/{n.instance}/slon.conf)",
+        Command(
+            f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", "postgres"
+        ),
+        lambda: wait_until(
+            lambda: facts.slon_running(h, cl, n.instance),
+            settings.SLON_START,
+            h.name,
+            f"slon watchdog for {n.instance} did not start",
+            f"read {cl.logdir}/slon-{n.instance}.log",
+        ),
+    )
 
 
 def stop_slons(s: Session, step: str) -> list[Change]:
@@ -112,35 +189,75 @@ def stop_slons(s: Session, step: str) -> list[Change]:
         if pid is None:
             s.say(h.name, step, f"slon for {n.instance} is not running")
             continue
-        changes.append(Change(h.name, step, f"stop slon for {n.instance} (watchdog {pid})", Command(f"kill -TERM {pid}"),
-                              lambda n=n, pid=pid: wait_until(
-                                  lambda: facts.slon_running(h, cl, n.instance) is None, settings.SLON_STOP, h.name,
-                                  f"slon watchdog {pid} still running", f"kill it by hand: sudo kill {pid}")))
+        changes.append(
+            Change(
+                h.name,
+                step,
+                f"stop slon for {n.instance} (watchdog {pid})",
+                Command(f"kill -TERM {pid}"),
+                lambda n=n, pid=pid: wait_until(
+                    lambda: facts.slon_running(h, cl, n.instance) is None,
+                    settings.SLON_STOP,
+                    h.name,
+                    f"slon watchdog {pid} still running",
+                    f"kill it by hand: sudo kill {pid}",
+                ),
+            )
+        )
     return changes
 
 
 def uninstall(s: Session) -> None:
-    """Remove the cluster from both nodes (stop slons, UNINSTALL NODE); tables and data stay."""
+    """Remove the cluster from both nodes (stop slons, UNINSTALL NODE); tables and
+    data stay."""
     step, cl = "uninstall", s.cluster
     slons(s, stop=True)
-    present = [n.id for n, h in zip(cl.nodes, s.node_hosts()) if facts.schema_exists(h, cl.database, cl.schema)]
+    present = [
+        n.id
+        for n, h in zip(cl.nodes, s.node_hosts())
+        if facts.schema_exists(h, cl.database, cl.schema)
+    ]
     if not present:
-        s.say(s.master_host.name, step, f"no {cl.schema} schema on either node; nothing to remove")
+        s.say(
+            s.master_host.name,
+            step,
+            f"no {cl.schema} schema on either node; nothing to remove",
+        )
         return
 
     def check():
-        left = [h.name for h in s.node_hosts() if facts.schema_exists(h, cl.database, cl.schema)]
+        left = [
+            h.name
+            for h in s.node_hosts()
+            if facts.schema_exists(h, cl.database, cl.schema)
+        ]
         if left:
-            raise StepError(", ".join(left), f"schema {cl.schema} still present after uninstall",
-                            "read slonik's output")
-    apply(s, [slonik_change(s, step, slonik.slonik_uninstall(cl, present),
-                            f"uninstall node {', '.join(map(str, present))}", then=check)])
+            raise StepError(
+                ", ".join(left),
+                f"schema {cl.schema} still present after uninstall",
+                "read slonik's output",
+            )
+
+    apply(
+        s,
+        [
+            slonik_change(
+                s,
+                step,
+                slonik.slonik_uninstall(cl, present),
+                f"uninstall node {', '.join(map(str, present))}",
+                then=check,
+            )
+        ],
+    )
 
 
-# --- 12-14: set, subscription, logs -------------------------------------------------------------------
+# --- 12-14: set, subscription, logs ---------------------------------------------------
+
 
 def allocate(wanted: list[int], used: set[int]) -> list[int]:
-    """Keep each wanted id unless taken; give taken ones fresh ids above every used one."""
+    """Keep each wanted id unless taken; give taken ones fresh ids above every used
+    one."""
     out, taken = [], set(used)
     for i in wanted:
         if i in taken:
@@ -150,43 +267,75 @@ def allocate(wanted: list[int], used: set[int]) -> list[int]:
     return out
 
 
-def set_plan(cl: Cluster, tables: list[Table], sequences: list[str], state: SlonyState
-             ) -> tuple[list[tuple[int, Table]], list[tuple[int, str]]] | None:
-    """The (id, table) and (id, sequence) pairs the set still lacks; None when it holds them all."""
+def set_plan(
+    cl: Cluster, tables: list[Table], sequences: list[str], state: SlonyState
+) -> tuple[list[tuple[int, Table]], list[tuple[int, str]]] | None:
+    """The (id, table) and (id, sequence) pairs the set still lacks; None when it
+    holds them all."""
     missing_t = [t for t in tables if t.name not in state.tables]
     missing_s = [q for q in sequences if q not in state.sequences]
     if state.has_set and not missing_t and not missing_s:
         return None
-    t_ids = allocate([tables.index(t) + 1 for t in missing_t], set(state.tables.values()))
-    s_ids = allocate([sequences.index(q) + 1 for q in missing_s], set(state.sequences.values()))
+    t_ids = allocate(
+        [tables.index(t) + 1 for t in missing_t], set(state.tables.values())
+    )
+    s_ids = allocate(
+        [sequences.index(q) + 1 for q in missing_s], set(state.sequences.values())
+    )
     return list(zip(t_ids, missing_t)), list(zip(s_ids, missing_s))
 
 
 def create_set(s: Session, keyed: frozenset[str] = frozenset()) -> None:
-    """Create the set with every table and sequence of the application's schemas (keyless: refuse).
+    """Create the set with every table and sequence of the application's schemas
+    (keyless: refuse).
 
-    keyed: tables that get a primary key in this run before the set is made (migrate --add-keys)."""
+    keyed: tables that get a primary key in this run before the set is made (migrate
+    --add-keys).
+    """
     step, cl = "create-set", s.cluster
     tables, sequences = facts.replicable(s.master_host, cl, keyed)
     state = facts.slony_state(s.master_host, cl)
-    if not state.schema and not s.dry_run:  # in a dry run, init only showed what it would do
-        raise StepError(s.master_host.name, f"cluster {cl.name} is not initialised", "run the init step first")
-    if state.subscribed is not None:  # subscribed already: what it lacks goes through a second set
+    if (
+        not state.schema and not s.dry_run
+    ):  # in a dry run, init only showed what it would do
+        raise StepError(
+            s.master_host.name,
+            f"cluster {cl.name} is not initialised",
+            "run the init step first",
+        )
+    if (
+        state.subscribed is not None
+    ):  # subscribed already: what it lacks goes through a second set
         extend(s, step, require_origin(s))
         return
     plan = set_plan(cl, tables, sequences, state)
     if plan is None:
-        s.say(s.master_host.name, step, f"set {cl.set_id} holds all {len(tables)} tables and "
-              f"{len(sequences)} sequences")
+        s.say(
+            s.master_host.name,
+            step,
+            f"set {cl.set_id} holds all {len(tables)} tables and "
+            f"{len(sequences)} sequences",
+        )
         return
     add_t, add_s = plan
-    apply(s, [slonik_change(s, step, slonik.slonik_create_set(cl, add_t, add_s, create=not state.has_set),
-                            f"create set {cl.set_id}: add {len(add_t)} tables, {len(add_s)} sequences")])
+    apply(
+        s,
+        [
+            slonik_change(
+                s,
+                step,
+                slonik.slonik_create_set(cl, add_t, add_s, create=not state.has_set),
+                f"create set {cl.set_id}: add {len(add_t)} tables, {len(add_s)}"
+                " sequences",
+            )
+        ],
+    )
 
 
 def extend(s: Session, step: str, origin: Node) -> None:
-    """Add the application's tables and sequences that the set lacks (both nodes have them) through a new
-    set, subscribed and then merged; no-op when the set holds them all."""
+    """Add the application's tables and sequences that the set lacks (both nodes have
+    them) through a new set, subscribed and then merged; no-op when the set holds
+    them all."""
     cl = s.cluster
     subscriber = cl.other(origin)
     origin_host, subscriber_host = s.node_host(origin), s.node_host(subscriber)
@@ -195,53 +344,118 @@ def extend(s: Session, step: str, origin: Node) -> None:
     new_t = [t for t in tables if t.name not in state.tables]
     new_s = [q for q in sequences if q not in state.sequences]
     if not new_t and not new_s:
-        s.say(origin.host, step, f"set {cl.set_id} holds all {len(tables)} tables and {len(sequences)} sequences")
+        s.say(
+            origin.host,
+            step,
+            f"set {cl.set_id} holds all {len(tables)} tables and {len(sequences)}"
+            " sequences",
+        )
         return
-    there = {name for _, name in facts.app_tables(subscriber_host, cl)} | set(facts.app_sequences(subscriber_host, cl))
+    there = {name for _, name in facts.app_tables(subscriber_host, cl)} | set(
+        facts.app_sequences(subscriber_host, cl)
+    )
     missing = [name for name in [t.name for t in new_t] + new_s if name not in there]
     if missing:
-        raise StepError(subscriber.host, f"{', '.join(missing)} exist on {origin.host} only: a set can only take "
-                        "what both nodes have", "create them on both through inv ddl --file, then run again")
+        raise StepError(
+            subscriber.host,
+            f"{', '.join(missing)} exist on {origin.host} only: a set can only take "
+            "what both nodes have",
+            "create them on both through inv ddl --file, then run again",
+        )
     sets, used_t, used_s = facts.slony_ids(origin_host, cl)
     add_id = max(sets) + 1
     t_ids = allocate([1] * len(new_t), used_t) if new_t else []
     s_ids = allocate([1] * len(new_s), used_s) if new_s else []
-    script = slonik.slonik_extend(cl, origin, subscriber, add_id, list(zip(t_ids, new_t)), list(zip(s_ids, new_s)),
-                                  settings.COPY_WAIT)
-    apply(s, [slonik_change(s, step, script, f"add {', '.join([t.name for t in new_t] + new_s)} to the "
-                            f"replication: set {add_id}, subscribed by {subscriber.host}, merged into set {cl.set_id}",
-                            timeout=2 * settings.COPY_WAIT)])
+    script = slonik.slonik_extend(
+        cl,
+        origin,
+        subscriber,
+        add_id,
+        list(zip(t_ids, new_t)),
+        list(zip(s_ids, new_s)),
+        settings.COPY_WAIT,
+    )
+    apply(
+        s,
+        [
+            slonik_change(
+                s,
+                step,
+                script,
+                f"add {', '.join([t.name for t in new_t] + new_s)} to the replication:"
+                f" set {add_id}, subscribed by {subscriber.host}, merged into set"
+                f" {cl.set_id}",
+                timeout=2 * settings.COPY_WAIT,
+            )
+        ],
+    )
 
 
-def subscribe(s: Session, wait: bool = True, timeout: int = settings.COPY_WAIT,
-              copy_retries: int = settings.COPY_RETRIES) -> None:
-    """Subscribe the slave to the set (forward = yes); refuse a receiver whose tables hold rows."""
+def subscribe(
+    s: Session,
+    wait: bool = True,
+    timeout: int = settings.COPY_WAIT,
+    copy_retries: int = settings.COPY_RETRIES,
+) -> None:
+    """Subscribe the slave to the set (forward = yes); refuse a receiver whose tables
+    hold rows."""
     step, cl = "subscribe", s.cluster
     state = facts.slony_state(s.master_host, cl)
-    if not state.has_set and not s.dry_run:  # in a dry run, create-set only showed what it would do
-        raise StepError(s.master_host.name, f"set {cl.set_id} does not exist", "run the create-set step first")
+    if (
+        not state.has_set and not s.dry_run
+    ):  # in a dry run, create-set only showed what it would do
+        raise StepError(
+            s.master_host.name,
+            f"set {cl.set_id} does not exist",
+            "run the create-set step first",
+        )
     if state.subscribed is None:
         full = facts.tables_with_rows(s.slave_host, cl.database, list(state.tables))
         if full:
-            raise StepError(s.slave_host.name, f"receiver tables hold rows: {', '.join(full[:5])}"
-                            + (" ..." if len(full) > 5 else ""),
-                            "subscribing would empty them; check --master/--slave, or empty them on purpose")
+            raise StepError(
+                s.slave_host.name,
+                f"receiver tables hold rows: {', '.join(full[:5])}"
+                + (" ..." if len(full) > 5 else ""),
+                "subscribing would empty them; check --master/--slave, or empty them on"
+                " purpose",
+            )
         for n in cl.nodes:
             if not facts.slon_running(s.slon_host, cl, n.instance) and not s.dry_run:
-                raise StepError(s.slon_host.name, f"slon for {n.instance} is not running", "run the slons step first")
-        apply(s, [slonik_change(s, step, slonik.slonik_subscribe(cl),
-                                f"subscribe {s.slave_host.name} to set {cl.set_id}")])
+                raise StepError(
+                    s.slon_host.name,
+                    f"slon for {n.instance} is not running",
+                    "run the slons step first",
+                )
+        apply(
+            s,
+            [
+                slonik_change(
+                    s,
+                    step,
+                    slonik.slonik_subscribe(cl),
+                    f"subscribe {s.slave_host.name} to set {cl.set_id}",
+                )
+            ],
+        )
     if wait and not s.dry_run:
         wait_copied(s, timeout, copy_retries)
     elif state.subscribed is not None:
         copied = facts.subscription_active(s.slave_host, cl)
-        s.say(s.slave_host.name, step, f"subscribed to set {cl.set_id} "
-              f"({'copy done' if copied else 'initial copy running'})")
+        s.say(
+            s.slave_host.name,
+            step,
+            f"subscribed to set {cl.set_id} "
+            f"({'copy done' if copied else 'initial copy running'})",
+        )
 
 
-def wait_copied(s: Session, timeout: float, copy_retries: int = settings.COPY_RETRIES) -> None:
-    """Wait for the initial copy to finish on the subscriber, showing its progress; a copy that fails is
-    shown with slon's error, and after `copy_retries` failed attempts it is an error, not a wait."""
+def wait_copied(
+    s: Session, timeout: float, copy_retries: int = settings.COPY_RETRIES
+) -> None:
+    """Wait for the initial copy to finish on the subscriber, showing its progress; a
+    copy that fails is shown with slon's error, and after `copy_retries` failed attempts
+    it is an error, not a wait.
+    """
     step, cl, slave_host = "subscribe", s.cluster, s.slave_host
     start, shown = time.monotonic(), [0]
 
@@ -251,33 +465,61 @@ def wait_copied(s: Session, timeout: float, copy_retries: int = settings.COPY_RE
         found = facts.copy_progress(s.master_host, slave_host, s.slon_host, cl)
         failed, error = found["retries"], found["error"] or "no error in the slon log"
         if failed > shown[0]:
-            s.say(slave_host.name, step, f"initial copy failed (attempt {failed}): {error}")
+            s.say(
+                slave_host.name,
+                step,
+                f"initial copy failed (attempt {failed}): {error}",
+            )
             shown[0] = failed
         if failed >= copy_retries:
-            raise StepError(slave_host.name, f"the initial copy of set {cl.set_id} failed {failed} times: {error}",
-                            f"fix what slon says (inv logs --node {cl.slave.id}), then inv subscribe --wait; "
-                            "slon keeps retrying meanwhile")
+            raise StepError(
+                slave_host.name,
+                f"the initial copy of set {cl.set_id} failed {failed} times: {error}",
+                f"fix what slon says (inv logs --node {cl.slave.id}), then inv"
+                " subscribe --wait; slon keeps retrying meanwhile",
+            )
         s.out.progress(slave_host.name, step, f"initial copy: {found['line']}")
-    # Whichever node subscribes now (after a switchover it is the master), its copy is done.
-    done, _ = poll(lambda: facts.subscription_active(slave_host, cl), every=settings.COPY_POLL, timeout=timeout,
-                   waiting=progress)
+
+    # Whichever node subscribes now (after a switchover it is the master), its copy is
+    # done.
+    done, _ = poll(
+        lambda: facts.subscription_active(slave_host, cl),
+        every=settings.COPY_POLL,
+        timeout=timeout,
+        waiting=progress,
+    )
     if not done:
-        raise StepError(slave_host.name, f"initial copy of set {cl.set_id} not finished after {timeout:g} s",
-                        f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again")
-    s.say(slave_host.name, step, f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
-          "of waiting); the slave replicates")
+        raise StepError(
+            slave_host.name,
+            f"initial copy of set {cl.set_id} not finished after {timeout:g} s",
+            f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again",
+        )
+    s.say(
+        slave_host.name,
+        step,
+        f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
+        "of waiting); the slave replicates",
+    )
 
 
 def logs(s: Session, node: int = 0, lines: int = 50, follow: bool = False) -> None:
     """Show (or follow) the slon logs on the slon host."""
     cl = s.cluster
     if node and node not in {n.id for n in cl.nodes}:
-        raise StepError("input", f"--node {node} is not a node of cluster {cl.name} ("
-                        + ", ".join(f"{n.id}: {n.host}" for n in cl.nodes) + ")",
-                        "give one of those ids, or leave --node out for both")
+        raise StepError(
+            "input",
+            f"--node {node} is not a node of cluster {cl.name} ("
+            + ", ".join(f"{n.id}: {n.host}" for n in cl.nodes)
+            + ")",
+            "give one of those ids, or leave --node out for both",
+        )
     nodes = [cl.node(node)] if node else list(cl.nodes)
     paths = " ".join(f"{cl.logdir}/slon-{n.instance}.log" for n in nodes)
     if follow:
         s.slon_host.follow(f"tail -n {lines} -F {paths}")
     else:
-        s.out.line(s.slon_host.sudo(f"tail -n {lines} {paths}", what="tail").stdout.rstrip("\n"))
+        s.out.line(
+            s.slon_host.sudo(f"tail -n {lines} {paths}", what="tail").stdout.rstrip(
+                "\n"
+            )
+        )

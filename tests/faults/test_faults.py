@@ -1,8 +1,11 @@
-"""Faults injected into a real replication: each time `inv verify` passes and no acknowledged write is lost.
+"""Faults injected into a real replication: each time `inv verify` passes and no
+acknowledged write is lost.
 
-`make test-faults` (CI runs it after `make test`). The fifth fault of the issue, db01 stopped before
-a switchover, is tests/testbed/test_50_endgame.py::test_failover_with_db01_stopped_makes_db02_writable.
+`make test-faults` (CI runs it after `make test`). The fifth fault of the issue, db01
+stopped before a switchover, is
+tests/testbed/test_50_endgame.py::test_failover_with_db01_stopped_makes_db02_writable.
 """
+
 import signal
 import subprocess
 import time
@@ -20,8 +23,13 @@ STEPS = STEP_NAMES
 
 
 def max_lag_seconds(bed) -> float:
-    return float(bed.sql("db01", "SELECT coalesce(max(extract(epoch FROM st_lag_time)), 0) "
-                                 "FROM _replication.sl_status")[0][0])
+    return float(
+        bed.sql(
+            "db01",
+            "SELECT coalesce(max(extract(epoch FROM st_lag_time)), 0) "
+            "FROM _replication.sl_status",
+        )[0][0]
+    )
 
 
 def test_receiver_slon_killed_during_the_initial_copy(bed):
@@ -29,7 +37,8 @@ def test_receiver_slon_killed_during_the_initial_copy(bed):
     for step in STEPS[:-1]:
         bed.inv(step, *ARGS)
     log = "/var/log/slony1/slon-node2.log"
-    # The watcher runs inside db02, so it strikes within 50 ms of the log line; it gives up after 120 s.
+    # The watcher runs inside db02, so it strikes within 50 ms of the log line; it gives
+    # up after 120 s.
     watcher = f"""#!/bin/sh
 end=$(( $(date +%s) + 120 ))
 until grep -q 'Begin COPY of table "public"."auth_message"' {log}; do
@@ -44,7 +53,9 @@ pkill -KILL -f '[s]lon -f /etc/slony1/node2/' && date > /tmp/slon-killed
     db02.run("sudo -n setsid -f /tmp/kill-slon.sh >/dev/null 2>&1 </dev/null")
     out = bed.inv("subscribe", *ARGS, "--wait", timeout=600).stdout
     assert "initial copy of set 1 done" in out
-    assert db02.run("cat /tmp/slon-killed", check=False).ok, "the slon was never killed mid-copy"
+    assert db02.run("cat /tmp/slon-killed", check=False).ok, (
+        "the slon was never killed mid-copy"
+    )
     text = db02.sudo(f"cat {log}").stdout
     killed_at = text.index('Begin COPY of table "public"."auth_message"')
     assert "watchdog: slon for node2 exited" in text[killed_at:]
@@ -54,7 +65,9 @@ pkill -KILL -f '[s]lon -f /etc/slony1/node2/' && date > /tmp/slon-killed
 
 def test_db02_postgresql_restarted_under_load(migrated):
     bed = migrated
-    writer = Writer(bed.ssh_config, tag="restart", rate=5, max_seconds=120, max_count=400).start()
+    writer = Writer(
+        bed.ssh_config, tag="restart", rate=5, max_seconds=120, max_count=400
+    ).start()
     time.sleep(4)
     bed["db02"].sudo("pg_ctlcluster 17 main restart")
     time.sleep(15)
@@ -68,7 +81,9 @@ def test_network_cut_for_60_seconds_under_load(migrated):
     container = tb.compose("ps", "-q", "db02", capture=True).stdout.strip()
     network = f"{tb.current().project}_testbed"
     before = max_lag_seconds(bed)
-    writer = Writer(bed.ssh_config, tag="netcut", rate=5, max_seconds=240, max_count=1000).start()
+    writer = Writer(
+        bed.ssh_config, tag="netcut", rate=5, max_seconds=240, max_count=1000
+    ).start()
     time.sleep(3)
     subprocess.run(["docker", "network", "disconnect", network, container], check=True)
     try:
@@ -77,13 +92,27 @@ def test_network_cut_for_60_seconds_under_load(migrated):
             time.sleep(2)
             lags.append(max_lag_seconds(bed))
     finally:
-        subprocess.run(["docker", "network", "connect", "--ip", f"{tb.current().net}.12", "--alias", "db02", network,
-                        container], check=True)
+        subprocess.run(
+            [
+                "docker",
+                "network",
+                "connect",
+                "--ip",
+                f"{tb.current().net}.12",
+                "--alias",
+                "db02",
+                network,
+                container,
+            ],
+            check=True,
+        )
         bed.hosts["db02"].close()
     assert max(lags) > 30, f"lag did not grow while cut: {lags}"
     deadline = time.monotonic() + 180
     while max_lag_seconds(bed) > max(15, before + 5):
-        assert time.monotonic() < deadline, f"lag stayed at {max_lag_seconds(bed)} s after reconnecting"
+        assert time.monotonic() < deadline, (
+            f"lag stayed at {max_lag_seconds(bed)} s after reconnecting"
+        )
         time.sleep(2)
     writer.stop()
     bed.assert_acknowledged_once(writer, "db02", timeout=120)
@@ -105,7 +134,10 @@ def test_migrate_killed_in_each_step_then_run_again(bed, step):
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)
     result = bed.inv("migrate", *ARGS, timeout=900)
-    assert "initial copy of set 1 done" in result.stdout or "nothing to do" in result.stdout
+    assert (
+        "initial copy of set 1 done" in result.stdout
+        or "nothing to do" in result.stdout
+    )
     bed.wait_same()
     assert facts.slony_state(bed["db02"], CLUSTER).subscribed is True
     bed.inv("verify", *ARGS)

@@ -1,4 +1,6 @@
-"""`inv migrate --master db01 --slave db02` end to end on the real testbed (issue: runbook steps)."""
+"""`inv migrate --master db01 --slave db02` end to end on the real testbed (issue:
+runbook steps)."""
+
 import re
 import time
 
@@ -12,7 +14,10 @@ def test_dry_run_on_a_fresh_testbed_changes_nothing(bed):
     before = bed.snapshot()
     result = bed.inv("migrate", *ARGS, "--dry-run")
     assert "would init cluster replication" in result.stdout
-    assert "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);" in result.stdout
+    assert (
+        "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);"
+        in result.stdout
+    )
     assert "PASSWORD '********'" in result.stdout
     assert bed.snapshot() == before
     assert not (bed.home / "replication.password").exists()
@@ -26,21 +31,28 @@ def test_migrate_replicates_every_table_and_sequence(bed):
     state = facts.slony_state(bed["db02"], CLUSTER)
     assert state.subscribed is True
     assert len(state.tables) == 8 and len(state.sequences) == 8
-    assert state.tables["public.websites_alias"]  # no primary key: replicated by its unique index
+    assert state.tables[
+        "public.websites_alias"
+    ]  # no primary key: replicated by its unique index
 
 
 def test_changes_on_db01_reach_db02_within_30_seconds(migrated):
     bed = migrated
-    bed.sql("db01", """
+    bed.sql(
+        "db01",
+        """
         INSERT INTO auth_user (username, email, password) VALUES ('replicated', 'r@example.org', 'x');
         UPDATE auth_message SET message = 'changed' WHERE id % 1000 = 7;
         DELETE FROM websites_alias WHERE website_id % 10 = 3;
         INSERT INTO websites_domain (name) VALUES ('new.example');
-        SELECT nextval('shot_number_seq') FROM generate_series(1, 5);""")
+        SELECT nextval('shot_number_seq') FROM generate_series(1, 5);""",
+    )
     start = time.monotonic()
     bed.wait_same(timeout=30)
     assert time.monotonic() - start < 30
-    assert bed.sql("db02", "SELECT count(*) FROM auth_user WHERE username = 'replicated'") == [["1"]]
+    assert bed.sql(
+        "db02", "SELECT count(*) FROM auth_user WHERE username = 'replicated'"
+    ) == [["1"]]
     deadline = time.monotonic() + 30
     while True:
         master, slave = bed.sequences("db01"), bed.sequences("db02")
@@ -67,21 +79,33 @@ def test_no_password_in_processes_logs_config_or_sl_path(migrated):
     for name in ("db01", "db02"):
         h = bed[name]
         assert password not in h.run("ps -eo args").stdout
-        conninfo = bed.sql(name, "SELECT string_agg(pa_conninfo, ' ') FROM _replication.sl_path")[0][0]
-        assert "host=" in conninfo and password not in conninfo and "password" not in conninfo
+        conninfo = bed.sql(
+            name, "SELECT string_agg(pa_conninfo, ' ') FROM _replication.sl_path"
+        )[0][0]
+        assert (
+            "host=" in conninfo
+            and password not in conninfo
+            and "password" not in conninfo
+        )
     db02 = bed["db02"]
     assert "slon -f /etc/slony1/node1/slon.conf" in db02.run("ps -eo args").stdout
-    files = db02.run("sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
-                     "/etc/slony1/node2/slon.conf /var/log/slony1/*").stdout
+    files = db02.run(
+        "sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
+        "/etc/slony1/node2/slon.conf /var/log/slony1/*"
+    ).stdout
     assert "add_node(node => 2" in files and password not in files
-    assert db02.run("sudo -n stat -c '%a %U' /var/lib/postgresql/.pgpass").stdout.split() == ["600", "postgres"]
+    assert db02.run(
+        "sudo -n stat -c '%a %U' /var/lib/postgresql/.pgpass"
+    ).stdout.split() == ["600", "postgres"]
     assert (bed.home / "replication.password").stat().st_mode & 0o777 == 0o600
 
 
 def test_show_config_lists_both_nodes(migrated):
     out = migrated.inv("show-config", *ARGS).stdout
     assert "Slony-I Cluster: replication" in out
-    assert re.search(r"Node:\s+1 Host:\s+db01 ", out) and re.search(r"Node:\s+2 Host:\s+db02 ", out), out
+    assert re.search(r"Node:\s+1 Host:\s+db01 ", out) and re.search(
+        r"Node:\s+2 Host:\s+db02 ", out
+    ), out
     assert "password" not in out
 
 
@@ -89,22 +113,32 @@ def test_pg_hba_has_one_managed_line_per_peer(migrated):
     for name in ("db01", "db02"):
         h = migrated[name]
         text = h.read_file(h.value("SHOW hba_file"))
-        lines = [l for l in text.splitlines() if l.startswith("host") and " slony " in l]
+        lines = [
+            l for l in text.splitlines() if l.startswith("host") and " slony " in l
+        ]
         assert len(lines) == 1 and lines[0].endswith("/32    scram-sha-256")
         assert text.count("# BEGIN slony-migrate cluster replication") == 1
 
 
 def test_sql_for_older_servers_reads_the_same_on_real_ones(migrated):
-    """Issue 13, item 9, on real servers: psql's unaligned output (the reader for clients before 12) and the
-    queries written for servers before 10 give what CSV and today's catalog give."""
+    """Issue 13, item 9, on real servers: psql's unaligned output (the reader for
+    clients before 12) and the queries written for servers before 10 give what CSV
+    and today's catalog give."""
     h = migrated["db01"]
-    held = migrated.hold_transaction("SELECT 1;", "old-sql-test")  # one long transaction, not slon's passing ones
+    held = migrated.hold_transaction(
+        "SELECT 1;", "old-sql-test"
+    )  # one long transaction, not slon's passing ones
 
     def read():
-        return (facts.table_keys(h, CLUSTER), facts.set_sequences(h, CLUSTER), facts.schema_objects(h, CLUSTER),
-                [t[:4] for t in facts.long_transactions(h, 0.5) if t[0] == held],
-                facts.tables_with_rows(h, CLUSTER.database, ["public.auth_user"]),
-                h.psql("SELECT NULL::text, '', E'two\\nlines', 'o''brien, \"quoted\"'"))
+        return (
+            facts.table_keys(h, CLUSTER),
+            facts.set_sequences(h, CLUSTER),
+            facts.schema_objects(h, CLUSTER),
+            [t[:4] for t in facts.long_transactions(h, 0.5) if t[0] == held],
+            facts.tables_with_rows(h, CLUSTER.database, ["public.auth_user"]),
+            h.psql("SELECT NULL::text, '', E'two\\nlines', 'o''brien, \"quoted\"'"),
+        )
+
     try:
         time.sleep(1)
         current = read()

@@ -1,4 +1,6 @@
-"""Steps by hand reach migrate's state; an interrupted migrate completes when run again."""
+"""Steps by hand reach migrate's state; an interrupted migrate completes when run
+again."""
+
 import signal
 
 import pytest
@@ -12,14 +14,22 @@ STEPS = STEP_NAMES[:-1]  # all but subscribe, which the test runs with --wait
 
 
 def slony_picture(bed) -> dict:
-    """What migrate leaves behind, without timestamps or pids: Slony catalogs, files, slons, data."""
+    """What migrate leaves behind, without timestamps or pids: Slony catalogs, files,
+    slons, data."""
     out = {}
     for name in ("db01", "db02"):
-        out[name] = {k: sorted(v) if isinstance(v, set) else v for k, v in bed.state(name).items()}
+        out[name] = {
+            k: sorted(v) if isinstance(v, set) else v
+            for k, v in bed.state(name).items()
+        }
     db02 = bed["db02"]
-    out["files"] = db02.run("sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
-                            "/etc/slony1/node2/slon.conf /usr/local/lib/slony-migrate/slon-watchdog").stdout
-    out["slons"] = [bool(facts.slon_running(db02, CLUSTER, i)) for i in ("node1", "node2")]
+    out["files"] = db02.run(
+        "sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
+        "/etc/slony1/node2/slon.conf /usr/local/lib/slony-migrate/slon-watchdog"
+    ).stdout
+    out["slons"] = [
+        bool(facts.slon_running(db02, CLUSTER, i)) for i in ("node1", "node2")
+    ]
     return out
 
 
@@ -35,7 +45,9 @@ def test_steps_by_hand_reach_the_same_state_as_migrate(migrated):
     assert slony_picture(bed) == after_migrate
 
 
-@pytest.mark.parametrize("kill_at", ["[db02] init: init cluster", "[db02] subscribe: subscribe db02"])
+@pytest.mark.parametrize(
+    "kill_at", ["[db02] init: init cluster", "[db02] subscribe: subscribe db02"]
+)
 def test_interrupted_migrate_completes_when_run_again(bed, kill_at):
     bed.reset()
     proc = bed.popen("migrate", *ARGS)
@@ -57,7 +69,9 @@ def test_uninstall_removes_the_cluster_and_keeps_data(migrated):
     bed = migrated
     digests = bed.wait_same()
     refused = bed.inv("uninstall", *ARGS, check=False)
-    assert refused.returncode != 0 and facts.schema_exists(bed["db01"], "shotserver04", "_replication")
+    assert refused.returncode != 0 and facts.schema_exists(
+        bed["db01"], "shotserver04", "_replication"
+    )
     bed.inv("uninstall", *ARGS, "--yes")
     for name in ("db01", "db02"):
         assert not facts.schema_exists(bed[name], "shotserver04", "_replication")

@@ -1,4 +1,6 @@
-"""A fake host and session for unit tests of decisions: canned facts in, planned changes out. No I/O."""
+"""A fake host and session for unit tests of decisions: canned facts in, planned
+changes out. No I/O."""
+
 from __future__ import annotations
 
 import io
@@ -21,8 +23,15 @@ class FakeHost:
     def read_file(self, path: str, *, user: str = "root") -> str | None:
         return self.files.get(path)
 
-    def write_file(self, path: str, text: str, *, owner: str = "root:root", mode: str = "644",
-                   writer: str = "") -> None:
+    def write_file(
+        self,
+        path: str,
+        text: str,
+        *,
+        owner: str = "root:root",
+        mode: str = "644",
+        writer: str = "",
+    ) -> None:
         self.commands.append(f"write {path} {owner} {mode}")
         self.files[path] = text
 
@@ -50,9 +59,14 @@ class FakeHosts(dict):
 
 
 def session(dry_run: bool = False, **kw) -> Session:
-    """A Session over fake hosts db01 and db02 (slon on db02); its output in `s.out.stream`."""
-    return Session(FakeHosts(), make_cluster("db01", "db02", **kw), dry_run=dry_run,
-                   out=Output(io.StringIO(), tty=False))
+    """A Session over fake hosts db01 and db02 (slon on db02); its output in
+    `s.out.stream`."""
+    return Session(
+        FakeHosts(),
+        make_cluster("db01", "db02", **kw),
+        dry_run=dry_run,
+        out=Output(io.StringIO(), tty=False),
+    )
 
 
 def output(s: Session) -> str:
@@ -60,10 +74,13 @@ def output(s: Session) -> str:
 
 
 def canned(monkeypatch, **answers) -> None:
-    """Make facts.NAME answer from canned values: a value for every host, or a dict by host name."""
+    """Make facts.NAME answer from canned values: a value for every host, or a dict
+    by host name."""
     for name, value in answers.items():
+
         def fact(host, *args, _value=value, **kw):
             if isinstance(_value, dict) and host.name in _value:
                 return _value[host.name]
             return _value
+
         monkeypatch.setattr(facts, name, fact)

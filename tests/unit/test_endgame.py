@@ -1,8 +1,11 @@
-"""Pure parts of the end-game: the slon log parser, the progress line, verify's checksum SQL."""
+"""Pure parts of the end-game: the slon log parser, the progress line, verify's
+checksum SQL."""
+
 from fabfile.render.parse import parse_copy_log, progress_line
 from fabfile.render.sql import checksum_sql
 
-# Lines as Slony-I 2.2.11's slon writes them (log_level=0, log_timestamp=true), from the testbed.
+# Lines as Slony-I 2.2.11's slon writes them (log_level=0, log_timestamp=true), from the
+# testbed.
 LOG = """\
 2026-11-25 23:07:59 UTC INFO   remoteWorkerThread_1: SYNC 5000000030 done in 0.010 seconds
 2026-11-25 23:08:05 UTC INFO   copy_set 1 - omit=f - bool=0
@@ -37,10 +40,17 @@ def test_parse_copy_log_after_the_copy():
 
 
 def test_parse_copy_log_reads_only_the_latest_attempt():
-    retry = ("2026-11-25 23:09:00 UTC WARN   remoteWorkerThread_1: data copy for set 1 failed 1 times - "
-             "sleep 15 seconds\n2026-11-25 23:09:15 UTC INFO   copy_set 1 - omit=f - bool=0\n")
+    retry = (
+        "2026-11-25 23:09:00 UTC WARN   remoteWorkerThread_1: data copy for set 1"
+        " failed 1 times - sleep 15 seconds\n2026-11-25 23:09:15 UTC INFO   copy_set 1"
+        " - omit=f - bool=0\n"
+    )
     log = parse_copy_log(LOG + retry)
-    assert log["started"] == "2026-11-25 23:09:15" and log["done"] == {} and log["retries"] == 1
+    assert (
+        log["started"] == "2026-11-25 23:09:15"
+        and log["done"] == {}
+        and log["retries"] == 1
+    )
 
 
 def test_parse_copy_log_without_a_copy():
@@ -55,9 +65,18 @@ def test_progress_line_counts_done_tables_and_the_running_copy():
 
 
 def test_checksum_sql_chunks_integer_keys_and_cuts_off_new_rows():
-    sql = checksum_sql({"public.t": [("id", "integer")], "public.alias": [("a", "integer"), ("b", "text")]},
-                       {"public.t": "41"}, 10000)
-    assert "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" in sql and sql.rstrip().endswith("COMMIT;")
+    sql = checksum_sql(
+        {
+            "public.t": [("id", "integer")],
+            "public.alias": [("a", "integer"), ("b", "text")],
+        },
+        {"public.t": "41"},
+        10000,
+    )
+    assert (
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" in sql
+        and sql.rstrip().endswith("COMMIT;")
+    )
     assert "FROM public.t t WHERE id <= 41 GROUP BY 2" in sql
     assert "(id / 10000)::text" in sql
     assert "'public.alias', 'all', count(*)" in sql and "ORDER BY a, b" in sql

@@ -1,4 +1,5 @@
 """Unit tests for the pure helpers of fabfile.facts."""
+
 from __future__ import annotations
 
 import pytest

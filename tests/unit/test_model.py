@@ -1,5 +1,9 @@
-"""Unit tests for fabfile.model: input validation and the Cluster it builds. Pure, no I/O."""
+"""Unit tests for fabfile.model: input validation and the Cluster it builds. Pure, no
+I/O."""
+
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -13,13 +17,18 @@ def error_of(*args, **kwargs) -> StepError:
     return info.value
 
 
-# --- StepError ---------------------------------------------------------------------------------------
+# --- StepError ------------------------------------------------------------------------
+
 
 def test_step_error_line_with_fix():
     e = StepError("db01", "database x does not exist", "create it")
     assert e.line() == "db01: database x does not exist; fix: create it"
     assert str(e) == e.line()
-    assert (e.host, e.message, e.fix) == ("db01", "database x does not exist", "create it")
+    assert (e.host, e.message, e.fix) == (
+        "db01",
+        "database x does not exist",
+        "create it",
+    )
 
 
 def test_step_error_line_without_fix():
@@ -28,9 +37,12 @@ def test_step_error_line_without_fix():
     assert "fix" not in e.line()
 
 
-# --- bad host names ----------------------------------------------------------------------------------
+# --- bad host names -------------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", ["", "db 01", "-db01", ".db01", "user@db01", "db01;rm", "a" * 254])
+
+@pytest.mark.parametrize(
+    "bad", ["", "db 01", "-db01", ".db01", "user@db01", "db01;rm", "a" * 254]
+)
 def test_bad_master_host_name(bad):
     e = error_of(bad, "db02")
     assert e.host == "input"
@@ -57,8 +69,9 @@ def test_bad_slon_host_name(bad):
 
 @pytest.mark.parametrize("bad", ["db01\n", "db01\nevil"])
 def test_host_name_with_newline_is_rejected(bad):
-    # A value with a newline must not slip through the validation (regex `$` also matches before
-    # a trailing newline; the check has to anchor at the very end of the string).
+    # A value with a newline must not slip through the validation (regex `$` also
+    # matches before a trailing newline; the check has to anchor at the very end of the
+    # string).
     e = error_of(bad, "db02")
     assert "--master" in e.line()
 
@@ -76,11 +89,21 @@ def test_master_equals_slave():
     assert "; fix: " in e.line() and "different" in e.fix
 
 
-# --- cluster name ------------------------------------------------------------------------------------
+# --- cluster name ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "bad",
-    ["my-cluster", "", "Replication", "1cluster", "_cluster", "my cluster", "a" * 32, "replication\n"],
+    [
+        "my-cluster",
+        "",
+        "Replication",
+        "1cluster",
+        "_cluster",
+        "my cluster",
+        "a" * 32,
+        "replication\n",
+    ],
 )
 def test_invalid_cluster_name(bad):
     e = error_of("db01", "db02", name=bad)
@@ -97,9 +120,12 @@ def test_valid_cluster_name(good):
     assert cl.schema == "_" + good
 
 
-# --- database and user names -------------------------------------------------------------------------
+# --- database and user names ----------------------------------------------------------
 
-@pytest.mark.parametrize("bad", ["", "Shots", "1db", "my-db", "my db", "db;drop", "a" * 64, "db\n"])
+
+@pytest.mark.parametrize(
+    "bad", ["", "Shots", "1db", "my-db", "my db", "db;drop", "a" * 64, "db\n"]
+)
 def test_invalid_database_name(bad):
     e = error_of("db01", "db02", database=bad)
     assert "database" in e.message
@@ -107,7 +133,9 @@ def test_invalid_database_name(bad):
     assert "; fix: " in e.line() and "identifier" in e.fix
 
 
-@pytest.mark.parametrize("bad", ["", "Slony", "9user", "slony-user", "sl'ony", "a" * 64])
+@pytest.mark.parametrize(
+    "bad", ["", "Slony", "9user", "slony-user", "sl'ony", "a" * 64]
+)
 def test_invalid_user_name(bad):
     e = error_of("db01", "db02", user=bad)
     assert "replication user" in e.message
@@ -121,7 +149,8 @@ def test_valid_database_and_user_names(good):
     assert (cl.database, cl.user) == (good, good)
 
 
-# --- port --------------------------------------------------------------------------------------------
+# --- port -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", [0, -1, 65536, 100000])
 def test_port_out_of_range(bad):
@@ -137,7 +166,8 @@ def test_port_in_range(good):
     assert cl.slave.port == good
 
 
-# --- the Cluster built from valid input --------------------------------------------------------------
+# --- the Cluster built from valid input -----------------------------------------------
+
 
 def test_valid_input_builds_nodes():
     cl = make_cluster("db01", "db02")
@@ -175,9 +205,23 @@ def test_dbhost_defaults_to_host_and_can_be_set():
 
 
 def test_all_settings_are_carried():
-    cl = make_cluster("db01", "db02", slon_host="db03", name="shots", database="appdb", user="repl",
-                      port=5433, set_id=7)
-    assert (cl.name, cl.database, cl.user, cl.set_id, cl.slon_name) == ("shots", "appdb", "repl", 7, "db03")
+    cl = make_cluster(
+        "db01",
+        "db02",
+        slon_host="db03",
+        name="shots",
+        database="appdb",
+        user="repl",
+        port=5433,
+        set_id=7,
+    )
+    assert (cl.name, cl.database, cl.user, cl.set_id, cl.slon_name) == (
+        "shots",
+        "appdb",
+        "repl",
+        7,
+        "db03",
+    )
     assert cl.master.port == cl.slave.port == 5433
 
 
@@ -189,5 +233,5 @@ def test_node_lookup_of_unknown_id_fails():
 
 def test_cluster_is_frozen():
     cl = make_cluster("db01", "db02")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cl.name = "other"  # type: ignore[misc]

@@ -1,5 +1,7 @@
-"""Issue 13, item 9: sources back to PostgreSQL 9.4. Each branch on the server's version, with canned
-answers (no 9.x server is reachable here: Debian 11's PostgreSQL 13 is the oldest the testbed runs)."""
+"""Issue 13, item 9: sources back to PostgreSQL 9.4. Each branch on the server's
+version, with canned answers (no 9.x server is reachable here: Debian 11's PostgreSQL
+13 is the oldest the testbed runs)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +24,12 @@ V96, V11, V15 = 90624, 110022, 150004
 class AnsweringHost(FakeHost):
     """A FakeHost whose psql answers from (substring, rows) pairs, first match wins."""
 
-    def __init__(self, name: str, version_num: int, answers: list[tuple[str, list[list[str]]]] = ()):
+    def __init__(
+        self,
+        name: str,
+        version_num: int,
+        answers: list[tuple[str, list[list[str]]]] = (),
+    ):
         super().__init__(name)
         self.version_num, self.answers = version_num, list(answers)
 
@@ -31,8 +38,10 @@ class AnsweringHost(FakeHost):
         return next((rows for key, rows in self.answers if key in query), [])
 
 
-@pytest.mark.parametrize("num, major", [(90400, "9.4"), (90624, "9.6"), (100023, "10"), (150004, "15"),
-                                        (170006, "17")])
+@pytest.mark.parametrize(
+    "num, major",
+    [(90400, "9.4"), (90624, "9.6"), (100023, "10"), (150004, "15"), (170006, "17")],
+)
 def test_major_is_spelled_as_debian_names_packages(num, major):
     assert parse.major(num) == major
 
@@ -41,11 +50,16 @@ def test_pg_major_of_a_96_server_names_its_packages():
     assert facts.pg_major(AnsweringHost("db01", V96)) == "9.6"
 
 
-# --- psql without --csv (clients before 12) -----------------------------------------------------------
+# --- psql without --csv (clients before 12) -------------------------------------------
+
 
 def test_unaligned_output_reads_like_csv():
-    text = "1\0o'brien\x1e2\0a\nvalue, with \"quotes\"\x1e3\0\n"
-    assert parse.unaligned(text) == [["1", "o'brien"], ["2", 'a\nvalue, with "quotes"'], ["3", ""]]
+    text = '1\0o\'brien\x1e2\0a\nvalue, with "quotes"\x1e3\0\n'
+    assert parse.unaligned(text) == [
+        ["1", "o'brien"],
+        ["2", 'a\nvalue, with "quotes"'],
+        ["3", ""],
+    ]
     assert parse.unaligned("") == []
     assert parse.unaligned("\n") == [[""]]  # one row, one empty value
 
@@ -62,15 +76,22 @@ def answers(*results):
     def fake(self, query, database, timeout, csv_rows, variables):
         calls.append(self.csv)
         return results.pop(0)
+
     return fake, calls
 
 
 def test_psql_falls_back_to_unaligned_output_when_the_client_has_no_csv(monkeypatch):
     fake, calls = answers(
-        SimpleNamespace(failed=True, ok=False, stdout="", stderr="/usr/lib/postgresql/9.6/bin/psql: unrecognized "
-                        "option '--csv'\nTry \"psql --help\" for more information."),
-        SimpleNamespace(failed=False, ok=True, stdout="public.t\0" "42\n", stderr=""),
-        SimpleNamespace(failed=False, ok=True, stdout="x\n", stderr=""))
+        SimpleNamespace(
+            failed=True,
+            ok=False,
+            stdout="",
+            stderr="/usr/lib/postgresql/9.6/bin/psql: unrecognized "
+            "option '--csv'\nTry \"psql --help\" for more information.",
+        ),
+        SimpleNamespace(failed=False, ok=True, stdout="public.t\x0042\n", stderr=""),
+        SimpleNamespace(failed=False, ok=True, stdout="x\n", stderr=""),
+    )
     monkeypatch.setattr(Host, "_psql", fake)
     h = Host("db01")
     assert h.psql("SELECT 1") == [["public.t", "42"]]
@@ -79,8 +100,12 @@ def test_psql_falls_back_to_unaligned_output_when_the_client_has_no_csv(monkeypa
 
 
 def test_psql_refuses_output_it_cannot_split(monkeypatch):
-    fake, _ = answers(SimpleNamespace(failed=True, ok=False, stdout="", stderr="psql: unrecognized option '--csv'"),
-                      SimpleNamespace(failed=False, ok=True, stdout="a\0b\x1ec\n", stderr=""))
+    fake, _ = answers(
+        SimpleNamespace(
+            failed=True, ok=False, stdout="", stderr="psql: unrecognized option '--csv'"
+        ),
+        SimpleNamespace(failed=False, ok=True, stdout="a\0b\x1ec\n", stderr=""),
+    )
     monkeypatch.setattr(Host, "_psql", fake)
     with pytest.raises(Exception) as e:
         Host("db01").psql("SELECT 1")
@@ -96,12 +121,16 @@ def test_unaligned_options_need_no_csv():
     assert "--csv" not in seen[0] and " -A -z -R " in seen[0]
 
 
-# --- catalog branches ----------------------------------------------------------------------------------
+# --- catalog branches -----------------------------------------------------------------
+
 
 def test_sessions_are_filtered_by_backend_type_from_10_only():
     old, new = AnsweringHost("db01", V96), AnsweringHost("db01", V15)
     facts.long_transactions(old, 5), facts.long_transactions(new, 5)
-    assert "backend_type" not in old.commands[0] and "backend_type = 'client backend'" in new.commands[0]
+    assert (
+        "backend_type" not in old.commands[0]
+        and "backend_type = 'client backend'" in new.commands[0]
+    )
     facts.transactions_before(old, "2026-11-26 12:00:00+00")
     assert "backend_type" not in old.commands[1]
 
@@ -117,12 +146,20 @@ def test_identity_and_generated_columns_are_not_asked_of_servers_that_have_none(
 
 def test_sequences_are_read_one_by_one_before_10():
     cl = session().cluster
-    h = AnsweringHost("db01", V96, [("UNION ALL", [["public.a_id_seq", "7"], ["public.b_id_seq", ""]]),
-                                    ("sl_sequence", [["public.a_id_seq"], ["public.b_id_seq"]])])
+    h = AnsweringHost(
+        "db01",
+        V96,
+        [
+            ("UNION ALL", [["public.a_id_seq", "7"], ["public.b_id_seq", ""]]),
+            ("sl_sequence", [["public.a_id_seq"], ["public.b_id_seq"]]),
+        ],
+    )
     assert facts.set_sequences(h, cl) == {"public.a_id_seq": 7, "public.b_id_seq": 0}
     assert "pg_sequences" not in " ".join(h.commands)
-    assert ("SELECT 'public.a_id_seq', CASE WHEN is_called THEN last_value END FROM public.a_id_seq UNION ALL"
-            in h.commands[1])  # as pg_sequences says: NULL until first used
+    assert (
+        "SELECT 'public.a_id_seq', CASE WHEN is_called THEN last_value END FROM public.a_id_seq UNION ALL"
+        in h.commands[1]
+    )  # as pg_sequences says: NULL until first used
     new = AnsweringHost("db01", V15)
     facts.set_sequences(new, cl)
     assert "pg_sequences" in new.commands[0]
@@ -130,6 +167,7 @@ def test_sequences_are_read_one_by_one_before_10():
 
 def test_copy_progress_on_a_receiver_before_14_counts_tables_done_only(monkeypatch):
     from fabfile.facts import slony
+
     monkeypatch.setattr(slony, "slon_log", lambda *a: "")
     monkeypatch.setattr(slony, "epoch_now", lambda *a: 0.0)
     cl = session().cluster
@@ -140,7 +178,10 @@ def test_copy_progress_on_a_receiver_before_14_counts_tables_done_only(monkeypat
 
 
 def test_hba_rules_are_checked_only_where_postgresql_can_say():
-    h96, h15 = AnsweringHost("db01", V96), AnsweringHost("db01", V15, [("pg_hba_file_rules", [["3", "bad"]])])
+    h96, h15 = (
+        AnsweringHost("db01", V96),
+        AnsweringHost("db01", V15, [("pg_hba_file_rules", [["3", "bad"]])]),
+    )
     assert facts.hba_errors(h96) == [] and h96.commands == []
     assert facts.hba_errors(h15) == [("3", "bad")]
 
@@ -148,53 +189,92 @@ def test_hba_rules_are_checked_only_where_postgresql_can_say():
 def test_catalog_sql_uses_nothing_newer_than_94():
     cl = session().cluster
     h = AnsweringHost("db01", V96)
-    facts.schema_objects(h, cl), facts.table_keys(h, cl), facts.tables_with_rows(h, "shop", ["public.t"])
+    (
+        facts.schema_objects(h, cl),
+        facts.table_keys(h, cl),
+        facts.tables_with_rows(h, "shop", ["public.t"]),
+    )
     text = " ".join(h.commands) + sql.fence_database("shop")
-    for newer in ("regnamespace", "regrole", "array_position", "to_regclass"):  # 9.5, or text argument 9.6
+    # 9.5, or text argument 9.6
+    for newer in ("regnamespace", "regrole", "array_position", "to_regclass"):
         assert newer not in text
 
 
-# --- passwords, pg_hba.conf, float digits ----------------------------------------------------------------
+# --- passwords, pg_hba.conf, float digits ---------------------------------------------
+
 
 def test_before_10_the_password_is_md5_and_the_rule_says_md5():
     verifier = sql.password_verifier(V96, PASSWORD, "slony")
     assert verifier == "md5" + hashlib.md5((PASSWORD + "slony").encode()).hexdigest()
-    assert sql.password_matches(verifier, PASSWORD, "slony") and not sql.password_matches(verifier, "x", "slony")
+    assert sql.password_matches(
+        verifier, PASSWORD, "slony"
+    ) and not sql.password_matches(verifier, "x", "slony")
     assert sql.password_verifier(V15, PASSWORD, "slony").startswith("SCRAM-SHA-256$")
     cl = session().cluster
-    assert files.hba_lines(cl, ["10.0.0.2"], files.auth_method(V96))[0].endswith("10.0.0.2/32    md5")
-    assert files.hba_lines(cl, ["10.0.0.2"], files.auth_method(V15))[0].endswith("scram-sha-256")
+    assert files.hba_lines(cl, ["10.0.0.2"], files.auth_method(V96))[0].endswith(
+        "10.0.0.2/32    md5"
+    )
+    assert files.hba_lines(cl, ["10.0.0.2"], files.auth_method(V15))[0].endswith(
+        "scram-sha-256"
+    )
 
 
 def test_role_plan_before_12_wants_extra_float_digits():
     cl = session().cluster
     role = (True, True, sql.md5_verifier(PASSWORD, "slony"), MARK)
     assert access.role_plan(cl, "db01", None, PASSWORD, version_num=V96) == (
-        "create role slony (superuser, md5 password, extra_float_digits 3)", False)
+        "create role slony (superuser, md5 password, extra_float_digits 3)",
+        False,
+    )
     assert access.role_plan(cl, "db01", role, PASSWORD, version_num=V96) == (
-        "update role slony (superuser, login, md5 password, extra_float_digits 3)", True)
-    assert access.role_plan(cl, "db01", role, PASSWORD, version_num=V96,
-                            settings=["extra_float_digits=3"]) is None
+        "update role slony (superuser, login, md5 password, extra_float_digits 3)",
+        True,
+    )
+    assert (
+        access.role_plan(
+            cl,
+            "db01",
+            role,
+            PASSWORD,
+            version_num=V96,
+            settings=["extra_float_digits=3"],
+        )
+        is None
+    )
 
 
 def test_users_on_a_96_master_stores_md5_and_sets_float_digits(monkeypatch):
     s = session()
     s._password = PASSWORD
     s.hosts["db01"] = AnsweringHost("db01", V96)
-    canned(monkeypatch, role=None, postgres_home="/var/lib/postgresql", file_stat=("postgres:postgres", "600"))
+    canned(
+        monkeypatch,
+        role=None,
+        postgres_home="/var/lib/postgresql",
+        file_stat=("postgres:postgres", "600"),
+    )
     access.users(s)
     old, new = s.hosts["db01"].commands[0], s.hosts["db02"].commands[0]
-    assert "PASSWORD 'md5" in old and 'ALTER ROLE "slony" SET extra_float_digits = 3;' in old
+    assert (
+        "PASSWORD 'md5" in old
+        and 'ALTER ROLE "slony" SET extra_float_digits = 3;' in old
+    )
     assert "PASSWORD 'SCRAM-SHA-256$" in new and "extra_float_digits" not in new
     assert PASSWORD not in old + new + output(s)
 
 
-@pytest.mark.parametrize("versions, digits", [((V15, 170006), 1), ((V96, V11), 3), ((V96, 170006), 0)])
+@pytest.mark.parametrize(
+    "versions, digits", [((V15, 170006), 1), ((V96, V11), 3), ((V96, 170006), 0)]
+)
 def test_verify_compares_floats_in_the_one_format_both_servers_print(versions, digits):
     assert parse.float_digits(*versions) == digits
-    assert f"SET extra_float_digits = {digits};" in sql.checksum_sql({}, {}, 1000, parse.float_digits(*versions))
+    assert f"SET extra_float_digits = {digits};" in sql.checksum_sql(
+        {}, {}, 1000, parse.float_digits(*versions)
+    )
 
 
 def test_checksums_are_one_statement():
-    text = sql.checksum_sql({"public.a": [("id", "integer")], "public.b": [("k", "text")]}, {}, 1000)
+    text = sql.checksum_sql(
+        {"public.a": [("id", "integer")], "public.b": [("k", "text")]}, {}, 1000
+    )
     assert text.count("SELECT ") == 2 and "\nUNION ALL (SELECT 'public.b'" in text

@@ -1,5 +1,6 @@
-"""remote.PsqlPipe's protocol on a fake SSH channel: what psql prints, line by line, decides the outcome
-(the testbed test test_10_testbed proves it against a real psql)."""
+"""remote.PsqlPipe's protocol on a fake SSH channel: what psql prints, line by line,
+decides the outcome (the testbed test test_10_testbed proves it against a real psql)."""
+
 from __future__ import annotations
 
 import io
@@ -15,11 +16,24 @@ from fabfile.remote import LostPipe, PsqlPipe, no_delay
 class Channel:
     """psql's stdout as canned lines; `mark` is replaced by the pipe's marker."""
 
-    def __init__(self, out: str, err: bytes = b"", exit_status: int = 0, fail: Exception | None = None):
-        self.out, self.err, self.exit_status, self.fail, self.sent = out, err, exit_status, fail, b""
+    def __init__(
+        self,
+        out: str,
+        err: bytes = b"",
+        exit_status: int = 0,
+        fail: Exception | None = None,
+    ):
+        self.out, self.err, self.exit_status, self.fail, self.sent = (
+            out,
+            err,
+            exit_status,
+            fail,
+            b"",
+        )
         self.closed = False
 
-    def settimeout(self, t): pass
+    def settimeout(self, t):
+        pass
 
     def sendall(self, data: bytes):
         self.sent += data
@@ -50,19 +64,29 @@ def pipe_on(channel: Channel, console: bool = False) -> PsqlPipe:
             if not line and channel.fail:
                 raise channel.fail
             return line
+
     pipe.out = Out()
     return pipe
 
 
 def test_rows_between_the_markers_and_a_clean_session_around_the_query():
-    ch = Channel("MARKstarted\n1,\"two\nlines\"\nMARKdone\n", err=b"WARNING:  there is no transaction in progress\n")
+    ch = Channel(
+        'MARKstarted\n1,"two\nlines"\nMARKdone\n',
+        err=b"WARNING:  there is no transaction in progress\n",
+    )
     result = pipe_on(ch).query("SELECT 1", 5)
-    assert result.ok and result.stdout == "1,\"two\nlines\"\n" and result.stderr == ""
-    assert ch.sent.decode().startswith("DISCARD ALL;\n\\echo '--slony-migrate 00 started'\nSELECT 1\n;\nROLLBACK;\n")
+    assert result.ok and result.stdout == '1,"two\nlines"\n' and result.stderr == ""
+    assert ch.sent.decode().startswith(
+        "DISCARD ALL;\n\\echo '--slony-migrate 00 started'\nSELECT 1\n;\nROLLBACK;\n"
+    )
 
 
 def test_an_error_after_the_start_is_the_query_s_own():
-    ch = Channel("MARKstarted\n", err=b"psql:<stdin>:3: ERROR:  division by zero\n", exit_status=3)
+    ch = Channel(
+        "MARKstarted\n",
+        err=b"psql:<stdin>:3: ERROR:  division by zero\n",
+        exit_status=3,
+    )
     result = pipe_on(ch).query("SELECT 1/0", 5)
     assert result.failed and result.exited == 3 and "division by zero" in result.stderr
 
@@ -74,19 +98,28 @@ def test_a_psql_that_ended_before_the_start_ran_nothing():
 
 def test_ssh_lost_during_the_query_is_not_retried():
     with pytest.raises(LostPipe):
-        pipe_on(Channel("MARKstarted\n", fail=OSError("Socket is closed"))).query("UPDATE t SET x = 1", 5)
+        pipe_on(Channel("MARKstarted\n", fail=OSError("Socket is closed"))).query(
+            "UPDATE t SET x = 1", 5
+        )
     with pytest.raises(TimeoutError):
-        pipe_on(Channel("MARKstarted\n", fail=TimeoutError())).query("SELECT pg_sleep(9)", 1)
+        pipe_on(Channel("MARKstarted\n", fail=TimeoutError())).query(
+            "SELECT pg_sleep(9)", 1
+        )
 
 
 def test_pgbouncer_s_console_gets_the_commands_alone():
     ch = Channel("MARKstarted\nMARKdone\n")
     assert pipe_on(ch, console=True).query("PAUSE app;", 5).ok
-    assert ch.sent.decode() == "\\echo '--slony-migrate 00 started'\nPAUSE app;\n\\echo '--slony-migrate 00 done'\n"
+    assert (
+        ch.sent.decode()
+        == "\\echo '--slony-migrate 00 started'\nPAUSE app;\n\\echo '--slony-migrate 00"
+        " done'\n"
+    )
 
 
 def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_closed():
-    """PgBouncer's PAUSE that cannot complete: the caller gets `timeout`'s exit code and decides (RESUME)."""
+    """PgBouncer's PAUSE that cannot complete: the caller gets `timeout`'s exit code
+    and decides (RESUME)."""
     import threading
     from types import SimpleNamespace
 
@@ -103,8 +136,13 @@ def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_close
 
         def close(self):
             self.closed = True
+
     h = Host.__new__(Host)
-    h.name, h._pipe_lock, h.conn = "app", threading.Lock(), SimpleNamespace(is_connected=True)
+    h.name, h._pipe_lock, h.conn = (
+        "app",
+        threading.Lock(),
+        SimpleNamespace(is_connected=True),
+    )
     stuck = Stuck()
     h._pipes = {"pgbouncer /tmp:6432": stuck}
     result = h.console(["PAUSE app"], "/tmp", 6432, 2)
@@ -112,7 +150,9 @@ def test_a_console_command_that_times_out_is_exit_code_124_and_its_psql_is_close
 
 
 def test_no_delay_sets_tcp_nodelay_on_the_connection_and_its_gateway():
-    """Without TCP_NODELAY each SSH command waited about 40 ms for a delayed ACK (Nagle's algorithm)."""
+    """Without TCP_NODELAY each SSH command waited about 40 ms for a delayed ACK
+    (Nagle's algorithm)."""
+
     def connected(name: str, gateway=None) -> tuple[Connection, socket.socket]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         conn = Connection(name, gateway=gateway)

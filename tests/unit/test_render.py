@@ -1,4 +1,6 @@
-"""Unit tests for fabfile.render: pure renderers of SQL, SCRAM, managed blocks and Slony files."""
+"""Unit tests for fabfile.render: pure renderers of SQL, SCRAM, managed blocks and
+Slony files."""
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +39,16 @@ from fabfile.render.sql import ident, literal, scram_matches, scram_verifier
 
 @pytest.fixture
 def cl():
-    """A small cluster; the master's PostgreSQL is reached by address, so host != dbhost."""
-    return make_cluster("db01", "db02", name="shots", database="appdb", user="slony", master_dbhost="10.0.0.1")
+    """A small cluster; the master's PostgreSQL is reached by address, so host !=
+    dbhost."""
+    return make_cluster(
+        "db01",
+        "db02",
+        name="shots",
+        database="appdb",
+        user="slony",
+        master_dbhost="10.0.0.1",
+    )
 
 
 CONN1 = "host=10.0.0.1 port=5432 dbname=appdb user=slony sslmode=require"
@@ -50,7 +60,8 @@ PREAMBLE = (
 )
 
 
-# --- SQL quoting -------------------------------------------------------------------------------------
+# --- SQL quoting ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "value, expected",
@@ -89,19 +100,23 @@ def test_ident_quotes_when_needed(name, expected):
 
 @pytest.mark.parametrize("keyword", ["user", "select", "table", "all"])
 def test_ident_quotes_reserved_keywords(keyword):
-    # Unquoted, CREATE ROLE user ... is a syntax error; steps.py quotes role names with ident().
+    # Unquoted, CREATE ROLE user ... is a syntax error; steps.py quotes role names with
+    # ident().
     assert ident(keyword) == f'"{keyword}"'
 
 
 def test_ident_quotes_name_with_trailing_newline():
-    # `$` in the pattern also matches before a final newline, which must not pass as a plain name.
+    # `$` in the pattern also matches before a final newline, which must not pass as a
+    # plain name.
     assert ident("foo\n") == '"foo\n"'
 
 
-# --- SCRAM-SHA-256 -----------------------------------------------------------------------------------
+# --- SCRAM-SHA-256 --------------------------------------------------------------------
+
 
 def _hi(password: bytes, salt: bytes, iterations: int) -> bytes:
-    """RFC 5802 Hi(), written out with HMAC only (independent of hashlib.pbkdf2_hmac)."""
+    """RFC 5802 Hi(), written out with HMAC only (independent of
+    hashlib.pbkdf2_hmac)."""
     u = hmac.new(password, salt + b"\x00\x00\x00\x01", hashlib.sha256).digest()
     out = bytearray(u)
     for _ in range(iterations - 1):
@@ -118,7 +133,9 @@ def _expected_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, 
     return stored_key, server_key
 
 
-VERIFIER = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
+VERIFIER = re.compile(
+    r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$"
+)
 
 
 def test_scram_verifier_format_random_salt():
@@ -148,12 +165,16 @@ def test_scram_verifier_other_iteration_count():
     salt = b"0123456789abcdef"
     stored, server = _expected_keys("pw", salt, 10)
     b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
-    assert scram_verifier("pw", salt, 10) == f"SCRAM-SHA-256$10:{b64(salt)}${b64(stored)}:{b64(server)}"
+    assert (
+        scram_verifier("pw", salt, 10)
+        == f"SCRAM-SHA-256$10:{b64(salt)}${b64(stored)}:{b64(server)}"
+    )
 
 
 def test_scram_verifier_against_rfc7677_exchange():
-    """RFC 7677 section 3: user 'user', password 'pencil'. A verifier from the same salt and
-    iteration count must reproduce the exchange's client proof and server signature."""
+    """RFC 7677 section 3: user 'user', password 'pencil'. A verifier from the same
+    salt and iteration count must reproduce the exchange's client proof and server
+    signature."""
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
     v = scram_verifier("pencil", salt, 4096)
     m = VERIFIER.fullmatch(v)
@@ -166,7 +187,10 @@ def test_scram_verifier_against_rfc7677_exchange():
         f"c=biws,r={nonce}"
     ).encode()
     server_signature = hmac.new(server_key, auth_message, hashlib.sha256).digest()
-    assert base64.b64encode(server_signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    assert (
+        base64.b64encode(server_signature).decode()
+        == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+    )
     proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
     client_signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
     client_key = bytes(a ^ b for a, b in zip(proof, client_signature))
@@ -195,7 +219,10 @@ def test_scram_matches_other_iteration_count():
     [
         None,
         "",
-        "md5" + hashlib.md5(b"s3cret!slony").hexdigest(),  # PostgreSQL's md5 hash of password+user
+        "md5"
+        + hashlib.md5(
+            b"s3cret!slony"
+        ).hexdigest(),  # PostgreSQL's md5 hash of password+user
         "s3cret!",
     ],
 )
@@ -203,7 +230,7 @@ def test_scram_matches_non_scram_is_false(verifier):
     assert scram_matches(verifier, "s3cret!") is False
 
 
-# --- managed blocks ----------------------------------------------------------------------------------
+# --- managed blocks -------------------------------------------------------------------
 
 TAG = "cluster shots"
 B = BEGIN.format(TAG)
@@ -300,11 +327,21 @@ def test_apply_block_remove_without_block_returns_text_unchanged():
 def test_apply_block_keeps_other_tags():
     one = apply_block(HBA, "cluster one", ["1"])
     two = apply_block(one, "cluster two", ["2"])
-    assert two == HBA + f"{BEGIN.format('cluster one')}\n1\n{END.format('cluster one')}\n" \
-                      + f"{BEGIN.format('cluster two')}\n2\n{END.format('cluster two')}\n"
+    assert (
+        two
+        == HBA
+        + f"{BEGIN.format('cluster one')}\n1\n{END.format('cluster one')}\n"
+        + f"{BEGIN.format('cluster two')}\n2\n{END.format('cluster two')}\n"
+    )
     # replacing / removing one leaves the other alone
-    assert apply_block(two, "cluster one", []) == HBA + f"{BEGIN.format('cluster two')}\n2\n{END.format('cluster two')}\n"
-    assert apply_block(two, "cluster two", ["22"]) == one + f"{BEGIN.format('cluster two')}\n22\n{END.format('cluster two')}\n"
+    assert (
+        apply_block(two, "cluster one", [])
+        == HBA + f"{BEGIN.format('cluster two')}\n2\n{END.format('cluster two')}\n"
+    )
+    assert (
+        apply_block(two, "cluster two", ["22"])
+        == one + f"{BEGIN.format('cluster two')}\n22\n{END.format('cluster two')}\n"
+    )
 
 
 def test_apply_block_similar_tag_is_a_different_block():
@@ -326,7 +363,8 @@ def test_apply_block_keeps_crlf_line_endings_of_the_rest():
     assert B in out and E in out
 
 
-# --- pg_hba and .pgpass ------------------------------------------------------------------------------
+# --- pg_hba and .pgpass ---------------------------------------------------------------
+
 
 def test_hba_lines_one_per_distinct_address(cl):
     lines = hba_lines(cl, ["10.0.0.3", "10.0.0.2", "10.0.0.3"])
@@ -343,7 +381,8 @@ def test_hba_lines_empty(cl):
 
 
 def _pgpass_fields(line: str) -> list[str]:
-    """Split a .pgpass line the way libpq does: ':' separates, '\\' escapes the next character."""
+    """Split a .pgpass line the way libpq does: ':' separates, '\\' escapes the next
+    character."""
     fields, cur, i = [], "", 0
     while i < len(line):
         c = line[i]
@@ -376,7 +415,8 @@ def test_pgpass_lines_escape_colon_and_backslash(cl):
         assert _pgpass_fields(line) == [node.dbhost, "5432", "appdb", "slony", password]
 
 
-# --- Slony -------------------------------------------------------------------------------------------
+# --- Slony ----------------------------------------------------------------------------
+
 
 def test_conninfo(cl):
     assert conninfo(cl, cl.master) == CONN1
@@ -389,8 +429,10 @@ def test_slonik_preamble(cl):
 
 
 def test_slonik_init_everything(cl):
-    assert slonik_init(cl, init=True, store_slave=True, paths=[(1, 2), (2, 1)]) == PREAMBLE + (
-        "init cluster (id = 1, comment = 'master db01');\n"
+    assert (
+        slonik_init(cl, init=True, store_slave=True, paths=[(1, 2), (2, 1)])
+        == PREAMBLE
+        + "init cluster (id = 1, comment = 'master db01');\n"
         "store node (id = 2, comment = 'slave db02', event node = 1);\n"
         f"store path (server = 1, client = 2, conninfo = '{CONN1}');\n"
         f"store path (server = 2, client = 1, conninfo = '{CONN2}');\n"
@@ -399,26 +441,33 @@ def test_slonik_init_everything(cl):
 
 def test_slonik_init_only_missing_path(cl):
     out = slonik_init(cl, init=False, store_slave=False, paths=[(2, 1)])
-    assert out == PREAMBLE + f"store path (server = 2, client = 1, conninfo = '{CONN2}');\n"
+    assert (
+        out
+        == PREAMBLE + f"store path (server = 2, client = 1, conninfo = '{CONN2}');\n"
+    )
     assert "init cluster" not in out and "store node" not in out
 
 
 def test_slonik_create_set(cl):
     tables = [(1, Table("public.shots")), (2, Table("public.tags", "tags_name_key"))]
     sequences = [(1, "public.shots_id_seq")]
-    assert slonik_create_set(cl, tables, sequences, create=True) == PREAMBLE + (
-        "create set (id = 1, origin = 1, comment = 'slony-migrate appdb');\n"
-        "set add table (set id = 1, origin = 1, id = 1, fully qualified name = 'public.shots', "
-        "comment = 'public.shots');\n"
-        "set add table (set id = 1, origin = 1, id = 2, fully qualified name = 'public.tags', "
-        "key = 'tags_name_key', comment = 'public.tags');\n"
-        "set add sequence (set id = 1, origin = 1, id = 1, fully qualified name = 'public.shots_id_seq', "
-        "comment = 'public.shots_id_seq');\n"
+    assert (
+        slonik_create_set(cl, tables, sequences, create=True)
+        == PREAMBLE
+        + "create set (id = 1, origin = 1, comment = 'slony-migrate appdb');\nset add"
+        " table (set id = 1, origin = 1, id = 1, fully qualified name ="
+        " 'public.shots', comment = 'public.shots');\nset add table (set id = 1,"
+        " origin = 1, id = 2, fully qualified name = 'public.tags', key ="
+        " 'tags_name_key', comment = 'public.tags');\nset add sequence (set id = 1,"
+        " origin = 1, id = 1, fully qualified name = 'public.shots_id_seq', comment ="
+        " 'public.shots_id_seq');\n"
     )
 
 
 def test_slonik_create_set_key_only_for_keyed_tables(cl):
-    out = slonik_create_set(cl, [(1, Table("public.a")), (2, Table("public.b", "b_key"))], [], create=False)
+    out = slonik_create_set(
+        cl, [(1, Table("public.a")), (2, Table("public.b", "b_key"))], [], create=False
+    )
     adds = [l for l in out.splitlines() if l.startswith("set add table")]
     assert len(adds) == 2
     assert "key =" not in adds[0]
@@ -435,53 +484,87 @@ def test_slonik_create_set_uses_set_id():
 
 
 def test_slonik_subscribe(cl):
-    assert slonik_subscribe(cl) == PREAMBLE + "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);\n"
+    assert (
+        slonik_subscribe(cl)
+        == PREAMBLE
+        + "subscribe set (id = 1, provider = 1, receiver = 2, forward = yes);\n"
+    )
 
 
 def test_slonik_uninstall(cl):
-    assert slonik_uninstall(cl, [2, 1]) == PREAMBLE + "uninstall node (id = 2);\nuninstall node (id = 1);\n"
+    assert (
+        slonik_uninstall(cl, [2, 1])
+        == PREAMBLE + "uninstall node (id = 2);\nuninstall node (id = 1);\n"
+    )
     assert slonik_uninstall(cl, [1]) == PREAMBLE + "uninstall node (id = 1);\n"
 
 
 def test_lock_set_script_is_slonik_s_lock_set_with_a_quicker_wait(cl):
-    assert lock_set_script(cl, cl.master, 2.5) == (
-        "\\echo step: LOCK SET on db01\n"
-        "SET lock_timeout = 2500;\n"
-        "SET statement_timeout = 2500;\n"
-        "BEGIN;\n"
-        'LOCK TABLE "_shots".sl_config_lock;\n'
-        'SELECT "_shots".lockSet(1);\n'
-        "SELECT pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax \\gset\n"
-        "COMMIT;\n"
-        "\\echo step: transactions older than the lock on db01 to end\n"
-        "SELECT format('DO $w$BEGIN WHILE pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s "
-        "LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n"
-        f"\\! : > {cl.lock_mark}\n"
-        "\\echo locked: the move may start\n")
+    assert (
+        lock_set_script(cl, cl.master, 2.5)
+        == "\\echo step: LOCK SET on db01\nSET lock_timeout = 2500;\nSET"
+        " statement_timeout = 2500;\nBEGIN;\nLOCK TABLE"
+        ' "_shots".sl_config_lock;\nSELECT "_shots".lockSet(1);\nSELECT'
+        " pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax"
+        " \\gset\nCOMMIT;\n\\echo step: transactions older than the lock on db01 to"
+        " end\nSELECT format('DO $w$BEGIN WHILE"
+        " pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s"
+        " LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n\\! : >"
+        f" {cl.lock_mark}\n\\echo locked: the move may start\n"
+    )
 
 
 def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves(cl):
     lines = move_set_script(cl, cl.master, cl.slave, 90).splitlines()
-    assert lines[0] == f"\\! rm -f {cl.lock_mark}"  # the move has begun: the slon host must not unlock
-    assert lines[2:4] == ["RESET lock_timeout;", "RESET statement_timeout;"]  # the lock's, on the same psql
+    assert (
+        lines[0] == f"\\! rm -f {cl.lock_mark}"
+    )  # the move has begun: the slon host must not unlock
+    assert lines[2:4] == [
+        "RESET lock_timeout;",
+        "RESET statement_timeout;",
+    ]  # the lock's, on the same psql
     del lines[0], lines[1:3]
-    assert lines[:5] == ["\\echo step: SYNC on db01", "BEGIN;", 'LOCK TABLE "_shots".sl_event_lock;',
-                         """SELECT "_shots".createEvent('_shots', 'SYNC') AS ev \\gset""", "COMMIT;"]
+    assert lines[:5] == [
+        "\\echo step: SYNC on db01",
+        "BEGIN;",
+        'LOCK TABLE "_shots".sl_event_lock;',
+        """SELECT "_shots".createEvent('_shots', 'SYNC') AS ev \\gset""",
+        "COMMIT;",
+    ]
     assert lines[5] == "\\echo step: db02 to confirm SYNC (1,:ev) within 90 s"
-    assert lines[6] == f"\\connect '{CONN2}'" and lines[7] == "SET statement_timeout = 90000;"
+    assert (
+        lines[6] == f"\\connect '{CONN2}'"
+        and lines[7] == "SET statement_timeout = 90000;"
+    )
     assert "WHERE name = 'client_connection_check_interval'" in lines[8]
-    assert ('WHILE NOT EXISTS (SELECT FROM "_shots".sl_confirm WHERE con_origin = 1 AND con_received = 2 '
-            "AND con_seqno >= %s) LOOP PERFORM pg_sleep(0.02)") in lines[9] and lines[9].endswith(":'ev') \\gexec")
-    assert lines[10:] == ["\\echo step: MOVE SET on db01", f"\\connect '{CONN1}'", "BEGIN;",
-                          'LOCK TABLE "_shots".sl_event_lock, "_shots".sl_config_lock;',
-                          'SELECT "_shots".moveSet(1, 2);', "COMMIT;"]
+    assert (
+        'WHILE NOT EXISTS (SELECT FROM "_shots".sl_confirm WHERE con_origin = 1 AND'
+        " con_received = 2 AND con_seqno >= %s) LOOP PERFORM pg_sleep(0.02)"
+        in lines[9]
+        and lines[9].endswith(":'ev') \\gexec")
+    )
+    assert lines[10:] == [
+        "\\echo step: MOVE SET on db01",
+        f"\\connect '{CONN1}'",
+        "BEGIN;",
+        'LOCK TABLE "_shots".sl_event_lock, "_shots".sl_config_lock;',
+        'SELECT "_shots".moveSet(1, 2);',
+        "COMMIT;",
+    ]
     back = move_set_script(cl, cl.slave, cl.master, 90)
-    assert "con_origin = 2 AND con_received = 1" in back and 'SELECT "_shots".moveSet(1, 1);' in back
+    assert (
+        "con_origin = 2 AND con_received = 1" in back
+        and 'SELECT "_shots".moveSet(1, 1);' in back
+    )
 
 
 def test_psql_on_connects_as_the_replication_user_without_a_password(cl):
     command = psql_on(cl, cl.master)
-    assert command.endswith(f"-d '{CONN1}'") and "ON_ERROR_STOP=1" in command and "password" not in command
+    assert (
+        command.endswith(f"-d '{CONN1}'")
+        and "ON_ERROR_STOP=1" in command
+        and "password" not in command
+    )
     assert "/usr/lib/postgresql/*/bin/psql" in command
 
 
@@ -507,7 +590,11 @@ def test_slon_conf_slave(cl):
     assert "pid_file='/var/run/slony1/node2.pid'" in text.splitlines()
 
 
-TABLES = [Table("public.shots"), Table("public.tags", "tags_name_key"), Table("public.users")]
+TABLES = [
+    Table("public.shots"),
+    Table("public.tags", "tags_name_key"),
+    Table("public.users"),
+]
 SEQUENCES = ["public.shots_id_seq", "public.users_id_seq"]
 
 
@@ -516,9 +603,17 @@ def test_slon_tools_conf_structure(cl):
     assert "password" not in text.lower()
     assert "$CLUSTER_NAME = 'shots';" in text
     assert "$MASTERNODE = 1;" in text
-    assert re.search(r"'pkeyedtables' => \[\n\s+'public\.shots',\n\s+'public\.users',\n\s+\],", text)
-    assert re.search(r"'keyedtables' => \{\n\s+'public\.tags' => 'tags_name_key',\n\s+\},", text)
-    assert re.search(r"'sequences' => \[\n\s+'public\.shots_id_seq',\n\s+'public\.users_id_seq',\n\s+\],", text)
+    assert re.search(
+        r"'pkeyedtables' => \[\n\s+'public\.shots',\n\s+'public\.users',\n\s+\],", text
+    )
+    assert re.search(
+        r"'keyedtables' => \{\n\s+'public\.tags' => 'tags_name_key',\n\s+\},", text
+    )
+    assert re.search(
+        r"'sequences' =>"
+        r" \[\n\s+'public\.shots_id_seq',\n\s+'public\.users_id_seq',\n\s+\],",
+        text,
+    )
     # no Perl arrays (@...) or lists assigned where references are needed
     assert "@" not in text
     assert "'pkeyedtables' => (" not in text and "'sequences' => (" not in text
@@ -531,13 +626,15 @@ def test_slon_tools_conf_structure(cl):
 
 PERL = shutil.which("perl")
 PERL_COUNT = (
-    'sub add_node { my %p=@_; push @main::NODES, $p{node} } do $ARGV[0] or die $@ || $!; '
-    'print scalar(@{$SLONY_SETS->{set1}{pkeyedtables}}), "\\n"'
+    "sub add_node { my %p=@_; push @main::NODES, $p{node} } do $ARGV[0] or die $@ ||"
+    ' $!; print scalar(@{$SLONY_SETS->{set1}{pkeyedtables}}), "\\n"'
 )
 
 
 def _perl(script: str, path) -> subprocess.CompletedProcess:
-    return subprocess.run([PERL, "-e", script, str(path)], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [PERL, "-e", script, str(path)], capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.mark.skipif(not PERL, reason="perl is not installed")
@@ -554,12 +651,12 @@ def test_slon_tools_conf_perl_values(cl, tmp_path):
     path = tmp_path / "slon_tools.conf"
     path.write_text(slon_tools_conf(cl, TABLES, SEQUENCES))
     script = (
-        'sub add_node { my %p=@_; push @main::NODES, "$p{node}:$p{host}:" . ($p{parent} // "-") } '
-        'do $ARGV[0] or die $@ || $!; my $s = $SLONY_SETS->{set1}; '
-        'print join("|", $CLUSTER_NAME, $MASTERNODE, $s->{set_id}, @main::NODES), "\\n"; '
-        'print join("|", @{$s->{pkeyedtables}}), "\\n"; '
-        'print join("|", map { "$_=$s->{keyedtables}{$_}" } sort keys %{$s->{keyedtables}}), "\\n"; '
-        'print join("|", @{$s->{sequences}}), "\\n";'
+        'sub add_node { my %p=@_; push @main::NODES, "$p{node}:$p{host}:" . ($p{parent}'
+        ' // "-") } do $ARGV[0] or die $@ || $!; my $s = $SLONY_SETS->{set1}; print'
+        ' join("|", $CLUSTER_NAME, $MASTERNODE, $s->{set_id}, @main::NODES), "\\n";'
+        ' print join("|", @{$s->{pkeyedtables}}), "\\n"; print join("|", map {'
+        ' "$_=$s->{keyedtables}{$_}" } sort keys %{$s->{keyedtables}}), "\\n"; print'
+        ' join("|", @{$s->{sequences}}), "\\n";'
     )
     r = _perl(script, path.resolve())
     assert r.returncode == 0, r.stderr
@@ -576,10 +673,13 @@ def test_slon_tools_conf_perl_quoting(cl, tmp_path):
     """Names with a quote or a backslash come back from Perl exactly as given."""
     odd = ['public."it\'s"', 'public."back\\slash"']
     path = tmp_path / "slon_tools.conf"
-    path.write_text(slon_tools_conf(cl, [Table(odd[0]), Table(odd[1], "k'ey")], [odd[1]]))
+    path.write_text(
+        slon_tools_conf(cl, [Table(odd[0]), Table(odd[1], "k'ey")], [odd[1]])
+    )
     script = (
-        'sub add_node {} do $ARGV[0] or die $@ || $!; my $s = $SLONY_SETS->{set1}; '
-        'print join("\\n", @{$s->{pkeyedtables}}, %{$s->{keyedtables}}, @{$s->{sequences}}), "\\n";'
+        "sub add_node {} do $ARGV[0] or die $@ || $!; my $s = $SLONY_SETS->{set1};"
+        ' print join("\\n", @{$s->{pkeyedtables}}, %{$s->{keyedtables}},'
+        ' @{$s->{sequences}}), "\\n";'
     )
     r = _perl(script, path.resolve())
     assert r.returncode == 0, r.stderr
@@ -608,14 +708,18 @@ def test_watchdog_script(cl):
 
 def test_watchdog_script_uses_given_binary(cl):
     assert "/opt/slony/bin/slon -f" in watchdog_script(cl, "/opt/slony/bin/slon")
-    assert "/usr/lib/postgresql/17/bin/slon" not in watchdog_script(cl, "/opt/slony/bin/slon")
+    assert "/usr/lib/postgresql/17/bin/slon" not in watchdog_script(
+        cl, "/opt/slony/bin/slon"
+    )
 
 
 @pytest.mark.skipif(not shutil.which("sh"), reason="no /bin/sh")
 def test_watchdog_script_is_valid_sh(cl, tmp_path):
     path = tmp_path / "slon-watchdog"
     path.write_text(watchdog_script(cl, "/usr/bin/slon"))
-    r = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, timeout=30)  # parse only
+    r = subprocess.run(
+        ["sh", "-n", str(path)], capture_output=True, text=True, timeout=30
+    )  # parse only
     assert r.returncode == 0, r.stderr
 
 
@@ -623,11 +727,15 @@ def test_a_move_renders_its_scripts_once_for_the_dry_run_and_the_run(cl):
     from dataclasses import FrozenInstanceError
 
     from fabfile.render.move import LOCKED, Move, MoveResult, Switch
+
     m = Move(cl, cl.master, cl.slave, Switch(timeout=90, lock_timeout=2.5))
     assert m.lock_script == lock_set_script(cl, cl.master, 2.5)
     assert m.move_script == move_set_script(cl, cl.master, cl.slave, 90)
     assert m.parts() == [(m.lock_script, LOCKED, 3.5), (m.move_script, "", 105)]
-    assert m.shown() == f"{m.program} <<'SQL'\n{m.lock_script}-- once it printed '{LOCKED}':\n{m.move_script}SQL\n"
+    assert (
+        m.shown() == f"{m.program} <<'SQL'\n{m.lock_script}-- once it printed"
+        f" '{LOCKED}':\n{m.move_script}SQL\n"
+    )
     assert m.program == psql_on(cl, cl.master) and m.bound == 92.5
     assert m.unlock_script.endswith("unlock set (id = 1, origin = 1);\n")
     with pytest.raises(FrozenInstanceError):
@@ -635,5 +743,8 @@ def test_a_move_renders_its_scripts_once_for_the_dry_run_and_the_run(cl):
     back = Move(cl, cl.slave, cl.master)
     assert "moveSet(1, 1)" in back.move_script and back.switch == Switch()
     result = MoveResult(0.31, lock=0.05, sync=0.12, move=0.04, takeover=0.1)
-    assert result.line() == "lock 0.05 s, SYNC confirmed 0.12 s, MOVE SET 0.04 s, takeover 0.10 s"
+    assert (
+        result.line()
+        == "lock 0.05 s, SYNC confirmed 0.12 s, MOVE SET 0.04 s, takeover 0.10 s"
+    )
     assert MoveResult(1.5).line() == ""
