@@ -545,8 +545,8 @@ class Host:
         lists of text.
 
         One statement returns rows (SET, BEGIN and COMMIT around it are fine).
-        search_path is pg_catalog
-        alone: name the application's objects schema-qualified."""
+        search_path is pg_catalog alone: name the application's objects
+        schema-qualified."""
         result = self._psql(sql, database, timeout, True, None)
         if (
             result.failed and self.csv and "--csv" in result.stderr

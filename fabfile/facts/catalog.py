@@ -298,8 +298,8 @@ def long_transactions(
     """(pid, database, user, state, age in s) of client sessions, in any database of
     this server, whose transaction is older than `seconds` or has sat idle for more
     than settings.IDLE_IN_TRANSACTION s (a client between two statements, slon's own
-    sessions among them, is idle in transaction for a
-    moment: that is not a session that holds anything up), oldest first."""
+    sessions among them, is idle in transaction for a moment: that is not a session
+    that holds anything up), oldest first."""
     idle = f"make_interval(secs => {settings.IDLE_IN_TRANSACTION})"
     rows = host.psql(f"""
 SELECT pid, coalesce(datname, ''), coalesce(usename, ''), coalesce(state, ''),

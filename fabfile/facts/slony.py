@@ -368,10 +368,9 @@ SELECT coalesce(got.at::text, ''), coalesce(extract(epoch FROM now() - got.at)::
 
 def guarded_tables(host: Host, cluster: Cluster) -> tuple[int, int, int]:
     """(tables in the set, configured as on an origin, configured as on a subscriber) on
-    this node, from
-    pg_trigger: an origin logs writes (logtrigger enabled) and lets them in (denyaccess
-    disabled); a subscriber refuses them (denyaccess enabled, logtrigger disabled). Runs
-    no application code.
+    this node, from pg_trigger: an origin logs writes (logtrigger enabled) and lets them
+    in (denyaccess disabled); a subscriber refuses them (denyaccess enabled, logtrigger
+    disabled). Runs no application code.
     """
     s = cluster.schema
     row = host.psql(

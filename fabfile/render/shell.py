@@ -123,6 +123,5 @@ def slonik_shell(
 def kill_group(pid: int, signal: str = "TERM") -> str:
     """The shell command that signals slonik_shell's process group (the pid in its
     pid file), or the process alone if it leads none. `kill -s SIG -- -PGID` is the
-    form dash's kill (sh on Debian) reads
-    too: it refuses `kill -TERM -- -PGID`."""
+    form dash's kill (sh on Debian) reads too: it refuses `kill -TERM -- -PGID`."""
     return f"kill -s {signal} -- -{int(pid)} 2>/dev/null || kill -s {signal} {int(pid)}"

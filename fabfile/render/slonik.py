@@ -1,7 +1,6 @@
 """Pure renderers of slonik scripts and of the libpq conninfo in them. No I/O: values
 in, script text out, unit-tested to the letter. (The shell commands that run slonik:
-render.shell; the switchover's psql
-scripts: render.move.)"""
+render.shell; the switchover's psql scripts: render.move.)"""
 
 from __future__ import annotations
 

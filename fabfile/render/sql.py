@@ -248,9 +248,8 @@ def add_key(table: str) -> str:
 
 def set_identity(columns: list[tuple[str, str]], always: bool) -> str:
     """Make identity columns GENERATED ALWAYS (an origin: as the application made them)
-    or BY DEFAULT (a
-    subscriber: slon writes the origin's values into them). One statement each, bounded
-    lock waits.
+    or BY DEFAULT (a subscriber: slon writes the origin's values into them). One
+    statement each, bounded lock waits.
     """
     kind = "ALWAYS" if always else "BY DEFAULT"
     return "SET lock_timeout = '5s';\n" + "".join(

@@ -26,11 +26,10 @@ def role_plan(
     it exists).
 
     A role the tool did not create (no mark, and not already a superuser with this
-    password) is
-    refused: it may be the application's, which must never become a superuser or lose
-    its password. Before PostgreSQL 10 the password is stored as md5 (no SCRAM); before
-    12 the role's sessions need extra_float_digits = 3 (`settings`: the role's own) so
-    that slon copies float8 unrounded.
+    password) is refused: it may be the application's, which must never become a
+    superuser or lose its password. Before PostgreSQL 10 the password is stored as md5
+    (no SCRAM); before 12 the role's sessions need extra_float_digits = 3 (`settings`:
+    the role's own) so that slon copies float8 unrounded.
     """
     what = (
         "superuser, "
