@@ -72,9 +72,8 @@ class Cluster:
     logdir: str = "/var/log/slony1"
     confdir: str = "/etc/slony1"
     rundir: str = "/var/run/slony1"
-    ssl_ca: str = (
-        ""  # local file: the CA that signed the servers' certificates (verify-full)
-    )
+    # local file: the CA that signed the servers' certificates (verify-full)
+    ssl_ca: str = ""
 
     @property
     def schema(self) -> str:
@@ -214,6 +213,5 @@ class SlonyState:
     locked: bool = False  # LOCK SET holds the set (writes refused)
     tables: dict[str, int] = field(default_factory=dict)  # quoted name: table id
     sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
-    subscribed: bool | None = (
-        None  # None: no subscription; False: copying; True: active
-    )
+    # None: no subscription; False: copying; True: active
+    subscribed: bool | None = None

@@ -27,6 +27,7 @@ from invoke.exceptions import CommandTimedOut
 from . import settings
 from .errors import StepError
 from .render.parse import RECORD, unaligned
+from .render.shell import SAFE_OPTIONS
 
 
 class Chunks(io.StringIO):
@@ -212,9 +213,8 @@ class Host:
         # psql prints CSV (12 and newer); False after an older psql refused --csv
         self.csv = True
         self._version_num: int | None = None
-        self._pipes: dict[
-            str, PsqlPipe
-        ] = {}  # database: its psql for this run (PsqlPipe)
+        # database: its psql for this run (PsqlPipe)
+        self._pipes: dict[str, PsqlPipe] = {}
         # one query at a time on a pipe, whichever thread asks
         self._pipe_lock = threading.Lock()
         # A ProxyJump gateway is checked like the target (Fabric would accept any key
@@ -424,6 +424,7 @@ class Host:
         timeout: int | None,
         csv_rows: bool,
         variables: dict | None,
+        app: bool = False,
     ):
         if csv_rows:
             options = "-t --csv " if self.csv else f"-t -A -z -R {shlex.quote(RECORD)} "
@@ -434,8 +435,8 @@ class Host:
         )
         # The tool's own sessions see only pg_catalog unqualified: a function or
         # operator that the application's owner put in public can never stand in for a
-        # built-in one (CVE-2018-1058).
-        safe = "PGOPTIONS='-c search_path=pg_catalog' " if csv_rows else ""
+        # built-in one (CVE-2018-1058). `app`: the testbed's application-style SQL.
+        safe = "" if app else f"PGOPTIONS='{SAFE_OPTIONS}' "
         if csv_rows and self.csv and not variables:
             result = self._piped(sql, database, timeout, safe)
             if result is not None:
@@ -576,11 +577,12 @@ class Host:
         *,
         timeout: int | None = settings.PSQL,
         variables: dict | None = None,
+        app: bool = False,
     ) -> str:
-        """Run SQL as postgres with the default search_path, output discarded; ''
-        when it worked, else psql's error line (for the testbed's seed and writer:
-        application-style SQL)."""
-        result = self._psql(sql, database, timeout, False, variables)
+        """Run SQL as postgres, output discarded; '' when it worked, else psql's error
+        line. app: with the database's search_path (the testbed's seed and writer:
+        application-style SQL); else pg_catalog alone, as every session of the tool."""
+        result = self._psql(sql, database, timeout, False, variables, app)
         return "" if result.ok else error_line(result.stderr)
 
     def value(self, sql: str, database: str = "postgres") -> str | None:

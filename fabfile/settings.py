@@ -57,31 +57,27 @@ VERIFY_ROUNDS = 3  # a difference must survive this many SYNCs
 CHECKSUM_CHUNK = 10000  # rows per checksum chunk of an integer key
 FRESH_SYNC = 60  # switchover: a SYNC made now comes back confirmed
 PROOF = 60  # switchover: the old origin refuses writes, the new one accepts them
-MOVE_EVENT = (
-    120  # switchover: each event of the move is waited for this long (flag --timeout)
-)
+# switchover: each event of the move is waited for this long (flag --timeout)
+MOVE_EVENT = 120
 UNLOCK = 60  # UNLOCK SET after a failed move
 # switchover: LOCK SET (and PgBouncer's PAUSE) must succeed within this (--lock-timeout)
 LOCK_TIMEOUT = 5.0
 # ... and the tool waits this much longer for it (PostgreSQL's timeouts end it first)
 LOCK_GRACE = 1.0
-POOLER_CONFIG = (  # switchover --pooler: PgBouncer's configuration there
-    "/etc/pgbouncer/pgbouncer.ini"
-)
+# switchover --pooler: PgBouncer's configuration there
+POOLER_CONFIG = "/etc/pgbouncer/pgbouncer.ini"
 POOLER_ADMIN = 10  # one command on PgBouncer's admin console
-QUICK_SYNC = (
-    100,
-    100,
-)  # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
+# switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
+QUICK_SYNC = (100, 100)
 SETTLE = 10  # after a failed slonik, the slon host's own UNLOCK SET
 CONVERGE = 60  # a MOVE SET committed on the old origin is applied on the new one
 # finish: each attempt waits for one of the new origin's locks at most this (below
-UNINSTALL_LOCK = 0.5
 # PostgreSQL's deadlock_timeout, 1 s: an application's transaction that closes a lock
 # cycle with the uninstall later than it began waiting finds it gone, not a deadlock)
+UNINSTALL_LOCK = 0.5
 # ... and looks for a deadlock after this (the application's sessions after 1 s): in a
-UNINSTALL_DEADLOCK = 0.02
 # cycle with the application's transaction, the uninstall is the one that gives way
+UNINSTALL_DEADLOCK = 0.02
 UNINSTALL_STATEMENT = 4.0  # ... and holds the tables at most this long
 UNINSTALL_TRIES = 20  # ... and so many attempts
 MAX_LAG = 30.0  # switchover: refuse events older than this (flag --max-lag)
@@ -89,24 +85,18 @@ WAIT_LAG = 60.0  # ... after waiting this long for them (flag --wait-lag)
 XACT_AGE = 60.0  # a transaction older than this blocks a switchover (flag --xact-age)
 WAIT_XACTS = 30.0  # ... after waiting this long for it (flag --wait-xacts)
 FAILOVER_WRITABLE = 120  # failover: the backup node accepts writes
-MATVIEW_PROBE = (
-    30.0  # preflight: how long a materialized view's query may run to be timed
-)
-LONG_TRANSACTION = (
-    300  # preflight: a transaction open longer than this on the master is reported
-)
+MATVIEW_REFRESH = 600.0  # switchover, failover: one materialized view's REFRESH at most
+# preflight: a transaction open longer than this on the master is reported
+LONG_TRANSACTION = 300
 POLL = 1.0  # between two looks at something that is expected to change
-COPY_POLL = (
-    0.25  # subscribe: between two looks at whether the initial copy is done (one query)
-)
+# subscribe: between two looks at whether the initial copy is done (one query)
+COPY_POLL = 0.25
 # switchover: between two looks at whether the new origin has taken the set (writes
 # wait)
 TAKEOVER_POLL = 0.05
 LAG_POLL = 3.0  # switchover: between two looks at the lag while waiting for it to drop
-IDLE_IN_TRANSACTION = (
-    1.0  # a session idle in its transaction longer than this holds things up
-)
-XACT_POLL = (
-    2.0  # switchover: between two looks at long transactions while waiting for them
-)
+# a session idle in its transaction longer than this holds things up
+IDLE_IN_TRANSACTION = 1.0
+# switchover: between two looks at long transactions while waiting for them
+XACT_POLL = 2.0
 LOGIN = 60  # preflight: a test login as the replication user

@@ -332,6 +332,7 @@ def seed(size_mb: int) -> bool:
                 (DOCKER / "seed.sql").read_text(),
                 timeout=3600,
                 variables={"size_mb": int(size_mb)},
+                app=True,
             )
             if error:
                 raise StepError(

@@ -77,7 +77,9 @@ class Writer:
                 )
                 t0 = time.monotonic()
                 try:
-                    error = hosts[self.target].try_psql(sql, self.database, timeout=10)
+                    error = hosts[self.target].try_psql(
+                        sql, self.database, timeout=10, app=True
+                    )
                 except (
                     Exception
                 ) as e:  # a hang (timeout) or a lost connection is an outcome too

@@ -13,7 +13,7 @@ from ..errors import StepError
 from ..model import Node
 from ..plan import Action, Change, apply, slonik_change
 from ..render import slonik, sql
-from ..render.shell import client_args, ssl_env
+from ..render.shell import client_args, client_env
 from ..session import Session
 from ..steps import identity
 from ..steps.cluster import start_slon
@@ -83,7 +83,7 @@ def fence(s: Session, step: str, node: Node) -> Change:
             s.node_host(node).psql(statement)
         except StepError:  # no SSH: as the replication superuser, from the slon host
             s.slon_host.sudo(
-                f"{ssl_env(cl)} psql -X -q {client_args(cl, node)} -v ON_ERROR_STOP=1"
+                f"{client_env(cl)} psql -X -q {client_args(cl, node)} -v ON_ERROR_STOP=1"
                 " -f -",
                 user="postgres",
                 stdin=statement,
@@ -185,9 +185,9 @@ def failover(
     )
     apply(
         s,
-        identity.conform(s, step, subscriber, always=True)
-        + matviews.refresh(s, step, subscriber),
+        identity.conform(s, step, subscriber, always=True),
     )
+    matviews.refresh_all(s, step, subscriber)
     s.say(
         subscriber.host,
         step,

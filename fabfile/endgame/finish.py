@@ -20,7 +20,7 @@ from ..secrets import password_file
 from ..session import Session
 from ..steps import identity
 from ..steps.access import hba, pgpass
-from ..steps.cluster import stop_slons
+from ..steps.cluster import start_slon, stop_slons
 from ..wait import poll
 from .failover import fence
 
@@ -34,7 +34,7 @@ def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:
     attempt = [0]
 
     def gone() -> bool:
-        return not facts.schema_exists(s.node_host(node), cl.database, cl.schema)
+        return not facts.cluster_exists(s.node_host(node), cl)
 
     def once() -> bool:
         """One attempt; whether the schema is gone afterwards."""
@@ -163,15 +163,31 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
             "(or --force to remove replication without moving)",
         )
     old = cl.other(origin)
+    old_host, origin_host = s.node_host(old), s.node_host(origin)
+    changes = [] if facts.fenced(old_host, cl.database) else [fence(s, step, old)]
+    slons = stop_slons(s, step)
+    apply(s, changes + slons)
+    # The new origin first: only there can the application's locks hold the uninstall
+    # up. If it gives up, replication is put back as it was, nothing is half done.
+    if facts.cluster_exists(origin_host, cl):
+        try:
+            apply(s, [uninstall_node(s, step, origin, bounded=True)])
+        except StepError as e:
+            if slons and not s.dry_run:
+                apply(s, [start_slon(s, step, n) for n in cl.nodes])
+            raise StepError(
+                e.host,
+                f"finish gave up: {e.message}. Nothing else was removed: replication"
+                f" runs as before (slons {'restarted' if slons else 'as they were'}),"
+                f" {old.host} stays fenced (undo there: "
+                f"{sql.unfence_database(cl.database)})",
+                e.fix or "end what holds the tables there, then inv finish again",
+            ) from None
     changes = (
-        [] if facts.fenced(s.node_host(old), cl.database) else [fence(s, step, old)]
+        [uninstall_node(s, step, old, bounded=False)]
+        if facts.cluster_exists(old_host, cl)
+        else []
     )
-    changes += stop_slons(s, step)
-    changes += [
-        uninstall_node(s, step, n, bounded=n is origin)
-        for n in (old, origin)
-        if facts.schema_exists(s.node_host(n), cl.database, cl.schema)
-    ]
     changes += identity.conform(s, step, origin, always=True) + identity.conform(
         s, step, old, always=True
     )

@@ -51,19 +51,18 @@ class Status:
     slons_error: str = ""
     lag: list[Lag] | None = None
     copy: dict | None = None
-    locked: list[str] = field(
-        default_factory=list
-    )  # hosts where the set is locked (writes refused)
-    origins: dict[str, str] = field(
-        default_factory=dict
-    )  # host: origin it names, when the nodes disagree
+    # hosts where the set is locked (writes refused)
+    locked: list[str] = field(default_factory=list)
+    # host: origin it names, when the nodes disagree
+    origins: dict[str, str] = field(default_factory=dict)
     slonik: int | None = None  # a slonik this tool started, still running
-    paused: str | None = None  # PgBouncer (host, pgbouncer.ini) an interrupted
-    # switchover may have left paused
-    errors: dict[str, str] = field(
-        default_factory=dict
-    )  # slon instance: its last error, when nothing
-    # was applied since (replication stopped)
+    # PgBouncer (host, pgbouncer.ini) an interrupted switchover may have left paused
+    paused: str | None = None
+    # slon instance: its last error, when nothing was applied since (replication
+    # stopped)
+    errors: dict[str, str] = field(default_factory=dict)
+    # host: code beyond built-in slon would run there as a superuser (checks' rule)
+    code: dict[str, list[str]] = field(default_factory=dict)
 
     def lag_of(self, host: str) -> Lag | None:
         return next((l for l in self.lag or [] if l.node == host), None)
@@ -104,6 +103,14 @@ def status(s: Session) -> Status:
                 Lag(cl.node(node).host, events, round(seconds, 1))
                 for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)
             ]
+        for n in cl.nodes:
+            found = (
+                facts.code_run_by_replication(s.node_host(n), cl)
+                if n.id in states
+                else []
+            )
+            if found:
+                report.code[n.host] = found
         if origin == cl.master.id and report.subscription.exists and not active:
             report.copy = facts.copy_progress(
                 s.master_host, s.slave_host, s.slon_host, cl
@@ -175,6 +182,12 @@ def format_status(report: Status) -> str:
         lines.append(f"  slons: {report.slons_error}")
     for name, error in report.errors.items():
         lines.append(f"  slon {name} FAILS: {error} (inv logs)")
+    for host, found in report.code.items():
+        lines += [
+            f"  SUPERUSER CODE on {host}: {what}: slon would run it with superuser rights"
+            " (inv preflight names the fix; switchover refuses)"
+            for what in found
+        ]
     for lag in report.lag or []:
         lines.append(f"  lag to {lag.node}: {lag.events} events, {lag.seconds} s")
     if report.copy:

@@ -25,6 +25,7 @@ from ..render.sql import literal
 from ..runner import run_phases, run_slonik, stop_slonik
 from ..session import Session
 from ..steps import identity
+from ..steps.cluster import pin_definers
 from ..wait import poll, wait_until
 from . import matviews, pooler, slontiming
 from .status import Lag, Status, status, wait_for_sync
@@ -181,6 +182,18 @@ def check(s: Session, step: str, move: Move) -> Lag:
             "apply DDL through EXECUTE SCRIPT on both nodes, then run again",
         )
     s.say(move.new.host, step, "schema identical on both nodes")
+    for node, h in ((move.old, old_host), (move.new, new_host)):
+        code = facts.code_run_by_replication(h, cl)
+        if code:
+            raise StepError(
+                node.host,
+                f"{code[0]}"
+                + (f" (and {len(code) - 1} more)" if len(code) > 1 else "")
+                + ": slon applies rows there as a superuser, so this code would run with"
+                " superuser rights; nothing was locked",
+                "review it (inv preflight names each), then have a superuser own it or"
+                " drop it for the migration; then run again",
+            )
     wait_no_long_transactions(s, step, old_host, switch.xact_age, switch.wait_xacts)
     return lag
 
@@ -550,6 +563,7 @@ def recover(s: Session, step: str) -> None:
             ],
         )
     slontiming.restore(s, step)  # an interrupted switchover's quick slon timing
+    apply(s, pin_definers(s, step))  # clusters made before the tool pinned them
     states, errors = replication.states(s)
     if errors or not all(st.has_set for st in states.values()):
         return  # the checks name an unreachable node; no set, nothing to recover
@@ -641,9 +655,9 @@ def switchover(s: Session, new: Node, switch: Switch = Switch()) -> dict:
     apply(
         s,
         identity.conform(s, step, new, always=True)
-        + identity.conform(s, step, old, always=False)
-        + matviews.refresh(s, step, new),
+        + identity.conform(s, step, old, always=False),
     )
+    matviews.refresh_all(s, step, new)
     s.say(
         s.slon_host.name,
         step,

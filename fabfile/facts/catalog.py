@@ -10,7 +10,7 @@ from ..remote import Host
 from ..render.files import BEGIN
 from ..render.parse import major
 from ..render.slonik import slony_key
-from ..render.sql import ident, literal
+from ..render.sql import literal, read_tables
 
 __all__ = [
     "app_schema",
@@ -23,7 +23,7 @@ __all__ = [
     "database_info",
     "database_names",
     "require_database",
-    "schema_exists",
+    "cluster_exists",
     "app_tables",
     "app_relations",
     "app_sequences",
@@ -53,7 +53,6 @@ __all__ = [
     "identity_columns",
     "generated_columns",
     "materialized_views",
-    "matview_query_seconds",
     "object_counts",
     "extensions",
     "available_extensions",
@@ -138,14 +137,45 @@ def require_database(host: Host, database: str) -> None:
         )
 
 
-def schema_exists(host: Host, database: str, schema: str) -> bool:
-    if not database_exists(host, database):
+def cluster_exists(host: Host, cluster: Cluster) -> bool:
+    """Whether the cluster's schema (_<cluster>) is in the database; StepError when it
+    is there but not Slony's: owned by a role that is not a superuser, or holding an
+    object that such a role owns. Every read of Slony's catalog asks this first, so a
+    schema the application's owner made in advance (its views would run their code
+    as a superuser) is never read."""
+    if not database_exists(host, cluster.database):
         return False
-    return bool(
-        host.psql(
-            f"SELECT 1 FROM pg_namespace WHERE nspname = {literal(schema)}", database
-        )
+    rows = host.psql(
+        f"""
+SELECT pg_get_userbyid(n.nspowner), r.rolsuper,
+       (SELECT string_agg(DISTINCT pg_get_userbyid(o.owner), ', ')
+          FROM (SELECT relowner FROM pg_class WHERE relnamespace = n.oid
+                UNION SELECT proowner FROM pg_proc WHERE pronamespace = n.oid
+                UNION SELECT typowner FROM pg_type WHERE typnamespace = n.oid
+                UNION SELECT oprowner FROM pg_operator WHERE oprnamespace = n.oid) o(owner)
+          JOIN pg_roles x ON x.oid = o.owner WHERE NOT x.rolsuper)
+  FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+ WHERE n.nspname = {literal(cluster.schema)}""",
+        cluster.database,
     )
+    if not rows:
+        return False
+    owner, superuser, strangers = rows[0]
+    if superuser != "t" or strangers:
+        whose = (
+            f"owned by {owner}"
+            if superuser != "t"
+            else f"holding objects of {strangers}"
+        )
+        raise StepError(
+            host.name,
+            f"schema {cluster.schema} in {cluster.database} is {whose}, not a superuser:"
+            " not Slony's (the tool or the replication role makes it); its views could"
+            " run that role's code as a superuser, so nothing reads it",
+            f"drop it if it is not a cluster in use (DROP SCHEMA {cluster.schema}"
+            " CASCADE), or choose another --cluster",
+        )
+    return True
 
 
 def app_tables(host: Host, cluster: Cluster) -> list[tuple[Table | None, str]]:
@@ -249,7 +279,8 @@ def replicable(
 
 def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
     """The tables among `tables` (quoted qualified names) that hold at least one row;
-    missing ones are skipped."""
+    missing ones are skipped; anything but a table under such a name is an error
+    (render.sql.read_tables)."""
     if not tables:
         return []
     names = ", ".join(literal(t) for t in tables)
@@ -267,7 +298,8 @@ def tables_with_rows(host: Host, database: str, tables: list[str]) -> list[str]:
     checks = " UNION ALL ".join(
         f"SELECT {literal(t)} WHERE EXISTS (SELECT 1 FROM {t})" for t in existing
     )
-    return [r[0] for r in host.psql(checks, database)]
+    sql = f"BEGIN;\n{read_tables(existing)}{checks};\nCOMMIT;"
+    return [r[0] for r in host.psql(sql, database)]
 
 
 def unlogged_tables(host: Host, cluster: Cluster) -> list[str]:
@@ -479,33 +511,108 @@ def ssl_on(host: Host) -> bool:
     return host.value("SHOW ssl") == "on"
 
 
-def code_run_by_replication(host: Host, cluster: Cluster) -> list[str]:
-    """Application code that slon (a superuser) would run while it applies rows on the
-    new server: triggers enabled ALWAYS or REPLICA on the application's tables, and
-    functions owned by a role that is not a superuser inside their indexes, constraints
-    and defaults. One description each.
-    """
-    rows = host.psql(
-        f"""
-WITH app AS (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p') AND {app_schema("n.nspname", cluster)})
+# Built-in functions that run SQL given as text, or that change the session that calls
+# them (set_config: a search_path that lets the owner's functions in), and dblink's: in
+# an expression slon evaluates they would run as the replication superuser.
+SQL_RUNNERS = (
+    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "table_to_xml",
+    "table_to_xml_and_xmlschema", "table_to_xmlschema", "schema_to_xml",
+    "schema_to_xml_and_xmlschema", "schema_to_xmlschema", "database_to_xml",
+    "database_to_xml_and_xmlschema", "database_to_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema", "ts_stat", "ts_rewrite", "set_config",
+)  # fmt: skip
+
+CODE_RUN_BY_REPLICATION = """
+WITH RECURSIVE app AS (
+  SELECT c.oid, c.relowner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p') AND {app}),
+rel_exprs(what, owner, tree) AS (
+  SELECT format('constraint %I on %s', k.conname, k.conrelid::regclass), a.relowner,
+         k.conbin::text
+    FROM pg_constraint k JOIN app a ON a.oid = k.conrelid WHERE k.conbin IS NOT NULL
+  UNION ALL
+  SELECT format('the default of %s.%I', d.adrelid::regclass, t.attname), a.relowner,
+         d.adbin::text
+    FROM pg_attrdef d JOIN app a ON a.oid = d.adrelid
+    JOIN pg_attribute t ON t.attrelid = d.adrelid AND t.attnum = d.adnum
+  UNION ALL
+  SELECT format('index %s on %s', i.indexrelid::regclass, i.indrelid::regclass),
+         a.relowner, coalesce(i.indexprs::text, '') || coalesce(i.indpred::text, '')
+    FROM pg_index i JOIN app a ON a.oid = i.indrelid
+  UNION ALL
+  SELECT format('constraint %I on %s', k.conname, k.conrelid::regclass), a.relowner,
+         string_agg(format(':opfuncid %s', o.oprcode::oid), ' ')
+    FROM pg_constraint k JOIN app a ON a.oid = k.conrelid
+    JOIN pg_operator o ON o.oid = ANY (k.conexclop)
+   GROUP BY 1, 2),
+types(oid) AS (
+  SELECT a.atttypid FROM pg_attribute a
+   WHERE a.attrelid IN (SELECT oid FROM app) AND a.attnum > 0 AND NOT a.attisdropped
+  UNION
+  SELECT m[1]::oid FROM rel_exprs e,
+         regexp_matches(e.tree, ':resulttype (\\d+)', 'g') m
+  UNION
+  SELECT x.oid FROM types t JOIN pg_type y ON y.oid = t.oid,
+         LATERAL unnest(ARRAY[CASE WHEN y.typtype = 'd' THEN y.typbasetype END,
+                              CASE WHEN y.typelem <> 0 AND y.typlen = -1 THEN y.typelem END,
+                              (SELECT rngsubtype FROM pg_range WHERE rngtypid = y.oid)]
+                        || ARRAY(SELECT atttypid FROM pg_attribute
+                                  WHERE attrelid = y.typrelid AND attnum > 0
+                                    AND NOT attisdropped)) x(oid)
+   WHERE x.oid IS NOT NULL),
+exprs(what, owner, tree) AS (
+  SELECT * FROM rel_exprs
+  UNION ALL
+  SELECT format('constraint %I of domain %s', k.conname, k.contypid::regtype), y.typowner,
+         k.conbin::text
+    FROM pg_constraint k JOIN pg_type y ON y.oid = k.contypid
+   WHERE k.contypid IN (SELECT oid FROM types) AND k.conbin IS NOT NULL
+  UNION ALL
+  SELECT format('the default of domain %s', y.oid::regtype), y.typowner,
+         y.typdefaultbin::text
+    FROM pg_type y
+   WHERE y.oid IN (SELECT oid FROM types) AND y.typdefaultbin IS NOT NULL),
+called(what, owner, fn) AS (
+  SELECT e.what, e.owner, m[1]::oid FROM exprs e,
+         regexp_matches(e.tree, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\\d+)', 'g') m)
+SELECT format('%s calls %s (owned by %s)', c.what, p.oid::regprocedure,
+              pg_get_userbyid(p.proowner))
+  FROM called c JOIN pg_proc p ON p.oid = c.fn
+ WHERE NOT (
+         (p.oid < 16384 OR (SELECT rolsuper FROM pg_roles WHERE oid = p.proowner))
+         AND p.proname NOT IN ({runners}) AND p.proname NOT LIKE 'dblink%'
+         AND has_function_privilege(c.owner, p.oid, 'EXECUTE'))
+UNION
 SELECT format('trigger %I on %s fires %s', t.tgname, t.tgrelid::regclass,
               CASE t.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'in REPLICA mode' END)
   FROM pg_trigger t
  WHERE NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')
    AND t.tgrelid IN (SELECT oid FROM app)
 UNION
-SELECT format('%s calls %s, owned by %s', pg_describe_object(d.classid, d.objid, d.objsubid),
-              p.oid::regprocedure, pg_get_userbyid(p.proowner))
-  FROM pg_depend d JOIN pg_proc p ON d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid
-  JOIN pg_roles r ON r.oid = p.proowner AND NOT r.rolsuper
- WHERE (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT indexrelid FROM pg_index
-                                                          WHERE indrelid IN (SELECT oid FROM app)))
-    OR (d.classid = 'pg_constraint'::regclass
-        AND d.objid IN (SELECT oid FROM pg_constraint WHERE conrelid IN (SELECT oid FROM app)))
-    OR (d.classid = 'pg_attrdef'::regclass AND d.objid IN (SELECT oid FROM pg_attrdef
-                                                            WHERE adrelid IN (SELECT oid FROM app)))
- ORDER BY 1""",
+SELECT format('rule %I on %s fires %s', w.rulename, w.ev_class::regclass,
+              CASE w.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'in REPLICA mode' END)
+  FROM pg_rewrite w
+ WHERE w.ev_enabled IN ('A', 'R') AND w.ev_class IN (SELECT oid FROM app)
+ ORDER BY 1"""
+
+
+def code_run_by_replication(host: Host, cluster: Cluster) -> list[str]:
+    """What slon, a superuser, would run on this node beyond built-in code while it
+    applies rows to the application's tables, one description each: a whitelist, not a
+    list of known tricks. Every expression it evaluates (CHECK and exclusion
+    constraints, index expressions and predicates, defaults, and the CHECKs and
+    defaults of every domain a column's type reaches through domains, arrays,
+    composites and ranges) may call, directly or through an operator, only functions
+    that are built in or owned by a superuser (who reviewed them: an extension's, or the
+    application's after ALTER FUNCTION ... OWNER TO postgres), that the table's owner
+    may call himself and that run no SQL given as text (SQL_RUNNERS); no trigger or rule
+    may fire in replica mode. The calls are read from the expressions' trees (built-in
+    functions have no pg_depend entries). Reads the catalog only."""
+    runners = ", ".join(literal(name) for name in SQL_RUNNERS)
+    rows = host.psql(
+        CODE_RUN_BY_REPLICATION.format(
+            app=app_schema("n.nspname", cluster), runners=runners
+        ),
         cluster.database,
     )
     return [r[0] for r in rows]
@@ -562,36 +669,6 @@ SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_userbyid(
         cluster.database,
     )
     return [(name, owner, populated == "t") for name, owner, populated in rows]
-
-
-def matview_query_seconds(
-    host: Host, cluster: Cluster, name: str, owner: str, limit: float
-) -> float | None:
-    """How long the materialized view's query runs on this server, as its owner in a
-    read-only transaction (about what a REFRESH costs); None when it takes longer than
-    `limit` seconds.
-    """
-    query = (
-        host.value(
-            f"SELECT pg_get_viewdef({literal(name)}::regclass)", cluster.database
-        )
-        .strip()
-        .rstrip(";")
-    )
-    try:
-        rows = host.psql(
-            f"SET ROLE {ident(owner)}; SET statement_timeout ="
-            f" '{int(limit * 1000)}ms';\nBEGIN READ ONLY;\nEXPLAIN (ANALYZE, TIMING"
-            f" OFF, SUMMARY ON) {query};\nROLLBACK;",
-            cluster.database,
-            timeout=int(limit) + 60,
-        )
-    except StepError:
-        return None
-    line = next(
-        (r[0] for r in rows if r and r[0].strip().startswith("Execution Time:")), ""
-    )
-    return float(line.split(":")[1].split()[0]) / 1000 if line else None
 
 
 def object_counts(host: Host, cluster: Cluster) -> dict[str, int]:

@@ -4,15 +4,17 @@ lag, events, copy."""
 from __future__ import annotations
 
 from .. import settings
+from ..errors import StepError
 from ..model import Cluster, Node, SlonyState
 from ..remote import Host
 from ..render import parse
-from ..render.sql import literal
-from .catalog import client_sessions, schema_exists
+from ..render.sql import INTEGER_KEYS, literal, read_tables
+from .catalog import client_sessions, cluster_exists
 from .system import epoch_now, slon_log
 
 __all__ = [
     "slony_state",
+    "unpinned_definers",
     "local_node_id",
     "subscription_active",
     "lag",
@@ -39,7 +41,7 @@ def slony_state(host: Host, cluster: Cluster) -> SlonyState:
     """What of the cluster exists in this node's database: schema, nodes, paths, set,
     tables, subscription."""
     state = SlonyState()
-    if not schema_exists(host, cluster.database, cluster.schema):
+    if not cluster_exists(host, cluster):
         return state
     s, sid = cluster.schema, cluster.set_id
     state.schema = True
@@ -78,10 +80,26 @@ UNION ALL SELECT 'subscribe', sub_receiver::text, sub_active::text FROM {s}.sl_s
     return state
 
 
+def unpinned_definers(host: Host, cluster: Cluster) -> list[str]:
+    """The SECURITY DEFINER functions of the cluster's schema without search_path
+    pg_catalog (regprocedure, qualified: our sessions see pg_catalog only)."""
+    if not cluster_exists(host, cluster):
+        return []
+    rows = host.psql(
+        f"""
+SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = {literal(cluster.schema)} AND p.prosecdef
+   AND NOT coalesce('search_path=pg_catalog' = ANY (p.proconfig), false)
+ ORDER BY 1""",
+        cluster.database,
+    )
+    return [r[0] for r in rows]
+
+
 def local_node_id(host: Host, cluster: Cluster) -> int | None:
     """The Slony node id this database holds for the cluster, or None without the
     cluster's schema."""
-    if not schema_exists(host, cluster.database, cluster.schema):
+    if not cluster_exists(host, cluster):
         return None
     value = host.value(
         f"SELECT last_value FROM {cluster.schema}.sl_local_node_id", cluster.database
@@ -94,7 +112,7 @@ def subscription_active(
 ) -> bool:
     """Whether this node's sl_subscribe says the set's subscription (of `subscriber`,
     else any) is active: on the subscriber that means its initial copy is done."""
-    if not schema_exists(host, cluster.database, cluster.schema):
+    if not cluster_exists(host, cluster):
         return False
     only = f" AND sub_receiver = {subscriber.id}" if subscriber else ""
     return (
@@ -168,14 +186,23 @@ SELECT quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_relname), quote_id
 def key_maxima(
     host: Host, cluster: Cluster, keys: dict[str, list[tuple[str, str]]]
 ) -> dict[str, str | None]:
-    """The largest key of each table with a one-column key (None for an empty table)."""
-    single = {t: cols[0][0] for t, cols in keys.items() if len(cols) == 1}
+    """The largest key of each table with a one-column integer key (None for an empty
+    table): where verify stops reading."""
+    single = {
+        t: cols[0][0]
+        for t, cols in keys.items()
+        if len(cols) == 1 and cols[0][1] in INTEGER_KEYS
+    }
     if not single:
         return {}
     sql = " UNION ALL ".join(
-        f"SELECT {literal(t)}, max({col})::text FROM {t}" for t, col in single.items()
+        f"SELECT {literal(t)}, pg_catalog.max({col})::text FROM {t}"
+        for t, col in single.items()
     )
-    return {r[0]: r[1] or None for r in host.psql(sql, cluster.database)}
+    rows = host.psql(
+        f"BEGIN;\n{read_tables(list(single))}{sql};\nCOMMIT;", cluster.database
+    )
+    return {r[0]: r[1] or None for r in rows}
 
 
 def checksums(
@@ -246,17 +273,33 @@ def sequence_heads(
     """(last value, largest value in its column) for each (sequence, table, column)."""
     out = []
     for seq, table, col in owned:
-        row = host.psql(
-            f"SELECT (SELECT last_value FROM {seq}), (SELECT coalesce(max({col}), 0)"
-            f" FROM {table})",
+        top = host.psql(
+            f"BEGIN;\n{read_tables([table])}SELECT coalesce(pg_catalog.max({col}), 0)"
+            f" FROM {table};\nCOMMIT;",
             cluster.database,
-        )[0]
-        out.append((int(row[0]), int(row[1] or 0)))
+        )[0][0]
+        out.append((sequence_value(host, cluster, seq), int(top or 0)))
     return out
 
 
 def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
-    """A sequence's last value."""
+    """A sequence's last value, read by its oid where PostgreSQL can (10 and newer): a
+    view put in its place cannot be read by name."""
+    if host.version_num >= 100000:
+        return int(
+            host.value(
+                f"SELECT coalesce(pg_catalog.pg_sequence_last_value(q.seqrelid),"
+                f" q.seqstart) FROM pg_catalog.pg_sequence q"
+                f" WHERE q.seqrelid = {literal(sequence)}::pg_catalog.regclass",
+                cluster.database,
+            )
+        )
+    kind = host.value(
+        f"SELECT relkind FROM pg_class WHERE oid = {literal(sequence)}::regclass",
+        cluster.database,
+    )
+    if kind != "S":
+        raise StepError(host.name, f"{sequence} is not a sequence (relkind {kind})")
     return int(host.value(f"SELECT last_value FROM {sequence}", cluster.database))
 
 

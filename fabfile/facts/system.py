@@ -10,7 +10,7 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..remote import Host
 from ..render import debian, parse
-from ..render.shell import client_args, find_tool, newest_binary, ssl_env
+from ..render.shell import client_args, client_env, find_tool, newest_binary
 from .catalog import pg_dir
 
 __all__ = [
@@ -70,7 +70,9 @@ def slonik_version(host: Host) -> str | None:
     slonik = slony_tool(host, "slonik")
     if not slonik:
         return None
-    return parse.slony_version(host.run(f"{slonik} -v", check=False).stdout)
+    return parse.slony_version(
+        host.run(f"{shlex.quote(slonik)} -v", check=False).stdout
+    )
 
 
 def package_versions(host: Host, packages: list[str]) -> dict[str, tuple[str, str]]:
@@ -163,7 +165,7 @@ def file_stat(host: Host, path: str) -> tuple[str, str] | None:
 def replication_login(host: Host, cluster: Cluster, node: Node) -> str:
     """'' when the postgres user of this host logs in to the node's database as the
     replication user over TCP with its .pgpass (no prompt), else psql's error."""
-    cmd = f"{ssl_env(cluster)} psql -X -q {client_args(cluster, node)} -c 'SELECT 1'"
+    cmd = f"{client_env(cluster)} psql -X -q {client_args(cluster, node)} -c 'SELECT 1'"
     r = host.sudo(cmd, user="postgres", check=False, timeout=settings.LOGIN)
     if r.ok:
         return ""
@@ -190,7 +192,9 @@ def epoch_now(host: Host) -> float:
 
 def client_version(host: Host, binary: str) -> tuple[int, int] | None:
     """(major, minor) of a PostgreSQL client program on this host."""
-    return parse.pg_version(host.run(f"{binary} --version", check=False).stdout)
+    return parse.pg_version(
+        host.run(f"{shlex.quote(binary)} --version", check=False).stdout
+    )
 
 
 def source_address(host: Host, target: str) -> str:

@@ -99,16 +99,13 @@ class MoveResult:
     """
 
     blocked: float
-    lock: float | None = (
-        None  # LOCK SET on the old origin, and the wait for transactions older than it
-    )
-    sync: float | None = (
-        None  # the last SYNC made on the old origin and confirmed by the new one
-    )
+    # LOCK SET on the old origin, and the wait for transactions older than it
+    lock: float | None = None
+    # the last SYNC made on the old origin and confirmed by the new one
+    sync: float | None = None
     move: float | None = None  # MOVE SET committed on the old origin
-    takeover: float | None = (
-        None  # the new origin names itself the origin (its slon applied the move)
-    )
+    # the new origin names itself the origin (its slon applied the move)
+    takeover: float | None = None
     pause: float | None = None  # PgBouncer's PAUSE (its running transactions ended)
     resume: float | None = None  # PgBouncer's RELOAD and RESUME
 

@@ -10,22 +10,29 @@ import shlex
 from ..model import Cluster, Node
 from .slonik import conninfo
 
+SAFE_OPTIONS = "-c search_path=pg_catalog"
+"""Every session of the replication superuser resolves names in pg_catalog alone (and
+names its own schema and the application's objects qualified): no function or operator
+the application's owner put in another schema can stand in for a built-in one
+(CVE-2018-1058), whatever search_path the database sets. As libpq's PGOPTIONS it
+outranks every setting of the database and the role."""
+
 
 def client_args(cluster: Cluster, node: Node) -> str:
     """psql's or pg_dump's options reaching a node's database as the replication user
-    from the slon host: no prompt (libpq reads .pgpass); encryption comes from
-    ssl_env."""
+    from the slon host: no prompt (libpq reads .pgpass); encryption and search_path come
+    from client_env."""
     return (
         f"-w -h {shlex.quote(node.dbhost)} -p {int(node.port)} -U"
         f" {shlex.quote(cluster.user)} -d {shlex.quote(cluster.database)}"
     )
 
 
-def ssl_env(cluster: Cluster) -> str:
-    """The same encryption for psql and pg_dump, as environment settings for a shell
-    command."""
+def client_env(cluster: Cluster) -> str:
+    """The environment of every psql and pg_dump the slon host runs as the replication
+    user: the same encryption, and search_path pg_catalog (SAFE_OPTIONS)."""
     root = f" PGSSLROOTCERT={cluster.sslrootcert}" if cluster.sslrootcert else ""
-    return f"PGSSLMODE={cluster.sslmode}{root}"
+    return f"PGSSLMODE={cluster.sslmode}{root} PGOPTIONS='{SAFE_OPTIONS}'"
 
 
 def newest_binary(name: str) -> str:
@@ -83,7 +90,8 @@ def slonik_shell(
 
     slonik runs under `timeout` (its own process group: the pid file names it, so
     kill_group stops slonik for certain, also after the SSH connection that started it
-    is gone). lock_timeout, statement_timeout, deadlock_timeout: PostgreSQL's, for
+    is gone). Its sessions (and on_failure's) have search_path pg_catalog
+    (SAFE_OPTIONS). lock_timeout, statement_timeout, deadlock_timeout: PostgreSQL's, for
     slonik's own sessions (not the slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out
     (e.g. UNLOCK SET).
@@ -100,9 +108,10 @@ def slonik_shell(
         "deadlock_timeout": deadlock_timeout,
     }
     options = " ".join(
-        f"-c {k}={max(1, round(v * 1000))}" for k, v in settings.items() if v
+        [SAFE_OPTIONS]
+        + [f"-c {k}={max(1, round(v * 1000))}" for k, v in settings.items() if v]
     )
-    options = f"PGOPTIONS='{options}' " if options else ""
+    options = f"PGOPTIONS='{options}' "
     # A background job reads /dev/null unless told otherwise: hand it our stdin (the
     # script) as fd 3.
     cmd = (
@@ -114,8 +123,8 @@ def slonik_shell(
         cmd += f"; if [ -e {mark} ]; then rm -f {mark}; [ $rc -ne 0 ] || rc=75; fi"
     if on_failure:
         cmd += (
-            f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} | timeout 60"
-            f" {slonik} >/dev/null 2>&1"
+            f"; [ $rc -eq 0 ] || printf '%s' {shlex.quote(on_failure)} |"
+            f" PGOPTIONS='{SAFE_OPTIONS}' timeout 60 {slonik} >/dev/null 2>&1"
         )
     return cmd + "; exit $rc"
 

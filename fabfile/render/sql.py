@@ -88,13 +88,15 @@ def replication_role(
     for showing), marked as the tool's own by its comment. Statement logging is off in
     the session (the verifier is a secret).
 
-    float_digits: a server before 12 prints float8 rounded to 15 digits unless
-    extra_float_digits is 3; slon copies and replicates as this role, so its sessions
-    get 3 there."""
+    Its sessions (slon's among them) resolve names in pg_catalog alone, whatever
+    search_path the database sets. float_digits: a server before 12 prints float8
+    rounded to 15 digits unless extra_float_digits is 3; slon copies and replicates as
+    this role, so its sessions get 3 there."""
     verb = "ALTER" if exists else "CREATE"
     return (
         f"{QUIET}{verb} ROLE {ident(name)} WITH LOGIN SUPERUSER PASSWORD"
         f" {literal(verifier)};\nCOMMENT ON ROLE {ident(name)} IS {literal(ROLE_MARK)};"
+        f"\nALTER ROLE {ident(name)} SET search_path = pg_catalog;"
         + (
             f"\nALTER ROLE {ident(name)} SET extra_float_digits = 3;"
             if float_digits
@@ -158,14 +160,41 @@ def verify_session(float_digits: int) -> str:
     )
 
 
+def read_tables(tables: list[str]) -> str:
+    """What goes before a statement that reads application tables by name, in its
+    transaction: each table locked (ACCESS SHARE: it cannot be renamed and another
+    relation put in its place meanwhile), then an error unless each is an ordinary
+    table. A view or a foreign table there would run its owner's code in this
+    superuser session; a table's own rows never do (they are read and printed by
+    built-in functions only)."""
+    names = sorted(set(tables))
+    tag = "g" + hashlib.sha256("\0".join(names).encode()).hexdigest()[:16]
+    oids = ", ".join(f"{literal(t)}::pg_catalog.regclass" for t in names)
+    return (
+        f"LOCK TABLE {', '.join(names)} IN ACCESS SHARE MODE;\n"
+        f"DO ${tag}$DECLARE r record; BEGIN\n"
+        "  FOR r IN SELECT c.oid::pg_catalog.regclass AS rel FROM pg_catalog.pg_class c\n"
+        f"            WHERE c.oid = ANY (ARRAY[{oids}]::pg_catalog.oid[])\n"
+        "              AND c.relkind NOT IN ('r', 'p') LOOP\n"
+        "    RAISE EXCEPTION '% is not a table: its rows are not read', r.rel;\n"
+        f"  END LOOP;\nEND${tag}$;\n"
+    )
+
+
+ROW_TEXT = "pg_catalog.textin(pg_catalog.record_out(ROW(t.*)))"
+"""A row of table `t` as text, by built-in functions only: no cast (the owner of a
+table's row type may define one to text, which `t::text` would call) and no reference
+that a column named `t` could take for the row."""
+
+
 def checksum_sql(
     keys: dict[str, list[tuple[str, str]]],
     cutoffs: dict[str, str | None],
     chunk: int,
     float_digits: int = 1,
 ) -> str:
-    """One read-only statement: per table (per key chunk for integer keys) a row count
-    and an md5.
+    """One read-only transaction: per table (per key chunk for integer keys) a row
+    count and an md5 of its rows (ROW_TEXT), the tables read only as read_tables allows.
 
     keys: table -> key columns (name, type); cutoffs: table -> largest key to include
     (rows newer than that are left out), for tables with a one-column key.
@@ -173,8 +202,11 @@ def checksum_sql(
     parts = []
     for table, cols in sorted(keys.items()):
         order = ", ".join(c for c, _ in cols)
-        rowmd5 = f"md5(coalesce(string_agg(md5(t::text), '' ORDER BY {order}), ''))"
-        if len(cols) == 1 and cols[0][1] in ("integer", "bigint", "smallint"):
+        rowmd5 = (
+            f"pg_catalog.md5(coalesce(pg_catalog.string_agg(pg_catalog.md5({ROW_TEXT}),"
+            f" '' ORDER BY {order}), ''))"
+        )
+        if len(cols) == 1 and cols[0][1] in INTEGER_KEYS:
             k = cols[0][0]
             where = (
                 f" WHERE {k} <= {int(cutoffs[table])}"
@@ -182,18 +214,31 @@ def checksum_sql(
                 else ""
             )
             parts.append(
-                f"(SELECT {literal(table)}, ({k} / {chunk})::text, count(*), {rowmd5} "
-                f"FROM {table} t{where} GROUP BY 2)"
+                f"(SELECT {literal(table)}, ({k} / {chunk})::text, pg_catalog.count(*),"
+                f" {rowmd5} FROM {table} t{where} GROUP BY 2)"
             )
         else:
             parts.append(
-                f"(SELECT {literal(table)}, 'all', count(*), {rowmd5} FROM {table} t)"
+                f"(SELECT {literal(table)}, 'all', pg_catalog.count(*), {rowmd5}"
+                f" FROM {table} t)"
             )
     return (
         verify_session(float_digits)
         + "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+        + (read_tables(list(keys)) if keys else "")
         + "\nUNION ALL ".join(parts)
         + ";\nCOMMIT;\n"
+    )
+
+
+INTEGER_KEYS = ("integer", "bigint", "smallint")
+"""Key types verify chunks by (and reads the largest value of)."""
+
+
+def pin_search_path(functions: list[str]) -> str:
+    """Give each function (as regprocedure prints it) search_path pg_catalog."""
+    return "".join(
+        f"ALTER FUNCTION {f} SET search_path = pg_catalog;\n" for f in functions
     )
 
 

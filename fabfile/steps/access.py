@@ -29,19 +29,23 @@ def role_plan(
     password) is refused: it may be the application's, which must never become a
     superuser or lose its password. Before PostgreSQL 10 the password is stored as md5
     (no SCRAM); before 12 the role's sessions need extra_float_digits = 3 (`settings`:
-    the role's own) so that slon copies float8 unrounded.
+    the role's own) so that slon copies float8 unrounded. Its sessions resolve names in
+    pg_catalog alone (search_path, a role setting that outranks the database's own):
+    slon's too, whose sessions the tool does not start itself.
     """
     what = (
         "superuser, "
         + ("SCRAM" if version_num >= 100000 else "md5")
         + " password"
         + (", extra_float_digits 3" if version_num < 120000 else "")
+        + ", search_path pg_catalog"
     )
     if role is None:
         return f"create role {cl.user} ({what})", False
     superuser, login, verifier, comment = role
     current = superuser and login and sql.password_matches(verifier, password, cl.user)
     digits = version_num >= 120000 or "extra_float_digits=3" in settings
+    pinned = "search_path=pg_catalog" in settings
     if comment != sql.ROLE_MARK and not current:
         raise StepError(
             host,
@@ -49,7 +53,7 @@ def role_plan(
             " application's: it would become a superuser with a new password)",
             "choose another --user, or drop that role if it is a leftover",
         )
-    if current and comment == sql.ROLE_MARK and digits:
+    if current and comment == sql.ROLE_MARK and digits and pinned:
         return None
     return (
         f"update role {cl.user} ({what.replace('superuser, ', 'superuser, login, ')})",
@@ -65,7 +69,7 @@ def users(s: Session) -> None:
     changes = []
     for h in s.node_hosts():
         version, role = h.version_num, facts.role(h, cl.user)
-        settings = facts.role_settings(h, cl.user) if role and version < 120000 else []
+        settings = facts.role_settings(h, cl.user) if role else []
         plan = role_plan(
             cl, h.name, role, password, version_num=version, settings=settings
         )

@@ -8,8 +8,8 @@ import time
 from .. import facts, settings
 from ..errors import StepError
 from ..model import Cluster, Node, SlonyState, Table
-from ..plan import Change, Command, apply, file_change, slonik_change
-from ..render import files, slonik
+from ..plan import Change, Command, Sql, apply, file_change, slonik_change
+from ..render import files, slonik, sql
 from ..replication import require_origin
 from ..session import Session
 from ..wait import poll, wait_until
@@ -91,6 +91,7 @@ def init(s: Session) -> None:
             f"cluster {cl.name} initialised: nodes {cl.master.id}, {cl.slave.id} and "
             "paths both ways",
         )
+        apply(s, pin_definers(s, step))
         return
 
     def check():
@@ -120,6 +121,39 @@ def init(s: Session) -> None:
             )
         ],
     )
+    apply(s, pin_definers(s, step))
+
+
+def pin_definers(s: Session, step: str) -> list[Change]:
+    """Slony's SECURITY DEFINER functions (logTrigger, denyAccess, getLocalNodeId, ...)
+    run as the replication superuser with their caller's search_path: an application
+    writing a row would have its own functions (a better-matching nextval in public)
+    run as a superuser. Each node's get search_path pg_catalog, once after init and
+    again where it is missing (Slony qualifies its own names)."""
+    cl, changes = s.cluster, []
+    for node in cl.nodes:
+        h = s.node_host(node)
+        if not facts.cluster_exists(h, cl):
+            continue
+        unpinned = facts.unpinned_definers(h, cl)
+        if not unpinned:
+            s.say(
+                node.host,
+                step,
+                "Slony's SECURITY DEFINER functions resolve names in pg_catalog only",
+            )
+            continue
+        changes.append(
+            Change(
+                node.host,
+                step,
+                f"pin search_path pg_catalog on Slony's {len(unpinned)} SECURITY DEFINER "
+                "function(s): they run as the replication superuser when the application "
+                "writes",
+                Sql(sql.pin_search_path(unpinned), cl.database),
+            )
+        )
+    return changes
 
 
 def slons(s: Session, stop: bool = False) -> None:
@@ -213,9 +247,7 @@ def uninstall(s: Session) -> None:
     step, cl = "uninstall", s.cluster
     slons(s, stop=True)
     present = [
-        n.id
-        for n, h in zip(cl.nodes, s.node_hosts())
-        if facts.schema_exists(h, cl.database, cl.schema)
+        n.id for n, h in zip(cl.nodes, s.node_hosts()) if facts.cluster_exists(h, cl)
     ]
     if not present:
         s.say(
@@ -226,11 +258,7 @@ def uninstall(s: Session) -> None:
         return
 
     def check():
-        left = [
-            h.name
-            for h in s.node_hosts()
-            if facts.schema_exists(h, cl.database, cl.schema)
-        ]
+        left = [h.name for h in s.node_hosts() if facts.cluster_exists(h, cl)]
         if left:
             raise StepError(
                 ", ".join(left),

@@ -10,7 +10,7 @@ from ..errors import StepError
 from ..plan import Change, Command, Sql, apply
 from ..render import sql
 from ..render.parse import size
-from ..render.shell import client_args, ssl_env
+from ..render.shell import client_args, client_env
 from ..render.sql import MASK
 from ..session import Session
 from . import identity
@@ -144,7 +144,7 @@ def schema_pipeline(s: Session, pg_dump: str) -> str:
         rf"TRIGGER {cl.schema}_(logtrigger|truncatetrigger|denyaccess|truncatedeny)\b"
     )
     return (
-        f"{pg_dump} {client_args(cl, m)} --schema-only "
+        f"{shlex.quote(pg_dump)} {client_args(cl, m)} --schema-only "
         f"--no-publications --no-subscriptions --exclude-schema={cl.schema} "
         f"| grep -v -E {shlex.quote(deny)} "
         f"| psql -X -q {client_args(cl, sl)} "
@@ -186,9 +186,7 @@ def schema(s: Session) -> None:
             "no pg_dump under /usr/lib/postgresql/*/bin",
             "install postgresql-client",
         )
-    command = (
-        f"{ssl_env(cl)} bash -o pipefail -c {shlex.quote(schema_pipeline(s, pg_dump))}"
-    )
+    command = f"{client_env(cl)} bash -o pipefail -c {shlex.quote(schema_pipeline(s, pg_dump))}"
 
     def check():
         copied = {name for _, name in facts.app_tables(s.slave_host, cl)}

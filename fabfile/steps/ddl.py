@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 from .. import settings
 from ..errors import StepError
@@ -18,7 +19,9 @@ from .cluster import extend
 def ddl(s: Session, file: str) -> None:
     """Apply a SQL file on both nodes through Slony (EXECUTE SCRIPT: the origin first,
     then the subscriber in its place among the data); then replicate the tables and
-    sequences it created.
+    sequences it created. Slony's sessions resolve names in pg_catalog only: the file
+    names every object with its schema (an unqualified one fails on the origin, and
+    nothing is applied).
     """
     step, cl = "ddl", s.cluster
     if not os.path.isfile(file):
@@ -29,6 +32,14 @@ def ddl(s: Session, file: str) -> None:
         )
     with open(file) as f:
         text = f.read()
+    if re.search(r"search_path", text, re.IGNORECASE):
+        raise StepError(
+            "local",
+            f"--file {file} sets search_path: in Slony's sessions it would let the"
+            " application's functions stand in for built-in ones, and on the subscriber"
+            " it outlives the script",
+            "name every object with its schema (public.t, not t) and take the SET out",
+        )
     origin = require_origin(s)
     path = f"{cl.rundir}/ddl-{hashlib.sha256(text.encode()).hexdigest()[:12]}.sql"
     script = slonik.slonik_execute_script(cl, origin, path, settings.SLONIK)

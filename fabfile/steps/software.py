@@ -321,7 +321,9 @@ def build_on(
     if sha256 and not is_url(tarball):  # before anything touches the host
         with open(tarball, "rb") as f:
             check_sha256(h, tarball, sha256, hashlib.sha256(f.read()).hexdigest())
+    # Every path below comes from the host (mktemp, pg_config): quoted as one word.
     work = h.run("mktemp -d /tmp/slony-build.XXXXXX").stdout.strip()
+    q = shlex.quote
     try:
         archive = fetch(h, tarball, sha256, work)
         if sha256:
@@ -333,12 +335,12 @@ def build_on(
                 timeout=settings.BUILD_DEPS,
                 what="apt-get install (build dependencies)",
             )
-        h.run(f"tar -xf {archive} -C {work}", what="tar")
-        src = f"{work}/slony1-{version}"
+        h.run(f"tar -xf {q(archive)} -C {q(work)}", what="tar")
+        src = q(f"{work}/slony1-{version}")
         s.say(h.name, step, f"configure --with-pgconfigdir={bindir}")
         logged(
             h,
-            f"cd {src} && ./configure --with-pgconfigdir={bindir}",
+            f"cd {src} && ./configure --with-pgconfigdir={q(bindir)}",
             f"{work}/configure.log",
             "configure",
             settings.CONFIGURE,
@@ -354,7 +356,7 @@ def build_on(
             root=True,
         )
     finally:  # no build tree stays behind in /tmp; a failure quotes its log instead
-        h.sudo(f"rm -rf {work}", check=False)
+        h.sudo(f"rm -rf {q(work)}", check=False)
     if version not in facts.slony_modules(h):
         raise StepError(
             h.name,
@@ -369,7 +371,7 @@ def logged(
 ) -> None:
     """Run a build command with its output in `log`; on failure, StepError quoting
     the log's last lines."""
-    full = f"{command} > {log} 2>&1"
+    full = f"{command} > {shlex.quote(log)} 2>&1"
     result = (
         h.sudo(full, timeout=timeout, check=False, what=what)
         if root
@@ -377,7 +379,9 @@ def logged(
     )
     if result.failed:
         tail = (
-            h.run(f"tail -n 5 {log}", check=False).stdout.strip().replace("\n", " | ")
+            h.run(f"tail -n 5 {shlex.quote(log)}", check=False)
+            .stdout.strip()
+            .replace("\n", " | ")
         )
         raise StepError(
             h.name,
@@ -410,12 +414,15 @@ def fetch(h: Host, tarball: str, sha256: str, work: str) -> str:
             what="apt-get install curl",
         )
     h.run(
-        f"curl -fsSL -o {archive} {shlex.quote(tarball)}",
+        f"curl -fsSL -o {shlex.quote(archive)} {shlex.quote(tarball)}",
         timeout=settings.DOWNLOAD,
         what=f"download {tarball}",
     )
     if sha256:
         check_sha256(
-            h, tarball, sha256, h.run(f"sha256sum {archive}").stdout.split()[0]
+            h,
+            tarball,
+            sha256,
+            h.run(f"sha256sum {shlex.quote(archive)}").stdout.split()[0],
         )
     return archive

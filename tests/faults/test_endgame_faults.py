@@ -9,6 +9,7 @@ import time
 
 from fabfile import facts
 from testbed import compose as tb
+from testbed.bed import CLUSTER
 from testbed.writer import Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -247,7 +248,7 @@ def test_finish_gives_way_in_a_deadlock_with_the_application(migrated):
         " 'deadlock %'",
     )
     assert rows[0][0] == rows[0][1] and int(rows[0][0]) >= 1, rows
-    assert not facts.schema_exists(db02, "shotserver04", "_replication")
+    assert not facts.cluster_exists(db02, CLUSTER)
     assert (
         bed.sql("db02", "SELECT pid FROM pg_locks WHERE NOT granted", "postgres") == []
     )

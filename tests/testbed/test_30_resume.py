@@ -69,12 +69,10 @@ def test_uninstall_removes_the_cluster_and_keeps_data(migrated):
     bed = migrated
     digests = bed.wait_same()
     refused = bed.inv("uninstall", *ARGS, check=False)
-    assert refused.returncode != 0 and facts.schema_exists(
-        bed["db01"], "shotserver04", "_replication"
-    )
+    assert refused.returncode != 0 and facts.cluster_exists(bed["db01"], CLUSTER)
     bed.inv("uninstall", *ARGS, "--yes")
     for name in ("db01", "db02"):
-        assert not facts.schema_exists(bed[name], "shotserver04", "_replication")
+        assert not facts.cluster_exists(bed[name], CLUSTER)
         assert bed.table_digests(name) == digests
     assert bed["db02"].run("pgrep -x slon", check=False).failed
     again = bed.inv("uninstall", *ARGS, "--yes")

@@ -7,7 +7,7 @@ import time
 
 from fabfile import facts
 from testbed import compose as tb
-from testbed.bed import ROW_LOCK
+from testbed.bed import CLUSTER, ROW_LOCK
 from testbed.writer import LOCKED, SUBSCRIBER, Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -339,7 +339,7 @@ def test_finish_fences_db01_keeps_db02_writable_and_leaves_no_access(migrated):
     assert longest <= 5, f"a write on db02 waited {longest:.1f} s during finish"
     bed.assert_acknowledged_once(writer, "db02")
     for name in ("db01", "db02"):
-        assert not facts.schema_exists(bed[name], "shotserver04", "_replication")
+        assert not facts.cluster_exists(bed[name], CLUSTER)
         assert (
             bed.sql(
                 name, "SELECT tgname FROM pg_trigger WHERE tgname LIKE '_replication%'"

@@ -24,7 +24,9 @@ COLUMNS = """SELECT c.oid::regclass::text, a.attname, format_type(a.atttypid, a.
 @pytest.fixture
 def zoo(bed):
     bed.reset()
-    error = bed["db01"].try_psql((DOCKER / "zoo.sql").read_text(), "shotserver04")
+    error = bed["db01"].try_psql(
+        (DOCKER / "zoo.sql").read_text(), "shotserver04", app=True
+    )
     assert not error, error
     yield bed
     bed.reset()
@@ -77,6 +79,7 @@ def test_the_zoo_replicates_switches_over_and_finishes_with_the_same_schema(zoo)
     refused = bed["db02"].try_psql(
         "INSERT INTO billing.invoice (id, customer, amount) VALUES (99999, 'x', 1)",
         "shotserver04",
+        app=True,
     )
     assert "cannot insert a non-DEFAULT value into column" in refused, refused
     bed.wait_same(

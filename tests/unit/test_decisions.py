@@ -26,9 +26,19 @@ MARK = "slony-migrate replication role"
 NEW = 150004
 
 
+def test_role_plan_pins_the_search_path_of_a_role_made_before_it_did():
+    """A replication role made by an earlier version (no search_path setting) is
+    updated: slon's sessions must not resolve names in the application's schemas."""
+    role = (True, True, scram_verifier(PASSWORD), MARK)
+    assert access.role_plan(CL, "db01", role, PASSWORD, version_num=NEW) == (
+        "update role slony (superuser, login, SCRAM password, search_path pg_catalog)",
+        True,
+    )
+
+
 def test_role_plan_creates_a_missing_role():
     assert access.role_plan(CL, "db01", None, PASSWORD, version_num=NEW) == (
-        "create role slony (superuser, SCRAM password)",
+        "create role slony (superuser, SCRAM password, search_path pg_catalog)",
         False,
     )
 
@@ -41,6 +51,7 @@ def test_role_plan_leaves_a_current_role_alone():
             (True, True, scram_verifier(PASSWORD), MARK),
             PASSWORD,
             version_num=NEW,
+            settings=["search_path=pg_catalog"],
         )
         is None
     )
@@ -57,7 +68,7 @@ def test_role_plan_leaves_a_current_role_alone():
 )
 def test_role_plan_updates_its_own_role_with_the_wrong_password_rights_or_mark(role):
     assert access.role_plan(CL, "db01", role, PASSWORD, version_num=NEW) == (
-        "update role slony (superuser, login, SCRAM password)",
+        "update role slony (superuser, login, SCRAM password, search_path pg_catalog)",
         True,
     )
 
@@ -93,12 +104,17 @@ def test_users_dry_run_shows_masked_sql_and_runs_nothing(monkeypatch):
     canned(
         monkeypatch,
         role={"db01": (True, True, scram_verifier(PASSWORD), MARK), "db02": None},
+        role_settings=["search_path=pg_catalog"],
     )
     pgpass_facts(monkeypatch)
     access.users(s)
     out = output(s)
     assert "[db01] users: role slony exists (superuser, password current)" in out
-    assert "[db02] users: would create role slony (superuser, SCRAM password)" in out
+    assert (
+        "[db02] users: would create role slony (superuser, SCRAM password, search_path"
+        " pg_catalog)" in out
+    )
+    assert 'ALTER ROLE "slony" SET search_path = pg_catalog;' in out
     assert "CREATE ROLE \"slony\" WITH LOGIN SUPERUSER PASSWORD '********';" in out
     assert (
         "SET log_statement = 'none'" in out
@@ -581,6 +597,9 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
         app_tables=[],
         app_sequences=[],
         slon_running=4242,
+        cluster_exists=True,
+        unpinned_definers=[],
+        code_run_by_replication=[],
     )
     for n in (1, 2):
         s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = (
@@ -607,6 +626,36 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
         and 'SELECT "_replication".moveSet(1, 2);' in out
     )
     assert all(h.commands == [] for h in s.hosts.values())
+
+
+def test_switchover_refuses_code_slon_would_run_as_a_superuser(monkeypatch):
+    """Checked again on both nodes before the lock: a trigger or CHECK added after
+    preflight (to the old origin, say, while it subscribes) refuses the move."""
+    from fabfile.endgame import switchover as so
+
+    s = session()
+    canned(
+        monkeypatch,
+        slony_state=SlonyState(schema=True, has_set=True, origin=1, subscribed=True),
+        schema_objects=set(),
+        slonik_running=None,
+        app_tables=[],
+        app_sequences=[],
+        cluster_exists=True,
+        unpinned_definers=[],
+        code_run_by_replication={
+            "db01": ["trigger audit on public.t fires ALWAYS"],
+            "db02": [],
+        },
+    )
+    monkeypatch.setattr(so, "status", lambda s: ready())
+    monkeypatch.setattr(so.slontiming, "restore", lambda s, step: None)
+    with pytest.raises(StepError) as e:
+        so.switchover(s, s.cluster.slave)
+    assert e.value.host == "db01" and "trigger audit on public.t fires ALWAYS" in str(
+        e.value
+    )
+    assert "nothing was locked" in e.value.message
 
 
 def test_switchover_to_the_origin_is_nothing_to_do(monkeypatch):

@@ -79,4 +79,17 @@ def test_checksum_sql_chunks_integer_keys_and_cuts_off_new_rows():
     )
     assert "FROM public.t t WHERE id <= 41 GROUP BY 2" in sql
     assert "(id / 10000)::text" in sql
-    assert "'public.alias', 'all', count(*)" in sql and "ORDER BY a, b" in sql
+    assert (
+        "'public.alias', 'all', pg_catalog.count(*)" in sql and "ORDER BY a, b" in sql
+    )
+
+
+def test_checksum_sql_reads_rows_by_built_in_functions_only_after_the_guard():
+    """No cast of a row (the owner of its type may define one), no bare `t` (a column
+    may have that name), and the tables locked and checked to be tables first."""
+    sql = checksum_sql({'public."t"': [("t", "integer")]}, {}, 10000)
+    assert "::text)" not in sql.replace("(t / 10000)::text", "")
+    assert "md5(t::text)" not in sql and "record_out(ROW(t.*))" in sql
+    lock = sql.index('LOCK TABLE public."t" IN ACCESS SHARE MODE;')
+    guard = sql.index("is not a table: its rows are not read")
+    assert sql.index("BEGIN ISOLATION") < lock < guard < sql.index('FROM public."t" t')

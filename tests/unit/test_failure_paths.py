@@ -234,13 +234,16 @@ def test_slonik_shell_sets_pgoptions_only_for_slonik():
         "/usr/bin/slonik", 5, "/run/p", lock_timeout=2.5, statement_timeout=5
     )
     assert (
-        "PGOPTIONS='-c lock_timeout=2500 -c statement_timeout=5000' timeout -k 3 5"
+        "PGOPTIONS='-c search_path=pg_catalog -c lock_timeout=2500 -c statement_timeout=5000' timeout -k 3 5"
         " /usr/bin/slonik" in command
     )
     command = slonik_shell(
         "/usr/bin/slonik", 5, "/run/p", lock_timeout=0.5, deadlock_timeout=0.02
     )
-    assert "PGOPTIONS='-c lock_timeout=500 -c deadlock_timeout=20' timeout" in command
+    assert (
+        "PGOPTIONS='-c search_path=pg_catalog -c lock_timeout=500 -c deadlock_timeout=20' timeout"
+        in command
+    )
 
 
 # --- switchover: settle after a phase ended early -------------------------------------
@@ -674,7 +677,7 @@ def test_finish_dry_run_fences_the_old_server_first_and_drops_the_role(
         slony_state=SlonyState(**SET, origin=2),
         fenced=False,
         slon_running=None,
-        schema_exists=True,
+        cluster_exists=True,
         role=(True, True, "", "slony-migrate replication role"),
         hba_file="/etc/pg_hba.conf",
         postgres_home="/var/lib/postgresql",
@@ -694,7 +697,9 @@ def test_finish_dry_run_fences_the_old_server_first_and_drops_the_role(
         "[db02] finish: would uninstall node 2 (each attempt waits for a lock at most"
         " 0.5 s and gives way in a deadlock)" in out
     )
-    assert out.index("uninstall node 1") < out.index("uninstall node 2")
+    # The new origin first: if the application's locks make it give up, nothing else
+    # is removed yet and replication is put back.
+    assert out.index("uninstall node 2") < out.index("uninstall node 1")
     assert (
         "would drop role slony" in out
         and "would remove the replication password file" in out
@@ -723,7 +728,7 @@ def test_finish_gives_way_in_a_deadlock_and_tries_again(monkeypatch):
         ],
     )
     left = [True, True, True, False]
-    monkeypatch.setattr(facts, "schema_exists", lambda host, db, schema: left.pop(0))
+    monkeypatch.setattr(facts, "cluster_exists", lambda host, cl: left.pop(0))
     monkeypatch.setattr(
         fin,
         "run_slonik",
@@ -751,6 +756,50 @@ def test_finish_gives_way_in_a_deadlock_and_tries_again(monkeypatch):
         StepError, match="uninstall node 2 failed: ERROR:  permission denied"
     ):
         fin.uninstall_retry("slonik: ...\nERROR:  permission denied", node)
+
+
+def test_finish_that_gives_up_puts_replication_back_and_removes_nothing_else(
+    monkeypatch,
+):
+    s = session()
+    canned(
+        monkeypatch,
+        slony_state=SlonyState(**SET, origin=2),
+        fenced=True,
+        cluster_exists=True,
+        slon_running={"db02": 4242},
+    )
+    started = []
+
+    def give_up(s, step, node, bounded):
+        def run():
+            raise StepError("db02", "_replication still there after 20 attempts")
+
+        return fin.Change("db02", step, f"uninstall node {node.id}", fin.Action(run))
+
+    monkeypatch.setattr(fin, "uninstall_node", give_up)
+    monkeypatch.setattr(
+        fin,
+        "start_slon",
+        lambda s, step, n: (
+            started.append(n.instance)
+            or fin.Change("db02", step, f"start {n.instance}", fin.Action(lambda: None))
+        ),
+    )
+    monkeypatch.setattr(
+        fin,
+        "stop_slons",
+        lambda s, step: [fin.Change("db02", step, "stop", fin.Action(lambda: None))],
+    )
+    with pytest.raises(StepError) as e:
+        fin.finish(s)
+    assert (
+        "finish gave up: _replication still there after 20 attempts" in e.value.message
+    )
+    assert "replication runs as before (slons restarted)" in e.value.message
+    assert "db01 stays fenced (undo there: GRANT CONNECT" in e.value.message
+    assert started == ["node1", "node2"]
+    assert "uninstall node 1" not in output(s)  # the old origin is left as it was
 
 
 def test_finish_refuses_while_the_master_is_the_origin(monkeypatch):

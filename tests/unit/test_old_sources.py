@@ -223,11 +223,13 @@ def test_role_plan_before_12_wants_extra_float_digits():
     cl = session().cluster
     role = (True, True, sql.md5_verifier(PASSWORD, "slony"), MARK)
     assert access.role_plan(cl, "db01", None, PASSWORD, version_num=V96) == (
-        "create role slony (superuser, md5 password, extra_float_digits 3)",
+        "create role slony (superuser, md5 password, extra_float_digits 3, search_path"
+        " pg_catalog)",
         False,
     )
     assert access.role_plan(cl, "db01", role, PASSWORD, version_num=V96) == (
-        "update role slony (superuser, login, md5 password, extra_float_digits 3)",
+        "update role slony (superuser, login, md5 password, extra_float_digits 3,"
+        " search_path pg_catalog)",
         True,
     )
     assert (
@@ -237,7 +239,7 @@ def test_role_plan_before_12_wants_extra_float_digits():
             role,
             PASSWORD,
             version_num=V96,
-            settings=["extra_float_digits=3"],
+            settings=["extra_float_digits=3", "search_path=pg_catalog"],
         )
         is None
     )
@@ -277,4 +279,4 @@ def test_checksums_are_one_statement():
     text = sql.checksum_sql(
         {"public.a": [("id", "integer")], "public.b": [("k", "text")]}, {}, 1000
     )
-    assert text.count("SELECT ") == 2 and "\nUNION ALL (SELECT 'public.b'" in text
+    assert text.count("(SELECT ") == 2 and "\nUNION ALL (SELECT 'public.b'" in text
