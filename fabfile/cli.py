@@ -14,6 +14,7 @@ one line on stderr and exit code 1.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import sys
 from importlib import metadata
@@ -370,6 +371,11 @@ def verify(s):
 
 
 SWITCH_HELP = {
+    "as_json": (
+        "print the result as one JSON object at the end: whether it moved, the window"
+        " and each phase's seconds (lock, sync, move, takeover; pause and resume through"
+        " PgBouncer)"
+    ),
     "lock_timeout": (
         "LOCK SET (and PgBouncer's PAUSE) must succeed within this many seconds, else"
         f" it is undone (default {settings.LOCK_TIMEOUT:g})"
@@ -405,7 +411,9 @@ SWITCH_HELP = {
 }
 
 
-@operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
+@operation(
+    help=SWITCH_HELP, flags={"as_json": "json"}, positive=("timeout", "lock_timeout")
+)
 def switchover(
     s,
     max_lag=settings.MAX_LAG,
@@ -416,10 +424,11 @@ def switchover(
     lock_timeout=settings.LOCK_TIMEOUT,
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
+    as_json=False,
 ):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the
     blocked-write window."""
-    endgame.switchover.switchover(
+    result = endgame.switchover.switchover(
         s,
         s.cluster.slave,
         Switch(
@@ -433,9 +442,13 @@ def switchover(
             pooler_config,
         ),
     )
+    if as_json:
+        s.out.line(json.dumps(result))
 
 
-@operation(help=SWITCH_HELP, positive=("timeout", "lock_timeout"))
+@operation(
+    help=SWITCH_HELP, flags={"as_json": "json"}, positive=("timeout", "lock_timeout")
+)
 def switchback(
     s,
     max_lag=settings.MAX_LAG,
@@ -446,9 +459,10 @@ def switchback(
     lock_timeout=settings.LOCK_TIMEOUT,
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
+    as_json=False,
 ):
     """Roll back: make the master the origin again, with the same checks and proofs."""
-    endgame.switchover.switchover(
+    result = endgame.switchover.switchover(
         s,
         s.cluster.master,
         Switch(
@@ -462,6 +476,8 @@ def switchback(
             pooler_config,
         ),
     )
+    if as_json:
+        s.out.line(json.dumps(result))
 
 
 @operation(

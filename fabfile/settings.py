@@ -70,6 +70,18 @@ POOLER_ADMIN = 10  # one command on PgBouncer's admin console
 # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
 QUICK_SYNC = (100, 100)
 SETTLE = 10  # after a failed slonik, the slon host's own UNLOCK SET
+# switchover: the lock phase looks for a deadlock after this, and so cancels an autovacuum
+# its CREATE TRIGGER waits behind that soon (a second by default)
+LOCK_DEADLOCK = 0.05
+# ... MOVE SET (on the old origin) and slon's sessions (on the new one: render.files
+# slon_conf) look for a deadlock only after this: in a deadlock with an autovacuum, the
+# autovacuum (1 s) is the one cancelled, not the move (slon restarts its worker 10 s later)
+MOVE_DEADLOCK = 3.0
+# ... and when the new origin's slon restarted its worker anyway, the tool wakes it (slon
+# waits 10 s otherwise) if the takeover has not come within this
+WORKER_STALL = 0.5
+# ... and cancels, from this on, the autovacuum workers there that hold the takeover up
+AUTOVACUUM_STALL = 0.15
 CONVERGE = 60  # a MOVE SET committed on the old origin is applied on the new one
 # finish: each attempt waits for one of the new origin's locks at most this (below
 # PostgreSQL's deadlock_timeout, 1 s: an application's transaction that closes a lock

@@ -12,6 +12,7 @@ slon timing put back.
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from .. import facts, replication, settings
@@ -19,7 +20,8 @@ from ..errors import StepError
 from ..model import Cluster, Node
 from ..plan import Action, Change, Slonik, apply, preview
 from ..remote import Host, psql_error
-from ..render.move import Move, MoveResult, Switch
+from ..render import parse, sql
+from ..render.move import COMMITTED, Move, MoveResult, Switch
 from ..render.slonik import slonik_unlock_set
 from ..render.sql import literal
 from ..runner import run_phases, run_slonik, stop_slonik
@@ -156,6 +158,38 @@ def wait_no_long_transactions(
     s.say(h.name, step, f"no transaction older than {xact_age:.0f} s on {h.name}")
 
 
+def wait_no_lockers(s: Session, step: str, h: Host, wait: float) -> None:
+    """Wait up to `wait` s until no session on the new origin holds a lock on a set table
+    that its slon's MOVE SET would wait for (facts.set_table_lockers): the window would
+    last as long as that session, or end in a deadlock."""
+
+    def waiting(found: list, left: float) -> None:
+        pid, user, mode, table = found[0]
+        s.say(
+            h.name,
+            step,
+            f"waiting for pid {pid} ({user}, {mode} on {table}) to end"
+            f" ({left:.0f} s left)",
+        )
+
+    ok, found = poll(
+        lambda: facts.set_table_lockers(h, s.cluster),
+        every=settings.XACT_POLL,
+        timeout=wait,
+        done=lambda found: not found,
+        waiting=waiting,
+    )
+    if not ok:
+        raise StepError(
+            h.name,
+            f"{len(found)} session(s) hold locks on set tables that MOVE SET would wait"
+            " for: "
+            + "; ".join(f"pid {p} user {u} {m} on {t}" for p, u, m, t in found[:5])
+            + "; nothing was locked",
+            "end them (pg_terminate_backend) or wait, then run again",
+        )
+
+
 def check(s: Session, step: str, move: Move) -> Lag:
     """Everything that can refuse the move, before anything changes; the lag it
     found."""
@@ -195,6 +229,7 @@ def check(s: Session, step: str, move: Move) -> Lag:
                 " drop it for the migration; then run again",
             )
     wait_no_long_transactions(s, step, old_host, switch.xact_age, switch.wait_xacts)
+    wait_no_lockers(s, step, new_host, switch.wait_xacts)
     return lag
 
 
@@ -214,6 +249,7 @@ def lock_and_move(s: Session, step: str, move: Move) -> MoveResult:
     else ends it early propagates (window settles it)."""
     cl, old, old_host = s.cluster, move.old, s.node_host(move.old)
     since = facts.server_now(old_host)
+    slon_clock = facts.epoch_now(s.slon_host)  # the new origin's slon log is in it
     t0 = time.monotonic()
     result = run_phases(
         s, move.parts(), move.bound, on_failure=move.unlock_script, program=move.program
@@ -240,7 +276,8 @@ def lock_and_move(s: Session, step: str, move: Move) -> MoveResult:
             f" go on at {old.host}",
             "read the slon logs (inv logs), fix, then run again",
         )
-    committed = time.monotonic()
+    returned = time.monotonic()
+    committed = next((t for t, line in result.seen if line == COMMITTED), returned)
     confirmed = next(
         (t for t, line in result.seen if line.startswith("step: MOVE SET")), committed
     )
@@ -250,6 +287,7 @@ def lock_and_move(s: Session, step: str, move: Move) -> MoveResult:
         move.switch.timeout,
         f"{move.new.host} has not taken over set {cl.set_id} although {old.host}"
         " moved it",
+        wake=(step, slon_clock),
     )
     done = time.monotonic()
     return MoveResult(
@@ -261,17 +299,70 @@ def lock_and_move(s: Session, step: str, move: Move) -> MoveResult:
     )
 
 
-def wait_taken_over(s: Session, node: Node, timeout: float, message: str) -> None:
+def wait_taken_over(
+    s: Session,
+    node: Node,
+    timeout: float,
+    message: str,
+    wake: tuple[str, float] | None = None,
+) -> None:
     """Poll `node`'s catalog (every settings.TAKEOVER_POLL s) until it names itself
-    the set's origin; StepError after `timeout` s."""
-    wait_until(
-        lambda: facts.slony_state(s.node_host(node), s.cluster).origin == node.id,
-        timeout,
-        node.host,
-        message,
-        "check that both slons run (inv status, inv logs)",
+    the set's origin; StepError after `timeout` s.
+
+    wake: (step, the slon host's clock when the move began): when the takeover has not
+    come after settings.WORKER_STALL s and the node's slon log says its worker died
+    since (a deadlock while it applied MOVE SET) and restarts in 10 s, the tool wakes
+    that slon at once (SIGUSR1 ends its wait; sent only then: to a working slon it would
+    cost a restart)."""
+    cl, start, woken = s.cluster, time.monotonic(), []
+    h = s.node_host(node)
+
+    def waiting(taken: bool, left: float) -> None:
+        if wake is None:
+            return
+        stalled = time.monotonic() - start
+        if stalled >= settings.AUTOVACUUM_STALL and h.version_num >= 90600:
+            cancelled = h.value(sql.cancel_blocking_autovacuum(cl.user), cl.database)
+            if cancelled and cancelled != "0":
+                s.say(
+                    node.host,
+                    wake[0],
+                    f"cancelled {cancelled} autovacuum worker(s)"
+                    f" that held up the move there ({stalled:.2f} s in)",
+                )
+        if woken or stalled < settings.WORKER_STALL:
+            return
+        woken.append(True)  # looked once
+        step, since = wake
+        restart = parse.worker_restart(
+            facts.slon_log(s.slon_host, cl, node, 200), since
+        )
+        if restart:
+            s.slon_host.sudo(wake_slon(cl, node), user="postgres", check=False)
+            s.say(
+                s.slon_host.name,
+                step,
+                f"slon for {node.instance} lost its worker ({restart}) and would restart"
+                " it only 10 s later: woke it now",
+            )
+
+    ok, _ = poll(
+        lambda: facts.slony_state(s.node_host(node), cl).origin == node.id,
         every=settings.TAKEOVER_POLL,
+        timeout=timeout,
+        waiting=waiting,
     )
+    if not ok:
+        raise StepError(
+            node.host,
+            f"{message} after {timeout:.0f} s",
+            "check that both slons run (inv status, inv logs)",
+        )
+
+
+def wake_slon(cl: Cluster, node: Node) -> str:
+    """The command that makes a slon waiting to restart its worker do it now."""
+    return f"kill -s USR1 $(cat {shlex.quote(f'{cl.rundir}/{node.instance}.pid')})"
 
 
 def phase_error(result) -> str:

@@ -14,6 +14,7 @@ from .system import epoch_now, slon_log
 
 __all__ = [
     "slony_state",
+    "set_table_lockers",
     "unpinned_definers",
     "local_node_id",
     "subscription_active",
@@ -94,6 +95,31 @@ SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p
         cluster.database,
     )
     return [r[0] for r in rows]
+
+
+def set_table_lockers(host: Host, cluster: Cluster) -> list[tuple[str, str, str, str]]:
+    """(pid, user, mode, table) of the sessions on this node that hold a lock on a set
+    table which MOVE SET's ALTER TABLE (SHARE ROW EXCLUSIVE) would wait for: a VACUUM
+    or ANALYZE by hand, a CREATE INDEX, a report in a long transaction that wrote.
+    Autovacuum (the move cancels it) and the replication role's own sessions are left
+    out."""
+    if not cluster_exists(host, cluster):
+        return []
+    rows = host.psql(
+        f"""
+SELECT DISTINCT a.pid::text, coalesce(a.usename, ''), l.mode, l.relation::regclass::text
+  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.granted AND l.database = (SELECT oid FROM pg_database
+                                    WHERE datname = current_database())
+   AND l.relation IN (SELECT tab_reloid FROM {cluster.schema}.sl_table
+                       WHERE tab_set = {cluster.set_id})
+   AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')
+   AND a.pid <> pg_backend_pid() AND coalesce(a.usename, '') <> {literal(cluster.user)}
+   AND coalesce(a.query, '') NOT LIKE 'autovacuum: %'
+ ORDER BY 1""",
+        cluster.database,
+    )
+    return [tuple(r) for r in rows]
 
 
 def local_node_id(host: Host, cluster: Cluster) -> int | None:

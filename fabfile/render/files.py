@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .. import settings
 from ..model import Cluster, Node, Table
 from .slonik import conninfo
 
@@ -93,12 +94,16 @@ def pgpass_lines(cluster: Cluster, password: str) -> list[str]:
 
 def slon_conf(cluster: Cluster, node: Node) -> str:
     """slon's own config file for one node (slon -f): conninfo stays out of the
-    process list."""
+    process list. Its sessions look for a deadlock only after settings.MOVE_DEADLOCK:
+    when it applies MOVE SET on the new origin and an autovacuum closes a deadlock with
+    it, the autovacuum is cancelled (it retries by itself), not slon's worker (slon
+    would restart it only 10 s later, with every write refused meanwhile)."""
+    deadlock = round(settings.MOVE_DEADLOCK * 1000)
     return (
         "# slon configuration written by slony-migrate; no password here: libpq reads"
         " ~/.pgpass\n"
         f"cluster_name='{cluster.name}'\n"
-        f"conn_info='{conninfo(cluster, node)}'\n"
+        f"conn_info='{conninfo(cluster, node)} options=-cdeadlock_timeout={deadlock}'\n"
         f"pid_file='{cluster.rundir}/{node.instance}.pid'\n"
         "log_level=0\n"
         "log_timestamp=true\n"

@@ -127,6 +127,22 @@ class MoveResult:
         )
 
 
+CANCEL_AUTOVACUUM = (
+    "SELECT pg_catalog.count(pg_catalog.pg_cancel_backend(pid)) FROM"
+    " pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() AND"
+    " query LIKE 'autovacuum: %';"
+)
+"""Cancel the autovacuum workers in this database (they start again by themselves)."""
+
+COMMITTED = "step: MOVE SET committed"
+"""The line move_set_script prints once MOVE SET has committed on the old origin."""
+
+
+def ms(seconds: float) -> int:
+    """A PostgreSQL setting in milliseconds, at least 1."""
+    return max(1, round(seconds * 1000))
+
+
 def psql_arg(value: str) -> str:
     """An argument of a psql meta-command (\\connect), single-quoted as psql reads
     it."""
@@ -145,7 +161,10 @@ def lock_set_script(cluster: Cluster, origin: Node, lock_timeout: float) -> str:
 
     The statements slonik sends for `lock set` (slonik.c: slonik_lock_set), with its
     wait for older transactions done every 20 ms instead of every second;
-    lock_timeout and statement_timeout bound each of them. Before LOCKED it writes
+    lock_timeout and statement_timeout bound each of them; deadlock_timeout is short
+    (settings.LOCK_DEADLOCK): lockSet's CREATE TRIGGER behind an autovacuum cancels it
+    that soon instead of after a second (lockSet updates no catalog row autovacuum
+    waits for, so it closes no deadlock). Before LOCKED it writes
     the cluster's lock_mark, which move_set_script removes: a psql that ends with the
     mark still there ended between the two (the tool died), and the slon host then
     unlocks the set itself (slonik_shell's `unfinished`)."""
@@ -156,6 +175,7 @@ def lock_set_script(cluster: Cluster, origin: Node, lock_timeout: float) -> str:
                 f"\\echo step: LOCK SET on {origin.host}",
                 f"SET lock_timeout = {limit};",
                 f"SET statement_timeout = {limit};",
+                f"SET deadlock_timeout = {ms(settings.LOCK_DEADLOCK)};",
                 "BEGIN;",
                 f"LOCK TABLE {schema}.sl_config_lock;",
                 f"SELECT {schema}.lockSet({cluster.set_id});",
@@ -170,9 +190,10 @@ def lock_set_script(cluster: Cluster, origin: Node, lock_timeout: float) -> str:
                     " to end"
                 ),
                 (
-                    "SELECT format('DO $w$BEGIN WHILE"
+                    "SELECT pg_catalog.format('DO $w$BEGIN WHILE"
                     " pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())"
-                    " < %s LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax')"
+                    " < %s LOOP PERFORM pg_catalog.pg_sleep(0.02); END LOOP; END$w$',"
+                    " :'xmax')"
                     " \\gexec"
                 ),
                 f"\\! : > {shlex.quote(cluster.lock_mark)}",
@@ -205,6 +226,14 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> s
       psql is connected to the old origin already, and started with the lock (no SSH
       command of its own). No wait after MOVE SET: the tool polls the new origin's
       catalog for the move instead.
+    - MOVE SET alters the triggers of every set table in one transaction, on the old
+      origin here and on the new one where its slon applies it; an autovacuum of one of
+      those tables there can close a deadlock with it (autovacuum's last catalog update
+      waits for that transaction, which waits for autovacuum's lock). So autovacuum
+      workers in the database are cancelled on both just before (they start again by
+      themselves), and this MOVE SET waits settings.MOVE_DEADLOCK before it looks for a
+      deadlock, so that in one the other party is the one cancelled (slon's own sessions
+      likewise: render.files.slon_conf).
     """
     schema = ident(cluster.schema)
     confirmed = (
@@ -218,6 +247,7 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> s
                 f"\\echo step: SYNC on {old.host}",
                 "RESET lock_timeout;",
                 "RESET statement_timeout;",
+                "RESET deadlock_timeout;",
                 "BEGIN;",
                 f"LOCK TABLE {schema}.sl_event_lock;",
                 (
@@ -232,19 +262,25 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> s
                 f"\\connect {psql_arg(conninfo(cluster, new))}",
                 f"SET statement_timeout = {int(timeout) * 1000};",
                 (
-                    "SELECT set_config(name, '1000', false) FROM pg_settings WHERE name"
-                    " = 'client_connection_check_interval';"
+                    "SELECT pg_catalog.set_config(name, '1000', false) FROM"
+                    " pg_catalog.pg_settings WHERE name ="
+                    " 'client_connection_check_interval';"
                 ),
+                CANCEL_AUTOVACUUM,
                 (
-                    f"SELECT format('DO $w$BEGIN WHILE NOT EXISTS ({confirmed}) LOOP"
-                    " PERFORM pg_sleep(0.02); END LOOP; END$w$', :'ev') \\gexec"
+                    "SELECT pg_catalog.format('DO $w$BEGIN WHILE NOT EXISTS"
+                    f" ({confirmed}) LOOP PERFORM pg_catalog.pg_sleep(0.02); END LOOP;"
+                    " END$w$', :'ev') \\gexec"
                 ),
                 f"\\echo step: MOVE SET on {old.host}",
                 f"\\connect {psql_arg(conninfo(cluster, old))}",
+                f"SET deadlock_timeout = {ms(settings.MOVE_DEADLOCK)};",
+                CANCEL_AUTOVACUUM,
                 "BEGIN;",
                 f"LOCK TABLE {schema}.sl_event_lock, {schema}.sl_config_lock;",
                 f"SELECT {schema}.moveSet({cluster.set_id}, {new.id});",
                 "COMMIT;",
+                f"\\echo {COMMITTED}",
             ]
         )
         + "\n"

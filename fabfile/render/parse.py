@@ -118,6 +118,26 @@ def condense(message: str) -> str:
     return re.sub(r"^remoteWorkerThread_\d+: ", "", message).strip()
 
 
+WORKER_RESTART = re.compile(
+    r"^(?P<ts>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\S* \S+\s+\S+\s+.*restart of worker",
+    re.M,
+)
+
+
+def worker_restart(text: str, since: float) -> str:
+    """'' unless a slon log says, at `since` (epoch seconds) or later, that slon restarts
+    its worker; then why (the error before it, as condense gives it) or 'restart'."""
+    found = [m for m in WORKER_RESTART.finditer(text) if epoch(m.group("ts")) >= since]
+    if not found:
+        return ""
+    errors = [
+        condense(m.group("msg"))
+        for m in ERROR_LINE.finditer(text, 0, found[-1].start())
+        if epoch(m.group("ts")) >= since
+    ]
+    return errors[-1] if errors else "restart"
+
+
 def slon_failing(text: str) -> tuple[str, str] | None:
     """(time, error) when the last thing a slon log says is an error (nothing applied
     since), else None."""

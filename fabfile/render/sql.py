@@ -235,6 +235,19 @@ INTEGER_KEYS = ("integer", "bigint", "smallint")
 """Key types verify chunks by (and reads the largest value of)."""
 
 
+def cancel_blocking_autovacuum(user: str) -> str:
+    """Cancel every autovacuum worker that holds up a session of `user` (slon applying
+    MOVE SET): it starts again by itself. The number cancelled. From PostgreSQL 9.6
+    (pg_blocking_pids)."""
+    return (
+        "SELECT pg_catalog.count(pg_catalog.pg_cancel_backend(v.pid))"
+        " FROM pg_catalog.pg_stat_activity a,"
+        " LATERAL pg_catalog.unnest(pg_catalog.pg_blocking_pids(a.pid)) b(pid)"
+        " JOIN pg_catalog.pg_stat_activity v ON v.pid = b.pid"
+        f" WHERE a.usename = {literal(user)} AND v.query LIKE 'autovacuum: %'"
+    )
+
+
 def pin_search_path(functions: list[str]) -> str:
     """Give each function (as regprocedure prints it) search_path pg_catalog."""
     return "".join(

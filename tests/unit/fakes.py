@@ -39,6 +39,10 @@ class FakeHost:
         self.commands.append(f"psql {database}: {sql}")
         return []
 
+    def value(self, sql: str, database: str = "postgres"):
+        self.psql(sql, database)
+        return None
+
     def sudo(self, command: str, **kw):
         self.commands.append(f"sudo {kw.get('user', 'root')}: {command}")
         return SimpleNamespace(ok=True, failed=False, stdout="", stderr="")

@@ -600,6 +600,7 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
         cluster_exists=True,
         unpinned_definers=[],
         code_run_by_replication=[],
+        set_table_lockers=[],
     )
     for n in (1, 2):
         s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = (

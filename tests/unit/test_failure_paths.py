@@ -386,7 +386,7 @@ def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = ""):
 def test_lock_and_move_sends_the_move_only_after_the_lock_said_it_is_done(monkeypatch):
     s, unlocks = session(), fake_slonik_runs(monkeypatch)
     phases = fake_phases(monkeypatch)
-    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     states(monkeypatch, SlonyState(**SET, origin=2))
     result = so.lock_and_move(s, "switchover", move(s))
     assert result.blocked >= 0 and result.lock >= 0 and result.takeover >= 0
@@ -417,6 +417,7 @@ def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
     canned(
         monkeypatch,
         server_now="2026-11-26 10:00:00+00",
+        epoch_now=1795600000.0,
         transactions_before=[("4242", "johann", "billing-cron", 95, "09:58:25")],
     )
     states(monkeypatch, SlonyState(**SET, origin=1))
@@ -441,7 +442,7 @@ def test_move_failure_after_the_lock_unlocks_and_fails(monkeypatch):
         monkeypatch,
         outcome(137, locked=True, stdout="step: SYNC on db01\n", stderr="killed"),
     )
-    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(
         StepError,
@@ -457,7 +458,7 @@ def test_move_that_committed_although_the_psql_failed_goes_on(monkeypatch):
     s = session()
     fake_slonik_runs(monkeypatch)
     fake_phases(monkeypatch, outcome(124, locked=True))
-    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     states(monkeypatch, SlonyState(**SET, origin=2))
     assert window(monkeypatch, s, move(s)).blocked >= 0
     assert "committed on db01" in output(s)
@@ -467,7 +468,7 @@ def test_ctrl_c_during_the_move_unlocks_then_stops(monkeypatch):
     s = session()
     fake_slonik_runs(monkeypatch)
     fake_phases(monkeypatch, error=KeyboardInterrupt())
-    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(KeyboardInterrupt):
         window(monkeypatch, s, move(s))
@@ -483,7 +484,7 @@ def test_ssh_lost_during_the_move_says_the_set_is_unlocked(monkeypatch):
             "db02", "SSH failed: Socket is closed", "check that the host answers"
         ),
     )
-    canned(monkeypatch, server_now="2026-11-26 10:00:00+00")
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     states(monkeypatch, SlonyState(**SET, origin=1))
     with pytest.raises(StepError) as e:
         window(monkeypatch, s, move(s))
@@ -806,3 +807,69 @@ def test_finish_refuses_while_the_master_is_the_origin(monkeypatch):
     canned(monkeypatch, slony_state=SlonyState(**SET, origin=1))
     with pytest.raises(StepError, match="db01 is still the origin"):
         fin.finish(session())
+
+
+# --- a slon worker lost during the move: woken, not waited for --------------------------
+
+RESTART_LOG = """\
+2026-11-26 10:00:01 UTC CONFIG remoteWorkerThread_1: SYNC 5000000116 done in 0.003 seconds
+2026-11-26 10:00:05 UTC ERROR  remoteWorkerThread_1: "lock table ..." PGRES_FATAL_ERROR \
+ERROR:  deadlock detected
+2026-11-26 10:00:05 UTC CONFIG slon: child terminated signal: 9; pid: 4242, current worker pid: 4242
+2026-11-26 10:00:05 UTC CONFIG slon: restart of worker in 10 seconds
+"""
+
+
+def test_worker_restart_is_read_from_the_log_since_the_move_began():
+    from fabfile.render.parse import epoch, worker_restart
+
+    began = epoch("2026-11-26 10:00:04")
+    assert worker_restart(RESTART_LOG, began) == "deadlock detected"
+    assert worker_restart(RESTART_LOG, epoch("2026-11-26 10:00:06")) == ""
+    assert worker_restart("", began) == ""
+
+
+def test_the_takeover_wait_wakes_a_slon_that_lost_its_worker(monkeypatch):
+    from fabfile.render.parse import epoch
+
+    s = session()
+    answers = iter([1] * 30 + [2])
+    monkeypatch.setattr(
+        facts, "slony_state", lambda h, cl: SlonyState(**SET, origin=next(answers))
+    )
+    canned(monkeypatch, slon_log=RESTART_LOG)
+    monkeypatch.setattr(so.settings, "WORKER_STALL", 0)
+    monkeypatch.setattr(so.settings, "TAKEOVER_POLL", 0)
+    so.wait_taken_over(
+        s,
+        s.cluster.slave,
+        5,
+        "not taken over",
+        wake=("switchover", epoch("2026-11-26 10:00:04")),
+    )
+    assert any(
+        "kill -s USR1 $(cat /var/run/slony1/node2.pid)" in c
+        for c in s.hosts["db02"].commands
+    )
+    assert "slon for node2 lost its worker (deadlock detected)" in output(s)
+
+
+def test_the_takeover_wait_leaves_a_working_slon_alone(monkeypatch):
+    from fabfile.render.parse import epoch
+
+    s = session()
+    answers = iter([1] * 5 + [2])
+    monkeypatch.setattr(
+        facts, "slony_state", lambda h, cl: SlonyState(**SET, origin=next(answers))
+    )
+    canned(monkeypatch, slon_log=RESTART_LOG)
+    monkeypatch.setattr(so.settings, "WORKER_STALL", 0)
+    monkeypatch.setattr(so.settings, "TAKEOVER_POLL", 0)
+    so.wait_taken_over(
+        s,
+        s.cluster.slave,
+        5,
+        "not taken over",
+        wake=("switchover", epoch("2026-11-26 10:00:06")),
+    )
+    assert not any("USR1" in c for c in s.hosts["db02"].commands)

@@ -24,7 +24,12 @@ from fabfile.render.files import (
     slon_tools_conf,
     watchdog_script,
 )
-from fabfile.render.move import lock_set_script, move_set_script, psql_arg
+from fabfile.render.move import (
+    CANCEL_AUTOVACUUM,
+    lock_set_script,
+    move_set_script,
+    psql_arg,
+)
 from fabfile.render.shell import psql_on
 from fabfile.render.slonik import (
     conninfo,
@@ -503,13 +508,14 @@ def test_lock_set_script_is_slonik_s_lock_set_with_a_quicker_wait(cl):
     assert (
         lock_set_script(cl, cl.master, 2.5)
         == "\\echo step: LOCK SET on db01\nSET lock_timeout = 2500;\nSET"
-        " statement_timeout = 2500;\nBEGIN;\nLOCK TABLE"
+        " statement_timeout = 2500;\nSET deadlock_timeout = 50;\nBEGIN;\nLOCK TABLE"
         ' "_shots".sl_config_lock;\nSELECT "_shots".lockSet(1);\nSELECT'
         " pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) AS xmax"
         " \\gset\nCOMMIT;\n\\echo step: transactions older than the lock on db01 to"
-        " end\nSELECT format('DO $w$BEGIN WHILE"
+        " end\nSELECT pg_catalog.format('DO $w$BEGIN WHILE"
         " pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot()) < %s"
-        " LOOP PERFORM pg_sleep(0.02); END LOOP; END$w$', :'xmax') \\gexec\n\\! : >"
+        " LOOP PERFORM pg_catalog.pg_sleep(0.02); END LOOP; END$w$', :'xmax')"
+        " \\gexec\n\\! : >"
         f" {cl.lock_mark}\n\\echo locked: the move may start\n"
     )
 
@@ -519,11 +525,12 @@ def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves
     assert (
         lines[0] == f"\\! rm -f {cl.lock_mark}"
     )  # the move has begun: the slon host must not unlock
-    assert lines[2:4] == [
+    assert lines[2:5] == [
         "RESET lock_timeout;",
         "RESET statement_timeout;",
+        "RESET deadlock_timeout;",
     ]  # the lock's, on the same psql
-    del lines[0], lines[1:3]
+    del lines[0], lines[1:4]
     assert lines[:5] == [
         "\\echo step: SYNC on db01",
         "BEGIN;",
@@ -537,19 +544,24 @@ def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves
         and lines[7] == "SET statement_timeout = 90000;"
     )
     assert "WHERE name = 'client_connection_check_interval'" in lines[8]
+    # autovacuum cancelled on the new origin just before its slon applies MOVE SET
+    assert lines[9] == CANCEL_AUTOVACUUM and "pg_cancel_backend" in lines[9]
     assert (
         'WHILE NOT EXISTS (SELECT FROM "_shots".sl_confirm WHERE con_origin = 1 AND'
-        " con_received = 2 AND con_seqno >= %s) LOOP PERFORM pg_sleep(0.02)"
-        in lines[9]
-        and lines[9].endswith(":'ev') \\gexec")
+        " con_received = 2 AND con_seqno >= %s) LOOP PERFORM pg_catalog.pg_sleep(0.02)"
+        in lines[10]
+        and lines[10].endswith(":'ev') \\gexec")
     )
-    assert lines[10:] == [
+    assert lines[11:] == [
         "\\echo step: MOVE SET on db01",
         f"\\connect '{CONN1}'",
+        "SET deadlock_timeout = 3000;",
+        CANCEL_AUTOVACUUM,
         "BEGIN;",
         'LOCK TABLE "_shots".sl_event_lock, "_shots".sl_config_lock;',
         'SELECT "_shots".moveSet(1, 2);',
         "COMMIT;",
+        "\\echo step: MOVE SET committed",
     ]
     back = move_set_script(cl, cl.slave, cl.master, 90)
     assert (
@@ -577,7 +589,7 @@ def test_slon_conf(cl):
     text = slon_conf(cl, cl.master)
     lines = text.splitlines()
     assert "cluster_name='shots'" in lines
-    assert f"conn_info='{CONN1}'" in lines
+    assert f"conn_info='{CONN1} options=-cdeadlock_timeout=3000'" in lines
     assert "pid_file='/var/run/slony1/node1.pid'" in lines
     assert "password=" not in text.lower()
     assert "pass" not in "\n".join(l for l in lines if not l.startswith("#")).lower()
@@ -586,7 +598,7 @@ def test_slon_conf(cl):
 
 def test_slon_conf_slave(cl):
     text = slon_conf(cl, cl.slave)
-    assert f"conn_info='{CONN2}'" in text.splitlines()
+    assert f"conn_info='{CONN2} options=-cdeadlock_timeout=3000'" in text.splitlines()
     assert "pid_file='/var/run/slony1/node2.pid'" in text.splitlines()
 
 
