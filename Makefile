@@ -45,14 +45,21 @@ rehearse: setup venv
 	$(VENV)/bin/inv testbed.rehearse
 
 # The benchmark (not part of `make test`): its own testbed, then docs/benchmarks.md and docs/lag.png.
-# Options: make bench BENCH_ARGS="--size-mb 200 --reps 1" (see .venv/bin/python bench/run.py --help).
-.PHONY: bench
+# Options: make bench BENCH_ARGS="--size-mb 200 --reps 1" (see .venv/bin/python bench/run.py --help);
+# then the switchover's window over many moves (bench/window.py; WINDOW_ARGS="--moves 40").
+.PHONY: bench bench-sizes
 bench: setup venv
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/window.py $(WINDOW_ARGS)
 
 down: venv
 	$(VENV)/bin/inv testbed.down
 
 clean: down
 	rm -rf $(VENV) docker/.testbed
+
+# The migration's cost as the database grows (0.2 and 1 GB; SIZES_ARGS=--big adds 5 GB).
+bench-sizes: setup venv
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(VENV)/bin/python bench/sizes.py $(SIZES_ARGS)

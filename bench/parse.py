@@ -200,3 +200,21 @@ def data_lag(history: list[tuple[float, int]], applied: int, now: float) -> floa
     # The receiver has everything up to `applied`; the next row it lacks appeared at
     # `first` or before.
     return max(0.0, now - first) if first is not None else 0.0
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The nearest-rank percentile (p in 0..100) of `values`; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def spread(values: list[float]) -> dict:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }

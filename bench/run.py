@@ -254,7 +254,7 @@ DUMP_DIR = "/var/tmp/bench-dump"
 def dump_restore_parallel(bed: Bed) -> dict:
     """The strongest dump/restore: `pg_dump -Fd -j 2 -Z 0` into a directory on db02,
     then `pg_restore -j 2` (two jobs: the machine has two CPUs, shared by both
-    servers)."""
+    servers), with the server settings the tool gives slon's copy (COPY_TUNING)."""
     restore_target(bed)
     dump, restore = newest(bed["db02"], "pg_dump"), newest(bed["db02"], "pg_restore")
     _, dumped = on_db02(
@@ -262,9 +262,12 @@ def dump_restore_parallel(bed: Bed) -> dict:
         f"rm -rf {DUMP_DIR} && {dump} -w -h db01 -U slony -Fd -j 2 -Z 0 "
         f"-f {DUMP_DIR} {DB}",
     )
+    # The same server tuning as the tool gives slon's copy (a fair race).
+    tuned = " ".join(f"-c {k}={v}" for k, v in fabfile_settings.COPY_TUNING.items())
     _, restored = on_db02(
         "pg_restore -j 2",
-        f"{restore} -w -j 2 --exit-on-error -d {RESTORE_DB} {DUMP_DIR}",
+        f"PGOPTIONS='{tuned}' {restore} -w -j 2 --exit-on-error -d {RESTORE_DB}"
+        f" {DUMP_DIR}",
     )
     rows = same_rows(bed, "pg_dump -Fd | pg_restore -j 2")
     say(

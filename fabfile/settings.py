@@ -48,6 +48,13 @@ SLONIK = 600  # one slonik script (init, create set, subscribe, uninstall)
 SLON_START = 15  # a watchdog writes its pid file
 SLON_STOP = 30  # a watchdog and its slon exit after SIGTERM
 COPY_WAIT = 3600  # subscribe --wait / migrate: the initial copy (flag --timeout)
+# ... and the replication role's sessions on the subscriber meanwhile (its slon copies and
+# rebuilds the indexes): put back once the copy is done
+COPY_TUNING = {
+    "maintenance_work_mem": "1GB",
+    "max_parallel_maintenance_workers": "2",
+    "synchronous_commit": "off",
+}
 COPY_RETRIES = 3  # ... and so many failed attempts of it (flag --copy-retries)
 PROGRESS_EVERY = 5  # a progress line in a log (not a terminal) every this many seconds
 

@@ -64,12 +64,13 @@ def rehearse(rate: float) -> None:
             since = time.monotonic()
             out = inv(task_name, *PAIR)
             time.sleep(3)
-            tool = re.search(r"blocked for at most ([\d.]+) s", out)
+            tool = re.search(r"blocked for at most ([\d.]+) s( \((.*)\))?", out)
             blocked.append(
                 (
                     task_name,
                     float(tool.group(1)) if tool else None,
                     writer.blocked_window(since),
+                    tool.group(3) if tool and tool.group(3) else "",
                 )
             )
             inv("verify", *PAIR)
@@ -86,11 +87,11 @@ def rehearse(rate: float) -> None:
     print("\nrehearsal summary")
     for name, seconds in phases:
         print(f"  {name:<12} {seconds:6.1f} s")
-    for name, tool, seen in blocked:
+    for name, tool, seen, phases_ in blocked:
         print(
             f"  {name:<12} writes blocked: {tool if tool is not None else '?'} s"
             f" (tool), {f'{seen:.1f}' if seen is not None else 'none seen'} s (writer"
-            f" at {rate}/s)"
+            f" at {rate}/s)" + (f"; {phases_}" if phases_ else "")
         )
     failed = sum(1 for a in writer.attempts if not a.ok)
     print(

@@ -309,12 +309,12 @@ def wait_taken_over(
     """Poll `node`'s catalog (every settings.TAKEOVER_POLL s) until it names itself
     the set's origin; StepError after `timeout` s.
 
-    wake: (step, the slon host's clock when the move began): when the takeover has not
-    come after settings.WORKER_STALL s and the node's slon log says its worker died
+    wake: (step, the slon host's clock when the move began): while the takeover has not
+    come, every settings.WORKER_STALL s: when the node's slon log says its worker died
     since (a deadlock while it applied MOVE SET) and restarts in 10 s, the tool wakes
     that slon at once (SIGUSR1 ends its wait; sent only then: to a working slon it would
     cost a restart)."""
-    cl, start, woken = s.cluster, time.monotonic(), []
+    cl, start, looked, woken = s.cluster, time.monotonic(), [0.0], []
     h = s.node_host(node)
 
     def waiting(taken: bool, left: float) -> None:
@@ -330,14 +330,15 @@ def wait_taken_over(
                     f"cancelled {cancelled} autovacuum worker(s)"
                     f" that held up the move there ({stalled:.2f} s in)",
                 )
-        if woken or stalled < settings.WORKER_STALL:
+        if woken or stalled - looked[0] < settings.WORKER_STALL:
             return
-        woken.append(True)  # looked once
+        looked[0] = stalled  # its log, every WORKER_STALL s
         step, since = wake
         restart = parse.worker_restart(
             facts.slon_log(s.slon_host, cl, node, 200), since
         )
         if restart:
+            woken.append(True)
             s.slon_host.sudo(wake_slon(cl, node), user="postgres", check=False)
             s.say(
                 s.slon_host.name,

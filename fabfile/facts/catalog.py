@@ -41,6 +41,7 @@ __all__ = [
     "hba_unloaded",
     "hba_errors",
     "role_settings",
+    "role_database_settings",
     "client_sessions",
     "has_managed_block",
     "has_plpgsql",
@@ -369,6 +370,20 @@ def role(host: Host, name: str) -> tuple[bool, bool, str, str] | None:
     return (
         (rows[0][0] == "t", rows[0][1] == "t", rows[0][2], rows[0][3]) if rows else None
     )
+
+
+def role_database_settings(host: Host, role: str, database: str) -> list[str]:
+    """The settings a role's sessions start with in one database (ALTER ROLE ... IN
+    DATABASE ... SET), as "name=value"."""
+    return [
+        r[0]
+        for r in host.psql(
+            "SELECT unnest(s.setconfig) FROM pg_db_role_setting s"
+            " JOIN pg_roles r ON r.oid = s.setrole JOIN pg_database d ON d.oid ="
+            f" s.setdatabase WHERE r.rolname = {literal(role)}"
+            f" AND d.datname = {literal(database)}"
+        )
+    ]
 
 
 def role_settings(host: Host, name: str) -> list[str]:

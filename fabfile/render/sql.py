@@ -235,6 +235,16 @@ INTEGER_KEYS = ("integer", "bigint", "smallint")
 """Key types verify chunks by (and reads the largest value of)."""
 
 
+def copy_tuning(user: str, database: str, tuning: dict[str, str], on: bool) -> str:
+    """The replication role's settings in `database` for the initial copy (`on`), or
+    the same settings reset."""
+    role = f"ALTER ROLE {ident(user)} IN DATABASE {ident(database)}"
+    return "".join(
+        f"{role} SET {k} = {literal(v)};\n" if on else f"{role} RESET {k};\n"
+        for k, v in tuning.items()
+    )
+
+
 def cancel_blocking_autovacuum(user: str) -> str:
     """Cancel every autovacuum worker that holds up a session of `user` (slon applying
     MOVE SET): it starts again by itself. The number cancelled. From PostgreSQL 9.6

@@ -214,11 +214,12 @@ def start_slon(s: Session, step: str, n: Node) -> Change:
     )
 
 
-def stop_slons(s: Session, step: str) -> list[Change]:
-    """Changes stopping each running slon watchdog (and its slon) on the slon host."""
+def stop_slons(s: Session, step: str, nodes: list[Node] | None = None) -> list[Change]:
+    """Changes stopping each running slon watchdog (and its slon) on the slon host (of
+    `nodes`, else both)."""
     cl, h = s.cluster, s.slon_host
     changes = []
-    for n in cl.nodes:
+    for n in nodes or cl.nodes:
         pid = facts.slon_running(h, cl, n.instance)
         if pid is None:
             s.say(h.name, step, f"slon for {n.instance} is not running")
@@ -454,6 +455,7 @@ def subscribe(
                     f"slon for {n.instance} is not running",
                     "run the slons step first",
                 )
+        apply(s, copy_tuning(s, step, on=True))
         apply(
             s,
             [
@@ -467,6 +469,8 @@ def subscribe(
         )
     if wait and not s.dry_run:
         wait_copied(s, timeout, copy_retries)
+    if s.dry_run or facts.subscription_active(s.slave_host, cl):
+        apply(s, copy_tuning(s, step, on=False))
     elif state.subscribed is not None:
         copied = facts.subscription_active(s.slave_host, cl)
         s.say(
@@ -475,6 +479,37 @@ def subscribe(
             f"subscribed to set {cl.set_id} "
             f"({'copy done' if copied else 'initial copy running'})",
         )
+
+
+def copy_tuning(s: Session, step: str, on: bool) -> list[Change]:
+    """The subscriber tuned for the initial copy (on: more memory and parallel workers
+    for the index rebuilds, no wait for the WAL flush at each commit: a crash there
+    only makes slon copy again), or put back once it is done; its slon restarted to
+    take it. No change when it is already so."""
+    cl, h = s.cluster, s.slave_host
+    tuning = settings.COPY_TUNING
+    have = set(
+        facts.role_database_settings(h, cl.user, cl.database)
+        if facts.database_exists(h, cl.database)
+        else []
+    )
+    tuned = any(f"{k}={v}" in have for k, v in tuning.items())
+    if on == tuned:
+        return []
+    what = ", ".join(f"{k} {v}" for k, v in tuning.items())
+    change = Change(
+        h.name,
+        step,
+        (
+            f"tune {cl.user}'s sessions in {cl.database} for the initial copy: {what}"
+            if on
+            else f"put {cl.user}'s settings in {cl.database} back after the copy"
+        ),
+        Sql(sql.copy_tuning(cl.user, cl.database, tuning, on)),
+    )
+    if not facts.slon_running(s.slon_host, cl, cl.slave.instance):
+        return [change]
+    return [change, *stop_slons(s, step, [cl.slave]), start_slon(s, step, cl.slave)]
 
 
 def wait_copied(

@@ -234,3 +234,16 @@ def test_the_plot_shows_the_application_through_pgbouncer_and_its_worst_move():
         0
     ] == "switchback"
     assert report.pooled_moves({"switchover": {"stall": 0.4}})[1][0] == "switchover"
+
+
+def test_window_spread_is_nearest_rank():
+    values = [0.2] * 30 + [0.9, 12.7]
+    s = parse.spread(values)
+    assert s == {"n": 32, "p50": 0.2, "p95": 0.9, "p99": 12.7, "max": 12.7}
+    assert parse.spread([]) == {
+        "n": 0,
+        "p50": None,
+        "p95": None,
+        "p99": None,
+        "max": None,
+    }

@@ -686,3 +686,24 @@ def test_build_deps_fills_in_the_major():
         software.build_deps(software.BUILD_DEPS, 13)
         == "build-essential flex bison postgresql-server-dev-13"
     )
+
+
+def test_the_subscriber_is_tuned_for_the_copy_and_put_back_after(monkeypatch):
+    s = session()
+    canned(
+        monkeypatch,
+        database_exists=True,
+        slon_running={"db02": 4242},
+        role_database_settings=[],
+    )
+    on = cluster.copy_tuning(s, "subscribe", on=True)
+    assert "maintenance_work_mem 1GB" in on[0].what and len(on) == 3  # + slon restarted
+    assert (
+        'ALTER ROLE "slony" IN DATABASE "shotserver04" SET synchronous_commit'
+        in on[0].op.text
+    )
+    assert cluster.copy_tuning(s, "subscribe", on=False) == []  # nothing to put back
+    canned(monkeypatch, role_database_settings=["maintenance_work_mem=1GB"])
+    assert cluster.copy_tuning(s, "subscribe", on=True) == []
+    off = cluster.copy_tuning(s, "subscribe", on=False)
+    assert "RESET maintenance_work_mem" in off[0].op.text and "put" in off[0].what
