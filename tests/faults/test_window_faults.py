@@ -57,7 +57,11 @@ def switch_with_holder(bed, deadlock: str) -> tuple[str, str, float]:
     db02.sudo(f"sh -c 'echo {mark} >> /var/log/slony1/slon-node2.log'")
     db02.sudo("setsid -f /tmp/holder.sh >/dev/null 2>&1 </dev/null", user="postgres")
     writer = Writer(
-        bed.ssh_config, tag="holder", rate=10, max_seconds=180, max_count=1500
+        bed.ssh_config,
+        tag=f"holder{int(time.time())}",
+        rate=10,
+        max_seconds=180,
+        max_count=1500,
     ).start()
     try:
         time.sleep(2)
@@ -75,6 +79,7 @@ def switch_with_holder(bed, deadlock: str) -> tuple[str, str, float]:
     ).stdout
     bed.assert_acknowledged_once(writer, "db02", timeout=30)
     window = float(re.search(r"writes were blocked for at most ([\d.]+) s", out)[1])
+    print(f"holder with deadlock_timeout {deadlock}: writes blocked {window} s")
     return out, holder + "\n--- slon log:\n" + log, window
 
 
