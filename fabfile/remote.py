@@ -212,6 +212,8 @@ class Host:
         # psql prints CSV (12 and newer); False after an older psql refused --csv
         self.csv = True
         self._version_num: int | None = None
+        # (when, error) of a connection attempt that failed after a long wait (open)
+        self._down: tuple[float, StepError] | None = None
         self._pipes: dict[
             str, PsqlPipe
         ] = {}  # database: its psql for this run (PsqlPipe)
@@ -230,6 +232,21 @@ class Host:
         return self.conn.user
 
     def open(self) -> None:
+        """Connect; StepError naming what failed. A connection attempt that failed
+        after a long wait (a host that drops packets: settings.SSH_CONNECT) is not made
+        again within that time: its error comes back at once."""
+        if self._down and time.monotonic() - self._down[0] < settings.SSH_CONNECT:
+            raise self._down[1]
+        began = time.monotonic()
+        try:
+            self._open()
+        except StepError as e:
+            if time.monotonic() - began >= settings.SSH_SLOW:
+                self._down = (time.monotonic(), e)
+            raise
+        self._down = None
+
+    def _open(self) -> None:
         try:
             self.conn.open()
             no_delay(self.conn)

@@ -175,12 +175,32 @@ def slonik_execute_script(
     )
 
 
-def slonik_subscribe(cluster: Cluster) -> str:
-    m, s = cluster.master, cluster.slave
+def slonik_subscribe(
+    cluster: Cluster, provider: Node | None = None, receiver: Node | None = None
+) -> str:
+    """Subscribe `receiver` (the slave) to the set from `provider` (the master)."""
+    m, s = provider or cluster.master, receiver or cluster.slave
     return (
         slonik_preamble(cluster)
         + f"subscribe set (id = {cluster.set_id}, provider = {m.id}, receiver = {s.id},"
         " forward = yes);\n"
+    )
+
+
+def slonik_store_node(cluster: Cluster, node: Node, event_node: Node) -> str:
+    """Store `node` (a database without the cluster's schema) as a node again, its
+    configuration from `event_node`, and the paths both ways: a node dropped by a
+    failover rejoins under its old id."""
+    role = "master" if node == cluster.master else "slave"
+    return (
+        slonik_preamble(cluster)
+        + f"store node (id = {node.id}, comment = {lit(f'{role} {node.host}')},"
+        f" event node = {event_node.id});\n"
+        + "".join(
+            f"store path (server = {server.id}, client = {client.id}, conninfo ="
+            f" {lit(conninfo(cluster, server))});\n"
+            for server, client in ((node, event_node), (event_node, node))
+        )
     )
 
 
@@ -198,10 +218,16 @@ def slonik_unlock_set(cluster: Cluster, origin: Node) -> str:
 
 
 def slonik_failover(cluster: Cluster, origin: Node, subscriber: Node) -> str:
-    """Promote the subscriber (Slony's backup node) when the origin is dead, then
-    drop the origin."""
+    """Promote the subscriber (Slony's backup node) when the origin is dead."""
     return (
         slonik_preamble(cluster)
         + f"failover (id = {origin.id}, backup node = {subscriber.id});\n"
-        f"drop node (id = {origin.id}, event node = {subscriber.id});\n"
+    )
+
+
+def slonik_drop_node(cluster: Cluster, node: Node, event_node: Node) -> str:
+    """Drop a failed node from the cluster (after FAILOVER)."""
+    return (
+        slonik_preamble(cluster)
+        + f"drop node (id = {node.id}, event node = {event_node.id});\n"
     )

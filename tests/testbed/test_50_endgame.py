@@ -392,7 +392,9 @@ def test_failover_with_db01_stopped_makes_db02_writable(bed):
     try:
         refused = bed.inv("switchover", *ARGS, check=False)
         assert refused.returncode == 1 and "db01" in refused.stderr
-        result = bed.inv("failover", *ARGS, "--yes", timeout=600)
+        refused = bed.inv("failover", *ARGS, "--yes", check=False)
+        assert refused.returncode == 1 and "db01 does not answer" in refused.stderr
+        result = bed.inv("failover", *ARGS, "--yes", "--fenced", timeout=600)
         assert "transactions committed on db01 after that are lost" in result.stdout
         # what db01 had replicated before it stopped is all on db02, every table
         assert bed.table_digests("db02") == digests
