@@ -233,7 +233,7 @@ def failover(
     if answered and fence_it:
         changes.append(fence(s, step, origin, subscriber))
     if bouncer is not None:
-        changes += pooler.repoint(s, step, pooler_host, pooler_config, subscriber)
+        changes += pooler.cut(s, step, pooler_host, pooler_config, subscriber)
     timing = {"detect": detected - t0, "checks": checked - detected}
     return promote(s, step, origin, subscriber, changes, got, t0 + asked, timing)
 
@@ -254,6 +254,7 @@ def promote(
     and a wait until it takes writes; what each part took."""
     cl = s.cluster
     subscriber_host = s.node_host(subscriber)
+    began = time.monotonic()
     changes = list(before)
     slon = facts.slon_running(s.slon_host, cl, subscriber.instance)
     if slon:
@@ -272,6 +273,7 @@ def promote(
                     s.slon_host.name,
                     f"slon watchdog {slon} still running",
                     f"kill it by hand: sudo kill {slon}",
+                    every=0.1,
                 ),
             )
         )
@@ -284,6 +286,7 @@ def promote(
 
         def run() -> None:
             t = time.monotonic()
+            spent.setdefault("prepare", t - began)  # slons stopped, fenced, recorded
             execute(s, change)
             spent[name] = time.monotonic() - t
 

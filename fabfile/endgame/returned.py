@@ -177,6 +177,7 @@ def wait_stopped(s: Session, node: Node, pid: int) -> None:
         s.slon_host.name,
         f"slon watchdog {pid} still running",
         f"kill it by hand: sudo kill {pid}",
+        every=0.1,
     )
 
 
@@ -514,7 +515,7 @@ def rejoin(
             f" {cl.set_id} from {origin.host} and wait for the copy",
         )
         return {"rejoined": False}
-    later: list[Change] = []
+    later: list[Change] = [] if plan.store else guard(s, step, [node])
     if not facts.slon_running(s.slon_host, cl, node.instance):
         later.append(start_slon(s, step, node))
     if not facts.slon_running(s.slon_host, cl, origin.instance):
