@@ -120,7 +120,8 @@ def operation(
 
     Before `fn` runs, a node a failover dropped that is back and open to the
     applications is fenced (endgame.returned.first_contact), its lines on `fence_to`
-    (stdout, or stderr where stdout is for scripts). `fn` may return an exit code.
+    (stdout, or stderr where stdout is for scripts; "" where `fn` does it itself).
+    `fn` may return an exit code.
 
     Numeric flags (an int or float default) are parsed here, once: finite, never
     negative, and > 0 when named in `positive`; a flag not given keeps fn's own default.
@@ -170,7 +171,7 @@ def operation(
                         )
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
-                    if s.cluster is not None:
+                    if s.cluster is not None and fence_to:
                         fence_first(s, fence_to)
                     code = fn(s, *args, **mine)
                     if s.dry_run:
@@ -501,6 +502,7 @@ def switchback(
 
 
 @operation(
+    fence_to="",  # failover does it itself, while it probes the origin
     help={
         "fenced": (
             "the origin is fenced: powered off or cut off the network for good, or it"
@@ -519,7 +521,7 @@ def switchback(
             f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})"
         ),
         "yes": "do not ask for confirmation (what may be lost is still shown first)",
-    }
+    },
 )
 def failover(
     s,

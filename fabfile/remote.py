@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import secrets
@@ -27,6 +28,10 @@ from invoke.exceptions import CommandTimedOut
 from . import settings
 from .errors import StepError
 from .render.parse import RECORD, unaligned
+
+# paramiko logs a failed connection with its traceback on stderr (Python's last-resort
+# handler); Host.open turns the same failure into one StepError line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Chunks(io.StringIO):
@@ -214,6 +219,7 @@ class Host:
         self._version_num: int | None = None
         # (when, error) of a connection attempt that failed after a long wait (open)
         self._down: tuple[float, StepError] | None = None
+        self._connecting = threading.Lock()
         self._pipes: dict[
             str, PsqlPipe
         ] = {}  # database: its psql for this run (PsqlPipe)
@@ -235,16 +241,19 @@ class Host:
         """Connect; StepError naming what failed. A connection attempt that failed
         after a long wait (a host that drops packets: settings.SSH_CONNECT) is not made
         again within that time: its error comes back at once."""
-        if self._down and time.monotonic() - self._down[0] < settings.SSH_CONNECT:
-            raise self._down[1]
-        began = time.monotonic()
-        try:
-            self._open()
-        except StepError as e:
-            if time.monotonic() - began >= settings.SSH_SLOW:
-                self._down = (time.monotonic(), e)
-            raise
-        self._down = None
+        with self._connecting:  # one connection, whichever thread asks first
+            if self.conn.is_connected:
+                return
+            if self._down and time.monotonic() - self._down[0] < settings.SSH_CONNECT:
+                raise self._down[1]
+            began = time.monotonic()
+            try:
+                self._open()
+            except StepError as e:
+                if time.monotonic() - began >= settings.SSH_SLOW:
+                    self._down = (time.monotonic(), e)
+                raise
+            self._down = None
 
     def _open(self) -> None:
         try:

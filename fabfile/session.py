@@ -98,6 +98,7 @@ class Session:
     # hosts this run fenced before its task began: a node a failover dropped, found
     # back and open to the applications (endgame.returned.first_contact)
     fenced_now: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)  # when the task began
     _password: str | None = None
 
     def host(self, name: str) -> Host:

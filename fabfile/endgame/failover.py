@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .. import facts, replication, settings
 from ..errors import StepError
@@ -30,7 +31,7 @@ from ..steps import identity
 from ..steps.cluster import start_slon
 from ..wait import wait_until
 from . import matviews, pooler
-from .returned import fence, stop_its_slon
+from .returned import fence, first_contact, stop_its_slon
 from .switchover import as_origin
 
 
@@ -71,17 +72,44 @@ def failed_pair(
     return origin, subscriber
 
 
-def alive(s: Session, origin: Node, states: dict[int, SlonyState]) -> str:
+def probe_logins(s: Session) -> dict[int, Future]:
+    """Each node's PostgreSQL tried from the slon host as the replication user
+    (facts.replication_login, bounded by settings.FAILOVER_CONNECT), in the background:
+    for a dead origin that drops packets this wait runs while SSH waits for it."""
+    pool = ThreadPoolExecutor(len(s.cluster.nodes), thread_name_prefix="login")
+    futures = {
+        n.id: pool.submit(
+            facts.replication_login,
+            s.slon_host,
+            s.cluster,
+            n,
+            connect_timeout=settings.FAILOVER_CONNECT,
+        )
+        for n in s.cluster.nodes
+    }
+    pool.shutdown(wait=False)
+    return futures
+
+
+def alive(
+    s: Session,
+    origin: Node,
+    states: dict[int, SlonyState],
+    logins: dict[int, Future] | None = None,
+) -> str:
     """'' when the origin's PostgreSQL answers neither over SSH (its state was read
-    there just now) nor from the slon host (bounded by settings.FAILOVER_CONNECT),
-    else how it answered."""
+    there just now) nor from the slon host (`logins`, else tried now), else how it
+    answered."""
     if origin.id in states:
         return f"psql over SSH on {origin.host}"
-    if not facts.replication_login(
-        s.slon_host, s.cluster, origin, connect_timeout=settings.FAILOVER_CONNECT
-    ):
-        return f"PostgreSQL on {origin.dbhost} from {s.slon_host.name}"
-    return ""
+    error = (
+        logins[origin.id].result()
+        if logins
+        else facts.replication_login(
+            s.slon_host, s.cluster, origin, connect_timeout=settings.FAILOVER_CONNECT
+        )
+    )
+    return "" if error else f"PostgreSQL on {origin.dbhost} from {s.slon_host.name}"
 
 
 def half_done(s: Session, states: dict[int, SlonyState]) -> tuple[Node, Node] | None:
@@ -133,7 +161,10 @@ def failover(
 ) -> dict:
     """Promote the origin's subscriber when the origin is dead: FAILOVER, DROP NODE."""
     step, cl = "failover", s.cluster
-    t0 = time.monotonic()
+    t0 = s.started
+    logins = probe_logins(s)
+    # first contact: a node an earlier failover dropped, back and open, fenced first
+    s.fenced_now = first_contact(s)
     states, errors = replication.states(s)
     gone = replication.dropped(states)
     if gone:
@@ -168,7 +199,7 @@ def failover(
             "wait for the copy (inv status); failover promotes "
             "only a complete subscriber",
         )
-    answered = alive(s, origin, states)
+    answered = alive(s, origin, states, logins)
     detected = time.monotonic()
     refuse_unfenced(
         answered,

@@ -35,11 +35,13 @@ def conninfo(cluster: Cluster, node: Node) -> str:
     )
 
 
-def slonik_preamble(cluster: Cluster) -> str:
+def slonik_preamble(cluster: Cluster, nodes: list[Node] | None = None) -> str:
+    """The cluster's name and the admin conninfo of `nodes` (both, unless only some
+    may be reached: slonik tries every node it is told of)."""
     lines = [f"cluster name = {cluster.name};"]
     lines += [
         f"node {n.id} admin conninfo = {lit(conninfo(cluster, n))};"
-        for n in cluster.nodes
+        for n in (nodes or cluster.nodes)
     ]
     return "\n".join(lines) + "\n"
 
@@ -218,16 +220,19 @@ def slonik_unlock_set(cluster: Cluster, origin: Node) -> str:
 
 
 def slonik_failover(cluster: Cluster, origin: Node, subscriber: Node) -> str:
-    """Promote the subscriber (Slony's backup node) when the origin is dead."""
+    """Promote the subscriber (Slony's backup node) when the origin is dead. slonik is
+    told of the subscriber only: it would try to reach the dead origin too (minutes
+    when its packets are dropped)."""
     return (
-        slonik_preamble(cluster)
+        slonik_preamble(cluster, [subscriber])
         + f"failover (id = {origin.id}, backup node = {subscriber.id});\n"
     )
 
 
 def slonik_drop_node(cluster: Cluster, node: Node, event_node: Node) -> str:
-    """Drop a failed node from the cluster (after FAILOVER)."""
+    """Drop a failed node from the cluster (after FAILOVER), told of the event node
+    only."""
     return (
-        slonik_preamble(cluster)
+        slonik_preamble(cluster, [event_node])
         + f"drop node (id = {node.id}, event node = {event_node.id});\n"
     )

@@ -590,7 +590,9 @@ def test_failover_refuses_while_the_origin_answers_from_the_slon_host(monkeypatc
         subscription_active=True,
         replication_login="",
     )
-    monkeypatch.setattr(fo, "alive", lambda s, n, st: "PostgreSQL on db01 from db02")
+    monkeypatch.setattr(
+        fo, "alive", lambda s, n, st, logins=None: "PostgreSQL on db01 from db02"
+    )
     with pytest.raises(StepError) as e:
         fo.failover(s, yes=True)
     assert (
@@ -641,7 +643,7 @@ def test_failover_shows_what_may_be_lost_before_asking(monkeypatch):
             "pending": 0,
         },
     )
-    monkeypatch.setattr(fo, "alive", lambda s, n, st: "")
+    monkeypatch.setattr(fo, "alive", lambda s, n, st, logins=None: "")
     with pytest.raises(StepError, match="not confirmed; nothing changed"):
         fo.failover(s, fenced=True)
     question, shown = asked[0]

@@ -450,9 +450,13 @@ def test_slonik_for_rejoin_stores_the_node_and_subscribes_it_to_the_new_origin()
         "subscribe set (id = 1, provider = 2, receiver = 1, forward = yes);"
         in slonik.slonik_subscribe(cl, cl.slave, cl.master)
     )
-    assert slonik.slonik_drop_node(cl, cl.master, cl.slave).endswith(
-        "drop node (id = 1, event node = 2);\n"
-    )
+    drop = slonik.slonik_drop_node(cl, cl.master, cl.slave)
+    assert drop.endswith("drop node (id = 1, event node = 2);\n")
+    failover = slonik.slonik_failover(cl, cl.master, cl.slave)
+    for script in (drop, failover):  # never told of the dead node: no wait for it
+        assert "node 1 admin conninfo" not in script
+        assert "node 2 admin conninfo = 'host=db02" in script
+    assert "failover (id = 1, backup node = 2);" in failover
 
 
 # --- the guard ------------------------------------------------------------------------
