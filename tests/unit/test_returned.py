@@ -655,3 +655,18 @@ def test_unfence_gives_back_connect_to_whom_had_it():
         ' TO "app"'
     )
     assert sql.unfence_database("shop") == 'GRANT CONNECT ON DATABASE "shop" TO PUBLIC'
+
+
+def test_no_switchover_and_no_verify_while_a_dropped_node_is_stale(monkeypatch):
+    from fabfile.endgame import switchover as so
+    from fabfile.endgame import verify as vf
+
+    s = returned_bed(monkeypatch, fenced=True)
+    with pytest.raises(StepError) as e:
+        so.switchover(s, s.cluster.master)
+    assert e.value.host == "db01" and "dropped from the cluster by a failover" in (
+        e.value.message
+    )
+    assert "inv rejoin --yes" in e.value.fix
+    with pytest.raises(StepError, match="no subscriber to compare the origin with"):
+        vf.verify(s)
