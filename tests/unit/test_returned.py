@@ -670,3 +670,13 @@ def test_no_switchover_and_no_verify_while_a_dropped_node_is_stale(monkeypatch):
     assert "inv rejoin --yes" in e.value.fix
     with pytest.raises(StepError, match="no subscriber to compare the origin with"):
         vf.verify(s)
+
+
+def test_migrate_points_to_rejoin_while_a_node_is_dropped(monkeypatch):
+    from fabfile import runbook
+
+    s = returned_bed(monkeypatch, fenced=True)
+    with pytest.raises(StepError) as e:
+        runbook.migrate(s)
+    assert e.value.host == "db01" and "inv rejoin --yes" in e.value.fix
+    assert "== preflight" not in output(s)
