@@ -253,7 +253,9 @@ def test_failover_is_refused_while_db01_answers_even_without_ssh(migrated, tmp_p
         bed.inv("switchback", *ARGS)
     config = tmp_path / "ssh_config"
     text = open(bed.ssh_config).read()
-    config.write_text(text.replace("Port 2221", "Port 9"))
+    port = f"Port {tb.current().ports['db01']}"
+    assert port in text
+    config.write_text(text.replace(port, "Port 9"))
     before = bed.snapshot()
     result = bed.inv("failover", *ARGS, "--yes", check=False, ssh_config=str(config))
     assert result.returncode == 1, result.stdout + result.stderr
