@@ -26,7 +26,7 @@ from .errors import StepError
 from .model import make_cluster
 from .remote import Hosts
 from .render.move import Switch
-from .session import Output, Session, ask_terminal
+from .session import Session, ask_terminal
 
 
 def version() -> str:
@@ -172,7 +172,9 @@ def operation(
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
                     if s.cluster is not None and fence_to:
-                        fence_first(s, fence_to)
+                        s.fenced_now = endgame.returned.first_contact(
+                            s, to_stderr=fence_to == "stderr"
+                        )
                     code = fn(s, *args, **mine)
                     if s.dry_run:
                         s.out.line(
@@ -214,19 +216,6 @@ def operation(
         )
 
     return wrap
-
-
-def fence_first(s: Session, to: str) -> None:
-    """endgame.returned.first_contact, its lines on `to` (stdout or stderr)."""
-    if to == "stderr":
-        out = s.out
-        s.out = Output(sys.stderr, tty=False)
-        try:
-            s.fenced_now = endgame.returned.first_contact(s)
-        finally:
-            s.out = out
-    else:
-        s.fenced_now = endgame.returned.first_contact(s)
 
 
 def step(fn, name: str = ""):

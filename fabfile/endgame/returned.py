@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..plan import Action, Change, Command, Sql, apply, slonik_change
 from ..render import lost, slonik, sql
 from ..render.shell import client_args, ssl_env
 from ..secrets import home, write_private
-from ..session import Session
+from ..session import Output, Session
 from ..steps import identity
 from ..steps.cluster import guard, start_slon, wait_copied
 from ..wait import wait_until
@@ -194,13 +195,20 @@ def fence_returned(s: Session, step: str, r: Returned) -> list[Change]:
     return changes
 
 
-def first_contact(s: Session) -> list[str]:
+def first_contact(s: Session, to_stderr: bool = False) -> list[str]:
     """Before any task: a node a failover dropped that is back and open to the
     applications is fenced first (its slon stopped, CONNECT taken, the undo
-    printed). The hosts fenced now. Never an error: the task itself says what it
-    cannot reach."""
+    printed; on stderr where stdout is for scripts). The hosts fenced now. Never an
+    error: the task itself says what it cannot reach."""
     if s.cluster is None:
         return []
+    if to_stderr:
+        out = s.out
+        s.out = Output(sys.stderr, tty=False)
+        try:
+            return first_contact(s)
+        finally:
+            s.out = out
     try:
         states, errors = replication.states(s)
         r = find(s, states, errors)

@@ -383,6 +383,8 @@ def show_status(
             return code
         time.sleep(int(watch))
         s.out.line("")
+        # a node a failover dropped may have come back meanwhile
+        s.fenced_now = returned.first_contact(s, to_stderr=True)
 
 
 def wait_for_sync(

@@ -205,7 +205,7 @@ def test_check_codes_of_the_other_states():
 
 
 def test_status_check_is_one_line_and_the_exit_code(monkeypatch, capsys):
-    monkeypatch.setattr(cli.endgame.returned, "first_contact", lambda s: [])
+    monkeypatch.setattr(cli.endgame.returned, "first_contact", lambda s, **kw: [])
     monkeypatch.setattr(
         cli.endgame.status, "status", lambda s: healthy(locked=["db01"])
     )
