@@ -114,9 +114,15 @@ def operation(
     help: dict[str, str] | None = None,
     positive: tuple[str, ...] = (),
     flags: dict[str, str] | None = None,
+    fence_to: str = "stdout",
 ):
     """Make `fn(s, **own flags)` a task with the common flags; see the module's
     docstring.
+
+    Before `fn` runs, a node a failover dropped that is back and open to the
+    applications is fenced (endgame.returned.first_contact), its lines on `fence_to`
+    (stdout, or stderr where stdout is for scripts; "" where `fn` does it itself).
+    `fn` may return an exit code.
 
     Numeric flags (an int or float default) are parsed here, once: finite, never
     negative, and > 0 when named in `positive`; a flag not given keeps fn's own default.
@@ -166,7 +172,11 @@ def operation(
                         )
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
-                    fn(s, *args, **mine)
+                    if s.cluster is not None and fence_to:
+                        s.fenced_now = endgame.returned.first_contact(
+                            s, to_stderr=fence_to == "stderr"
+                        )
+                    code = fn(s, *args, **mine)
                     if s.dry_run:
                         s.out.line(
                             f"dry run: {len(s.changes)} change(s) would be made;"
@@ -175,6 +185,8 @@ def operation(
             except StepError as e:
                 print(f"error: {e.line()}", file=sys.stderr, flush=True)
                 raise Exit(code=1) from None
+            if isinstance(code, int) and not isinstance(code, bool) and code:
+                raise Exit(code=code)
 
         body.__signature__ = inspect.Signature(
             [
@@ -352,15 +364,29 @@ def migrate(
 @operation(
     dry_run=False,
     flags={"as_json": "json"},
+    fence_to="stderr",
     help={
         "watch": "refresh every N seconds until interrupted",
         "as_json": "print JSON for scripts and monitoring",
+        "check": (
+            "one line and the exit code of a monitoring plugin: 0 OK, 1 WARNING,"
+            " 2 CRITICAL (e.g. a node a failover dropped is back and was open to the"
+            " applications), 3 UNKNOWN"
+        ),
     },
 )
-def status(s, watch=0, as_json=False):
+def status(s, watch=0, as_json=False, check=False):
     """Nodes, set origin, subscription, slons, lag; during the initial copy, progress
-    and ETA."""
-    endgame.status.show_status(s, watch, as_json)
+    and ETA; a node a failover dropped. Fences such a node first if it is open to the
+    applications."""
+    if check and (watch or as_json):
+        raise StepError(
+            "input",
+            "--check prints one line once: not with --watch or --json",
+            "leave out --watch and --json",
+        )
+    code = endgame.status.show_status(s, watch, as_json, check_only=check)
+    return code if check else None
 
 
 @operation(dry_run=False)
@@ -481,21 +507,70 @@ def switchback(
 
 
 @operation(
+    fence_to="",  # failover does it itself, while it probes the origin
     help={
         "fenced": (
-            "the origin still answers but is fenced: no application can write there"
+            "the origin is fenced: powered off or cut off the network for good, or it"
+            " answers but no application can write there"
         ),
         "fence": (
             "the origin still answers: take CONNECT from its applications first"
             " (reversible)"
         ),
+        "pooler": (
+            "SSH name of the host whose PgBouncer the application goes through: it is"
+            " pointed at the new origin first, so that the application never reaches"
+            " the old one again"
+        ),
+        "pooler_config": (
+            f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})"
+        ),
         "yes": "do not ask for confirmation (what may be lost is still shown first)",
-    }
+    },
 )
-def failover(s, fenced=False, fence=False, yes=False):
+def failover(
+    s,
+    fenced=False,
+    fence=False,
+    yes=False,
+    pooler="",
+    pooler_config=settings.POOLER_CONFIG,
+):
     """The origin is dead: promote the other node (FAILOVER, DROP NODE); says first
-    what may be lost."""
-    endgame.failover.failover(s, fenced=fenced, fence_it=fence, yes=yes)
+    what may be lost. Needs --fenced or --pooler (--fence while it answers)."""
+    endgame.failover.failover(
+        s,
+        fenced=fenced,
+        fence_it=fence,
+        yes=yes,
+        pooler_host=pooler,
+        pooler_config=pooler_config,
+    )
+
+
+@operation(dry_run=False, name="lost-rows")
+def lost_rows(s):
+    """List the writes a node dropped by a failover holds that the new origin never
+    got (table, key, operation, time) and write them as SQL to a file (0600) in
+    $SLONY_MIGRATE_HOME; nothing is applied."""
+    endgame.returned.lost_rows(s)
+
+
+@operation(
+    positive=("timeout", "copy_retries"),
+    help={
+        "yes": "do not ask (the database, host and rows it empties are still shown)",
+        "timeout": "seconds to wait for the initial copy",
+        "copy_retries": COPY_RETRIES,
+    },
+)
+def rejoin(
+    s, yes=False, timeout=settings.COPY_WAIT, copy_retries=settings.COPY_RETRIES
+):
+    """Rebuild a node dropped by a failover as a subscriber of the new origin: fenced,
+    lost rows to a file, old Slony state removed, tables emptied, stored, subscribed,
+    copied; safe to run again after an interruption."""
+    endgame.returned.rejoin(s, yes=yes, timeout=timeout, copy_retries=copy_retries)
 
 
 @operation(
@@ -540,6 +615,8 @@ TASKS = [
     switchover,
     switchback,
     failover,
+    lost_rows,
+    rejoin,
     finish,
 ]
 

@@ -61,6 +61,7 @@ class Slonik:
     script: str
     timeout: float = settings.SLONIK
     label: str = ""
+    connect_timeout: float | None = None  # libpq's, for each node (render.shell)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def execute(s: Session, c: Change) -> None:
             what=op.label or c.what,
         )
     elif isinstance(op, Slonik):
-        run_slonik(s, op.script, op.label or c.what, op.timeout)
+        bound = {"connect_timeout": op.connect_timeout} if op.connect_timeout else {}
+        run_slonik(s, op.script, op.label or c.what, op.timeout, **bound)
     elif isinstance(op, File):
         s.host(c.host).write_file(
             op.path, op.text, owner=op.owner, mode=op.mode, writer=op.writer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import re
 import secrets
@@ -28,6 +29,10 @@ from . import settings
 from .errors import StepError
 from .render.parse import RECORD, unaligned
 from .render.shell import SAFE_OPTIONS
+
+# paramiko logs a failed connection with its traceback on stderr (Python's last-resort
+# handler); Host.open turns the same failure into one StepError line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Chunks(io.StringIO):
@@ -213,6 +218,9 @@ class Host:
         # psql prints CSV (12 and newer); False after an older psql refused --csv
         self.csv = True
         self._version_num: int | None = None
+        # (when, error) of a connection attempt that failed after a long wait (open)
+        self._down: tuple[float, StepError] | None = None
+        self._connecting = threading.Lock()
         # database: its psql for this run (PsqlPipe)
         self._pipes: dict[str, PsqlPipe] = {}
         # one query at a time on a pipe, whichever thread asks
@@ -230,6 +238,24 @@ class Host:
         return self.conn.user
 
     def open(self) -> None:
+        """Connect; StepError naming what failed. A connection attempt that failed
+        after a long wait (a host that drops packets: settings.SSH_CONNECT) is not made
+        again within that time: its error comes back at once."""
+        with self._connecting:  # one connection, whichever thread asks first
+            if self.conn.is_connected:
+                return
+            if self._down and time.monotonic() - self._down[0] < settings.SSH_CONNECT:
+                raise self._down[1]
+            began = time.monotonic()
+            try:
+                self._open()
+            except StepError as e:
+                if time.monotonic() - began >= settings.SSH_SLOW:
+                    self._down = (time.monotonic(), e)
+                raise
+            self._down = None
+
+    def _open(self) -> None:
         try:
             self.conn.open()
             no_delay(self.conn)

@@ -24,16 +24,33 @@ def states(s: Session) -> tuple[dict[int, SlonyState], dict[int, StepError]]:
     return found, errors
 
 
+def dropped(found: dict[int, SlonyState]) -> set[int]:
+    """Nodes dropped from the cluster by a failover: a node that answered is the set's
+    origin and no longer counts them among its nodes (whether they answer or not).
+    Whatever such a node says of the set is stale."""
+    out: set[int] = set()
+    for n, st in found.items():
+        if st.schema and st.has_set and st.origin == n and st.nodes:
+            out |= {m for m in (1, 2) if m != n and m not in st.nodes}
+    return out
+
+
+def live(found: dict[int, SlonyState]) -> dict[int, SlonyState]:
+    """The states of the nodes that answered and are in the cluster (not dropped)."""
+    gone = dropped(found)
+    return {n: st for n, st in found.items() if n not in gone}
+
+
 def origin_in(found: dict[int, SlonyState]) -> int | None:
     """The set's origin as the nodes that answered know it (while they disagree, the
-    first one's)."""
-    return next((st.origin for st in found.values() if st.origin), None)
+    first one's); a node dropped by a failover has no say."""
+    return next((st.origin for st in live(found).values() if st.origin), None)
 
 
 def disagreement(s: Session, found: dict[int, SlonyState]) -> dict[str, str]:
     """{host: origin host it names} when the nodes name different origins (a MOVE SET
-    in flight), else {}."""
-    named = {n: st.origin for n, st in found.items() if st.origin}
+    in flight), else {}. A node dropped by a failover is no move in flight."""
+    named = {n: st.origin for n, st in live(found).items() if st.origin}
     if len(set(named.values())) < 2:
         return {}
     return {s.cluster.node(n).host: s.cluster.node(o).host for n, o in named.items()}

@@ -11,6 +11,7 @@ from . import settings
 from .checks.findings import report
 from .checks.preflight import preflight
 from .errors import StepError
+from .replication import dropped, states
 from .session import Session
 from .steps.access import hba, users
 from .steps.cluster import config, create_set, init, slons, subscribe
@@ -60,6 +61,16 @@ def migrate(
 
     add_keys: first give every table without a key one (steps.database.keys)."""
     cl = s.cluster
+    gone = dropped(states(s)[0])
+    if gone:
+        node = cl.node(min(gone))
+        raise StepError(
+            node.host,
+            f"{node.host} was dropped from the cluster by a failover; {cl.other(node).host}"
+            " is the origin",
+            f"inv rejoin --yes rebuilds {node.host} as its subscriber (inv lost-rows"
+            " first lists what only it holds)",
+        )
     s.out.line("== preflight")
     check(s, add_keys)
     before = len(s.changes)

@@ -23,6 +23,7 @@ def run_slonik(
     on_failure: str = "",
     statement_timeout: float | None = None,
     deadlock_timeout: float | None = None,
+    connect_timeout: float | None = None,
 ):
     """Run a slonik script on the slon host as postgres, script on stdin (never in
     argv); the result.
@@ -39,6 +40,7 @@ def run_slonik(
         on_failure=on_failure,
         statement_timeout=statement_timeout,
         deadlock_timeout=deadlock_timeout,
+        connect_timeout=connect_timeout,
     )
     try:
         result = s.slon_host.sudo(

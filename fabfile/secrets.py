@@ -18,9 +18,29 @@ from .model import StepError
 ENV = "SLONY_MIGRATE_PASSWORD"
 
 
-def password_file(cluster_name: str) -> Path:
+def home() -> Path:
+    """The operator's directory for slony-migrate's files ($SLONY_MIGRATE_HOME)."""
     base = os.environ.get("SLONY_MIGRATE_HOME") or "~/.config/slony-migrate"
-    return Path(base).expanduser() / f"{cluster_name}.password"
+    return Path(base).expanduser()
+
+
+def password_file(cluster_name: str) -> Path:
+    return home() / f"{cluster_name}.password"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (0600, in a 0700 directory when it makes
+    one), replacing it atomically: it holds data or secrets."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_password(password: str, source: str) -> str:

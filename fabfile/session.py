@@ -95,6 +95,10 @@ class Session:
         default_factory=list
     )  # plan.Change, as applied (or shown, in a dry run)
     ask: Callable[[str], bool] = ask_terminal  # a yes/no question to the operator
+    # hosts this run fenced before its task began: a node a failover dropped, found
+    # back and open to the applications (endgame.returned.first_contact)
+    fenced_now: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)  # when the task began
     _password: str | None = None
 
     def host(self, name: str) -> Host:

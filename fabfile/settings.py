@@ -29,6 +29,9 @@ DEFAULTS = {
 
 # --- SSH and SQL ----------------------------------------------------------------------
 SSH_CONNECT = 15  # connecting to a host
+SSH_SLOW = (
+    5  # ... a failed attempt that took this long is not repeated within SSH_CONNECT
+)
 SSH_GRACE = 15  # a remote command bounded on its host: how much longer SSH waits for it
 PSQL = 120  # one psql call (catalog queries, DDL)
 CHECKSUMS = 3600  # verify's checksum query over a whole database side
@@ -105,6 +108,9 @@ XACT_AGE = 60.0  # a transaction older than this blocks a switchover (flag --xac
 WAIT_XACTS = 30.0  # ... after waiting this long for it (flag --wait-xacts)
 FAILOVER_WRITABLE = 120  # failover: the backup node accepts writes
 MATVIEW_REFRESH = 600.0  # switchover, failover: one materialized view's REFRESH at most
+# failover: libpq waits this long for the dead origin's PostgreSQL (from the slon host,
+# and slonik's own connections) before it counts as not answering
+FAILOVER_CONNECT = 5
 # preflight: a transaction open longer than this on the master is reported
 LONG_TRANSACTION = 300
 POLL = 1.0  # between two looks at something that is expected to change

@@ -5,11 +5,12 @@ Status and verify only read. Switchover, failover and finish check first, act th
 slonik, then prove the result on the servers.
 """
 
-from . import failover, finish, status, switchover, verify
+from . import failover, finish, returned, status, switchover, verify
 
 __all__ = [
     "failover",
     "finish",
+    "returned",
     "status",
     "switchover",
     "verify",

@@ -22,7 +22,7 @@ from ..steps import identity
 from ..steps.access import hba, pgpass
 from ..steps.cluster import start_slon, stop_slons
 from ..wait import poll
-from .failover import fence
+from .returned import fence
 
 
 def uninstall_node(s: Session, step: str, node: Node, bounded: bool) -> Change:

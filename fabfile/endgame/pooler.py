@@ -181,6 +181,37 @@ def repoint(
     ]
 
 
+def cut(s: Session, step: str, name: str, config: str, origin: Node) -> list[Change]:
+    """In a failover, before FAILOVER: the change that points PgBouncer's entry at the
+    node to promote (`origin`), RELOADs, then drops every connection of the database
+    (KILL: a server connection to a dead origin hangs for minutes, its client with it)
+    and lets new ones in again (RESUME): the application reconnects, to `origin`, and
+    never reaches the old origin again through PgBouncer."""
+    p, entry = describe(s, name, config)
+    new = (
+        p.text
+        if points_at(entry, origin)
+        else point_pooler(p.text, p.database, origin.dbhost, origin.port)
+    )
+
+    def action() -> None:
+        if new != p.text:
+            point(p, origin, new)
+        admin(p, "RELOAD", f"KILL {p.database}")
+        admin(p, f"RESUME {p.database}", check=False)  # KILL pauses new connections
+
+    return [
+        Change(
+            name,
+            step,
+            f"point PgBouncer's {p.database} at {origin.host} ({origin.dbhost}), RELOAD,"
+            f" drop its connections (KILL {p.database}, RESUME): the application"
+            f" reconnects to {origin.host}",
+            Action(action, diff(p.text, new, p.config)),
+        )
+    ]
+
+
 def paused_marker(s: Session) -> str:
     """A file on the slon host while a switchover has (or may have) PgBouncer paused:
     PgBouncer's host and pgbouncer.ini, so that the next switchover resumes it when this

@@ -13,6 +13,7 @@ from ..model import Node
 from ..render import parse
 from ..session import Session
 from ..wait import wait_until
+from . import returned
 from .pooler import paused_marker
 
 
@@ -40,6 +41,21 @@ class Lag:
 
 
 @dataclass
+class FailedOver:
+    """A node a failover dropped from the cluster (endgame.returned)."""
+
+    host: str
+    origin: str  # the node that took over
+    at: str | None  # when (None: no failover record)
+    since: str | None  # the last SYNC of it the origin applied
+    reachable: bool
+    stale: bool  # it still holds its old Slony state (believes it is the origin)
+    rows: int | None  # writes only it holds (None: not known)
+    fenced: bool | None  # no application may connect (None: not known)
+    fenced_now: bool = False  # this run fenced it: it was open to the applications
+
+
+@dataclass
 class Status:
     cluster: str
     set: int
@@ -63,6 +79,7 @@ class Status:
     errors: dict[str, str] = field(default_factory=dict)
     # host: code beyond built-in slon would run there as a superuser (checks' rule)
     code: dict[str, list[str]] = field(default_factory=dict)
+    failed_over: FailedOver | None = None  # a node a failover dropped
 
     def lag_of(self, host: str) -> Lag | None:
         return next((l for l in self.lag or [] if l.node == host), None)
@@ -76,6 +93,7 @@ def status(s: Session) -> Status:
     cl = s.cluster
     report = Status(cl.name, cl.set_id, cl.database)
     states, errors = replication.states(s)
+    r = returned.find(s, states, errors)
     for n in cl.nodes:
         report.nodes.append(
             NodeStatus(n.id, n.host, True, states[n.id].schema)
@@ -84,44 +102,57 @@ def status(s: Session) -> Status:
         )
     origin = replication.origin_in(states)
     report.origins = replication.disagreement(s, states)
-    report.locked = [cl.node(n).host for n, st in states.items() if st.locked]
+    report.locked = [
+        cl.node(n).host for n, st in replication.live(states).items() if st.locked
+    ]
+    if r is not None:
+        report.failed_over = failed_over(s, r)
     if origin:
         report.origin = cl.node(origin).host
         subscriber = cl.other(cl.node(origin))
-        sub = next(
-            (st.subscribed for st in states.values() if st.subscribed is not None), None
-        )
-        # sl_subscribe on the subscriber says whether its copy is done.
-        active = None
-        if subscriber.id in states and states[subscriber.id].schema:
-            active = facts.subscription_active(s.node_host(subscriber), cl, subscriber)
-        report.subscription = Subscription(
-            subscriber.host, sub is not None or bool(active), active
-        )
+        if r is None or r.node != subscriber:
+            sub = next(
+                (st.subscribed for st in states.values() if st.subscribed is not None),
+                None,
+            )
+            # sl_subscribe on the subscriber says whether its copy is done.
+            active = None
+            if subscriber.id in states and states[subscriber.id].schema:
+                active = facts.subscription_active(
+                    s.node_host(subscriber), cl, subscriber
+                )
+            report.subscription = Subscription(
+                subscriber.host, sub is not None or bool(active), active
+            )
+            if report.subscription.exists and not active and origin in states:
+                report.copy = facts.copy_progress(
+                    s.node_host(cl.node(origin)),
+                    s.node_host(subscriber),
+                    s.slon_host,
+                    cl,
+                    subscriber,
+                )
         if origin in states:
             report.lag = [
                 Lag(cl.node(node).host, events, round(seconds, 1))
                 for node, events, seconds in facts.lag(s.node_host(cl.node(origin)), cl)
             ]
         for n in cl.nodes:
-            found = (
-                facts.code_run_by_replication(s.node_host(n), cl)
-                if n.id in states
-                else []
-            )
-            if found:
-                report.code[n.host] = found
-        if origin == cl.master.id and report.subscription.exists and not active:
-            report.copy = facts.copy_progress(
-                s.master_host, s.slave_host, s.slon_host, cl
-            )
+            if n.id in states and (r is None or n != r.node):
+                found = facts.code_run_by_replication(s.node_host(n), cl)
+                if found:
+                    report.code[n.host] = found
     try:
         report.slonik = facts.slonik_running(s.slon_host, cl)
         mark = s.slon_host.read_file(paused_marker(s))
         report.paused = ", ".join(mark.splitlines()) if mark else None
         for n in cl.nodes:
             report.slons[n.instance] = facts.slon_running(s.slon_host, cl, n.instance)
+            if r is not None and n == r.node:
+                continue  # its slon's last words are from before the failover
             failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, n, lines=500))
+            if failing and before_failover(failing[0], r):
+                continue  # about the node that was dropped, from before
             if failing:
                 report.errors[n.instance] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
@@ -129,9 +160,46 @@ def status(s: Session) -> Status:
     return report
 
 
+def before_failover(logged: str, r: returned.Returned | None) -> bool:
+    """Whether a slon log line's time (UTC, the slon host's clock) is from before the
+    failover that dropped `r`'s node."""
+    at = (r.record or {}).get("at_epoch") if r else None
+    return at is not None and parse.epoch(logged) < float(at)
+
+
+def failed_over(s: Session, r: returned.Returned) -> FailedOver:
+    """What status shows of a node a failover dropped."""
+    cl = s.cluster
+    rows = fenced = None
+    if r.reachable:
+        h = s.node_host(r.node)
+        try:
+            if r.stale:
+                rows = facts.lost_count(h, cl, r.node, r.snapshot)
+            if facts.database_exists(h, cl.database):
+                fenced = facts.fenced(h, cl.database)
+        except StepError:
+            pass
+    return FailedOver(
+        r.node.host,
+        r.origin.host,
+        r.at,
+        r.since,
+        r.reachable,
+        r.stale,
+        rows,
+        fenced,
+        r.node.host in s.fenced_now,
+    )
+
+
 def format_status(report: Status) -> str:
     lines = [f"cluster {report.cluster}, set {report.set}, database {report.database}"]
+    fo = report.failed_over
     for n in report.nodes:
+        if fo and n.host == fo.host:
+            lines.append(f"  node {n.id} {n.host}: {failed_over_line(fo, n)}")
+            continue
         state = (
             ("unreachable: " + n.error)
             if not n.reachable
@@ -139,6 +207,18 @@ def format_status(report: Status) -> str:
         )
         lines.append(f"  node {n.id} {n.host}: {state}")
     lines.append(f"  origin: {report.origin or 'no set yet'}")
+    if fo:
+        lines.append(
+            f"  what to do: {fo.origin} is the origin; it has no subscriber."
+            + (
+                f" inv lost-rows writes what only {fo.host} holds to a file; inv"
+                f" rejoin --yes rebuilds {fo.host} as a subscriber of {fo.origin}"
+                " (it writes that file first)"
+                if fo.reachable
+                else f" Once {fo.host} is back: inv lost-rows, then inv rejoin --yes"
+            )
+            + f". Never switch over to {fo.host} before that: it is stale."
+        )
     if report.origins:
         lines.append(
             "  MOVE IN FLIGHT: "
@@ -166,6 +246,8 @@ def format_status(report: Status) -> str:
             " resumes it first"
         )
     sub = report.subscription
+    if fo and not sub:
+        lines.append(f"  subscription: none ({fo.host} is out of the cluster)")
     if sub:
         what = (
             "copy done, replicating"
@@ -195,17 +277,124 @@ def format_status(report: Status) -> str:
     return "\n".join(lines)
 
 
-def show_status(s: Session, watch: int = 0, as_json: bool = False) -> None:
-    """Print the status once, or every `watch` seconds until interrupted."""
+def failed_over_line(fo: FailedOver, n: NodeStatus) -> str:
+    """The line of a node a failover dropped: when, what it still holds, whether the
+    applications can reach it."""
+    when = f" at {fo.at}" if fo.at else ""
+    text = f"FAILED OVER{when}, out of the cluster"
+    if not fo.reachable:
+        return f"{text}, unreachable ({n.error})"
+    if fo.stale:
+        since = f" after {fo.since}" if fo.since else ""
+        rows = "an unknown number of" if fo.rows is None else str(fo.rows)
+        text += f", still holds {rows} rows written{since} (only there)"
+    else:
+        text += ", its old Slony state removed (inv rejoin goes on)"
+    if fo.fenced_now:
+        return text + "; it was open to the applications: fenced now"
+    if fo.fenced:
+        return text + "; fenced (no application may connect)"
+    if fo.fenced is None:
+        return text + "; whether the applications can connect is not known"
+    return text + "; NOT FENCED: the applications can connect"
+
+
+# Monitoring-plugin exit codes (`status --check`).
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def check(report: Status) -> tuple[int, str]:
+    """Pure: the status as a monitoring plugin says it: (exit code, one line). A node
+    a failover dropped that is back and was open to the applications is CRITICAL (the
+    run that found it fenced it); one that is fenced or away leaves the origin alone,
+    WARNING; the origin unreachable is CRITICAL; a healthy pair is OK. Other states:
+    WARNING naming the first thing wrong."""
+    code, text = verdict(report)
+    return code, f"SLONY {LABELS[code]} - {text}"
+
+
+def verdict(report: Status) -> tuple[int, str]:
+    fo = report.failed_over
+    if fo:
+        when = f" at {fo.at}" if fo.at else ""
+        only = f", {fo.rows} write(s) only there" if fo.rows else ""
+        todo = "inv lost-rows, then inv rejoin --yes"
+        if fo.reachable and (fo.fenced_now or fo.fenced is False):
+            how = "fenced now" if fo.fenced_now else "NOT fenced"
+            return CRITICAL, (
+                f"{fo.host}, failed over{when}, is back and was open to the"
+                f" applications ({how}){only}; {fo.origin} is the origin: {todo}"
+            )
+        where = "fenced" if fo.reachable else "unreachable"
+        return WARNING, (
+            f"{fo.origin} is the origin without a subscriber: {fo.host} failed"
+            f" over{when}, out of the cluster ({where}){only}: {todo}"
+        )
+    if not any(n.reachable for n in report.nodes):
+        return UNKNOWN, "no node answers: " + "; ".join(n.error for n in report.nodes)
+    down = report.unreachable()
+    if down and down.host == report.origin:
+        return CRITICAL, (
+            f"the origin {down.host} is unreachable ({down.error}): once it is"
+            " known dead, inv failover"
+        )
+    if report.locked:
+        return CRITICAL, (
+            f"set {report.set} locked on {', '.join(report.locked)}: application"
+            " writes refused; inv switchover (or switchback) unlocks it"
+        )
+    problems = []
+    if down:
+        problems.append(f"{down.host} unreachable")
+    if report.origin is None:
+        problems.append(f"set {report.set} does not exist")
+    if report.origins:
+        problems.append("a move is in flight (the nodes name different origins)")
+    if report.paused:
+        problems.append(f"PgBouncer may be paused ({report.paused})")
+    if report.slonik:
+        problems.append("an interrupted switchover's slonik still runs")
+    sub = report.subscription
+    if sub and not sub.active:
+        problems.append(
+            f"{sub.receiver}: {'initial copy running' if sub.exists else 'not subscribed'}"
+        )
+    if report.slons_error:
+        problems.append(report.slons_error)
+    stopped = [n for n, pid in report.slons.items() if not pid]
+    if stopped:
+        problems.append(f"slon not running for {', '.join(stopped)}")
+    problems += [f"slon {n} fails" for n in report.errors]
+    if problems:
+        return WARNING, "; ".join(problems)
+    lag = report.lag_of(sub.receiver) if sub else None
+    return OK, (
+        f"{report.origin} is the origin, {sub.receiver if sub else '?'} replicates"
+        + (f" (lag {lag.seconds} s, {lag.events} events)" if lag else "")
+    )
+
+
+def show_status(
+    s: Session, watch: int = 0, as_json: bool = False, check_only: bool = False
+) -> int:
+    """Print the status once, or every `watch` seconds until interrupted; with
+    check_only one line as a monitoring plugin prints it. Its exit code (check)."""
     while True:
         report = status(s)
+        code, line = check(report)
+        if check_only:
+            s.out.line(line)
+            return code
         s.out.line(
             json.dumps(asdict(report), indent=2) if as_json else format_status(report)
         )
         if not watch:
-            return
+            return code
         time.sleep(int(watch))
         s.out.line("")
+        # a node a failover dropped may have come back meanwhile
+        s.fenced_now = returned.first_contact(s, to_stderr=True)
 
 
 def wait_for_sync(

@@ -43,8 +43,18 @@ class Unmoved(StepError):
 
 
 def refuse_unready(report: Status, new: Node, cl: Cluster, slon_name: str) -> None:
-    """StepError when a node is unreachable, the new origin is no active subscriber
-    or a slon is down."""
+    """StepError when a failover dropped a node, a node is unreachable, the new origin
+    is no active subscriber or a slon is down."""
+    fo = report.failed_over
+    if fo:
+        raise StepError(
+            fo.host,
+            f"{fo.host} was dropped from the cluster by a failover"
+            + (f" at {fo.at}" if fo.at else "")
+            + f" and is stale: {fo.origin} is the origin, without a subscriber",
+            f"inv lost-rows, then inv rejoin --yes (once {fo.host} is back); then"
+            " switch over",
+        )
     down = report.unreachable()
     if down:
         raise StepError(
@@ -657,8 +667,12 @@ def recover(s: Session, step: str) -> None:
     slontiming.restore(s, step)  # an interrupted switchover's quick slon timing
     apply(s, pin_definers(s, step))  # clusters made before the tool pinned them
     states, errors = replication.states(s)
-    if errors or not all(st.has_set for st in states.values()):
-        return  # the checks name an unreachable node; no set, nothing to recover
+    if (
+        errors
+        or not all(st.has_set for st in states.values())
+        or replication.dropped(states)
+    ):
+        return  # the checks name an unreachable or dropped node; no set, nothing to do
     if replication.disagreement(s, states):
         s.say(
             cl.slon_name,

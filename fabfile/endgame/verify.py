@@ -3,7 +3,7 @@ and their schemas."""
 
 from __future__ import annotations
 
-from .. import facts, settings
+from .. import facts, replication, settings
 from ..errors import StepError
 from ..remote import Host
 from ..render.parse import float_digits
@@ -72,6 +72,15 @@ def verify(s: Session, rounds: int = settings.VERIFY_ROUNDS) -> list[str]:
     the differences.
     """
     step, cl = "verify", s.cluster
+    gone = replication.dropped(replication.states(s)[0])
+    if gone:
+        node = cl.node(min(gone))
+        raise StepError(
+            node.host,
+            f"{node.host} was dropped from the cluster by a failover: there is no"
+            " subscriber to compare the origin with",
+            "inv status; inv rejoin --yes rebuilds it as a subscriber",
+        )
     origin = require_origin(s)
     subscriber = cl.other(origin)
     origin_host, subscriber_host = s.node_host(origin), s.node_host(subscriber)

@@ -49,6 +49,8 @@ __all__ = [
     "data_directory",
     "schema_objects",
     "fenced",
+    "connect_grantees",
+    "row_count",
     "ssl_on",
     "code_run_by_replication",
     "identity_columns",
@@ -520,6 +522,46 @@ SELECT NOT EXISTS (SELECT 1 FROM pg_roles r WHERE NOT r.rolsuper AND r.rolcanlog
         )
         == "t"
     )
+
+
+def connect_grantees(host: Host, database: str) -> list[str]:
+    """Who but superusers may connect to `database`: PUBLIC and the roles granted
+    CONNECT by name (what render.sql.fence_database takes, and unfence_database gives
+    back)."""
+    return [
+        r[0]
+        for r in host.psql(
+            f"""
+SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname END
+  FROM pg_database d,
+       aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+  LEFT JOIN pg_roles r ON r.oid = a.grantee
+ WHERE d.datname = {literal(database)} AND a.privilege_type = 'CONNECT'
+   AND (a.grantee = 0 OR NOT r.rolsuper)
+ ORDER BY 1"""
+        )
+    ]
+
+
+def row_count(host: Host, database: str, tables: list[str]) -> int:
+    """How many rows the tables (quoted qualified names) hold together; missing ones
+    count 0."""
+    if not tables:
+        return 0
+    names = ", ".join(literal(t) for t in tables)
+    existing = [
+        r[0]
+        for r in host.psql(
+            f"SELECT t FROM unnest(ARRAY[{names}]::text[]) t WHERE EXISTS (SELECT 1"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE"
+            " quote_ident(n.nspname) || '.' || quote_ident(c.relname) = t)",
+            database,
+        )
+    ]
+    if not existing:
+        return 0
+    total = " + ".join(f"(SELECT count(*) FROM {t})" for t in existing)
+    return int(host.value(f"SELECT {total}", database) or 0)
 
 
 def ssl_on(host: Host) -> bool:

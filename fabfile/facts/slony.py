@@ -3,12 +3,14 @@ lag, events, copy."""
 
 from __future__ import annotations
 
+import json
+
 from .. import settings
 from ..errors import StepError
 from ..model import Cluster, Node, SlonyState
 from ..remote import Host
 from ..render import parse
-from ..render.sql import INTEGER_KEYS, literal, read_tables
+from ..render.sql import GUARD, INTEGER_KEYS, literal, read_tables, registry_key
 from .catalog import client_sessions, cluster_exists
 from .system import epoch_now, slon_log
 
@@ -32,9 +34,16 @@ __all__ = [
     "guarded_tables",
     "slonik_running",
     "server_now",
+    "server_time",
     "transactions_before",
     "received_from",
     "slony_ids",
+    "setsync",
+    "failover_record",
+    "lost_rows",
+    "lost_count",
+    "last_event_at",
+    "guard_installed",
 ]
 
 
@@ -329,9 +338,12 @@ def sequence_value(host: Host, cluster: Cluster, sequence: str) -> int:
     return int(host.value(f"SELECT last_value FROM {sequence}", cluster.database))
 
 
-def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
+def copy_progress(
+    master: Host, slave: Host, slon: Host, cl: Cluster, receiver: Node | None = None
+) -> dict:
     """The initial copy as the subscriber shows it: slon log, pg_stat_progress_copy
-    (from 14: before, tables done only), origin table sizes."""
+    (from 14: before, tables done only), origin table sizes. `master`: the origin's
+    host, `slave`: the receiver's (`receiver`, the slave unless a node rejoins)."""
     sizes = {
         parse.plain(r[0]): int(r[1])
         for r in master.psql(
@@ -341,7 +353,7 @@ def copy_progress(master: Host, slave: Host, slon: Host, cl: Cluster) -> dict:
             cl.database,
         )
     }
-    log = parse.parse_copy_log(slon_log(slon, cl, cl.slave))
+    log = parse.parse_copy_log(slon_log(slon, cl, receiver or cl.slave))
     rows = (
         slave.psql(
             "SELECT p.relid::regclass::text, p.bytes_processed FROM"
@@ -383,6 +395,13 @@ def slonik_running(host: Host, cluster: Cluster) -> int | None:
 def server_now(host: Host) -> str:
     """The server's clock, as PostgreSQL prints a timestamptz."""
     return host.value("SELECT clock_timestamp()")
+
+
+def server_time(host: Host) -> tuple[str, float]:
+    """The server's clock, as PostgreSQL prints a timestamptz and in seconds since the
+    epoch."""
+    row = host.psql("SELECT c::text, extract(epoch FROM c) FROM clock_timestamp() c")[0]
+    return row[0], float(row[1])
 
 
 def transactions_before(host: Host, since: str) -> list[tuple[str, str, str, int, str]]:
@@ -469,3 +488,130 @@ def slony_ids(host: Host, cluster: Cluster) -> tuple[set[int], set[int], set[int
     for kind, i in rows:
         ids[kind].add(int(i))
     return ids["set"], ids["table"], ids["sequence"]
+
+
+def setsync(host: Host, cluster: Cluster) -> dict | None:
+    """The last SYNC of the set's origin this subscriber applied (sl_setsync): its
+    number, its snapshot and its time on the origin's clock; None on the origin."""
+    s = cluster.schema
+    rows = host.psql(
+        f"""
+SELECT y.ssy_origin, y.ssy_seqno, y.ssy_snapshot::text,
+       coalesce((SELECT e.ev_timestamp::text FROM {s}.sl_event e
+                  WHERE e.ev_origin = y.ssy_origin AND e.ev_seqno = y.ssy_seqno), '')
+  FROM {s}.sl_setsync y WHERE y.ssy_setid = {cluster.set_id}""",
+        cluster.database,
+    )
+    if not rows:
+        return None
+    origin, seqno, snapshot, at = rows[0]
+    return {
+        "origin": int(origin),
+        "seqno": int(seqno),
+        "snapshot": snapshot,
+        "at": at,
+    }
+
+
+def failover_record(host: Host, cluster: Cluster, node: Node) -> dict | None:
+    """What the failover that dropped `node` recorded on the node that took over (its
+    sl_registry): when, the last SYNC of `node` applied there, and how the node was
+    fenced; None without a record."""
+    text = host.value(
+        f"SELECT reg_text FROM {cluster.schema}.sl_registry WHERE reg_key ="
+        f" {literal(registry_key(node.id))}",
+        cluster.database,
+    )
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def lost_where(cluster: Cluster, node: Node, snapshot: str | None) -> str:
+    """The rows of `node` in its own log (sl_log_1, sl_log_2) that a SYNC with
+    `snapshot` did not carry (every row of `node` when None)."""
+    visible = (
+        f" AND NOT txid_visible_in_snapshot(l.log_txid, {literal(snapshot)}::txid_snapshot)"
+        if snapshot
+        else ""
+    )
+    return f"l.log_origin = {node.id}{visible}"
+
+
+def lost_log(cluster: Cluster) -> str:
+    s = cluster.schema
+    return f"(SELECT * FROM {s}.sl_log_1 UNION ALL SELECT * FROM {s}.sl_log_2) l"
+
+
+def lost_rows(
+    host: Host, cluster: Cluster, node: Node, snapshot: str | None
+) -> list[list[str]]:
+    """The writes `node` still holds in its log that a SYNC with `snapshot` did not
+    carry, in the order it made them: (action seq, txid, table, command type, changed
+    columns, arguments as JSON, the table's key columns as JSON, the time of the first
+    SYNC of `node` after the write or ''). For render.lost.parse_row."""
+    s = cluster.schema
+    return host.psql(
+        f"""
+WITH keys AS (
+  SELECT t.tab_id, json_agg(a.attname::text ORDER BY k.n) AS cols
+    FROM {s}.sl_table t
+    JOIN pg_index i
+      ON i.indexrelid = (quote_ident(t.tab_nspname) || '.' || quote_ident(t.tab_idxname))::regclass
+    CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n)
+    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+   GROUP BY t.tab_id)
+SELECT l.log_actionseq, l.log_txid,
+       quote_ident(l.log_tablenspname) || '.' || quote_ident(l.log_tablerelname),
+       l.log_cmdtype, coalesce(l.log_cmdupdncols, 0), array_to_json(l.log_cmdargs),
+       coalesce(k.cols, '[]'::json),
+       coalesce((SELECT min(e.ev_timestamp)::text FROM {s}.sl_event e
+                  WHERE e.ev_origin = {node.id} AND e.ev_type = 'SYNC'
+                    AND txid_visible_in_snapshot(l.log_txid, e.ev_snapshot)), '')
+  FROM {lost_log(cluster)} LEFT JOIN keys k ON k.tab_id = l.log_tableid
+ WHERE {lost_where(cluster, node, snapshot)}
+ ORDER BY l.log_actionseq""",
+        cluster.database,
+        timeout=settings.CHECKSUMS,
+    )
+
+
+def lost_count(host: Host, cluster: Cluster, node: Node, snapshot: str | None) -> int:
+    """How many writes lost_rows would list."""
+    return int(
+        host.value(
+            f"SELECT count(*) FROM {lost_log(cluster)} WHERE"
+            f" {lost_where(cluster, node, snapshot)}",
+            cluster.database,
+        )
+        or 0
+    )
+
+
+def last_event_at(host: Host, cluster: Cluster, node: Node) -> str:
+    """When `node` made its newest event that this node knows ('' for none)."""
+    return (
+        host.value(
+            f"SELECT coalesce(max(ev_timestamp)::text, '') FROM {cluster.schema}.sl_event"
+            f" WHERE ev_origin = {node.id}",
+            cluster.database,
+        )
+        or ""
+    )
+
+
+def guard_installed(host: Host, cluster: Cluster) -> bool:
+    """Whether render.sql.guard is on both of this node's log tables."""
+    return (
+        host.value(
+            f"SELECT count(*) FROM pg_trigger WHERE tgname = {literal(GUARD)} AND tgrelid"
+            f" IN ('{cluster.schema}.sl_log_1'::regclass,"
+            f" '{cluster.schema}.sl_log_2'::regclass)",
+            cluster.database,
+        )
+        == "2"
+    )

@@ -162,10 +162,17 @@ def file_stat(host: Host, path: str) -> tuple[str, str] | None:
     return tuple(r.stdout.split()) if r.ok else None
 
 
-def replication_login(host: Host, cluster: Cluster, node: Node) -> str:
+def replication_login(
+    host: Host, cluster: Cluster, node: Node, connect_timeout: int = 0
+) -> str:
     """'' when the postgres user of this host logs in to the node's database as the
-    replication user over TCP with its .pgpass (no prompt), else psql's error."""
-    cmd = f"{client_env(cluster)} psql -X -q {client_args(cluster, node)} -c 'SELECT 1'"
+    replication user over TCP with its .pgpass (no prompt), else psql's error.
+    connect_timeout: seconds libpq waits for the server at most (0: its default)."""
+    bound = f"PGCONNECT_TIMEOUT={int(connect_timeout)} " if connect_timeout else ""
+    cmd = (
+        f"{bound}{client_env(cluster)} psql -X -q {client_args(cluster, node)} -c"
+        " 'SELECT 1'"
+    )
     r = host.sudo(cmd, user="postgres", check=False, timeout=settings.LOGIN)
     if r.ok:
         return ""

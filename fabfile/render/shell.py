@@ -84,6 +84,7 @@ def slonik_shell(
     program: str = "",
     deadlock_timeout: float | None = None,
     unfinished: str = "",
+    connect_timeout: float | None = None,
 ) -> str:
     """The shell command that runs slonik (script on stdin) on the slon host, bounded
     and stoppable.
@@ -95,6 +96,8 @@ def slonik_shell(
     slonik's own sessions (not the slons'), in seconds.
     on_failure: a slonik script run on the slon host when this one fails or times out
     (e.g. UNLOCK SET).
+    connect_timeout: libpq's, for each of slonik's connections (a node that is dead
+    and drops packets costs this, not the system's TCP timeout of minutes).
     program: what reads the script on stdin, if not slonik (psql_on, for lock_set_script
     and move_set_script).
     unfinished: a file that, still there when the program has ended, says it ended
@@ -112,6 +115,8 @@ def slonik_shell(
         + [f"-c {k}={max(1, round(v * 1000))}" for k, v in settings.items() if v]
     )
     options = f"PGOPTIONS='{options}' "
+    if connect_timeout:
+        options += f"PGCONNECT_TIMEOUT={max(2, round(connect_timeout))} "
     # A background job reads /dev/null unless told otherwise: hand it our stdin (the
     # script) as fd 3.
     cmd = (

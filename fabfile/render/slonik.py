@@ -34,11 +34,13 @@ def conninfo(cluster: Cluster, node: Node) -> str:
     )
 
 
-def slonik_preamble(cluster: Cluster) -> str:
+def slonik_preamble(cluster: Cluster, nodes: list[Node] | None = None) -> str:
+    """The cluster's name and the admin conninfo of `nodes` (both, unless only some
+    may be reached: slonik tries every node it is told of)."""
     lines = [f"cluster name = {cluster.name};"]
     lines += [
         f"node {n.id} admin conninfo = {lit(conninfo(cluster, n))};"
-        for n in cluster.nodes
+        for n in (nodes or cluster.nodes)
     ]
     return "\n".join(lines) + "\n"
 
@@ -174,12 +176,32 @@ def slonik_execute_script(
     )
 
 
-def slonik_subscribe(cluster: Cluster) -> str:
-    m, s = cluster.master, cluster.slave
+def slonik_subscribe(
+    cluster: Cluster, provider: Node | None = None, receiver: Node | None = None
+) -> str:
+    """Subscribe `receiver` (the slave) to the set from `provider` (the master)."""
+    m, s = provider or cluster.master, receiver or cluster.slave
     return (
         slonik_preamble(cluster)
         + f"subscribe set (id = {cluster.set_id}, provider = {m.id}, receiver = {s.id},"
         " forward = yes);\n"
+    )
+
+
+def slonik_store_node(cluster: Cluster, node: Node, event_node: Node) -> str:
+    """Store `node` (a database without the cluster's schema) as a node again, its
+    configuration from `event_node`, and the paths both ways: a node dropped by a
+    failover rejoins under its old id."""
+    role = "master" if node == cluster.master else "slave"
+    return (
+        slonik_preamble(cluster)
+        + f"store node (id = {node.id}, comment = {lit(f'{role} {node.host}')},"
+        f" event node = {event_node.id});\n"
+        + "".join(
+            f"store path (server = {server.id}, client = {client.id}, conninfo ="
+            f" {lit(conninfo(cluster, server))});\n"
+            for server, client in ((node, event_node), (event_node, node))
+        )
     )
 
 
@@ -197,10 +219,19 @@ def slonik_unlock_set(cluster: Cluster, origin: Node) -> str:
 
 
 def slonik_failover(cluster: Cluster, origin: Node, subscriber: Node) -> str:
-    """Promote the subscriber (Slony's backup node) when the origin is dead, then
-    drop the origin."""
+    """Promote the subscriber (Slony's backup node) when the origin is dead. slonik is
+    told of the subscriber only: it would try to reach the dead origin too (minutes
+    when its packets are dropped)."""
     return (
-        slonik_preamble(cluster)
+        slonik_preamble(cluster, [subscriber])
         + f"failover (id = {origin.id}, backup node = {subscriber.id});\n"
-        f"drop node (id = {origin.id}, event node = {subscriber.id});\n"
+    )
+
+
+def slonik_drop_node(cluster: Cluster, node: Node, event_node: Node) -> str:
+    """Drop a failed node from the cluster (after FAILOVER), told of the event node
+    only."""
+    return (
+        slonik_preamble(cluster, [event_node])
+        + f"drop node (id = {node.id}, event node = {event_node.id});\n"
     )

@@ -291,10 +291,99 @@ SELECT count(pg_terminate_backend(a.pid))
 """
 
 
-def unfence_database(database: str) -> str:
-    """What gives the applications their CONNECT back (PUBLIC's, as PostgreSQL grants
-    it by default)."""
-    return f"GRANT CONNECT ON DATABASE {ident(database)} TO PUBLIC"
+def unfence_database(database: str, grantees: list[str] | None = None) -> str:
+    """What gives the applications their CONNECT back: to `grantees` (PUBLIC or role
+    names, as they had it before the fence: facts.connect_grantees), else PUBLIC's, as
+    PostgreSQL grants it by default."""
+    names = grantees if grantees else ["PUBLIC"]
+    return "; ".join(
+        f"GRANT CONNECT ON DATABASE {ident(database)} TO "
+        + ("PUBLIC" if name == "PUBLIC" else ident(name))
+        for name in names
+    )
+
+
+# --- the guard against a node that comes back after a failover ------------------------
+
+GUARD = "slony_migrate_guard"
+
+
+def guard(schema: str, user: str, version_num: int) -> str:
+    """The guard that makes a node refuse the applications' writes by itself when it
+    comes back after a crash, until a slon of its own has run since PostgreSQL
+    started: a trigger on Slony's log tables (sl_log_1, sl_log_2), which every write
+    of the applications on an origin goes through (Slony's log trigger). A node dropped
+    by a failover gets no slon any more, so it refuses; an origin that only restarted
+    takes writes again as soon as its slon (restarted by its watchdog) has connected.
+
+    It fires only in PostgreSQL's origin role: slon applies replicated rows as a
+    replica and is never stopped by it. A session that passed it once is not checked
+    again (from 9.6; before, each write looks). Created or replaced with its triggers:
+    running it again changes nothing. `schema` is the cluster's (_<cluster>), `user`
+    the replication role the slons log in as.
+    """
+    cached = version_num >= 90600
+    check = (
+        "  IF current_setting('slony_migrate.guard', true) = 'passed' THEN\n"
+        "    RETURN NEW;\n  END IF;\n"
+        if cached
+        else ""
+    )
+    passed = (
+        "    PERFORM set_config('slony_migrate.guard', 'passed', false);\n"
+        if cached
+        else ""
+    )
+    node = f"(SELECT last_value FROM {schema}.sl_local_node_id)"
+    triggers = "".join(
+        f"DROP TRIGGER IF EXISTS {GUARD} ON {schema}.{table};\n"
+        f"CREATE TRIGGER {GUARD} BEFORE INSERT ON {schema}.{table} FOR EACH ROW"
+        f" EXECUTE PROCEDURE {schema}.{GUARD}();\n"
+        for table in ("sl_log_1", "sl_log_2")
+    )
+    return f"""CREATE OR REPLACE FUNCTION {schema}.{GUARD}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $guard$
+BEGIN
+{check}  IF EXISTS (SELECT 1 FROM pg_stat_activity
+              WHERE datname = current_database() AND usename = {literal(user)}
+                AND application_name LIKE 'slon.local%')
+     OR EXISTS (SELECT 1 FROM {schema}.sl_event
+                 WHERE ev_origin = {node} AND ev_timestamp >= pg_postmaster_start_time())
+  THEN
+{passed}    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'slony-migrate: writes refused on Slony node %: PostgreSQL started at %'
+    ' and no slon of this node has run since: it may have been dropped by a failover',
+    {node}, pg_postmaster_start_time()
+    USING HINT = 'inv status (on the operator''s machine) tells; if this node is still'
+      ' the origin, start its slon (inv slons) and write again';
+END
+$guard$;
+COMMENT ON FUNCTION {schema}.{GUARD}() IS
+  'slony-migrate: refuses writes on a node that came back without its slon (inv status)';
+{triggers}"""
+
+
+# --- the failover record (sl_registry on the new origin) ------------------------------
+
+
+def registry_key(node_id: int) -> str:
+    """The key of the failover record of a dropped node in sl_registry on the node that
+    took over."""
+    return f"slony-migrate:failover:{int(node_id)}"
+
+
+def registry_set(schema: str, key: str, text: str) -> str:
+    """Store `text` under `key` in the cluster's sl_registry (replacing it)."""
+    return (
+        f"BEGIN;\nDELETE FROM {schema}.sl_registry WHERE reg_key = {literal(key)};\n"
+        f"INSERT INTO {schema}.sl_registry (reg_key, reg_text, reg_timestamp) VALUES"
+        f" ({literal(key)}, {literal(text)}, now());\nCOMMIT;\n"
+    )
+
+
+def registry_delete(schema: str, key: str) -> str:
+    return f"DELETE FROM {schema}.sl_registry WHERE reg_key = {literal(key)}"
 
 
 # --- keys -----------------------------------------------------------------------------

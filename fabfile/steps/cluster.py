@@ -10,7 +10,7 @@ from ..errors import StepError
 from ..model import Cluster, Node, SlonyState, Table
 from ..plan import Change, Command, Sql, apply, file_change, slonik_change
 from ..render import files, slonik, sql
-from ..replication import require_origin
+from ..replication import dropped, require_origin, states
 from ..session import Session
 from ..wait import poll, wait_until
 
@@ -92,6 +92,7 @@ def init(s: Session) -> None:
             "paths both ways",
         )
         apply(s, pin_definers(s, step))
+        apply(s, guard(s, step))
         return
 
     def check():
@@ -122,6 +123,33 @@ def init(s: Session) -> None:
         ],
     )
     apply(s, pin_definers(s, step))
+    apply(s, guard(s, step, made=s.dry_run))
+
+
+def guard(
+    s: Session, step: str, nodes: list[Node] | None = None, made: bool = False
+) -> list[Change]:
+    """Changes installing the guard (render.sql.guard) on each node that holds the
+    cluster's schema and lacks it; made: the schema is only about to be made (a dry
+    run, a node stored again), so every node gets it."""
+    cl = s.cluster
+    changes = []
+    for n in nodes or list(cl.nodes):
+        h = s.node_host(n)
+        if not made and (
+            not facts.cluster_exists(h, cl) or facts.guard_installed(h, cl)
+        ):
+            continue
+        changes.append(
+            Change(
+                n.host,
+                step,
+                "guard: should this node come back after a crash with no slon of its"
+                " own (dropped by a failover), it refuses the applications' writes",
+                Sql(sql.guard(cl.schema, cl.user, h.version_num), cl.database),
+            )
+        )
+    return changes
 
 
 def pin_definers(s: Session, step: str) -> list[Change]:
@@ -183,9 +211,19 @@ def slons(s: Session, stop: bool = False) -> None:
                     Command(f"install -d -o postgres -g postgres -m 2775 {d}"),
                 )
             )
+    gone = dropped(states(s)[0])
     for n in cl.nodes:
         pid = facts.slon_running(h, cl, n.instance)
-        if pid:
+        if n.id in gone:
+            # its slon would take its own DROP NODE and uninstall Slony there, its log
+            # (the writes only it has) with it
+            s.say(
+                h.name,
+                step,
+                f"slon for {n.instance} not started: {n.host} was dropped from the"
+                " cluster by a failover (inv rejoin rebuilds it)",
+            )
+        elif pid:
             s.say(h.name, step, f"slon for {n.instance} running (watchdog pid {pid})")
         else:
             changes.append(start_slon(s, step, n))
@@ -513,55 +551,65 @@ def copy_tuning(s: Session, step: str, on: bool) -> list[Change]:
 
 
 def wait_copied(
-    s: Session, timeout: float, copy_retries: int = settings.COPY_RETRIES
+    s: Session,
+    timeout: float,
+    copy_retries: int = settings.COPY_RETRIES,
+    step: str = "subscribe",
+    origin: Node | None = None,
+    receiver: Node | None = None,
 ) -> None:
-    """Wait for the initial copy to finish on the subscriber, showing its progress; a
-    copy that fails is shown with slon's error, and after `copy_retries` failed attempts
-    it is an error, not a wait.
+    """Wait for the initial copy to finish on the subscriber (`receiver`, the slave
+    unless a node rejoins, from `origin`, the master's), showing its progress; a copy
+    that fails is shown with slon's error, and after `copy_retries` failed attempts it
+    is an error, not a wait.
     """
-    step, cl, slave_host = "subscribe", s.cluster, s.slave_host
+    cl = s.cluster
+    origin, receiver = origin or cl.master, receiver or cl.slave
+    origin_host, receiver_host = s.node_host(origin), s.node_host(receiver)
     start, shown = time.monotonic(), [0]
 
     def progress(active: bool, left: float) -> None:
         if not s.out.progress_due():
             return
-        found = facts.copy_progress(s.master_host, slave_host, s.slon_host, cl)
+        found = facts.copy_progress(
+            origin_host, receiver_host, s.slon_host, cl, receiver
+        )
         failed, error = found["retries"], found["error"] or "no error in the slon log"
         if failed > shown[0]:
             s.say(
-                slave_host.name,
+                receiver.host,
                 step,
                 f"initial copy failed (attempt {failed}): {error}",
             )
             shown[0] = failed
         if failed >= copy_retries:
             raise StepError(
-                slave_host.name,
+                receiver.host,
                 f"the initial copy of set {cl.set_id} failed {failed} times: {error}",
-                f"fix what slon says (inv logs --node {cl.slave.id}), then inv"
-                " subscribe --wait; slon keeps retrying meanwhile",
+                f"fix what slon says (inv logs --node {receiver.id}), then inv"
+                f" {'rejoin' if step == 'rejoin' else 'subscribe --wait'}; slon keeps"
+                " retrying meanwhile",
             )
-        s.out.progress(slave_host.name, step, f"initial copy: {found['line']}")
+        s.out.progress(receiver.host, step, f"initial copy: {found['line']}")
 
-    # Whichever node subscribes now (after a switchover it is the master), its copy is
-    # done.
     done, _ = poll(
-        lambda: facts.subscription_active(slave_host, cl),
+        lambda: facts.subscription_active(receiver_host, cl),
         every=settings.COPY_POLL,
         timeout=timeout,
         waiting=progress,
     )
     if not done:
         raise StepError(
-            slave_host.name,
+            receiver.host,
             f"initial copy of set {cl.set_id} not finished after {timeout:g} s",
-            f"inv status / inv logs --node {cl.slave.id}; run subscribe --wait again",
+            f"inv status / inv logs --node {receiver.id}; run"
+            f" {'rejoin' if step == 'rejoin' else 'subscribe --wait'} again",
         )
     s.say(
-        slave_host.name,
+        receiver.host,
         step,
         f"initial copy of set {cl.set_id} done ({time.monotonic() - start:.0f} s "
-        "of waiting); the slave replicates",
+        f"of waiting); {receiver.host} replicates",
     )
 
 

@@ -253,7 +253,9 @@ def test_failover_is_refused_while_db01_answers_even_without_ssh(migrated, tmp_p
         bed.inv("switchback", *ARGS)
     config = tmp_path / "ssh_config"
     text = open(bed.ssh_config).read()
-    config.write_text(text.replace("Port 2221", "Port 9"))
+    port = f"Port {tb.current().ports['db01']}"
+    assert port in text
+    config.write_text(text.replace(port, "Port 9"))
     before = bed.snapshot()
     result = bed.inv("failover", *ARGS, "--yes", check=False, ssh_config=str(config))
     assert result.returncode == 1, result.stdout + result.stderr
@@ -392,7 +394,9 @@ def test_failover_with_db01_stopped_makes_db02_writable(bed):
     try:
         refused = bed.inv("switchover", *ARGS, check=False)
         assert refused.returncode == 1 and "db01" in refused.stderr
-        result = bed.inv("failover", *ARGS, "--yes", timeout=600)
+        refused = bed.inv("failover", *ARGS, "--yes", check=False)
+        assert refused.returncode == 1 and "db01 does not answer" in refused.stderr
+        result = bed.inv("failover", *ARGS, "--yes", "--fenced", timeout=600)
         assert "transactions committed on db01 after that are lost" in result.stdout
         # what db01 had replicated before it stopped is all on db02, every table
         assert bed.table_digests("db02") == digests

@@ -43,6 +43,7 @@ def test_confirmation_only_where_it_is_asked():
     assert {t.name for t in cli.TASKS if "yes" in flags(t)} == {
         "uninstall",
         "failover",
+        "rejoin",
         "finish",
     }
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fabfile import facts, plan, replication, wait
+from fabfile import facts, plan, wait
 from fabfile.endgame import failover as fo
 from fabfile.endgame import finish as fin
 from fabfile.endgame import status as st
@@ -594,7 +594,9 @@ def test_failover_refuses_while_the_origin_answers_from_the_slon_host(monkeypatc
         subscription_active=True,
         replication_login="",
     )
-    monkeypatch.setattr(fo, "alive", lambda s, n: "PostgreSQL on db01 from db02")
+    monkeypatch.setattr(
+        fo, "alive", lambda s, n, st, logins=None: "PostgreSQL on db01 from db02"
+    )
     with pytest.raises(StepError) as e:
         fo.failover(s, yes=True)
     assert (
@@ -612,29 +614,21 @@ def test_failover_after_a_switchover_promotes_the_master(monkeypatch):
         subscription_active=True,
         slon_running=1,
     )
-    monkeypatch.setattr(
-        replication,
-        "states",
-        lambda s: (
-            {1: SlonyState(**SET, origin=2)},
-            {2: StepError("db02", "host unreachable")},
-        ),
+    states, errors = (
+        {1: SlonyState(**SET, origin=2, nodes={1, 2})},
+        {2: StepError("db02", "host unreachable")},
     )
-    assert fo.failed_pair(s) == (s.cluster.slave, s.cluster.master)
+    assert fo.failed_pair(s, states, errors) == (s.cluster.slave, s.cluster.master)
 
 
 def test_failover_refuses_when_the_slon_host_is_the_dead_node(monkeypatch):
     s = session()
-    monkeypatch.setattr(
-        replication,
-        "states",
-        lambda s: (
-            {1: SlonyState(**SET, origin=2)},
-            {2: StepError("db02", "host unreachable")},
-        ),
+    states, errors = (
+        {1: SlonyState(**SET, origin=2, nodes={1, 2})},
+        {2: StepError("db02", "host unreachable")},
     )
     with pytest.raises(StepError, match="the slon host is db02"):
-        fo.failed_pair(s)
+        fo.failed_pair(s, states, errors)
 
 
 def test_failover_shows_what_may_be_lost_before_asking(monkeypatch):
@@ -653,9 +647,9 @@ def test_failover_shows_what_may_be_lost_before_asking(monkeypatch):
             "pending": 0,
         },
     )
-    monkeypatch.setattr(fo, "alive", lambda s, n: "")
+    monkeypatch.setattr(fo, "alive", lambda s, n, st, logins=None: "")
     with pytest.raises(StepError, match="not confirmed; nothing changed"):
-        fo.failover(s)
+        fo.failover(s, fenced=True)
     question, shown = asked[0]
     assert "last event from db01 received at 2026-11-26 10:00:00 (12 s ago)" in shown
     assert (

@@ -435,3 +435,22 @@ def test_resume_left_reloads_a_file_the_killed_run_wrote_but_never_loaded():
     s.hosts["db02"].files[MARK] = f"app\n{CONFIG}\n"
     pooler.resume_left(s, "switchover", s.cluster.slave)[0].op.run()
     assert host.commands[-1] == "console /run/pgb:6433 RELOAD; RESUME shotserver04;"
+
+
+def test_a_failover_points_pgbouncer_at_the_new_origin_and_drops_its_connections():
+    """A server connection to an origin that died hangs for minutes, its client with
+    it: the failover KILLs the database's connections after RELOAD, then RESUMEs."""
+    host = Bouncer()  # sends shotserver04 to db01, which died
+    s = bouncer_session(host)
+    changes = pooler.cut(s, "failover", "app", CONFIG, s.cluster.slave)
+    assert [c.what for c in changes] == [
+        "point PgBouncer's shotserver04 at db02 (db02), RELOAD, drop its connections"
+        " (KILL shotserver04, RESUME): the application reconnects to db02"
+    ]
+    assert host.files[CONFIG] == INI  # planned, not done
+    changes[0].op.run()
+    assert "shotserver04 = host=db02 port=5432" in host.files[CONFIG]
+    assert host.commands[-2:] == [
+        "console /run/pgb:6433 RELOAD; KILL shotserver04;",
+        "console /run/pgb:6433 RESUME shotserver04;",
+    ]
