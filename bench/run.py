@@ -459,7 +459,7 @@ def conf_values(bed: Bed) -> dict[str, int]:
 
 def tool_defaults() -> dict[str, int]:
     """The sync settings `inv config` writes (fabfile.render.files.slon_conf)."""
-    cluster = make_cluster("db01", "db02")
+    cluster = make_cluster("db01", "db02", database="shotserver04")
     return sync_values(slon_conf(cluster, cluster.master))
 
 

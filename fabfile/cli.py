@@ -1,14 +1,12 @@
-"""The task layer: one Invoke task per step and operation. Tasks parse arguments and
-call steps.
+"""The task layer: every task declared once (`operation`), run by one function (`run`)
+for both front ends, `inv` in a checkout (Invoke: `namespace`) and the installed
+`slony-migrate` command (fabfile.command). Tasks parse arguments and call steps.
 
-`operation` declares a task once: the step's own flags from its signature, plus the
-common flags (--master, --slave, --slon-host, --cluster, --database, --user), and where
-they apply --dry-run, --prompt-password and --yes. A flag wins over the configuration
-(fabfile.settings.DEFAULTS, invoke.yaml, INVOKE_SLONY_* variables). A StepError becomes
-one line on stderr and exit code 1.
-
-`namespace()` is the same collection for `inv` in a checkout (tasks.py) and for the
-`slony-migrate` command of an installed package (`main`).
+A task's flags are its step's own (from the function's signature: name, default, type)
+and the common ones (COMMON, EXTRAS). The settings come from settings.DEFAULTS, a
+configuration file (--config), the environment, then the flags (fabfile.config). `run`
+returns the exit code: 0 success, 1 the operation failed or found a difference, 2 usage
+or configuration (a StepError on host "input", "config" or "local": nothing ran).
 """
 
 from __future__ import annotations
@@ -17,17 +15,24 @@ import inspect
 import json
 import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib import metadata
 from inspect import Parameter
 
-from invoke import Collection, Exit, Program, task
+from invoke import Collection, Exit
+from invoke import task as invoke_task
 
-from . import endgame, runbook, settings, steps
+from . import config, endgame, log, runbook, settings, steps
+from .checks.findings import as_document
+from .checks.preflight import preflight as preflight_findings
 from .errors import StepError
 from .model import make_cluster
 from .remote import Hosts
 from .render.move import Switch
-from .session import Session, ask_terminal
+from .session import Output, Session, ask_terminal
+
+USAGE = ("input", "config", "local")  # a StepError there: exit code 2
 
 
 def version() -> str:
@@ -39,59 +44,228 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-COMMON = {
-    "master": "SSH name of the old server (the set's origin)",
-    "slave": "SSH name of the new server",
-    "slon_host": "SSH name of the host that runs slon and slonik (default: the slave)",
-    "cluster": f"Slony cluster name (default: {settings.DEFAULTS['slony']['cluster']})",
-    "database": f"database to move (default: {settings.DEFAULTS['slony']['database']})",
-    "user": f"replication superuser (default: {settings.DEFAULTS['slony']['user']})",
+@dataclass(frozen=True)
+class Flag:
+    """One flag of a task. `default` gives its type (bool: a switch; int, float: a
+    number, checked by `number`); Parameter.empty: required. A setting's default is
+    None: the configuration's value applies."""
+
+    name: str  # the flag: --name (underscores as dashes)
+    help: str
+    default: object = None
+    param: str = ""  # the step's parameter, where it differs from the name
+    metavar: str = ""
+    positive: bool = False  # a number that must be > 0 (else >= 0)
+    aliases: tuple[str, ...] = ()  # other names the installed command accepts
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def kind(self) -> type:
+        return str if self.default is None or self.required else type(self.default)
+
+    @property
+    def required(self) -> bool:
+        return self.default is Parameter.empty
+
+    def text(self) -> str:
+        """Its help with its default (or that it is required)."""
+        if self.required:
+            return f"{self.help} (required)"
+        if self.default in (None, "", False):
+            return self.help
+        shown = f"{self.default:g}" if isinstance(self.default, float) else self.default
+        return f"{self.help} (default: {shown})"
+
+
+# One metavar per flag name, the same in every task.
+METAVARS = {
+    **dict.fromkeys(("master", "slave", "slon_host", "host", "pooler"), "HOST"),
+    **dict.fromkeys(("cluster", "database", "user"), "NAME"),
+    **dict.fromkeys(("config", "file"), "FILE"),
+    **dict.fromkeys(
+        (
+            "timeout",
+            "lock_timeout",
+            "max_lag",
+            "wait_lag",
+            "xact_age",
+            "wait_xacts",
+            "watch",
+            "lag_warning",
+            "lag_critical",
+        ),
+        "SECONDS",
+    ),
+    "copy_retries": "N",
+    "lines": "N",
+    "node": "ID",
+    "tarball": "PATH|URL",
+    "sha256": "HEX",
+    "deps": "PACKAGES",
+    "pooler_config": "PATH",
 }
-DRY_RUN = (
-    "show what would be done (scripts, SQL, diffs; passwords masked) and change nothing"
-)
-PROMPT_PASSWORD = (
-    "ask for the replication password instead of reading it from the environment or"
-    " file"
-)
 
-
-def open_session(c, opts: dict, needs_pair: bool) -> Session:
-    """The Session for one task: each setting from its flag, else the configuration.
-
-    needs_pair: False for tasks that name their hosts themselves (build) and need no
-    master and slave.
-    """
-    conf = c.config.slony
-    pick = lambda key: opts.get(key) or conf.get(key)  # noqa: E731
-    cl = None
-    if needs_pair or pick("master") or pick("slave"):
-        cl = make_cluster(
-            pick("master"),
-            pick("slave"),
-            slon_host=pick("slon_host") or "",
-            name=pick("cluster"),
-            database=pick("database"),
-            user=pick("user"),
-            port=int(conf.port),
-            ssl_ca=conf.get("ssl_ca", ""),
-        )
-    return Session(
-        Hosts(conf.ssh_config, conf.strict_host_keys),
-        cl,
-        dry_run=bool(opts.get("dry_run")),
-        prompt_password=bool(opts.get("prompt_password")),
+SLONY = settings.DEFAULTS["slony"]
+COMMON = tuple(
+    replace(f, metavar=METAVARS.get(f.name, ""))
+    for f in (
+        Flag(
+            "master",
+            "SSH name of the old server (the set's origin); required unless the"
+            " configuration names it",
+            aliases=("--source",),
+        ),
+        Flag(
+            "slave",
+            "SSH name of the new server; required unless the configuration names it",
+            aliases=("--target",),
+        ),
+        Flag(
+            "slon_host",
+            "SSH name of the host that runs slon and slonik (default: the slave)",
+        ),
+        Flag("cluster", f"Slony cluster name (default: {SLONY['cluster']})"),
+        Flag(
+            "database",
+            "the database to move; required unless the configuration names it",
+        ),
+        Flag("user", f"the replication superuser (default: {SLONY['user']})"),
+        Flag(
+            "config",
+            "a configuration file (TOML): settings by name, as docs/configuration.md"
+            " lists them",
+        ),
+        Flag(
+            "verbose", "show the SQL and commands sent, too (passwords masked)", False
+        ),
+        Flag(
+            "quiet",
+            "show only warnings and errors (the log file gets everything)",
+            False,
+        ),
     )
+)
+SETTINGS = ("master", "slave", "slon_host", "cluster", "database", "user")
+EXTRAS = {
+    "dry_run": Flag(
+        "dry_run",
+        "show what would be done (scripts, SQL, diffs; passwords masked) and change"
+        " nothing",
+        False,
+    ),
+    "prompt_password": Flag(
+        "prompt_password",
+        "ask for the replication password instead of reading it from the environment"
+        " or file",
+        False,
+    ),
+    "yes": Flag("yes", "do not ask for confirmation", False),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as both front ends see it: its name, its step and its flags."""
+
+    name: str
+    fn: Callable
+    flags: tuple[Flag, ...]
+    pair: bool = True  # needs --master and --slave (build names its host itself)
+    confirm: str = ""  # the question asked before it runs, unless --yes
+    fence_to: str = "stdout"  # see `operation`
+    keeps_log: bool = True  # writes a log file (not the tasks a monitor polls)
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.fn) or ""
+
+    @property
+    def summary(self) -> str:
+        """The docstring's first sentence, on one line."""
+        return " ".join(self.doc.split("\n\n")[0].split())
+
+    def flag(self, name: str) -> Flag:
+        return next(f for f in self.flags if f.name == name)
+
+
+TASKS: list[Task] = []
+
+
+def operation(
+    name: str = "",
+    *,
+    dry_run: bool = True,
+    prompt_password: bool = False,
+    confirm: str = "",
+    pair: bool = True,
+    help: dict[str, str] | None = None,
+    positive: tuple[str, ...] = (),
+    flags: dict[str, str] | None = None,
+    fence_to: str = "stdout",
+    keeps_log: bool = True,
+):
+    """Declare `fn(s, **own flags)` as a task (appended to TASKS) with the common
+    flags; `fn` may return an exit code.
+
+    Before `fn` runs, a node a failover dropped that is back and open to the
+    applications is fenced (endgame.returned.first_contact), its lines on `fence_to`
+    (stdout, or stderr where stdout is for scripts; "" where `fn` does it itself).
+    Numeric flags (an int or float default) are finite, never negative, and > 0 when
+    named in `positive`. `flags`: a parameter's flag name where it differs (as_json:
+    json).
+    """
+    renamed = flags or {}
+    helps = help or {}
+
+    def wrap(fn) -> Task:
+        own = []
+        for p in list(inspect.signature(fn).parameters.values())[1:]:
+            flag = renamed.get(p.name, p.name)
+            own.append(
+                Flag(
+                    flag,
+                    helps.get(p.name, ""),
+                    p.default,
+                    param=p.name if flag != p.name else "",
+                    metavar=METAVARS.get(flag, ""),
+                    positive=p.name in positive,
+                )
+            )
+        extras = [
+            EXTRAS[k]
+            for k, on in (
+                ("dry_run", dry_run),
+                ("prompt_password", prompt_password),
+                ("yes", bool(confirm)),
+            )
+            if on
+        ]
+        t = Task(
+            name or fn.__name__.rstrip("_").replace("_", "-"),
+            fn,
+            (*own, *extras, *COMMON),
+            pair,
+            confirm,
+            fence_to,
+            keeps_log,
+        )
+        TASKS.append(t)
+        return t
+
+    return wrap
 
 
 def number(flag: str, value, kind: type, positive: bool):
-    """A numeric flag's value, parsed here (not by Invoke) so that a bad one is one
-    line naming the flag."""
+    """A numeric flag's value, parsed here (not by a front end) so that a bad one is
+    one line naming the flag."""
     try:
         n = kind(value)
     except (TypeError, ValueError):
         n = None
-    if n is None or n < 0 or (positive and n == 0) or not math.isfinite(n):
+    if n is None or not math.isfinite(n) or n < 0 or (positive and n == 0):
         what = "a positive" if positive else "a"
         raise StepError(
             "input",
@@ -104,124 +278,141 @@ def number(flag: str, value, kind: type, positive: bool):
     return n
 
 
-def operation(
-    name: str = "",
-    *,
-    dry_run: bool = True,
-    prompt_password: bool = False,
-    confirm: str = "",
-    needs_pair: bool = True,
-    help: dict[str, str] | None = None,
-    positive: tuple[str, ...] = (),
-    flags: dict[str, str] | None = None,
-    fence_to: str = "stdout",
-):
-    """Make `fn(s, **own flags)` a task with the common flags; see the module's
-    docstring.
+def own_values(t: Task, given: dict) -> dict:
+    """The step's arguments: the flags given (numbers parsed), by parameter name; a
+    flag not given keeps the step's default."""
+    out = {}
+    for f in t.flags:
+        if f in COMMON or f in EXTRAS.values():
+            continue
+        value = given.get(f.name)
+        if value is None:
+            if f.required:
+                raise StepError(
+                    "input", f"{f.option} is required", f"give {f.option} {f.metavar}"
+                )
+            continue
+        if f.kind in (int, float):
+            value = number(f.name, value, f.kind, f.positive)
+        out[f.param or f.name] = value
+    return out
 
-    Before `fn` runs, a node a failover dropped that is back and open to the
-    applications is fenced (endgame.returned.first_contact), its lines on `fence_to`
-    (stdout, or stderr where stdout is for scripts; "" where `fn` does it itself).
-    `fn` may return an exit code.
 
-    Numeric flags (an int or float default) are parsed here, once: finite, never
-    negative, and > 0 when named in `positive`; a flag not given keeps fn's own default.
-    `flags`: a parameter's flag name where it differs (as_json: json).
-    """
-    renamed = flags or {}
+def settings_of(given: dict, configured: dict | None) -> dict:
+    """The settings for this run: the configuration (fabfile.config), then the
+    flags given; an empty flag is an error, not the default."""
+    conf = config.load(given.get("config") or "", configured=configured)
+    for key in SETTINGS:
+        value = given.get(key)
+        if value is None:
+            continue
+        if not str(value).strip():
+            option = "--" + key.replace("_", "-")
+            raise StepError(
+                "input",
+                f"{option} is empty",
+                f"give {option} {METAVARS[key]}, or leave it out for the configured"
+                " value",
+            )
+        conf[key] = value
+    return conf
 
-    def wrap(fn):
-        own = list(inspect.signature(fn).parameters.values())[1:]
-        numeric = {
-            p.name: type(p.default) for p in own if type(p.default) in (int, float)
-        }
-        extra = {
-            "dry_run": dry_run,
-            "prompt_password": prompt_password,
-            "yes": bool(confirm),
-        }
-        flags = [Parameter(k, Parameter.KEYWORD_ONLY, default=None) for k in COMMON]
-        flags += [
-            Parameter(k, Parameter.KEYWORD_ONLY, default=False)
-            for k, on in extra.items()
-            if on
-        ]
-        task_name = name or fn.__name__.rstrip("_").replace("_", "-")
 
-        def body(c, *args, **opts):
-            if (
-                confirm
-                and not opts.get("yes")
-                and not opts.get("dry_run")
-                and not ask_terminal(confirm)
-            ):
-                raise Exit(f"{task_name}: not confirmed; nothing changed", code=1)
-            mine = {
-                p.name: opts.pop(renamed.get(p.name, p.name))
-                for p in own
-                if renamed.get(p.name, p.name) in opts
-            }
-            mine = {
-                k: v for k, v in mine.items() if not (k in numeric and v is None)
-            }  # not given: fn's default
-            try:
-                for k, kind in numeric.items():
-                    if k in mine:
-                        mine[k] = number(
-                            renamed.get(k, k), mine[k], kind, k in positive
-                        )
-                s = open_session(c, opts, needs_pair)
-                with s.hosts:
-                    if s.cluster is not None and fence_to:
-                        s.fenced_now = endgame.returned.first_contact(
-                            s, to_stderr=fence_to == "stderr"
-                        )
-                    code = fn(s, *args, **mine)
-                    if s.dry_run:
-                        s.out.line(
-                            f"dry run: {len(s.changes)} change(s) would be made;"
-                            " nothing was changed"
-                        )
-            except StepError as e:
-                print(f"error: {e.line()}", file=sys.stderr, flush=True)
-                raise Exit(code=1) from None
-            if isinstance(code, int) and not isinstance(code, bool) and code:
-                raise Exit(code=code)
-
-        body.__signature__ = inspect.Signature(
-            [
-                Parameter("c", Parameter.POSITIONAL_OR_KEYWORD),
-                *[
-                    p.replace(
-                        name=renamed.get(p.name, p.name),
-                        kind=Parameter.POSITIONAL_OR_KEYWORD,
-                        default=None if p.name in numeric else p.default,
-                    )
-                    for p in own
-                ],
-                *[p.replace(kind=Parameter.POSITIONAL_OR_KEYWORD) for p in flags],
-            ]
+def open_session(t: Task, conf: dict, given: dict, out: Output) -> Session:
+    """The Session for one task; its cluster from the settings (None for a task
+    that names its hosts itself and was given no pair)."""
+    cl = None
+    if t.pair or conf["master"] or conf["slave"]:
+        for key, what in (("master", "the old server"), ("slave", "the new server")):
+            if not conf[key]:
+                raise StepError(
+                    "input",
+                    f"--{key} is required: the SSH name of {what}",
+                    f"give --{key} HOST (or {key} in the configuration file)",
+                )
+        cl = make_cluster(
+            conf["master"],
+            conf["slave"],
+            slon_host=conf["slon_host"],
+            name=conf["cluster"],
+            database=conf["database"],
+            user=conf["user"],
+            port=conf["port"],
+            ssl_ca=conf["ssl_ca"],
         )
-        body.__doc__, body.__name__ = fn.__doc__, fn.__name__
-        helps = {**COMMON, **{renamed.get(k, k): v for k, v in (help or {}).items()}}
-        if dry_run:
-            helps["dry_run"] = DRY_RUN
-        if prompt_password:
-            helps["prompt_password"] = PROMPT_PASSWORD
-        if confirm:
-            helps["yes"] = "do not ask for confirmation"
-        return task(
-            body,
-            name=task_name,
-            help={k.replace("_", "-"): v for k, v in helps.items()},
-        )
-
-    return wrap
+    return Session(
+        Hosts(conf["ssh_config"], conf["strict_host_keys"]),
+        cl,
+        dry_run=bool(given.get("dry_run")),
+        prompt_password=bool(given.get("prompt_password")),
+        out=out,
+    )
 
 
-def step(fn, name: str = ""):
-    """A task for a runbook step that takes the common flags only."""
-    return operation(name, prompt_password=True)(fn)
+def run(
+    t: Task, given: dict, program: str = "slony-migrate", configured: dict | None = None
+) -> int:
+    """Run a task with the flags given (by flag name; None: not given) and return its
+    exit code. Errors are one line on stderr (with --json, also {"ok": false,
+    "errors": [...]} on stdout). `configured`: settings Invoke read (invoke.yaml)."""
+    as_json = bool(given.get("json"))
+    out = Output(
+        sys.stderr if as_json else None,
+        program=program,
+        quiet=bool(given.get("quiet")),
+        results=sys.stdout,
+    )
+    try:
+        conf = settings_of(given, configured)
+        own = own_values(t, given)
+        if (
+            t.confirm
+            and not given.get("yes")
+            and not given.get("dry_run")
+            and not ask_terminal(t.confirm)
+        ):
+            out.error(f"{t.name}: not confirmed; nothing changed")
+            return 1
+        s = open_session(t, conf, given, out)
+        if t.keeps_log:
+            log.start(
+                log.log_dir(conf["log_dir"], conf["cluster"]),
+                t.name,
+                bool(given.get("verbose")),
+            )
+        with s.hosts:
+            if s.cluster is not None and t.fence_to:
+                s.fenced_now = endgame.returned.first_contact(
+                    s, to_stderr=t.fence_to == "stderr"
+                )
+            code = t.fn(s, **own)
+            if s.dry_run:
+                out.line(
+                    f"dry run: {len(s.changes)} change(s) would be made; nothing was"
+                    " changed"
+                )
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
+    except StepError as e:
+        if as_json:
+            out.result(json.dumps({"ok": False, "errors": [e.line()]}))
+        out.error(f"error: {e.line()}")
+        return 2 if e.host in USAGE else 1
+    except KeyboardInterrupt:
+        out.error(f"error: {t.name} interrupted")
+        return 130
+    finally:
+        log.stop()
+
+
+def step(fn, name: str = "") -> Task:
+    """A task for a runbook step that takes the common flags only (its other
+    parameters are migrate's)."""
+
+    def only_common(s):
+        return fn(s)
+
+    only_common.__doc__ = fn.__doc__
+    return operation(name or fn.__name__, prompt_password=True)(only_common)
 
 
 # --- the runbook's steps --------------------------------------------------------------
@@ -232,13 +423,13 @@ hba = step(steps.access.hba)
 appdb = step(steps.database.appdb)
 plpgsql = step(steps.database.plpgsql)
 schema = step(steps.database.schema)
-config = step(steps.cluster.config)
+config_ = step(steps.cluster.config)
 init = step(steps.cluster.init)
 create_set = step(steps.cluster.create_set, "create-set")
 
 
 @operation(
-    needs_pair=False,
+    pair=False,
     help={
         "host": "SSH name of the host to build on",
         "tarball": "URL or local path of slony1-VERSION.tar.bz2",
@@ -259,10 +450,7 @@ def slons(s, stop=False):
     steps.cluster.slons(s, stop=stop)
 
 
-COPY_RETRIES = (
-    "failed attempts of the initial copy before giving up (default"
-    f" {settings.COPY_RETRIES})"
-)
+COPY_RETRIES = "failed attempts of the initial copy before giving up"
 
 
 @operation(
@@ -290,7 +478,7 @@ def uninstall(s):
     steps.cluster.uninstall(s)
 
 
-@operation(dry_run=False)
+@operation(dry_run=False, keeps_log=False)
 def show_config(s):
     """Show the Slony configuration as the altperl tools read it
     (slony_show_configuration)."""
@@ -312,6 +500,7 @@ def ddl(s, file):
 
 @operation(
     dry_run=False,
+    keeps_log=False,
     positive=("lines",),
     help={
         "node": "node id (default: both)",
@@ -326,12 +515,22 @@ def logs(s, node=0, lines=50, follow=False):
 
 # --- migrate and the end-game ---------------------------------------------------------
 
+JSON = (
+    "print one JSON object (docs/json.md: ok, errors, then the details) on stdout;"
+    " the other lines go to stderr"
+)
 
-@operation(dry_run=False)
-def preflight(s):
+
+@operation(dry_run=False, flags={"as_json": "json"}, help={"as_json": JSON})
+def preflight(s, as_json=False):
     """Check both servers before a migration: ok / warn / fail per check, with host,
-    object and fix."""
-    runbook.check(s)
+    object and fix; exit 1 when a check fails."""
+    if not as_json:
+        runbook.check(s)
+        return 0
+    found = as_document(preflight_findings(s))
+    s.out.result(json.dumps(found))
+    return 0 if found["ok"] else 1
 
 
 @operation(
@@ -363,78 +562,118 @@ def migrate(
 
 @operation(
     dry_run=False,
+    keeps_log=False,
     flags={"as_json": "json"},
     fence_to="stderr",
+    positive=("lag_critical",),
     help={
-        "watch": "refresh every N seconds until interrupted",
-        "as_json": "print JSON for scripts and monitoring",
+        "watch": "print the status again every this many seconds until interrupted",
+        "as_json": JSON + "; with --watch one object per line",
         "check": (
-            "one line and the exit code of a monitoring plugin: 0 OK, 1 WARNING,"
-            " 2 CRITICAL (e.g. a node a failover dropped is back and was open to the"
-            " applications), 3 UNKNOWN"
+            "one line with perfdata and the exit code of a monitoring plugin: 0 OK,"
+            " 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
         ),
+        "prometheus": (
+            "the figures in Prometheus' text format (for node_exporter's textfile"
+            " collector)"
+        ),
+        "lag_warning": "lag over this many seconds is a warning",
+        "lag_critical": "lag over this many seconds is critical",
     },
 )
-def status(s, watch=0, as_json=False, check=False):
+def status(
+    s,
+    watch=0,
+    as_json=False,
+    check=False,
+    prometheus=False,
+    lag_warning=settings.LAG_WARNING,
+    lag_critical=settings.LAG_CRITICAL,
+):
     """Nodes, set origin, subscription, slons, lag; during the initial copy, progress
     and ETA; a node a failover dropped. Fences such a node first if it is open to the
-    applications."""
-    if check and (watch or as_json):
+    applications. Exit 0 when all is well, 1 when something named is wrong (--check:
+    the monitoring plugin's codes)."""
+    forms = [
+        form
+        for form, on in (
+            ("json", as_json),
+            ("check", check),
+            ("prometheus", prometheus),
+        )
+        if on
+    ]
+    if len(forms) > 1:
         raise StepError(
             "input",
-            "--check prints one line once: not with --watch or --json",
-            "leave out --watch and --json",
+            f"--{forms[0]} and --{forms[1]} exclude each other",
+            "give one of --json, --check, --prometheus",
         )
-    code = endgame.status.show_status(s, watch, as_json, check_only=check)
-    return code if check else None
+    if watch and (check or prometheus):
+        raise StepError(
+            "input",
+            f"--{forms[0]} prints once: not with --watch",
+            "leave out --watch (the monitor runs the command again)",
+        )
+    if lag_critical < lag_warning:
+        raise StepError(
+            "input",
+            f"--lag-critical {lag_critical:g} is below --lag-warning {lag_warning:g}",
+            "give a critical threshold at or above the warning one",
+        )
+    return endgame.status.show_status(
+        s,
+        watch,
+        forms[0] if forms else "text",
+        endgame.status.Thresholds(lag_warning, lag_critical),
+    )
 
 
-@operation(dry_run=False)
-def verify(s):
+@operation(dry_run=False, flags={"as_json": "json"}, help={"as_json": JSON})
+def verify(s, as_json=False):
     """Compare origin and subscriber: rows and checksums per table, sequences,
     schema; exit 1 on a difference."""
-    endgame.verify.check(s)
+    if not as_json:
+        endgame.verify.check(s)
+        return 0
+    differences = endgame.verify.verify(s)
+    s.out.result(json.dumps({"ok": not differences, "errors": differences}))
+    return 1 if differences else 0
 
 
 SWITCH_HELP = {
     "as_json": (
-        "print the result as one JSON object at the end: whether it moved, the window"
-        " and each phase's seconds (lock, sync, move, takeover; pause and resume through"
-        " PgBouncer)"
+        "print the result as one JSON object on stdout at the end: whether it moved,"
+        " the window and each phase's seconds (lock, sync, move, takeover; pause and"
+        " resume through PgBouncer); the other lines go to stderr"
     ),
     "lock_timeout": (
         "LOCK SET (and PgBouncer's PAUSE) must succeed within this many seconds, else"
-        f" it is undone (default {settings.LOCK_TIMEOUT:g})"
+        " it is undone"
     ),
-    "max_lag": (
-        "refuse when events older than this many seconds wait (default"
-        f" {settings.MAX_LAG:.0f})"
-    ),
-    "wait_lag": (
-        "wait this long for the lag to drop below --max-lag (default"
-        f" {settings.WAIT_LAG:.0f})"
-    ),
-    "xact_age": (
-        "a transaction older than this many seconds blocks the switchover (default"
-        f" {settings.XACT_AGE:.0f})"
-    ),
-    "wait_xacts": (
-        "wait this long for such transactions to end before giving up (default"
-        f" {settings.WAIT_XACTS:.0f})"
-    ),
+    "max_lag": "refuse when events older than this many seconds wait",
+    "wait_lag": "wait this long for the lag to drop below --max-lag",
+    "xact_age": "a transaction older than this many seconds blocks the switchover",
+    "wait_xacts": "wait this long for such transactions to end before giving up",
     "timeout": (
         "seconds to wait for each event of the move: the new origin's confirmation of"
-        f" the last SYNC, then its taking over (default {settings.MOVE_EVENT})"
+        " the last SYNC, then its taking over"
     ),
     "pooler": (
         "SSH name of the host whose PgBouncer the application goes through: PAUSE it"
         " around the move, then point it at the new origin and RESUME (the application"
         " waits, sees no error)"
     ),
-    "pooler_config": (
-        f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})"
-    ),
+    "pooler_config": "PgBouncer's configuration on that host",
 }
+
+
+def switch(s, to, switch_: Switch, as_json: bool) -> int:
+    """switchover and switchback: the move to `to`, its result as JSON when asked."""
+    result = endgame.switchover.switchover(s, to, switch_)
+    if as_json:
+        s.out.result(json.dumps(result))
+    return 0
 
 
 @operation(
@@ -454,7 +693,7 @@ def switchover(
 ):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the
     blocked-write window."""
-    result = endgame.switchover.switchover(
+    return switch(
         s,
         s.cluster.slave,
         Switch(
@@ -467,9 +706,8 @@ def switchover(
             pooler,
             pooler_config,
         ),
+        as_json,
     )
-    if as_json:
-        s.out.line(json.dumps(result))
 
 
 @operation(
@@ -488,7 +726,7 @@ def switchback(
     as_json=False,
 ):
     """Roll back: make the master the origin again, with the same checks and proofs."""
-    result = endgame.switchover.switchover(
+    return switch(
         s,
         s.cluster.master,
         Switch(
@@ -501,9 +739,8 @@ def switchback(
             pooler,
             pooler_config,
         ),
+        as_json,
     )
-    if as_json:
-        s.out.line(json.dumps(result))
 
 
 @operation(
@@ -522,9 +759,7 @@ def switchback(
             " pointed at the new origin first, so that the application never reaches"
             " the old one again"
         ),
-        "pooler_config": (
-            f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})"
-        ),
+        "pooler_config": "PgBouncer's configuration on that host",
         "yes": "do not ask for confirmation (what may be lost is still shown first)",
     },
 )
@@ -591,48 +826,74 @@ def finish(s, keep_role=False, force=False):
     endgame.finish.finish(s, keep_role=keep_role, force=force)
 
 
-TASKS = [
-    preflight,
-    install,
-    build,
-    users,
-    hba,
-    appdb,
-    plpgsql,
-    schema,
-    config,
-    show_config,
-    uninstall,
-    init,
-    slons,
-    create_set,
-    subscribe,
-    logs,
-    ddl,
-    migrate,
-    status,
-    verify,
-    switchover,
-    switchback,
-    failover,
-    lost_rows,
-    rejoin,
-    finish,
+# The order `--help` lists them in: the runbook, then the end-game.
+ORDER = [
+    "preflight",
+    "migrate",
+    "status",
+    "verify",
+    "switchover",
+    "switchback",
+    "finish",
+    "failover",
+    "lost-rows",
+    "rejoin",
+    "logs",
+    "ddl",
+    "install",
+    "build",
+    "users",
+    "hba",
+    "appdb",
+    "plpgsql",
+    "schema",
+    "config",
+    "show-config",
+    "init",
+    "slons",
+    "create-set",
+    "subscribe",
+    "uninstall",
 ]
+TASKS.sort(key=lambda t: ORDER.index(t.name) if t.name in ORDER else len(ORDER))
+
+
+# --- Invoke: `inv` in a checkout ------------------------------------------------------
+
+
+def as_invoke(t: Task):
+    """The task for Invoke: the same flags (numbers as text, parsed by `run`), no
+    short flags; a non-zero exit code as invoke.Exit."""
+
+    def body(c, **given):
+        code = run(t, given, "inv", c.config.get("slony"))
+        if code:
+            raise Exit(code=code)
+
+    body.__signature__ = inspect.Signature(
+        [Parameter("c", Parameter.POSITIONAL_OR_KEYWORD)]
+        + [
+            Parameter(
+                f.name,
+                Parameter.POSITIONAL_OR_KEYWORD,
+                default=False if f.kind is bool else None,
+            )
+            for f in t.flags
+        ]
+    )
+    body.__doc__, body.__name__ = t.doc, t.fn.__name__
+    return invoke_task(
+        body,
+        name=t.name,
+        auto_shortflags=False,
+        help={
+            f.name.replace("_", "-"): f.text()
+            + (f" [{f.metavar}]" if f.metavar else "")
+            for f in t.flags
+        },
+    )
 
 
 def namespace() -> Collection:
-    """The tasks, configured with the defaults (a new Collection each call)."""
-    ns = Collection(*TASKS)
-    ns.configure(settings.DEFAULTS)
-    return ns
-
-
-def main() -> None:
-    """The `slony-migrate` command: the same tasks and help as `inv` in the checkout."""
-    Program(
-        namespace=namespace(),
-        name="slony-migrate",
-        binary="slony-migrate",
-        version=version(),
-    ).run()
+    """The tasks for Invoke (a new Collection each call)."""
+    return Collection(*[as_invoke(t) for t in TASKS])

@@ -154,6 +154,13 @@ def make_cluster(
             "use at most 31 lower-case letters, digits or _, starting with a letter"
             " (no -)",
         )
+    if not database:
+        raise StepError(
+            "input",
+            "--database is required: no flag and no configuration names the database"
+            " to move",
+            "give --database NAME (or database in the configuration file)",
+        )
     for what, value in (("database", database), ("replication user", user)):
         if not IDENT.fullmatch(value):
             raise StepError(
@@ -177,7 +184,8 @@ def make_cluster(
             "input",
             f"ssl_ca {ssl_ca} does not exist",
             "give the CA certificate file that signed the servers' certificates"
-            " (INVOKE_SLONY_SSL_CA or ssl_ca in invoke.yaml), or leave it empty",
+            " (ssl_ca in the configuration file or SLONY_MIGRATE_SSL_CA), or leave it"
+            " empty",
         )
     return Cluster(
         master=Node(1, master, master_dbhost or master, port),

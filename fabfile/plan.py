@@ -15,7 +15,7 @@ import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from . import settings
+from . import log, settings
 from .remote import Host
 from .render.sql import MASK, literal
 from .runner import run_slonik
@@ -35,7 +35,7 @@ class Sql:
 
     def sent(self) -> str:
         return (
-            self.text.replace(literal(MASK), literal(self.secret), 1)
+            self.text.replace(literal(MASK), literal(log.hide(self.secret)), 1)
             if self.secret
             else self.text
         )

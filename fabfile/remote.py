@@ -25,7 +25,7 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
-from . import settings
+from . import log, settings
 from .errors import StepError
 from .render.parse import RECORD, unaligned
 from .render.shell import SAFE_OPTIONS
@@ -311,6 +311,7 @@ class Host:
     ):
         """Run a shell command; raise StepError with its stderr when it fails and
         check is set."""
+        log.trace(self.name, "$ " + command)
         if not self.conn.is_connected:
             self.open()
         try:
@@ -371,6 +372,9 @@ class Host:
         line of stdout. A marker that does not come in time: exit code 124, as
         `timeout` says it, and the command is left to the caller to stop. StepError
         when SSH fails."""
+        log.trace(
+            self.name, f"{user}$ {command}\n" + "".join(text for text, _, _ in parts)
+        )
         if not self.conn.is_connected:
             self.open()
         lines: list[str] = []
@@ -463,6 +467,7 @@ class Host:
         # operator that the application's owner put in public can never stand in for a
         # built-in one (CVE-2018-1058). `app`: the testbed's application-style SQL.
         safe = "" if app else f"PGOPTIONS='{SAFE_OPTIONS}' "
+        log.trace(self.name, f"psql {database}: {sql}")
         if csv_rows and self.csv and not variables:
             result = self._piped(sql, database, timeout, safe)
             if result is not None:

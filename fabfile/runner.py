@@ -6,7 +6,7 @@ Scripts travel on stdin, never in argv. The command lines are rendered by render
 
 from __future__ import annotations
 
-from . import facts, settings
+from . import facts, log, settings
 from .errors import StepError
 from .render import shell
 from .session import Session
@@ -42,6 +42,7 @@ def run_slonik(
         deadlock_timeout=deadlock_timeout,
         connect_timeout=connect_timeout,
     )
+    log.trace(s.cluster.slon_name, f"slonik ({what}):\n{script}")
     try:
         result = s.slon_host.sudo(
             command,

@@ -1,10 +1,9 @@
 """Defaults and time limits, in one place. Pure: no I/O.
 
-DEFAULTS are the invoke configuration (`c.config.slony`): a command-line flag wins over
-the configuration, which Invoke builds from these defaults, configuration files
-(invoke.yaml, ~/.invoke.yaml, /etc/invoke.yaml) and INVOKE_SLONY_<KEY> environment
-variables, in that order. The time limits are seconds; those an operator may need to
-change are flags as well.
+DEFAULTS["slony"] are the settings an operator may configure (fabfile.config): a
+configuration file (--config FILE) overrides them, the environment (SLONY_MIGRATE_<KEY>)
+overrides the file, a flag on the command line wins over all. The time limits are
+seconds; those an operator may need to change are flags as well.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ DEFAULTS = {
         # where slon and slonik run; empty: the slave, as in the runbook
         "slon_host": "",
         "cluster": "replication",
-        "database": "shotserver04",
+        "database": "",  # required: a flag or the configuration names it
         "user": "slony",  # the replication superuser
         "port": 5432,
         "ssh_config": "",  # empty: ~/.ssh/config
@@ -24,6 +23,9 @@ DEFAULTS = {
         "strict_host_keys": True,
         # the CA that signed the servers' certificates: sslmode=verify-full
         "ssl_ca": "",
+        # each run's log file goes to <log_dir>/<cluster>/; empty: ~/.local/state/
+        # slony-migrate ($XDG_STATE_HOME)
+        "log_dir": "",
     }
 }
 
@@ -102,6 +104,8 @@ UNINSTALL_LOCK = 0.5
 UNINSTALL_DEADLOCK = 0.02
 UNINSTALL_STATEMENT = 4.0  # ... and holds the tables at most this long
 UNINSTALL_TRIES = 20  # ... and so many attempts
+LAG_WARNING = 60.0  # status: lag over this warns (flag --lag-warning)
+LAG_CRITICAL = 300.0  # ... and over this is critical (flag --lag-critical)
 MAX_LAG = 30.0  # switchover: refuse events older than this (flag --max-lag)
 WAIT_LAG = 60.0  # ... after waiting this long for them (flag --wait-lag)
 XACT_AGE = 60.0  # a transaction older than this blocks a switchover (flag --xact-age)

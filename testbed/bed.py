@@ -3,6 +3,7 @@ servers, reset."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class Bed:
             **current().operator_env(),
             "INVOKE_SLONY_SSH_CONFIG": ssh_config,
             "SLONY_MIGRATE_HOME": str(home),
+            "SLONY_MIGRATE_LOG_DIR": str(home / "logs"),
         }
 
     def __getitem__(self, name: str):
@@ -70,6 +72,15 @@ class Bed:
                 f"{result.stderr}",
             )
         return result
+
+    def status(self, *args: str) -> dict:
+        """`inv status ARGS --json` as a document (docs/json.md); its exit code is 0
+        or 1 (something named is wrong), never a usage error."""
+        result = self.inv("status", *args, "--json", check=False)
+        assert result.returncode in (0, 1), result.stdout + result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["ok"] is (result.returncode == 0), doc
+        return doc
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(

@@ -4,7 +4,7 @@ output."""
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..errors import StepError
 from ..session import Output
@@ -37,12 +37,25 @@ checks after it."""
 
 
 def report(out: Output, findings: Iterable[Finding]) -> int:
-    """Print each finding as it comes (FAIL lines on stderr); how many failed."""
+    """Print each finding as it comes (FAIL lines on stderr, warnings even when
+    quiet); how many failed."""
     failed = 0
     for f in findings:
         failed += f.level == FAIL
-        (out.error if f.level == FAIL else out.line)(f.line())
+        {FAIL: out.error, WARN: out.warn}.get(f.level, out.line)(f.line())
     return failed
+
+
+def as_document(findings: Iterable[Finding]) -> dict:
+    """Findings as `--json` prints them (docs/json.md): ok, errors and warnings as
+    report lines, then every finding."""
+    found = list(findings)
+    return {
+        "ok": not any(f.level == FAIL for f in found),
+        "errors": [f.line() for f in found if f.level == FAIL],
+        "warnings": [f.line() for f in found if f.level == WARN],
+        "findings": [asdict(f) for f in found],
+    }
 
 
 def guarded(host: str, obj: str, check: Callable[..., Findings], *args) -> Findings:

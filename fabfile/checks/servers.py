@@ -220,7 +220,7 @@ def encryption(s: Session, h: Host) -> Findings:
             "ssl",
             "on; connections are encrypted (sslmode=require) but the server's identity"
             " is not verified",
-            "set ssl_ca (INVOKE_SLONY_SSL_CA) to the CA that signed the servers'"
+            "set ssl_ca (SLONY_MIGRATE_SSL_CA) to the CA that signed the servers'"
             " certificates for sslmode=verify-full",
         )
 

@@ -31,7 +31,7 @@ from ..plan import Action, Change, Command, Sql, apply, slonik_change
 from ..render import lost, slonik, sql
 from ..render.shell import client_args, client_env
 from ..secrets import home, write_private
-from ..session import Output, Session
+from ..session import Session
 from ..steps import identity
 from ..steps.cluster import guard, start_slon, wait_copied
 from ..wait import wait_until
@@ -204,7 +204,7 @@ def first_contact(s: Session, to_stderr: bool = False) -> list[str]:
         return []
     if to_stderr:
         out = s.out
-        s.out = Output(sys.stderr, tty=False)
+        s.out = out.to(sys.stderr)
         try:
             return first_contact(s)
         finally:

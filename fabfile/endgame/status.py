@@ -76,9 +76,9 @@ class Status:
     paused: str | None = None
     # slon instance: its last error, when nothing was applied since (replication
     # stopped)
-    errors: dict[str, str] = field(default_factory=dict)
+    slon_errors: dict[str, str] = field(default_factory=dict)
     # host: code beyond built-in slon would run there as a superuser (checks' rule)
-    code: dict[str, list[str]] = field(default_factory=dict)
+    superuser_code: dict[str, list[str]] = field(default_factory=dict)
     failed_over: FailedOver | None = None  # a node a failover dropped
 
     def lag_of(self, host: str) -> Lag | None:
@@ -141,7 +141,7 @@ def status(s: Session) -> Status:
             if n.id in states and (r is None or n != r.node):
                 found = facts.code_run_by_replication(s.node_host(n), cl)
                 if found:
-                    report.code[n.host] = found
+                    report.superuser_code[n.host] = found
     try:
         report.slonik = facts.slonik_running(s.slon_host, cl)
         mark = s.slon_host.read_file(paused_marker(s))
@@ -154,7 +154,7 @@ def status(s: Session) -> Status:
             if failing and before_failover(failing[0], r):
                 continue  # about the node that was dropped, from before
             if failing:
-                report.errors[n.instance] = f"{failing[0]}: {failing[1]}"
+                report.slon_errors[n.instance] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
         report.slons_error = e.line()
     return report
@@ -262,9 +262,9 @@ def format_status(report: Status) -> str:
         )
     if report.slons_error:
         lines.append(f"  slons: {report.slons_error}")
-    for name, error in report.errors.items():
+    for name, error in report.slon_errors.items():
         lines.append(f"  slon {name} FAILS: {error} (inv logs)")
-    for host, found in report.code.items():
+    for host, found in report.superuser_code.items():
         lines += [
             f"  SUPERUSER CODE on {host}: {what}: slon would run it with superuser rights"
             " (inv preflight names the fix; switchover refuses)"
@@ -304,17 +304,49 @@ OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 
 
-def check(report: Status) -> tuple[int, str]:
-    """Pure: the status as a monitoring plugin says it: (exit code, one line). A node
-    a failover dropped that is back and was open to the applications is CRITICAL (the
-    run that found it fenced it); one that is fenced or away leaves the origin alone,
-    WARNING; the origin unreachable is CRITICAL; a healthy pair is OK. Other states:
-    WARNING naming the first thing wrong."""
-    code, text = verdict(report)
-    return code, f"SLONY {LABELS[code]} - {text}"
+@dataclass(frozen=True)
+class Thresholds:
+    """Lag (seconds) over which `status` warns, and over which it is critical."""
+
+    warning: float = settings.LAG_WARNING
+    critical: float = settings.LAG_CRITICAL
 
 
-def verdict(report: Status) -> tuple[int, str]:
+def check(report: Status, limits: Thresholds = Thresholds()) -> tuple[int, str]:
+    """Pure: the status as a monitoring plugin says it: (exit code, one line with
+    perfdata). The code is the worst of `problems`, OK when there is none; UNKNOWN
+    when no node answers."""
+    code, text = verdict(report, limits)
+    return code, f"SLONY {LABELS[code]} - {text}{perfdata(report, limits)}"
+
+
+def verdict(report: Status, limits: Thresholds = Thresholds()) -> tuple[int, str]:
+    """(code, text): the worst problems, else what is right."""
+    if not any(n.reachable for n in report.nodes):
+        return UNKNOWN, "no node answers: " + "; ".join(n.error for n in report.nodes)
+    found = problems(report, limits)
+    if found:
+        worst = max(level for level, _ in found)
+        return worst, "; ".join(text for level, text in found if level == worst)
+    sub = report.subscription
+    lag = report.lag_of(sub.receiver) if sub else None
+    if sub and not sub.active and report.copy:
+        doing = f"initial copy {report.copy['fraction'] * 100:.0f}% done"
+    else:
+        doing = "replicates" + (
+            f" (lag {lag.seconds} s, {lag.events} events)" if lag else ""
+        )
+    return OK, f"{report.origin} is the origin, {sub.receiver} {doing}"
+
+
+def problems(
+    report: Status, limits: Thresholds = Thresholds()
+) -> list[tuple[int, str]]:
+    """Pure: everything wrong, each (WARNING or CRITICAL, what, and what to do).
+    Critical: a node unreachable, the set locked, replication stopped (a slon not
+    running or failing), PgBouncer left paused, lag over the critical threshold, a node
+    a failover dropped back and open to the applications. The rest warns."""
+    out: list[tuple[int, str]] = []
     fo = report.failed_over
     if fo:
         when = f" at {fo.at}" if fo.at else ""
@@ -322,77 +354,221 @@ def verdict(report: Status) -> tuple[int, str]:
         todo = "inv lost-rows, then inv rejoin --yes"
         if fo.reachable and (fo.fenced_now or fo.fenced is False):
             how = "fenced now" if fo.fenced_now else "NOT fenced"
-            return CRITICAL, (
-                f"{fo.host}, failed over{when}, is back and was open to the"
-                f" applications ({how}){only}; {fo.origin} is the origin: {todo}"
-            )
+            return [
+                (
+                    CRITICAL,
+                    f"{fo.host}, failed over{when}, is back and was open to the"
+                    f" applications ({how}){only}; {fo.origin} is the origin: {todo}",
+                )
+            ]
         where = "fenced" if fo.reachable else "unreachable"
-        return WARNING, (
-            f"{fo.origin} is the origin without a subscriber: {fo.host} failed"
-            f" over{when}, out of the cluster ({where}){only}: {todo}"
-        )
-    if not any(n.reachable for n in report.nodes):
-        return UNKNOWN, "no node answers: " + "; ".join(n.error for n in report.nodes)
-    down = report.unreachable()
-    if down and down.host == report.origin:
-        return CRITICAL, (
-            f"the origin {down.host} is unreachable ({down.error}): once it is"
-            " known dead, inv failover"
-        )
+        return [
+            (
+                WARNING,
+                f"{fo.origin} is the origin without a subscriber: {fo.host} failed"
+                f" over{when}, out of the cluster ({where}){only}: {todo}",
+            )
+        ]
+    for n in report.nodes:
+        if not n.reachable and n.host == report.origin:
+            out.append(
+                (
+                    CRITICAL,
+                    f"the origin {n.host} is unreachable ({n.error}): once it is known"
+                    " dead, inv failover",
+                )
+            )
+        elif not n.reachable:
+            out.append(
+                (CRITICAL, f"{n.host} is unreachable ({n.error}): replication stopped")
+            )
     if report.locked:
-        return CRITICAL, (
-            f"set {report.set} locked on {', '.join(report.locked)}: application"
-            " writes refused; inv switchover (or switchback) unlocks it"
+        out.append(
+            (
+                CRITICAL,
+                f"set {report.set} locked on {', '.join(report.locked)}: application"
+                " writes refused; inv switchover (or switchback) unlocks it",
+            )
         )
-    problems = []
-    if down:
-        problems.append(f"{down.host} unreachable")
-    if report.origin is None:
-        problems.append(f"set {report.set} does not exist")
-    if report.origins:
-        problems.append("a move is in flight (the nodes name different origins)")
     if report.paused:
-        problems.append(f"PgBouncer may be paused ({report.paused})")
-    if report.slonik:
-        problems.append("an interrupted switchover's slonik still runs")
-    sub = report.subscription
-    if sub and not sub.active:
-        problems.append(
-            f"{sub.receiver}: {'initial copy running' if sub.exists else 'not subscribed'}"
+        out.append(
+            (
+                CRITICAL,
+                f"PgBouncer may be paused ({report.paused}): inv switchover (or"
+                " switchback) resumes it",
+            )
         )
+    if report.origin is None:
+        if all(n.reachable for n in report.nodes):
+            out.append((WARNING, f"set {report.set} does not exist (inv migrate)"))
+        return out
+    if report.origins:
+        out.append((WARNING, "a move is in flight (the nodes name different origins)"))
+    if report.slonik:
+        out.append((WARNING, "an interrupted switchover's slonik still runs"))
+    sub = report.subscription
+    if sub and not sub.exists:
+        out.append((WARNING, f"{sub.receiver} is not subscribed (inv subscribe)"))
     if report.slons_error:
-        problems.append(report.slons_error)
+        out.append((WARNING, report.slons_error))
     stopped = [n for n, pid in report.slons.items() if not pid]
     if stopped:
-        problems.append(f"slon not running for {', '.join(stopped)}")
-    problems += [f"slon {n} fails" for n in report.errors]
-    if problems:
-        return WARNING, "; ".join(problems)
+        out.append(
+            (
+                CRITICAL,
+                f"slon not running for {', '.join(stopped)}: replication stopped"
+                " (inv slons)",
+            )
+        )
+    out += [
+        (CRITICAL, f"slon {n} fails: {e} (inv logs)")
+        for n, e in report.slon_errors.items()
+    ]
+    lag = report.lag_of(sub.receiver) if sub and sub.active else None
+    if lag and lag.seconds > limits.warning:
+        level = CRITICAL if lag.seconds > limits.critical else WARNING
+        limit = limits.critical if level == CRITICAL else limits.warning
+        out.append(
+            (
+                level,
+                f"lag to {lag.node} {lag.seconds} s ({lag.events} events), over"
+                f" {limit:g} s",
+            )
+        )
+    out += [
+        (WARNING, f"superuser code on {host}: {len(found)} object(s) (inv preflight)")
+        for host, found in report.superuser_code.items()
+    ]
+    return out
+
+
+def perfdata(report: Status, limits: Thresholds = Thresholds()) -> str:
+    """The figures after `|` (monitoring-plugin format): lag seconds and events to
+    the subscriber, the initial copy's progress in percent."""
+    sub = report.subscription
     lag = report.lag_of(sub.receiver) if sub else None
-    return OK, (
-        f"{report.origin} is the origin, {sub.receiver if sub else '?'} replicates"
-        + (f" (lag {lag.seconds} s, {lag.events} events)" if lag else "")
-    )
+    data = []
+    if lag:
+        data.append(f"lag={lag.seconds}s;{limits.warning:g};{limits.critical:g};0")
+        data.append(f"lag_events={lag.events};;;0")
+    if sub and sub.exists:
+        done = 100.0 if sub.active else (report.copy or {}).get("fraction", 0) * 100
+        data.append(f"copy={done:.1f}%;;;0;100")
+    return (" | " + " ".join(data)) if data else ""
+
+
+def label(value: object) -> str:
+    """A Prometheus label value, quoted."""
+    text = str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def prometheus(report: Status, limits: Thresholds = Thresholds()) -> str:
+    """Pure: the status in Prometheus' text format (node_exporter's textfile
+    collector): one gauge per figure, labelled by cluster (and node or slon)."""
+    code = check(report, limits)[0]
+    c = f"cluster={label(report.cluster)}"
+    gauges: dict[str, tuple[str, list[tuple[str, object]]]] = {
+        "status": (
+            "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (as status --check)",
+            [(c, code)],
+        ),
+        "node_up": (
+            "the node answers",
+            [(f"{c},node={label(n.host)}", int(n.reachable)) for n in report.nodes],
+        ),
+        "origin": (
+            "the node is the set's origin",
+            [
+                (f"{c},node={label(n.host)}", int(n.host == report.origin))
+                for n in report.nodes
+            ],
+        ),
+        "set_locked": (
+            "the set is locked there (application writes refused)",
+            [
+                (f"{c},node={label(n.host)}", int(n.host in report.locked))
+                for n in report.nodes
+            ],
+        ),
+        "slon_running": (
+            "the slon (its watchdog) runs",
+            [(f"{c},slon={label(k)}", int(bool(v))) for k, v in report.slons.items()],
+        ),
+        "lag_seconds": (
+            "age of the oldest event the node has not confirmed",
+            [(f"{c},node={label(l.node)}", l.seconds) for l in report.lag or []],
+        ),
+        "lag_events": (
+            "events the node has not confirmed",
+            [(f"{c},node={label(l.node)}", l.events) for l in report.lag or []],
+        ),
+    }
+    sub = report.subscription
+    if sub and sub.exists:
+        done = 1.0 if sub.active else (report.copy or {}).get("fraction", 0.0)
+        gauges["copy_ratio"] = (
+            "how much of the initial copy is done, 0 to 1",
+            [(f"{c},node={label(sub.receiver)}", done)],
+        )
+    lines = []
+    for name, (what, samples) in gauges.items():
+        lines += [
+            f"# HELP slony_migrate_{name} {what}",
+            f"# TYPE slony_migrate_{name} gauge",
+        ]
+        lines += [f"slony_migrate_{name}{{{labels}}} {v}" for labels, v in samples]
+    return "\n".join(lines)
+
+
+def as_document(report: Status, limits: Thresholds = Thresholds()) -> dict:
+    """The status as `--json` prints it (docs/json.md): ok, code, summary and errors
+    first, then every field of Status."""
+    code, line = check(report, limits)
+    return {
+        "ok": code == OK,
+        "code": code,
+        "summary": line,
+        "errors": [text for _, text in problems(report, limits)]
+        if code != UNKNOWN
+        else [n.error for n in report.nodes],
+        **asdict(report),
+    }
+
+
+FORMATS = ("text", "json", "check", "prometheus")
+
+
+def shown(report: Status, form: str, limits: Thresholds) -> str:
+    """The status in one of FORMATS: the operator's screen, one JSON object on one
+    line, a monitoring plugin's line, Prometheus' text format."""
+    if form == "json":
+        return json.dumps(as_document(report, limits))
+    if form == "check":
+        return check(report, limits)[1]
+    if form == "prometheus":
+        return prometheus(report, limits)
+    return format_status(report)
 
 
 def show_status(
-    s: Session, watch: int = 0, as_json: bool = False, check_only: bool = False
+    s: Session,
+    watch: float = 0,
+    form: str = "text",
+    limits: Thresholds = Thresholds(),
 ) -> int:
-    """Print the status once, or every `watch` seconds until interrupted; with
-    check_only one line as a monitoring plugin prints it. Its exit code (check)."""
+    """Print the status once, or every `watch` seconds until interrupted (--json:
+    one object per line). The exit code: the monitoring plugin's with --check, else 0
+    when all is well and 1 when `problems` names something (or no node answers)."""
     while True:
         report = status(s)
-        code, line = check(report)
-        if check_only:
-            s.out.line(line)
-            return code
-        s.out.line(
-            json.dumps(asdict(report), indent=2) if as_json else format_status(report)
-        )
+        code = check(report, limits)[0]
+        s.out.result(shown(report, form, limits))
         if not watch:
-            return code
-        time.sleep(int(watch))
-        s.out.line("")
+            return code if form == "check" else int(code != OK)
+        time.sleep(watch)
+        if form == "text":
+            s.out.result("")
         # a node a failover dropped may have come back meanwhile
         s.fenced_now = returned.first_contact(s, to_stderr=True)
 

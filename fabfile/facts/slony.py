@@ -377,6 +377,7 @@ def copy_progress(
         "elapsed": elapsed,
         "retries": log["retries"],
         "error": log["error"],
+        "fraction": round(parse.copied_fraction(sizes, log, current), 4),
         "line": parse.progress_line(sizes, log, current, elapsed),
     }
 

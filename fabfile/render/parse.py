@@ -149,15 +149,21 @@ def slon_failing(text: str) -> tuple[str, str] | None:
     return None if done else (last.group("ts"), condense(last.group("msg")))
 
 
+def copied_fraction(sizes: dict[str, int], log: dict, current_bytes: int) -> float:
+    """How much of the origin's tables (by size) the initial copy has done, 0 to 1."""
+    total = sum(sizes.values()) or 1
+    done_bytes = sum(sizes.get(t, 0) for t in log["done"])
+    return min(total, done_bytes + current_bytes) / total
+
+
 def progress_line(
     sizes: dict[str, int], log: dict, current_bytes: int, elapsed: float
 ) -> str:
     """One line: a bar, percent, MB copied of the origin's size, tables done, ETA,
     current table."""
     total = sum(sizes.values()) or 1
-    done_bytes = sum(sizes.get(t, 0) for t in log["done"])
-    copied = min(total, done_bytes + current_bytes)
-    frac = copied / total
+    frac = copied_fraction(sizes, log, current_bytes)
+    copied = frac * total
     bar = "#" * int(frac * 20) + "." * (20 - int(frac * 20))
     eta = (
         f"ETA {elapsed * (1 - frac) / frac:.0f} s"

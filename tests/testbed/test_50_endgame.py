@@ -2,7 +2,6 @@
 writer, finish, failover."""
 
 import contextlib
-import json
 import time
 
 from fabfile import facts
@@ -14,11 +13,11 @@ ARGS = ("--master", "db01", "--slave", "db02")
 
 
 def origin(bed) -> str:
-    return json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"]
+    return bed.status(*ARGS)["origin"]
 
 
 def test_status_shows_nodes_origin_subscription_slons_and_lag(migrated):
-    report = json.loads(migrated.inv("status", *ARGS, "--json").stdout)
+    report = migrated.status(*ARGS)
     assert report["origin"] == "db01"
     assert report["subscription"] == {
         "receiver": "db02",
@@ -195,7 +194,7 @@ def test_lock_set_that_cannot_get_its_locks_is_undone_within_lock_timeout(migrat
         and "set 1 unlocked, nothing changed" in line
     )
     assert f"pid {pid} user postgres application blocker-test" in line, line
-    report = json.loads(bed.inv("status", *ARGS, "--json").stdout)
+    report = bed.status(*ARGS)
     assert (
         report["origin"] == "db01"
         and report["locked"] == []
@@ -276,15 +275,13 @@ def test_failover_is_refused_during_the_initial_copy(bed):
     pid = bed.hold_transaction("SELECT txid_current();", "copy-blocker")
     try:
         bed.inv("subscribe", *ARGS)
-        assert not json.loads(bed.inv("status", *ARGS, "--json").stdout)[
-            "subscription"
-        ]["active"]
+        assert not bed.status(*ARGS)["subscription"]["active"]
         result = bed.inv("failover", *ARGS, "--yes", check=False)
         assert result.returncode == 1
         assert (
             "error: db02: db02's initial copy of set 1 is not done" in result.stderr
         ), result.stderr
-        assert json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"] == "db01"
+        assert bed.status(*ARGS)["origin"] == "db01"
     finally:
         bed.end_transaction("copy-blocker")
     assert pid

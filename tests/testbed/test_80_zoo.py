@@ -7,8 +7,6 @@ failing initial copy is an error, not a wait.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from testbed.compose import DOCKER
@@ -142,9 +140,7 @@ def test_a_failing_initial_copy_is_an_error_with_slons_words(bed):
             "error: db02: the initial copy of set 1 failed 1 times: " in result.stderr
         )
         assert "no_rows_here" in result.stderr and "inv logs --node 2" in result.stderr
-        assert not json.loads(bed.inv("status", *ARGS, "--json").stdout)[
-            "subscription"
-        ]["active"]
+        assert not bed.status(*ARGS)["subscription"]["active"]
     finally:
         bed.sql(
             "db02",

@@ -4,7 +4,6 @@ merged); verify passes."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from testbed.writer import Writer
@@ -18,7 +17,7 @@ INSERT INTO public.ddl_added (v) VALUES ('made by the script');
 
 def test_ddl_while_a_writer_runs(migrated, tmp_path):
     bed = migrated
-    if json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"] != "db01":
+    if bed.status(*ARGS)["origin"] != "db01":
         bed.inv("switchback", *ARGS)
     change = tmp_path / "change.sql"
     change.write_text(CHANGE)

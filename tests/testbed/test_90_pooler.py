@@ -3,7 +3,6 @@ application is appwriter.py on the app host: one psycopg2 connection to PgBounce
 (transaction pooling), 100 inserts/s.
 """
 
-import json
 import signal
 import statistics
 import time
@@ -51,7 +50,7 @@ def logged_interval(bed, n: int) -> int:
 
 def at_db01(bed) -> None:
     """db01 is the origin, and PgBouncer sends the application there."""
-    if json.loads(bed.inv("status", *ARGS, "--json").stdout)["origin"] != "db01":
+    if bed.status(*ARGS)["origin"] != "db01":
         bed.inv("switchback", *ARGS)
     bed.reset_pooler()
 

@@ -67,7 +67,7 @@ def session(dry_run: bool = False, **kw) -> Session:
     `s.out.stream`."""
     return Session(
         FakeHosts(),
-        make_cluster("db01", "db02", **kw),
+        make_cluster("db01", "db02", **{"database": "shotserver04", **kw}),
         dry_run=dry_run,
         out=Output(io.StringIO(), tty=False),
     )

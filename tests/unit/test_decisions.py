@@ -16,7 +16,7 @@ from fabfile.render.sql import scram_verifier
 from fabfile.steps import access, cluster, software
 from tests.unit.fakes import canned, output, session
 
-CL = make_cluster("db01", "db02")
+CL = make_cluster("db01", "db02", database="shotserver04")
 PASSWORD = "correct-horse-battery-staple"
 
 

@@ -13,7 +13,7 @@ from fabfile.model import Cluster, Node, make_cluster
 
 def error_of(*args, **kwargs) -> StepError:
     with pytest.raises(StepError) as info:
-        make_cluster(*args, **kwargs)
+        make_cluster(*args, **{"database": "shotserver04", **kwargs})
     return info.value
 
 
@@ -78,7 +78,7 @@ def test_host_name_with_newline_is_rejected(bad):
 
 def test_longest_host_name_is_accepted():
     name = "a" * 253
-    assert make_cluster(name, "db02").master.host == name
+    assert make_cluster(name, "db02", database="shotserver04").master.host == name
 
 
 def test_master_equals_slave():
@@ -115,7 +115,7 @@ def test_invalid_cluster_name(bad):
 
 @pytest.mark.parametrize("good", ["a", "replication", "my_cluster", "c2", "a" * 31])
 def test_valid_cluster_name(good):
-    cl = make_cluster("db01", "db02", name=good)
+    cl = make_cluster("db01", "db02", name=good, database="shotserver04")
     assert cl.name == good
     assert cl.schema == "_" + good
 
@@ -123,8 +123,14 @@ def test_valid_cluster_name(good):
 # --- database and user names ----------------------------------------------------------
 
 
+def test_no_database_is_required_not_a_default():
+    e = error_of("db01", "db02", database="")
+    assert e.host == "input" and "--database is required" in e.message
+    assert "--database NAME" in e.fix
+
+
 @pytest.mark.parametrize(
-    "bad", ["", "Shots", "1db", "my-db", "my db", "db;drop", "a" * 64, "db\n"]
+    "bad", ["Shots", "1db", "my-db", "my db", "db;drop", "a" * 64, "db\n"]
 )
 def test_invalid_database_name(bad):
     e = error_of("db01", "db02", database=bad)
@@ -161,7 +167,7 @@ def test_port_out_of_range(bad):
 
 @pytest.mark.parametrize("good", [1, 5433, 65535])
 def test_port_in_range(good):
-    cl = make_cluster("db01", "db02", port=good)
+    cl = make_cluster("db01", "db02", port=good, database="shotserver04")
     assert cl.master.port == good
     assert cl.slave.port == good
 
@@ -170,7 +176,7 @@ def test_port_in_range(good):
 
 
 def test_valid_input_builds_nodes():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     assert isinstance(cl, Cluster)
     assert cl.master == Node(1, "db01", "db01", 5432)
     assert cl.slave == Node(2, "db02", "db02", 5432)
@@ -182,7 +188,7 @@ def test_valid_input_builds_nodes():
 
 
 def test_defaults():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     assert cl.slon_name == "db02"
     assert cl.name == "replication"
     assert cl.schema == "_replication"
@@ -192,14 +198,33 @@ def test_defaults():
 
 
 def test_slon_host_defaults_to_slave_and_can_be_set():
-    assert make_cluster("db01", "db02").slon_name == "db02"
-    assert make_cluster("db01", "db02", slon_host="").slon_name == "db02"
-    assert make_cluster("db01", "db02", slon_host="db03").slon_name == "db03"
-    assert make_cluster("db01", "db02", slon_host="db01").slon_name == "db01"
+    assert make_cluster("db01", "db02", database="shotserver04").slon_name == "db02"
+    assert (
+        make_cluster("db01", "db02", slon_host="", database="shotserver04").slon_name
+        == "db02"
+    )
+    assert (
+        make_cluster(
+            "db01", "db02", slon_host="db03", database="shotserver04"
+        ).slon_name
+        == "db03"
+    )
+    assert (
+        make_cluster(
+            "db01", "db02", slon_host="db01", database="shotserver04"
+        ).slon_name
+        == "db01"
+    )
 
 
 def test_dbhost_defaults_to_host_and_can_be_set():
-    cl = make_cluster("db01", "db02", master_dbhost="10.0.0.1", slave_dbhost="10.0.0.2")
+    cl = make_cluster(
+        "db01",
+        "db02",
+        master_dbhost="10.0.0.1",
+        slave_dbhost="10.0.0.2",
+        database="shotserver04",
+    )
     assert (cl.master.host, cl.master.dbhost) == ("db01", "10.0.0.1")
     assert (cl.slave.host, cl.slave.dbhost) == ("db02", "10.0.0.2")
 
@@ -226,12 +251,12 @@ def test_all_settings_are_carried():
 
 
 def test_node_lookup_of_unknown_id_fails():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     with pytest.raises(KeyError):
         cl.node(3)
 
 
 def test_cluster_is_frozen():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cl.name = "other"  # type: ignore[misc]

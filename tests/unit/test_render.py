@@ -481,7 +481,7 @@ def test_slonik_create_set_key_only_for_keyed_tables(cl):
 
 
 def test_slonik_create_set_uses_set_id():
-    c = make_cluster("db01", "db02", set_id=3)
+    c = make_cluster("db01", "db02", set_id=3, database="shotserver04")
     out = slonik_create_set(c, [(5, Table("public.a"))], [(6, "public.s")], create=True)
     assert "create set (id = 3, origin = 1," in out
     assert "set add table (set id = 3, origin = 1, id = 5," in out

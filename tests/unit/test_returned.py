@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from fabfile import cli, facts, replication, settings
+from fabfile import facts, replication, settings
 from fabfile.endgame import failover as fo
 from fabfile.endgame import returned as rt
 from fabfile.endgame import status as st
@@ -152,79 +152,6 @@ def test_a_dropped_node_still_away_is_a_warning(monkeypatch):
         st.format_status(report)
     )
     assert st.check(report)[0] == st.WARNING
-
-
-def healthy(**kw) -> st.Status:
-    report = st.Status(
-        "replication",
-        1,
-        "shotserver04",
-        nodes=[
-            st.NodeStatus(1, "db01", True, True),
-            st.NodeStatus(2, "db02", True, True),
-        ],
-        origin="db01",
-        subscription=st.Subscription("db02", True, True),
-        slons={"node1": 10, "node2": 11},
-        lag=[st.Lag("db02", 1, 0.4)],
-    )
-    for k, v in kw.items():
-        setattr(report, k, v)
-    return report
-
-
-def test_check_codes_of_the_other_states():
-    assert st.check(healthy()) == (
-        st.OK,
-        "SLONY OK - db01 is the origin, db02 replicates (lag 0.4 s, 1 events)",
-    )
-    down = healthy(
-        nodes=[
-            st.NodeStatus(1, "db01", False, error="db01: host unreachable"),
-            st.NodeStatus(2, "db02", True, True),
-        ]
-    )
-    assert (
-        st.check(down)[0] == st.CRITICAL
-        and "the origin db01 is unreachable" in (st.check(down)[1])
-    )
-    none = healthy(
-        nodes=[
-            st.NodeStatus(1, "db01", False, error="a"),
-            st.NodeStatus(2, "db02", False, error="b"),
-        ]
-    )
-    assert st.check(none)[0] == st.UNKNOWN
-    assert st.check(healthy(locked=["db01"]))[0] == st.CRITICAL
-    copying = healthy(subscription=st.Subscription("db02", True, False))
-    assert st.check(copying) == (
-        st.WARNING,
-        "SLONY WARNING - db02: initial copy running",
-    )
-    assert st.check(healthy(slons={"node1": 10, "node2": None}))[0] == st.WARNING
-
-
-def test_status_check_is_one_line_and_the_exit_code(monkeypatch, capsys):
-    monkeypatch.setattr(cli.endgame.returned, "first_contact", lambda s, **kw: [])
-    monkeypatch.setattr(
-        cli.endgame.status, "status", lambda s: healthy(locked=["db01"])
-    )
-    with pytest.raises(cli.Exit) as e:
-        cli.status(cli_context(), master="db01", slave="db02", check=True)
-    assert e.value.code == st.CRITICAL
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("SLONY CRITICAL - set 1 locked")
-    monkeypatch.setattr(cli.endgame.status, "status", lambda s: healthy())
-    cli.status(cli_context(), master="db01", slave="db02", check=True)  # 0: no Exit
-    with pytest.raises(cli.Exit):
-        cli.status(cli_context(), master="db01", slave="db02", check=True, json=True)
-    assert "--check prints one line once" in capsys.readouterr().err
-
-
-def cli_context():
-    from invoke import Config, Context
-
-    return Context(Config(defaults=settings.DEFAULTS))
 
 
 # --- lost rows ------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_lit_doubles_quotes(name):
 
 
 def test_a_hostile_index_name_stays_one_literal():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     script = slonik_create_set(
         cl,
         [(1, Table('public."o\'brien"', INJECTION))],
@@ -72,7 +72,7 @@ def test_a_hostile_index_name_stays_one_literal():
 )
 def test_reserved_names_are_refused(what, kw):
     with pytest.raises(StepError) as e:
-        make_cluster("db01", "db02", **kw)
+        make_cluster("db01", "db02", **{"database": "shotserver04", **kw})
     assert (
         e.value.host == "input"
         and f"{what} name" in e.value.message
@@ -95,7 +95,7 @@ def test_fence_takes_connect_from_every_role_but_superusers():
 
 
 def test_hba_lines_are_encrypted_only_and_one_address_each():
-    cl = make_cluster("db01", "db02")
+    cl = make_cluster("db01", "db02", database="shotserver04")
     assert hba_lines(cl, ["10.0.0.2", "fd00::2"]) == [
         "hostssl    shotserver04    slony    10.0.0.2/32    scram-sha-256",
         "hostssl    shotserver04    slony    fd00::2/128    scram-sha-256",
