@@ -9,10 +9,10 @@ export INVOKE_SLONY_SSH_CONFIG := $(CURDIR)/docker/.testbed/ssh_config
 setup:
 	bash docker/setup-host.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed

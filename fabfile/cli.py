@@ -354,7 +354,7 @@ def run(
 ) -> int:
     """Run a task with the flags given (by flag name; None: not given) and return its
     exit code. Errors are one line on stderr (with --json, also {"ok": false,
-    "errors": [...]} on stdout). `configured`: settings Invoke read (invoke.yaml)."""
+    "errors": [...]} on stdout; with --check, the plugin's UNKNOWN line instead). `configured`: settings Invoke read (invoke.yaml)."""
     as_json = bool(given.get("json"))
     out = Output(
         sys.stderr if as_json else None,
@@ -395,6 +395,9 @@ def run(
     except StepError as e:
         if as_json:
             out.result(json.dumps({"ok": False, "errors": [e.line()]}))
+        if given.get("check"):  # a monitoring plugin: UNKNOWN, whatever went wrong
+            out.result(f"SLONY UNKNOWN - {e.line()}")
+            return endgame.status.UNKNOWN
         out.error(f"error: {e.line()}")
         return 2 if e.host in USAGE else 1
     except KeyboardInterrupt:

@@ -114,10 +114,10 @@ class Bed:
             ), f"{command}: {result.stdout}\n{result.stderr}"
         assert self.snapshot() == before
 
-    def hold_transaction(self, sql: str, tag: str) -> str:
-        """Open a transaction on db01 that runs `sql`, then sleeps 90 s (active, not
+    def hold_transaction(self, sql: str, tag: str, host: str = "db01") -> str:
+        """Open a transaction on `host` that runs `sql`, then sleeps 90 s (active, not
         idle); its backend pid."""
-        self["db01"].sudo(
+        self[host].sudo(
             f"PGAPPNAME={tag} setsid -f psql -X -q -d {DATABASE} -c 'BEGIN; {sql}"
             " SELECT pg_sleep(90); COMMIT' >/dev/null 2>&1 </dev/null",
             user="postgres",
@@ -128,15 +128,15 @@ class Bed:
             " state = 'active'"
         )
         deadline = time.monotonic() + 20
-        while not self.sql("db01", query, "postgres"):
+        while not self.sql(host, query, "postgres"):
             assert time.monotonic() < deadline, (
                 f"the held transaction {tag} did not start"
             )
             time.sleep(0.3)
-        return self.sql("db01", query, "postgres")[0][0]
+        return self.sql(host, query, "postgres")[0][0]
 
-    def end_transaction(self, tag: str) -> None:
-        self["db01"].psql(
+    def end_transaction(self, tag: str, host: str = "db01") -> None:
+        self[host].psql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
             f" application_name = '{tag}'"
         )

@@ -557,8 +557,8 @@ def show_status(
     form: str = "text",
     limits: Thresholds = Thresholds(),
 ) -> int:
-    """Print the status once, or every `watch` seconds until interrupted (--json:
-    one object per line). The exit code: the monitoring plugin's with --check, else 0
+    """Print the status once, or every `watch` seconds until interrupted (Ctrl-C;
+    --json: one object per line). The exit code: the monitoring plugin's with --check, else 0
     when all is well and 1 when `problems` names something (or no node answers)."""
     while True:
         report = status(s)
@@ -566,7 +566,10 @@ def show_status(
         s.out.result(shown(report, form, limits))
         if not watch:
             return code if form == "check" else int(code != OK)
-        time.sleep(watch)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:  # how a watch ends: the last status's code
+            return int(code != OK)
         if form == "text":
             s.out.result("")
         # a node a failover dropped may have come back meanwhile

@@ -551,26 +551,29 @@ BAD_FLAGS = {
 
 @pytest.mark.parametrize("case", BAD_FLAGS)
 def test_bad_flags_are_one_line_and_change_nothing(fresh, tmp_path, case):
-    """Issue 12, point 12 and reserved names: exit 1, one line naming the flag and
-    the fix, nothing changed."""
+    """Issue 12, point 12 and reserved names: one line naming the flag and the fix,
+    nothing changed; exit 2 for what the operator typed, 1 for what a host said."""
     bed = fresh
     (tmp_path / TARBALL).write_bytes(b"not a tarball")
     args, words = BAD_FLAGS[case]
     args = tuple(a.replace("/tmp/", f"{tmp_path}/") for a in args)
     before = bed.snapshot()
     result = inv(bed, *args)
-    assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
     assert len(errors) == 1 and words in errors[0] and "; fix: " in errors[0], (
         result.stderr
     )
+    usage = errors[0].startswith(
+        ("error: input: ", "error: config: ", "error: local: ")
+    )
+    assert result.returncode == (2 if usage else 1), result.stdout + result.stderr
     assert_unchanged(before, bed.snapshot(), case)
 
 
 def test_a_missing_ssh_config_is_one_line(fresh, tmp_path):
     result = inv(fresh, "preflight", *ARGS, ssh_config=str(tmp_path / "no_such_config"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         f"ssh config {tmp_path}/no_such_config does not exist; fix: " in result.stderr
     ), result.stderr

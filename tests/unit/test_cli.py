@@ -280,13 +280,21 @@ def test_an_unconfirmed_question_changes_nothing(monkeypatch, capsys):
     assert "finish: not confirmed; nothing changed" in capsys.readouterr().err
 
 
+def test_a_monitor_gets_unknown_for_any_error(capsys):
+    status = task("status")
+    assert run(status, master="db01", slave="db02", check=True) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("SLONY UNKNOWN - input: --database is required")
+    assert out.count("\n") == 1
+
+
 def test_status_refuses_mixed_formats_and_thresholds_out_of_order(capsys, monkeypatch):
     monkeypatch.setattr(cli.endgame.returned, "first_contact", lambda s, **kw: [])
     status = task("status")
-    assert run(status, **PAIR, check=True, json=True) == 2
-    assert "--json and --check exclude each other" in capsys.readouterr().err
-    assert run(status, **PAIR, check=True, watch="5") == 2
-    assert "--check prints once" in capsys.readouterr().err
+    assert run(status, **PAIR, prometheus=True, json=True) == 2
+    assert "--json and --prometheus exclude each other" in capsys.readouterr().err
+    assert run(status, **PAIR, check=True, watch="5") == 3
+    assert "--check prints once" in capsys.readouterr().out
     assert run(status, **PAIR, lag_warning="60", lag_critical="10") == 2
     assert "--lag-critical 10 is below --lag-warning 60" in capsys.readouterr().err
 
