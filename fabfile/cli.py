@@ -354,7 +354,8 @@ def run(
 ) -> int:
     """Run a task with the flags given (by flag name; None: not given) and return its
     exit code. Errors are one line on stderr (with --json, also {"ok": false,
-    "errors": [...]} on stdout; with --check, the plugin's UNKNOWN line instead). `configured`: settings Invoke read (invoke.yaml)."""
+    "errors": [...]} on stdout; with --check, the plugin's UNKNOWN line instead).
+    `configured`: the settings Invoke read (invoke.yaml)."""
     as_json = bool(given.get("json"))
     out = Output(
         sys.stderr if as_json else None,

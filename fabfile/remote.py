@@ -1,4 +1,5 @@
-"""The thin Fabric layer: SSH connections with checked host keys, commands, psql, files.
+"""The thin Fabric layer: SSH connections as the operator's OpenSSH configuration says
+(`ssh -G`), with checked host keys; commands, psql, files.
 
 The only module that imports Fabric. Secrets and SQL go over stdin, never on a command
 line. Queries that return rows go to one psql per host and database for the whole run
@@ -9,13 +10,16 @@ operator's terminal).
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import logging
 import os
 import re
 import secrets
 import shlex
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
@@ -27,12 +31,17 @@ from invoke.exceptions import CommandTimedOut
 
 from . import log, settings
 from .errors import StepError
+from .render import ssh as ssh_render
 from .render.parse import RECORD, unaligned
 from .render.shell import SAFE_OPTIONS
 
-# paramiko logs a failed connection with its traceback on stderr (Python's last-resort
-# handler); Host.open turns the same failure into one StepError line.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
+# paramiko's transport thread logs a failed connection with its traceback; Host.open
+# says the same in one StepError line. The NullHandler keeps it from Python's last-resort
+# handler (stderr); no propagation keeps it from any handler of the root logger.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
+MAX_HOPS = 8  # ProxyJump hosts behind one another (a loop in an ssh config ends here)
 
 
 class Chunks(io.StringIO):
@@ -60,17 +69,204 @@ def psql_error(stderr: str) -> str:
     return (msg[where.end() :] if where else msg.split(":", 2)[-1]).strip()
 
 
-def guard(conn: Connection, strict_host_keys: bool) -> None:
-    """Check host keys against the known_hosts file the ssh config names; never
+def guard(
+    conn: Connection,
+    strict_host_keys: bool,
+    known_hosts: Sequence[str],
+    global_known_hosts: Sequence[str] = (),
+) -> None:
+    """Check host keys against the known_hosts files the ssh config names; never
     forward the agent."""
     conn.forward_agent = False
-    known = conn.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
-    for path in known.split():
-        path = os.path.expanduser(path)
-        if os.path.exists(path):
+    for path in map(os.path.expanduser, global_known_hosts):
+        if os.path.isfile(path):
+            conn.client.load_system_host_keys(path)
+    for path in map(os.path.expanduser, known_hosts):
+        if os.path.isfile(path):
             conn.client.load_host_keys(path)
     if strict_host_keys:
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+
+
+def ssh_g(
+    name: str, ssh_config: str = "", user: str = "", port: int | None = None
+) -> dict[str, list[str]] | None:
+    """OpenSSH's effective settings for `name` (`ssh -G`: it reads the config, Include
+    and Match included, and does not connect); None when there is no ssh binary.
+    StepError when ssh refuses the config or the name."""
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        return None
+    command = [ssh, "-G", *(["-F", ssh_config] if ssh_config else [])]
+    command += [*(["-l", user] if user else []), *(["-p", str(port)] if port else [])]
+    try:
+        done = subprocess.run(
+            [*command, "--", name],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=settings.SSH_CONNECT,
+        )
+    except subprocess.TimeoutExpired:
+        done = SimpleNamespace(returncode=-1, stderr="no answer (a Match exec?)")
+    if done.returncode:
+        said = [
+            l
+            for l in done.stderr.splitlines()
+            if l.strip() and not l.startswith("Pseudo-terminal")
+        ]
+        raise StepError(
+            name,
+            f"ssh -G: {said[0] if said else f'exit code {done.returncode}'}",
+            "correct the ssh config or the host name",
+        )
+    return ssh_render.parse_g(done.stdout)
+
+
+def connection(
+    name: str,
+    ssh_config: str,
+    strict_host_keys: bool,
+    hop: ssh_render.Hop | None = None,
+    gateway: Connection | None = None,
+    depth: int = 0,
+) -> Connection:
+    """A checked Connection to `name` as OpenSSH would make it: hostname, port, user,
+    identity files, known_hosts, ConnectTimeout and ProxyJump (each hop resolved the
+    same way; the first as its own config says, each next one through the one before,
+    as `ssh -J` does) or ProxyCommand. `hop`: a ProxyJump hop's own user and port;
+    `gateway`: the hop before it."""
+    if depth > MAX_HOPS:
+        raise StepError(
+            name,
+            f"more than {MAX_HOPS} ProxyJump hosts behind one another",
+            "look for a loop of ProxyJump in the ssh config",
+        )
+    ssh_config = os.path.expanduser(ssh_config)
+    options = ssh_g(name, ssh_config, hop.user if hop else "", hop and hop.port)
+    if options is None:  # no OpenSSH client here: Fabric's reading of the config
+        return fabric_connection(name, ssh_config, strict_host_keys)
+    t = ssh_render.target(name, options, getpass.getuser(), os.path.expanduser("~"))
+    if gateway is None:
+        for h in t.jumps:
+            gateway = connection(
+                h.host, ssh_config, strict_host_keys, h, gateway, depth + 1
+            )
+    timeout = t.connect_timeout or settings.SSH_CONNECT
+    keys = [os.path.expanduser(f) for f in t.identity_files]
+    conn = Connection(
+        t.hostname,
+        user=t.user,
+        port=t.port,
+        # no ssh config of Fabric's own: ssh -G has read it
+        config=Config(ssh_config=paramiko.SSHConfig()),
+        gateway=gateway or t.proxy_command or None,
+        forward_agent=False,
+        connect_timeout=timeout,
+        connect_kwargs={
+            "key_filename": [k for k in keys if os.path.isfile(k)],
+            "look_for_keys": False,  # the files ssh -G named, defaults included
+            "allow_agent": not t.identities_only,
+            "banner_timeout": timeout,
+            "auth_timeout": timeout,
+        },
+    )
+    conn.original_host = name
+    guard(conn, strict_host_keys, t.known_hosts, t.global_known_hosts)
+    return conn
+
+
+def fabric_connection(name: str, ssh_config: str, strict_host_keys: bool):
+    """A checked Connection from Fabric's own reading of the ssh config (paramiko's:
+    no Include, no Match exec): where there is no `ssh` binary to ask."""
+    config = (
+        Config(runtime_ssh_path=os.path.expanduser(ssh_config))
+        if ssh_config
+        else Config()
+    )
+    conn = Connection(
+        name, config=config, connect_timeout=settings.SSH_CONNECT, forward_agent=False
+    )
+    hop = conn
+    while isinstance(hop, Connection):
+        hop.connect_kwargs.update(
+            banner_timeout=settings.SSH_CONNECT, auth_timeout=settings.SSH_CONNECT
+        )
+        known = hop.ssh_config.get("userknownhostsfile", "~/.ssh/known_hosts")
+        guard(hop, strict_host_keys, known.split())
+        hop = hop.gateway
+    return conn
+
+
+def hops_of(conn: Connection) -> list[Connection]:
+    """A connection and its ProxyJump gateways, the target first."""
+    out = []
+    while isinstance(conn, Connection):
+        out.append(conn)
+        conn = conn.gateway
+    return out
+
+
+def failure(e: Exception, conn: Connection, name: str) -> tuple[str, str]:
+    """(what, fix) of a failed connection attempt: one form per kind of fault, naming
+    the hop it failed at (the first one, from the far end of a ProxyJump, not
+    connected)."""
+    hops = hops_of(conn)
+    hop = next((h for h in reversed(hops) if not h.is_connected), conn)
+    where = f"{hop.host}:{hop.port}"
+    via = "" if hop is conn else f"ProxyJump host {hop.original_host}: "
+    if isinstance(e, paramiko.BadHostKeyException):
+        return (
+            f"{via}SSH host key differs from known_hosts ({where})",
+            "verify the server's key, then correct known_hosts",
+        )
+    if isinstance(e, paramiko.AuthenticationException):
+        return (
+            f"{via}SSH authentication refused for user {hop.user}"
+            + (" (no answer in time)" if "timeout" in str(e).lower() else ""),
+            "check the user and key in your ssh config",
+        )
+    if isinstance(e, paramiko.ChannelException):  # the gateway could not reach it
+        gw = hop.gateway.original_host
+        return (
+            f"host unreachable ({where} from ProxyJump host {gw}: {e.text})",
+            f"check that the server is up and that {gw} may reach it",
+        )
+    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
+        return (
+            f"{via}SSH host key unknown ({where})",
+            f"verify it and add it to known_hosts (ssh {name} once)",
+        )
+    # "No existing session": the connect timeout ended before the banner's did
+    if isinstance(e, (paramiko.SSHException, EOFError)) and (
+        "banner" in str(e) or "No existing session" in str(e)
+    ):
+        return (
+            f"{via}no SSH banner from {where} (not an SSH server?)",
+            "check the Port in your ssh config and that sshd answers there",
+        )
+    if isinstance(e, paramiko.SSHException):
+        return f"{via}SSH failed ({where}): {e}", "check the ssh config for this host"
+    if isinstance(e, socket.gaierror):
+        return (
+            f"{via}unknown host name (resolving {hop.host} failed)",
+            "check the name or add it to your ssh config",
+        )
+    causes = list(getattr(e, "errors", {}).values()) or [e]  # NoValidConnectionsError
+    if all(isinstance(c, ConnectionRefusedError) for c in causes):
+        return (
+            f"{via}connection refused ({where})",
+            "check that sshd runs there and the Port in your ssh config",
+        )
+    reason = (
+        f"no answer within {hop.connect_timeout} s"
+        if isinstance(e, TimeoutError)
+        else causes[0].strerror or str(causes[0])
+    )
+    return (
+        f"{via}host unreachable ({where}: {reason})",
+        "check that the server is up and the network between",
+    )
 
 
 def as_user(user: str, command: str) -> str:
@@ -199,38 +395,22 @@ class Host:
         self.name = name
         if ssh_config and not os.path.isfile(os.path.expanduser(ssh_config)):
             raise StepError(
-                "local",
+                "config",
                 f"ssh config {ssh_config} does not exist",
-                "correct INVOKE_SLONY_SSH_CONFIG (or ssh_config in invoke.yaml), or"
-                " leave it empty for ~/.ssh/config",
+                "correct ssh_config (in the configuration file or SLONY_MIGRATE_SSH_CONFIG),"
+                " or leave it empty for ~/.ssh/config",
             )
-        config = (
-            Config(runtime_ssh_path=os.path.expanduser(ssh_config))
-            if ssh_config
-            else Config()
-        )
-        self.conn = Connection(
-            name,
-            config=config,
-            connect_timeout=settings.SSH_CONNECT,
-            forward_agent=False,
-        )
+        self.conn = connection(name, ssh_config, strict_host_keys)
         # psql prints CSV (12 and newer); False after an older psql refused --csv
         self.csv = True
         self._version_num: int | None = None
-        # (when, error) of a connection attempt that failed after a long wait (open)
-        self._down: tuple[float, StepError] | None = None
+        # the error of a connection attempt that failed (open): not tried again
+        self._down: StepError | None = None
         self._connecting = threading.Lock()
         # database: its psql for this run (PsqlPipe)
         self._pipes: dict[str, PsqlPipe] = {}
         # one query at a time on a pipe, whichever thread asks
         self._pipe_lock = threading.Lock()
-        # A ProxyJump gateway is checked like the target (Fabric would accept any key
-        # there) and no agent is forwarded anywhere, whatever the ssh config says.
-        hop = self.conn
-        while isinstance(hop, Connection):
-            guard(hop, strict_host_keys)
-            hop = hop.gateway
 
     @property
     def user(self) -> str:
@@ -238,67 +418,35 @@ class Host:
         return self.conn.user
 
     def open(self) -> None:
-        """Connect; StepError naming what failed. A connection attempt that failed
-        after a long wait (a host that drops packets: settings.SSH_CONNECT) is not made
-        again within that time: its error comes back at once."""
+        """Connect; StepError naming what failed. A host that failed to connect is not
+        tried again in this run (until `retry`): its error comes back at once."""
         with self._connecting:  # one connection, whichever thread asks first
             if self.conn.is_connected:
                 return
-            if self._down and time.monotonic() - self._down[0] < settings.SSH_CONNECT:
-                raise self._down[1]
-            began = time.monotonic()
+            if self._down:
+                raise self._down
             try:
-                self._open()
-            except StepError as e:
-                if time.monotonic() - began >= settings.SSH_SLOW:
-                    self._down = (time.monotonic(), e)
-                raise
-            self._down = None
+                self.conn.open()
+                no_delay(self.conn)
+            except (paramiko.SSHException, OSError, EOFError) as e:
+                what, fix = failure(e, self.conn, self.name)
+                for hop in hops_of(self.conn):  # no transport thread left behind
+                    hop.client.close()
+                self._down = StepError(self.name, what, fix)
+                raise self._down from None
 
-    def _open(self) -> None:
-        try:
-            self.conn.open()
-            no_delay(self.conn)
-        except paramiko.BadHostKeyException:
-            raise StepError(
-                self.name,
-                "SSH host key differs from known_hosts",
-                "verify the server's key, then correct known_hosts",
-            ) from None
-        except paramiko.AuthenticationException:
-            raise StepError(
-                self.name,
-                f"SSH authentication refused for user {self.conn.user}",
-                "check the user and key in your ssh config",
-            ) from None
-        except paramiko.SSHException as e:
-            if "not found in known_hosts" in str(e):
-                raise StepError(
-                    self.name,
-                    "SSH host key unknown",
-                    f"verify it and add it to known_hosts (ssh {self.name} once)",
-                ) from None
-            raise StepError(
-                self.name, f"SSH failed: {e}", "check the ssh config for this host"
-            ) from None
-        except socket.gaierror:
-            raise StepError(
-                self.name,
-                f"unknown host name (resolving {self.conn.host} failed)",
-                "check the name or add it to your ssh config",
-            ) from None
-        except (TimeoutError, OSError) as e:
-            raise StepError(
-                self.name,
-                f"host unreachable ({self.conn.host}:{self.conn.port}: {e})",
-                "check that the server is up and sshd listens",
-            ) from None
+    def retry(self) -> None:
+        """Let a host that failed to connect be tried again."""
+        self._down = None
 
     def close(self) -> None:
+        """Close the connection (a later command connects again, even after a
+        failure)."""
         for pipe in self._pipes.values():
             pipe.close()
         self._pipes.clear()
         self.conn.close()
+        self._down = None
 
     def run(
         self,
@@ -713,6 +861,11 @@ class Hosts:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def retry(self) -> None:
+        """Let the hosts that failed to connect in this run be tried again."""
+        for host in self._hosts.values():
+            host.retry()
 
     def close(self) -> None:
         for host in self._hosts.values():

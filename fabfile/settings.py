@@ -30,10 +30,9 @@ DEFAULTS = {
 }
 
 # --- SSH and SQL ----------------------------------------------------------------------
-SSH_CONNECT = 15  # connecting to a host
-SSH_SLOW = (
-    5  # ... a failed attempt that took this long is not repeated within SSH_CONNECT
-)
+# connecting to a host: TCP, SSH banner, authentication each (ConnectTimeout in the ssh
+# config instead when it has one)
+SSH_CONNECT = 15
 SSH_GRACE = 15  # a remote command bounded on its host: how much longer SSH waits for it
 PSQL = 120  # one psql call (catalog queries, DDL)
 CHECKSUMS = 3600  # verify's checksum query over a whole database side

@@ -572,6 +572,7 @@ def show_status(
             return int(code != OK)
         if form == "text":
             s.out.result("")
+        s.hosts.retry()  # each round is a new look: a host down before may be back
         # a node a failover dropped may have come back meanwhile
         s.fenced_now = returned.first_contact(s, to_stderr=True)
 

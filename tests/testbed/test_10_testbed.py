@@ -2,12 +2,14 @@
 migration finds them."""
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from fabfile import facts
 from fabfile.errors import StepError
 from fabfile.remote import Hosts
+from testbed import compose as tb
 
 
 def test_every_host_answers_over_ssh_with_sudo(bed):
@@ -82,6 +84,27 @@ def test_unknown_host_key_is_refused(bed, tmp_path):
     with Hosts(str(config)) as hosts:
         with pytest.raises(StepError, match="host key unknown"):
             hosts["db01"].run("true")
+
+
+def test_an_ssh_config_with_include_and_proxyjump(bed, tmp_path):
+    """The ssh config as OpenSSH reads it (ssh -G): the testbed's hosts from an included
+    file, and db02 reached through db01 by its name on the testbed's network, its host
+    key checked there too."""
+    state = tb.current().state
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d" / "testbed").write_text(Path(bed.ssh_config).read_text())
+    pub = (state / "db02" / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"db02 {' '.join(pub)}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Include {tmp_path}/config.d/*\n"
+        "Host inner-db02\n  HostName db02\n  User admin\n  ProxyJump db01\n"
+        f"  IdentityFile {state / 'id_ed25519'}\n  UserKnownHostsFile {known}\n"
+    )
+    with Hosts(str(config)) as hosts:
+        assert hosts["db01"].run("hostname").stdout.strip() == "db01"
+        assert hosts["inner-db02"].run("hostname").stdout.strip() == "db02"
 
 
 def test_queries_share_one_psql_per_database_and_nothing_carries_over(bed):

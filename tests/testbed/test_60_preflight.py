@@ -139,7 +139,7 @@ def nothing(bed, tmp_path):
 
 
 @contextlib.contextmanager
-def unreachable(bed, tmp_path):
+def refused(bed, tmp_path):
     yield ssh_config(bed, tmp_path, "db01", Port="9")
 
 
@@ -210,7 +210,7 @@ CASES = {
         ("--master", "nosuchhost", "--slave", "db02"),
         ("[nosuchhost]", "ssh", "unknown host name"),
     ),
-    "host unreachable": (unreachable, ARGS, ("[db01]", "ssh", "host unreachable")),
+    "connection refused": (refused, ARGS, ("[db01]", "ssh", "connection refused")),
     "ssh authentication refused": (
         foreign_key,
         ARGS,

@@ -55,6 +55,9 @@ class FakeHosts(dict):
         self[name] = FakeHost(name)
         return self[name]
 
+    def retry(self):
+        pass
+
     def __enter__(self):
         return self
 

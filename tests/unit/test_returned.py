@@ -17,7 +17,6 @@ from fabfile.endgame import status as st
 from fabfile.errors import StepError
 from fabfile.facts.slony import lost_where
 from fabfile.model import SlonyState
-from fabfile.remote import Host
 from fabfile.render import lost, slonik, sql
 from fabfile.secrets import write_private
 from fabfile.steps import cluster as steps_cluster
@@ -555,25 +554,6 @@ def test_first_contact_leaves_a_fenced_node_and_a_healthy_pair_alone(monkeypatch
     s = session()
     canned(monkeypatch, slony_state=SlonyState(**SET, origin=1, nodes=PAIR))
     assert rt.first_contact(s) == []
-
-
-# --- SSH ------------------------------------------------------------------------------
-
-
-def test_a_slow_failed_connection_is_not_tried_again_at_once(monkeypatch):
-    h = Host("db01")
-    tries = []
-
-    def slow():
-        tries.append(1)
-        raise StepError("db01", "host unreachable (timed out)")
-
-    monkeypatch.setattr(h, "_open", slow)
-    monkeypatch.setattr(settings, "SSH_SLOW", 0)
-    for _ in range(3):
-        with pytest.raises(StepError, match="timed out"):
-            h.open()
-    assert tries == [1]
 
 
 def test_unfence_gives_back_connect_to_whom_had_it():
