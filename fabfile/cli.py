@@ -382,6 +382,9 @@ def run(
                 bool(given.get("verbose")),
             )
         with s.hosts:
+            if s.cluster is not None:
+                cl = s.cluster
+                s.hosts.connect([cl.master.host, cl.slave.host, cl.slon_name])
             if s.cluster is not None and t.fence_to:
                 s.fenced_now = endgame.returned.first_contact(
                     s, to_stderr=t.fence_to == "stderr"

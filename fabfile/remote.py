@@ -862,6 +862,25 @@ class Hosts:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def connect(self, names: Sequence[str]) -> None:
+        """Connect to these hosts at the same time (a run waits for the slowest, not
+        for their sum); a host that fails keeps its error for when it is used."""
+
+        def attempt(host: Host) -> None:
+            try:
+                host.open()
+            except StepError:
+                pass
+
+        threads = [
+            threading.Thread(target=attempt, args=(self[n],), daemon=True)
+            for n in dict.fromkeys(names)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     def retry(self) -> None:
         """Let the hosts that failed to connect in this run be tried again."""
         for host in self._hosts.values():

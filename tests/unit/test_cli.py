@@ -30,6 +30,8 @@ def clean_environment(monkeypatch, tmp_path):
         if name.startswith(config.PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SLONY_MIGRATE_LOG_DIR", str(tmp_path / "logs"))
+    # no host is reached from here (tests/unit/test_ssh_config.py tests connecting)
+    monkeypatch.setattr("fabfile.remote.Hosts.connect", lambda self, names: None)
     yield
     while cli.TASKS and cli.TASKS[-1].name.startswith("probe"):
         cli.TASKS.pop()  # the tasks the tests declared

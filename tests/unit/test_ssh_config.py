@@ -380,3 +380,23 @@ def test_a_closed_port_is_refused_at_once_and_not_tried_again(tmp_path, monkeypa
         f"shut: connection refused (127.0.0.1:{port}); fix: check that sshd runs"
         " there and the Port in your ssh config"
     )
+
+
+def test_hosts_are_connected_at_the_same_time(tmp_path, monkeypatch):
+    """A run with two silent hosts waits for one timeout, not for two."""
+    monkeypatch.setattr(settings, "SSH_CONNECT", 1)
+    mutes = [Mute(), Mute()]
+    try:
+        config = local_config(tmp_path, one=mutes[0].port, two=mutes[1].port)
+        with Hosts(config) as hosts:
+            began = time.monotonic()
+            hosts.connect(["one", "two", "one"])
+            took = time.monotonic() - began
+            for name in ("one", "two"):
+                with pytest.raises(StepError, match="no SSH banner"):
+                    hosts[name].open()
+        assert [len(m.accepted) for m in mutes] == [1, 1]
+        assert took < 1.8, took
+    finally:
+        for m in mutes:
+            m.close()
