@@ -135,8 +135,9 @@ COMMON = tuple(
         Flag("user", f"the replication superuser (default: {SLONY['user']})"),
         Flag(
             "config",
-            "a configuration file (TOML): settings by name, as docs/configuration.md"
-            " lists them",
+            "a configuration file (TOML) with settings by name: "
+            + ", ".join(SLONY)
+            + " (a flag wins over it, SLONY_MIGRATE_<NAME> in the environment too)",
         ),
         Flag(
             "verbose", "show the SQL and commands sent, too (passwords masked)", False
@@ -375,12 +376,11 @@ def run(
             out.error(f"{t.name}: not confirmed; nothing changed")
             return 1
         s = open_session(t, conf, given, out)
-        if t.keeps_log:
-            log.start(
-                log.log_dir(conf["log_dir"], conf["cluster"]),
-                t.name,
-                bool(given.get("verbose")),
-            )
+        log.start(
+            log.log_dir(conf["log_dir"], conf["cluster"]) if t.keeps_log else None,
+            t.name,
+            bool(given.get("verbose")),
+        )
         with s.hosts:
             if s.cluster is not None:
                 cl = s.cluster
@@ -397,11 +397,11 @@ def run(
                 )
         return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except StepError as e:
-        if as_json:
-            out.result(json.dumps({"ok": False, "errors": [e.line()]}))
         if given.get("check"):  # a monitoring plugin: UNKNOWN, whatever went wrong
             out.result(f"SLONY UNKNOWN - {e.line()}")
             return endgame.status.UNKNOWN
+        if as_json:
+            out.result(json.dumps({"ok": False, "errors": [e.line()]}))
         out.error(f"error: {e.line()}")
         return 2 if e.host in USAGE else 1
     except KeyboardInterrupt:
@@ -523,8 +523,8 @@ def logs(s, node=0, lines=50, follow=False):
 # --- migrate and the end-game ---------------------------------------------------------
 
 JSON = (
-    "print one JSON object (docs/json.md: ok, errors, then the details) on stdout;"
-    " the other lines go to stderr"
+    "print one JSON object on stdout: ok (true or false), errors (a list), then the"
+    " details; the other lines go to stderr"
 )
 
 
@@ -676,10 +676,13 @@ SWITCH_HELP = {
 
 
 def switch(s, to, switch_: Switch, as_json: bool) -> int:
-    """switchover and switchback: the move to `to`, its result as JSON when asked."""
+    """switchover and switchback: the move to `to`, its result as JSON when asked
+    (ok and errors first, as every --json; dry_run: nothing was moved)."""
     result = endgame.switchover.switchover(s, to, switch_)
     if as_json:
-        s.out.result(json.dumps(result))
+        s.out.result(
+            json.dumps({"ok": True, "errors": [], "dry_run": s.dry_run, **result})
+        )
     return 0
 
 

@@ -71,6 +71,13 @@ def from_file(path: str) -> dict:
         data = tomllib.loads(p.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise StepError("config", f"{path}: {e}", "correct the file (TOML)") from None
+    if "slony" in data and len(data) > 1:
+        others = sorted(k for k in data if k != "slony")
+        raise StepError(
+            "config",
+            f"{path}: {', '.join(others)} outside [slony]",
+            "put every setting under [slony], or none (all at the top level)",
+        )
     return from_mapping(data.get("slony", data), str(path))
 
 

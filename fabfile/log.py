@@ -3,8 +3,8 @@
 
 Lines reach it through the logger "slony_migrate": Output (session.py) records what it
 prints at INFO (WARNING for stderr), the Fabric layer (remote.py) traces what it sends
-at DEBUG. `start` opens the file (0600, in a 0700 directory) for one task; with
-verbose, the traces are shown on stderr too.
+at DEBUG. `start` opens the file (0600, in a 0700 directory) for one task (not for
+the tasks a monitor polls); with verbose, the traces are shown on stderr too.
 """
 
 from __future__ import annotations
@@ -79,10 +79,19 @@ class UTC(logging.Formatter):
         )
 
 
-def start(directory: Path, task: str, verbose: bool) -> Path:
-    """Open this run's log file (`<UTC time>-<task>.log`, 0600) and, with verbose,
-    show the traces on stderr; its path."""
+def start(directory: Path | None, task: str, verbose: bool) -> Path | None:
+    """Open this run's log file in `directory` (`<UTC time>-<task>-<pid>.log`, 0600;
+    None: no file) and, with verbose, show the traces on stderr; the file's path."""
     global _tracing
+    _tracing = verbose
+    if verbose:
+        terminal = logging.StreamHandler(sys.stderr)
+        terminal.setLevel(logging.DEBUG)
+        terminal.addFilter(lambda r: r.levelno == logging.DEBUG)
+        terminal.addFilter(Masking())
+        LOG.addHandler(terminal)
+    if directory is None:
+        return None
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = directory / f"{stamp}-{task}-{os.getpid()}.log"
@@ -92,13 +101,6 @@ def start(directory: Path, task: str, verbose: bool) -> Path:
     file.setFormatter(UTC("%(asctime)s %(levelname)s %(message)s"))
     file.addFilter(Masking())
     LOG.addHandler(file)
-    _tracing = verbose
-    if verbose:
-        terminal = logging.StreamHandler(sys.stderr)
-        terminal.setLevel(logging.DEBUG)
-        terminal.addFilter(lambda r: r.levelno == logging.DEBUG)
-        terminal.addFilter(Masking())
-        LOG.addHandler(terminal)
     LOG.info("%s", f"slony-migrate {task}: log {path}")
     return path
 

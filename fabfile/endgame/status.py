@@ -558,13 +558,16 @@ def show_status(
     limits: Thresholds = Thresholds(),
 ) -> int:
     """Print the status once, or every `watch` seconds until interrupted (Ctrl-C;
-    --json: one object per line). The exit code: the monitoring plugin's with --check, else 0
-    when all is well and 1 when `problems` names something (or no node answers)."""
+    --json: one object per line). The exit code: the monitoring plugin's with --check,
+    0 for Prometheus (its figures say it), else 0 when all is well and 1 when
+    `problems` names something (or no node answers)."""
     while True:
         report = status(s)
         code = check(report, limits)[0]
         s.out.result(shown(report, form, limits))
         if not watch:
+            if form == "prometheus":  # the figures were printed: the state is in them
+                return 0
             return code if form == "check" else int(code != OK)
         try:
             time.sleep(watch)

@@ -355,12 +355,12 @@ BEGIN
   RAISE EXCEPTION 'slony-migrate: writes refused on Slony node %: PostgreSQL started at %'
     ' and no slon of this node has run since: it may have been dropped by a failover',
     {node}, pg_postmaster_start_time()
-    USING HINT = 'inv status (on the operator''s machine) tells; if this node is still'
-      ' the origin, start its slon (inv slons) and write again';
+    USING HINT = 'slony-migrate status (on the operator''s machine) tells; if this node'
+      ' is still the origin, start its slon (slony-migrate slons) and write again';
 END
 $guard$;
 COMMENT ON FUNCTION {schema}.{GUARD}() IS
-  'slony-migrate: refuses writes on a node that came back without its slon (inv status)';
+  'slony-migrate: refuses writes on a node that came back without its slon (status)';
 {triggers}"""
 
 

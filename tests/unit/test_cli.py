@@ -10,6 +10,7 @@ import re
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -284,10 +285,11 @@ def test_an_unconfirmed_question_changes_nothing(monkeypatch, capsys):
 
 def test_a_monitor_gets_unknown_for_any_error(capsys):
     status = task("status")
-    assert run(status, master="db01", slave="db02", check=True) == 3
-    out = capsys.readouterr().out
-    assert out.startswith("SLONY UNKNOWN - input: --database is required")
-    assert out.count("\n") == 1
+    for extra in ({}, {"json": True}):
+        assert run(status, master="db01", slave="db02", check=True, **extra) == 3
+        out = capsys.readouterr().out
+        assert out.startswith("SLONY UNKNOWN - input: --database is required")
+        assert out.count("\n") == 1
 
 
 def test_status_refuses_mixed_formats_and_thresholds_out_of_order(capsys, monkeypatch):
@@ -344,6 +346,7 @@ def test_flags_win_over_environment_over_file_over_invoke(tmp_path, monkeypatch)
         ("strict_host_keys = 'maybe'\n", "is not true or false"),
         ("database = [1\n", "slony.toml: "),
         ('slony = "x"\n', "[slony] is not a table"),
+        ('master = "db01"\n[slony]\nslave = "db02"\n', "master outside [slony]"),
     ],
 )
 def test_a_bad_configuration_file_is_one_line_naming_key_and_file(
@@ -445,11 +448,18 @@ def test_each_run_writes_a_private_log_with_timestamps(tmp_path, capsys):
     assert any(l.endswith("INFO [db01] probe: first line") for l in lines)
     assert any(l.endswith("WARNING warning: something") for l in lines)
     assert not any("SELECT" in l for l in lines)  # traces only with --verbose
+    assert "SELECT" not in capsys.readouterr().err
     assert run(probe, **PAIR, verbose=True) == 0
     text = logged(tmp_path).read_text()
     assert "[db01] > SELECT '********'" in text and "secret-verifier-123" not in text
     err = capsys.readouterr().err
     assert "[db01] > SELECT '********'" in err and "secret-verifier" not in err
+    # the tasks a monitor polls keep no log, but --verbose still traces
+    status_like = replace(probe, name="probe-nolog", keeps_log=False)
+    before = set((tmp_path / "logs").rglob("*.log"))
+    assert run(status_like, **PAIR, verbose=True) == 0
+    assert set((tmp_path / "logs").rglob("*.log")) == before
+    assert "[db01] > SELECT '********'" in capsys.readouterr().err
 
 
 def test_quiet_shows_only_warnings_and_errors(tmp_path, capsys):
