@@ -117,25 +117,35 @@ def test_status_check_ok_warning_critical(operator, migrated, tmp_path):
 
     # The subscriber falls behind: a transaction there holds a replicated table,
     # which slon must write; slon runs, the lag grows.
+    origin = migrated.status("--master", "db01", "--slave", "db02")["origin"]
+    subscriber = {"db01": "db02", "db02": "db01"}[origin]
     tag = "operator_lag"
     migrated.hold_transaction(
-        "LOCK TABLE public.websites_domain IN ACCESS EXCLUSIVE MODE;", tag, host="db02"
+        "LOCK TABLE public.websites_domain IN ACCESS EXCLUSIVE MODE;", tag, subscriber
     )
     try:
         migrated.sql(
-            "db01", "INSERT INTO websites_domain (name) VALUES ('lag.example')"
+            origin,
+            "INSERT INTO websites_domain (name) VALUES"
+            " ('lag-' || clock_timestamp() || '.example')",
         )
-        line = check_until(operator, "WARNING", "--lag-warning", "3")
-        assert "lag to db02" in line and "over 3 s" in line
-        result = operator("status", "--check", "--lag-warning", "3")
-        assert result.returncode in (1, 2)  # critical once past --lag-critical too
-        prom = operator("status", "--prometheus", "--lag-warning", "3").stdout
+        lags = []
+        for _ in range(2):
+            line = check_until(operator, "WARNING", "--lag-warning", "3")
+            assert f"lag to {subscriber}" in line and "over 3 s" in line, line
+            lags.append(float(re.search(r" \| lag=([\d.]+)s", line).group(1)))
+            time.sleep(3)
+        assert lags[1] > lags[0] + 2, lags  # held back, not a passing delay
+        prom = operator("status", "--prometheus", "--lag-warning", "3")
+        assert prom.returncode == 0  # the figures were printed; the state is in them
         assert re.search(
-            r'slony_migrate_lag_seconds\{cluster="replication",node="db02"\} [1-9]',
-            prom,
-        )
+            rf'slony_migrate_lag_seconds{{cluster="replication",node="{subscriber}"}}'
+            r" [1-9]",
+            prom.stdout,
+        ), prom.stdout
+        assert 'slony_migrate_status{cluster="replication"} 1' in prom.stdout
     finally:
-        migrated.end_transaction(tag, host="db02")
+        migrated.end_transaction(tag, subscriber)
     check_until(operator, "OK")
 
     # Replication stopped: the slons are stopped.
