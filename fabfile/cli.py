@@ -22,7 +22,7 @@ from inspect import Parameter
 
 from invoke import Collection, Exit, Program, task
 
-from . import endgame, runbook, settings, steps
+from . import clusters, endgame, runbook, settings, steps
 from .errors import StepError
 from .model import make_cluster
 from .remote import Hosts
@@ -172,6 +172,7 @@ def operation(
                         )
                 s = open_session(c, opts, needs_pair)
                 with s.hosts:
+                    s.cluster = clusters.resolve(s)  # an earlier version's files
                     if s.cluster is not None and fence_to:
                         s.fenced_now = endgame.returned.first_contact(
                             s, to_stderr=fence_to == "stderr"
@@ -326,6 +327,16 @@ def logs(s, node=0, lines=50, follow=False):
 
 # --- migrate and the end-game ---------------------------------------------------------
 
+ALL_DATABASES = (
+    "every database of the master but templates and postgres, each as its own cluster"
+    " (named after it, or the cluster that replicates it already); --cluster and"
+    " --database are not used"
+)
+ALL_CLUSTERS = (
+    "every cluster on these servers (their pg_hba.conf blocks), one after the other;"
+    " the first that fails stops the rest; --cluster and --database are not used"
+)
+
 
 @operation(dry_run=False)
 def preflight(s):
@@ -346,6 +357,7 @@ def preflight(s):
             "give every table without a key a primary key (a new "
             "identity column) on the master first; preflight names them and their sizes"
         ),
+        "all_databases": ALL_DATABASES,
     },
 )
 def migrate(
@@ -355,17 +367,25 @@ def migrate(
     timeout=settings.COPY_WAIT,
     copy_retries=settings.COPY_RETRIES,
     add_keys=False,
+    all_databases=False,
 ):
     """Run every step in order; return when the slave is subscribed and the initial
-    copy is done."""
-    runbook.migrate(s, tarball, sha256, timeout, copy_retries, add_keys)
+    copy is done. --all-databases: every database, each as its own cluster."""
+    if all_databases:
+        runbook.migrate_all(s, tarball, sha256, timeout, copy_retries, add_keys)
+    else:
+        runbook.migrate(s, tarball, sha256, timeout, copy_retries, add_keys)
 
 
 @operation(
     dry_run=False,
-    flags={"as_json": "json"},
+    flags={"as_json": "json", "every": "all"},
     fence_to="stderr",
     help={
+        "every": (
+            "every cluster on these servers in one table (--json: a list, --check: the"
+            " worst)"
+        ),
         "watch": "refresh every N seconds until interrupted",
         "as_json": "print JSON for scripts and monitoring",
         "check": (
@@ -375,17 +395,18 @@ def migrate(
         ),
     },
 )
-def status(s, watch=0, as_json=False, check=False):
+def status(s, watch=0, as_json=False, check=False, every=False):
     """Nodes, set origin, subscription, slons, lag; during the initial copy, progress
     and ETA; a node a failover dropped. Fences such a node first if it is open to the
-    applications."""
+    applications. --all: every cluster on the pair, one line each."""
     if check and (watch or as_json):
         raise StepError(
             "input",
             "--check prints one line once: not with --watch or --json",
             "leave out --watch and --json",
         )
-    code = endgame.status.show_status(s, watch, as_json, check_only=check)
+    show = endgame.status.show_all if every else endgame.status.show_status
+    code = show(s, watch, as_json, check_only=check)
     return code if check else None
 
 
@@ -434,7 +455,27 @@ SWITCH_HELP = {
     "pooler_config": (
         f"PgBouncer's configuration on that host (default {settings.POOLER_CONFIG})"
     ),
+    "all_databases": ALL_CLUSTERS,
 }
+
+
+def switch(s, to: str, flags: Switch, all_databases: bool, as_json: bool) -> None:
+    """switchover (to the slave) or switchback (to the master), of one cluster or, with
+    all_databases, of every cluster on the pair."""
+
+    def one(x):
+        node = x.cluster.slave if to == "slave" else x.cluster.master
+        return endgame.switchover.switchover(x, node, flags)
+
+    step = "switchover" if to == "slave" else "switchback"
+    if all_databases:
+        results = endgame.each.each_cluster(s, step, one)
+        if as_json:
+            s.out.line(json.dumps(results))
+    else:
+        result = one(s)
+        if as_json:
+            s.out.line(json.dumps(result))
 
 
 @operation(
@@ -451,25 +492,21 @@ def switchover(
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
     as_json=False,
+    all_databases=False,
 ):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the
     blocked-write window."""
-    result = endgame.switchover.switchover(
-        s,
-        s.cluster.slave,
-        Switch(
-            max_lag,
-            wait_lag,
-            xact_age,
-            wait_xacts,
-            timeout,
-            lock_timeout,
-            pooler,
-            pooler_config,
-        ),
+    flags = Switch(
+        max_lag,
+        wait_lag,
+        xact_age,
+        wait_xacts,
+        timeout,
+        lock_timeout,
+        pooler,
+        pooler_config,
     )
-    if as_json:
-        s.out.line(json.dumps(result))
+    switch(s, "slave", flags, all_databases, as_json)
 
 
 @operation(
@@ -486,24 +523,20 @@ def switchback(
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
     as_json=False,
+    all_databases=False,
 ):
     """Roll back: make the master the origin again, with the same checks and proofs."""
-    result = endgame.switchover.switchover(
-        s,
-        s.cluster.master,
-        Switch(
-            max_lag,
-            wait_lag,
-            xact_age,
-            wait_xacts,
-            timeout,
-            lock_timeout,
-            pooler,
-            pooler_config,
-        ),
+    flags = Switch(
+        max_lag,
+        wait_lag,
+        xact_age,
+        wait_xacts,
+        timeout,
+        lock_timeout,
+        pooler,
+        pooler_config,
     )
-    if as_json:
-        s.out.line(json.dumps(result))
+    switch(s, "master", flags, all_databases, as_json)
 
 
 @operation(
@@ -583,12 +616,21 @@ def rejoin(
         "force": (
             "finish although the master is still the origin (the slave is fenced then)"
         ),
+        "all_databases": ALL_CLUSTERS,
     },
 )
-def finish(s, keep_role=False, force=False):
+def finish(s, keep_role=False, force=False, all_databases=False):
     """After an accepted switchover: fence the old server, remove Slony from both
-    nodes, drop access and secrets."""
-    endgame.finish.finish(s, keep_role=keep_role, force=force)
+    nodes, drop access and secrets (the replication role stays while another cluster
+    logs in as it)."""
+
+    def one(x):
+        endgame.finish.finish(x, keep_role=keep_role, force=force)
+
+    if all_databases:
+        endgame.each.each_cluster(s, "finish", one)
+    else:
+        one(s)
 
 
 TASKS = [

@@ -125,7 +125,10 @@ class Session:
     def password(self) -> str:
         if self._password is None:
             self._password = replication_password(
-                self.cluster.name, prompt=self.prompt_password, dry_run=self.dry_run
+                self.cluster.user,
+                self.cluster.name,
+                prompt=self.prompt_password,
+                dry_run=self.dry_run,
             )
         return self._password
 

@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import facts, replication, settings
+from .. import clusters, facts, replication, settings
 from ..errors import StepError
 from ..model import Node
 from ..render import parse
@@ -147,14 +147,14 @@ def status(s: Session) -> Status:
         mark = s.slon_host.read_file(paused_marker(s))
         report.paused = ", ".join(mark.splitlines()) if mark else None
         for n in cl.nodes:
-            report.slons[n.instance] = facts.slon_running(s.slon_host, cl, n.instance)
+            report.slons[cl.instance(n)] = facts.slon_running(s.slon_host, cl, n)
             if r is not None and n == r.node:
                 continue  # its slon's last words are from before the failover
             failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, n, lines=500))
             if failing and before_failover(failing[0], r):
                 continue  # about the node that was dropped, from before
             if failing:
-                report.errors[n.instance] = f"{failing[0]}: {failing[1]}"
+                report.errors[cl.instance(n)] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
         report.slons_error = e.line()
     return report
@@ -395,6 +395,105 @@ def show_status(
         s.out.line("")
         # a node a failover dropped may have come back meanwhile
         s.fenced_now = returned.first_contact(s, to_stderr=True)
+
+
+# --- every cluster on the pair (status --all) ----------------------------------------
+
+SEVERITY = [OK, WARNING, UNKNOWN, CRITICAL]  # worst last
+
+
+def state_of(report: Status) -> str:
+    """One word or two for a cluster's state in the table of status --all."""
+    sub = report.subscription
+    if report.failed_over:
+        return f"FAILED OVER ({report.failed_over.host} dropped)"
+    if report.locked:
+        return "SET LOCKED"
+    if report.origins:
+        return "MOVE IN FLIGHT"
+    if not any(n.cluster_schema for n in report.nodes if n.reachable):
+        return "not set up" if report.unreachable() is None else "unreachable"
+    if report.origin is None:
+        return "no set yet"
+    if sub and sub.active:
+        return "replicating"
+    if sub and sub.exists:
+        return "initial copy"
+    return "not subscribed"
+
+
+def format_all(master: str, slave: str, reports: list[Status]) -> str:
+    """Pure: every cluster on the pair in one table, then what each that is not OK
+    needs."""
+    if not reports:
+        return f"no cluster of slony-migrate on {master} or {slave}"
+    head = ("cluster", "database", "origin", "subscriber", "state", "lag", "slons", "")
+    rows = []
+    notes = []
+    for r in reports:
+        code, text = verdict(r)
+        sub = r.subscription
+        lag = r.lag_of(sub.receiver) if sub else None
+        running = sum(1 for pid in r.slons.values() if pid)
+        rows.append(
+            (
+                r.cluster,
+                r.database,
+                r.origin or "-",
+                sub.receiver if sub else "-",
+                state_of(r),
+                f"{lag.seconds} s" if lag else "-",
+                f"{running}/{len(r.slons)}" if r.slons else "?",
+                LABELS[code],
+            )
+        )
+        if code != OK:
+            notes.append(f"  {r.cluster}: {text}")
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    lines = [f"clusters on {master} and {slave}:"] + [
+        "  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+        for row in [head, *rows]
+    ]
+    return "\n".join(lines + notes)
+
+
+def check_all(reports: list[Status]) -> tuple[int, str]:
+    """Pure: every cluster's verdict as one monitoring line, its code the worst one."""
+    if not reports:
+        return UNKNOWN, f"SLONY {LABELS[UNKNOWN]} - no cluster of slony-migrate found"
+    found = [(r.cluster, *verdict(r)) for r in reports]
+    code = max((c for _, c, _ in found), key=SEVERITY.index)
+    return code, f"SLONY {LABELS[code]} - " + "; ".join(
+        f"{name} {LABELS[c]}: {text}" for name, c, text in found
+    )
+
+
+def show_all(
+    s: Session, watch: int = 0, as_json: bool = False, check_only: bool = False
+) -> int:
+    """status --all: every cluster of slony-migrate on the master and the slave
+    (clusters.on_hosts) in one table, once or every `watch` seconds; with check_only
+    one monitoring line. The worst cluster's exit code (check)."""
+    cl = s.cluster
+    while True:
+        reports = []
+        for found in clusters.on_hosts(s):
+            x = clusters.session_for(s, found)
+            x.fenced_now = returned.first_contact(x, to_stderr=True)
+            reports.append(status(x))
+        code, line = check_all(reports)
+        if check_only:
+            s.out.line(line)
+            return code
+        s.out.line(
+            json.dumps([asdict(r) for r in reports], indent=2)
+            if as_json
+            else format_all(cl.master.host, cl.slave.host, reports)
+        )
+        if not watch:
+            return code
+        time.sleep(int(watch))
+        s.out.line("")
 
 
 def wait_for_sync(

@@ -8,6 +8,7 @@ from ..errors import StepError
 from ..model import Cluster, Table
 from ..remote import Host
 from ..render.files import BEGIN
+from ..render.files import hba_clusters as parse_hba_clusters
 from ..render.parse import major
 from ..render.slonik import slony_key
 from ..render.sql import literal, read_tables
@@ -44,6 +45,7 @@ __all__ = [
     "role_database_settings",
     "client_sessions",
     "has_managed_block",
+    "hba_clusters",
     "has_plpgsql",
     "database_size",
     "data_directory",
@@ -476,6 +478,14 @@ def has_managed_block(host: Host, path: str, tag: str) -> bool:
     """Whether the file holds slony-migrate's managed block `tag` (as written by
     render.files.apply_block)."""
     return BEGIN.format(tag) in (host.read_file(path) or "").splitlines()
+
+
+def hba_clusters(host: Host) -> dict[str, tuple[str, str]]:
+    """{cluster: (database, replication user)} of every cluster of slony-migrate on this
+    server: the managed blocks of its pg_hba.conf (the hba step writes one per cluster,
+    finish removes it)."""
+    path = hba_file(host)
+    return parse_hba_clusters(host.read_file(path, user="postgres") or "")
 
 
 def has_plpgsql(host: Host, database: str) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "file_stat",
     "replication_login",
     "slon_log",
+    "legacy_cluster",
     "epoch_now",
     "client_version",
     "source_address",
@@ -115,10 +116,10 @@ def sudo_failure(host: Host) -> str:
     return err[-1] if err else f"exit code {r.exited}"
 
 
-def slon_running(host: Host, cluster: Cluster, instance: str) -> int | None:
-    """PID of the watchdog of a slon instance on this host when it is alive, else
-    None."""
-    pidfile = f"{cluster.rundir}/{instance}.watchdog.pid"
+def slon_running(host: Host, cluster: Cluster, node: Node) -> int | None:
+    """PID of the watchdog of the node's slon instance on this host when it is alive,
+    else None."""
+    pidfile = shlex.quote(cluster.watchdog_pidfile(node))
     r = host.run(
         f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slon-watchdog /proc/$p/cmdline &&"
         " echo $p",
@@ -186,8 +187,21 @@ def replication_login(
 def slon_log(host: Host, cluster: Cluster, node: Node, lines: int = 5000) -> str:
     """The last lines of a node's slon log on the slon host ('' when there is none)."""
     return host.sudo(
-        f"tail -n {int(lines)} {cluster.logdir}/slon-{node.instance}.log", check=False
+        f"tail -n {int(lines)} {shlex.quote(cluster.slon_log(node))}", check=False
     ).stdout
+
+
+def legacy_cluster(host: Host, confdir: str) -> str | None:
+    """The cluster whose files an earlier slony-migrate (one cluster per slon host, its
+    files named by node only) wrote on this host: <confdir>/node1/slon.conf names it;
+    None when there is none."""
+    for node in (1, 2):
+        name = parse.configured_cluster(
+            host.read_file(f"{confdir}/node{node}/slon.conf")
+        )
+        if name:
+            return name
+    return None
 
 
 def epoch_now(host: Host) -> float:

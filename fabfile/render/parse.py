@@ -58,6 +58,20 @@ def major(version_num: int) -> str:
     )
 
 
+CONFIGURED_CLUSTER = re.compile(
+    r"^(?:cluster_name\s*=\s*|\$CLUSTER_NAME\s*=\s*)'(?P<name>[^'\n]*)'", re.M
+)
+
+
+def configured_cluster(text: str | None) -> str | None:
+    """The cluster a slon.conf or slon_tools.conf that slony-migrate wrote is for
+    (None: no such file, or not the tool's)."""
+    if not text or "slony-migrate" not in text.split("\n", 1)[0]:
+        return None
+    m = CONFIGURED_CLUSTER.search(text)
+    return m.group("name") if m else None
+
+
 def float_digits(*version_nums: int) -> int:
     """extra_float_digits under which every server prints a float8 as the same text:
     1 (shortest exact) when all are 12 or newer, 3 (17 digits) when all are older,

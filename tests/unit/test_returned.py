@@ -165,7 +165,7 @@ def healthy(**kw) -> st.Status:
         ],
         origin="db01",
         subscription=st.Subscription("db02", True, True),
-        slons={"node1": 10, "node2": 11},
+        slons={"replication-node1": 10, "replication-node2": 11},
         lag=[st.Lag("db02", 1, 0.4)],
     )
     for k, v in kw.items():
@@ -201,7 +201,10 @@ def test_check_codes_of_the_other_states():
         st.WARNING,
         "SLONY WARNING - db02: initial copy running",
     )
-    assert st.check(healthy(slons={"node1": 10, "node2": None}))[0] == st.WARNING
+    assert (
+        st.check(healthy(slons={"replication-node1": 10, "replication-node2": None}))[0]
+        == st.WARNING
+    )
 
 
 def test_status_check_is_one_line_and_the_exit_code(monkeypatch, capsys):
@@ -434,7 +437,7 @@ def test_rejoin_dry_run_shows_each_stage_in_order(monkeypatch, tmp_path):
         "would empty 0 application table(s)",
         "would store db01 as node 1 again (event node 2)",
         "would guard",
-        "would start slon for node1, subscribe db01 to set 1 from db02",
+        "would start slon for replication-node1, subscribe db01 to set 1 from db02",
     ]
     at = [out.index(o) for o in order]
     assert at == sorted(at), out
@@ -510,8 +513,14 @@ def test_slons_never_starts_the_slon_of_a_dropped_node(monkeypatch):
     )
     steps_cluster.slons(s)
     out = output(s)
-    assert "slon for node1 not started: db01 was dropped from the cluster" in out
-    assert "start slon for node2" in out and "start slon for node1" not in out
+    assert (
+        "slon for replication-node1 not started: db01 was dropped from the cluster"
+        in out
+    )
+    assert (
+        "start slon for replication-node2" in out
+        and "start slon for replication-node1" not in out
+    )
 
 
 # --- failover -------------------------------------------------------------------------
@@ -560,8 +569,8 @@ def test_failover_stops_both_slons_records_then_fails_over_and_drops(monkeypatch
     fo.failover(s, fenced=True, yes=True)
     whats = [c.what for c in s.changes]
     assert [w.split(" (")[0].split(":")[0] for w in whats] == [
-        "stop slon for node1",
-        "stop slon for node2",
+        "stop slon for replication-node1",
+        "stop slon for replication-node2",
         "record the failover in _replication.sl_registry",
         "fail over set 1 to db02",
         "drop node 1",
@@ -612,7 +621,7 @@ def test_first_contact_fences_a_returned_open_node_and_keeps_the_undo(monkeypatc
     assert rt.first_contact(s) == ["db01"]
     out = output(s)
     assert "[db01] fence: db01 was dropped from the cluster by a failover at" in out
-    assert "stop slon for node1 (watchdog 77)" in out
+    assert "stop slon for replication-node1 (watchdog 77)" in out
     assert (
         'undo: GRANT CONNECT ON DATABASE "shotserver04" TO PUBLIC; GRANT CONNECT ON'
         ' DATABASE "shotserver04" TO "johann"'
