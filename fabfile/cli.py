@@ -50,6 +50,11 @@ COMMON = {
 DRY_RUN = (
     "show what would be done (scripts, SQL, diffs; passwords masked) and change nothing"
 )
+UPDATE_ROLES = (
+    "make the application's roles the new server has with other attributes, another"
+    " password, other memberships or settings as on the master (never SUPERUSER or"
+    " REPLICATION); without it they are named and left alone"
+)
 PROMPT_PASSWORD = (
     "ask for the replication password instead of reading it from the environment or"
     " file"
@@ -230,7 +235,9 @@ def step(fn, name: str = ""):
 install = step(steps.software.install)
 users = step(steps.access.users)
 hba = step(steps.access.hba)
-appdb = step(steps.database.appdb)
+appdb = operation(prompt_password=True, help={"update_roles": UPDATE_ROLES})(
+    steps.database.appdb
+)
 plpgsql = step(steps.database.plpgsql)
 schema = step(steps.database.schema)
 config = step(steps.cluster.config)
@@ -338,11 +345,11 @@ ALL_CLUSTERS = (
 )
 
 
-@operation(dry_run=False)
-def preflight(s):
+@operation(dry_run=False, help={"update_roles": UPDATE_ROLES})
+def preflight(s, update_roles=False):
     """Check both servers before a migration: ok / warn / fail per check, with host,
-    object and fix."""
-    runbook.check(s)
+    object and fix; the roles the new server gets, and why."""
+    runbook.check(s, update_roles=update_roles)
 
 
 @operation(
@@ -358,6 +365,7 @@ def preflight(s):
             "identity column) on the master first; preflight names them and their sizes"
         ),
         "all_databases": ALL_DATABASES,
+        "update_roles": UPDATE_ROLES,
     },
 )
 def migrate(
@@ -368,13 +376,24 @@ def migrate(
     copy_retries=settings.COPY_RETRIES,
     add_keys=False,
     all_databases=False,
+    update_roles=False,
 ):
     """Run every step in order; return when the slave is subscribed and the initial
     copy is done. --all-databases: every database, each as its own cluster."""
     if all_databases:
-        runbook.migrate_all(s, tarball, sha256, timeout, copy_retries, add_keys)
+        runbook.migrate_all(
+            s, tarball, sha256, timeout, copy_retries, add_keys, update_roles
+        )
     else:
-        runbook.migrate(s, tarball, sha256, timeout, copy_retries, add_keys)
+        runbook.migrate(
+            s,
+            tarball,
+            sha256,
+            timeout,
+            copy_retries,
+            add_keys,
+            update_roles=update_roles,
+        )
 
 
 @operation(

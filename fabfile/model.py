@@ -267,3 +267,71 @@ class SlonyState:
     sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
     # None: no subscription; False: copying; True: active
     subscribed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role as pg_authid has it (facts.roles): what appdb copies, and the attributes
+    it refuses to give (superuser, replication)."""
+
+    name: str
+    login: bool = False
+    superuser: bool = False
+    createdb: bool = False
+    createrole: bool = False
+    inherit: bool = True
+    replication: bool = False
+    bypassrls: bool = False
+    connlimit: int = -1
+    # '' none, 'infinity', or 'YYYY-MM-DD HH:MM:SS+00'; none and infinity are alike
+    # (SQL cannot set none on a role that has one)
+    valid_until: str = ""
+    verifier: str = ""  # the stored password ('' none): a secret
+    comment: str = ""
+
+    def same(self, other: Role) -> bool:
+        """Whether `other` is this role as appdb makes it: the same attributes and the
+        same stored password (a password set by hand is stored with another salt)."""
+        return self.differences(other) == []
+
+    def differences(self, other: Role) -> list[str]:
+        """What `other` (the role on the new server) has otherwise, in words; the
+        password is never shown."""
+        out = []
+        for attr, word in (
+            ("login", "LOGIN"),
+            ("superuser", "SUPERUSER"),
+            ("createdb", "CREATEDB"),
+            ("createrole", "CREATEROLE"),
+            ("inherit", "INHERIT"),
+            ("replication", "REPLICATION"),
+            ("bypassrls", "BYPASSRLS"),
+        ):
+            if getattr(self, attr) != getattr(other, attr):
+                out.append(word if getattr(other, attr) else f"NO{word}")
+        if self.connlimit != other.connlimit:
+            out.append(f"CONNECTION LIMIT {other.connlimit} (master: {self.connlimit})")
+        if (self.valid_until or "infinity") != (other.valid_until or "infinity"):
+            out.append(
+                f"VALID UNTIL {other.valid_until or 'none'}"
+                f" (master: {self.valid_until or 'none'})"
+            )
+        if self.verifier != other.verifier:
+            out.append(
+                "no password"
+                if not other.verifier
+                else "another stored password (or the same password stored anew)"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Membership:
+    """`member` is a member of `group` (pg_auth_members). inherit and set: the grant's
+    own options from PostgreSQL 16; None before (the member's INHERIT decides)."""
+
+    group: str
+    member: str
+    admin: bool = False
+    inherit: bool | None = None
+    set: bool | None = None

@@ -36,10 +36,10 @@ STEPS = [
 STEP_NAMES = [name for name, _ in STEPS]
 
 
-def check(s: Session, add_keys: bool = False) -> None:
+def check(s: Session, add_keys: bool = False, update_roles: bool = False) -> None:
     """Preflight as a guard: its findings printed; StepError when any check failed
     (the FAIL lines name host and object)."""
-    failed = report(s.out, preflight(s, add_keys))
+    failed = report(s.out, preflight(s, add_keys, update_roles))
     if failed:
         raise StepError(
             "preflight",
@@ -57,17 +57,19 @@ def migrate(
     copy_retries: int = settings.COPY_RETRIES,
     add_keys: bool = False,
     checked: bool = False,
+    update_roles: bool = False,
 ) -> None:
     """Run preflight and steps 1 (or build) to subscribe; return when the initial copy
     is done.
 
     add_keys: first give every table without a key one (steps.database.keys).
-    checked: preflight passed already (migrate_all)."""
+    checked: preflight passed already (migrate_all).
+    update_roles: appdb makes roles the new server has otherwise as on the master."""
     cl = s.cluster
     refuse_dropped(s)
     if not checked:
         s.out.line("== preflight")
-        check(s, add_keys)
+        check(s, add_keys, update_roles)
     before = len(s.changes)
     keyed: frozenset[str] = frozenset()
     if add_keys:
@@ -82,6 +84,8 @@ def migrate(
             subscribe(s, wait=True, timeout=timeout, copy_retries=copy_retries)
         elif fn in (config, create_set):
             fn(s, keyed)
+        elif fn is appdb:
+            appdb(s, update_roles)
         else:
             fn(s)
     made = len(s.changes) - before
@@ -117,6 +121,7 @@ def migrate_all(
     timeout: int = settings.COPY_WAIT,
     copy_retries: int = settings.COPY_RETRIES,
     add_keys: bool = False,
+    update_roles: bool = False,
 ) -> None:
     """migrate --all-databases: every database of the master (not templates, not
     postgres) as a cluster of its own (clusters.for_databases), one after the other.
@@ -133,7 +138,7 @@ def migrate_all(
         refuse_dropped(x)
     for x in sessions:
         s.out.line(f"== preflight of {x.cluster.database} (cluster {x.cluster.name})")
-        failed += report(x.out, preflight(x, add_keys))
+        failed += report(x.out, preflight(x, add_keys, update_roles))
     if failed:
         raise StepError(
             "preflight",
@@ -144,7 +149,16 @@ def migrate_all(
         )
     for x in sessions:
         s.out.line(f"==== {x.cluster.database} (cluster {x.cluster.name})")
-        migrate(x, tarball, sha256, timeout, copy_retries, add_keys, checked=True)
+        migrate(
+            x,
+            tarball,
+            sha256,
+            timeout,
+            copy_retries,
+            add_keys,
+            checked=True,
+            update_roles=update_roles,
+        )
     if not s.dry_run:
         s.out.line(
             f"migrate: {s.cluster.slave.host} replicates {len(found)} database(s) from"

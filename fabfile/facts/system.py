@@ -31,6 +31,7 @@ __all__ = [
     "replication_login",
     "slon_log",
     "legacy_cluster",
+    "missing_files",
     "epoch_now",
     "client_version",
     "source_address",
@@ -202,6 +203,19 @@ def legacy_cluster(host: Host, confdir: str) -> str | None:
         if name:
             return name
     return None
+
+
+def missing_files(host: Host, paths: list[str]) -> list[str]:
+    """Those of `paths` that are no file on this host."""
+    if not paths:
+        return []
+    r = host.run(
+        "for f in "
+        + " ".join(shlex.quote(p) for p in paths)
+        + '; do [ -f "$f" ] || echo "$f"; done',
+        check=False,
+    )
+    return r.stdout.split("\n")[:-1] if r.stdout else []
 
 
 def epoch_now(host: Host) -> float:
