@@ -45,18 +45,25 @@ class Bed:
         return self.hosts[name]
 
     def inv(
-        self, *args: str, check: bool = True, timeout: int = 900, ssh_config: str = ""
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: int = 900,
+        ssh_config: str = "",
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.CompletedProcess:
-        """Run `inv ARGS` as an operator would (optionally with another ssh config);
-        the completed process."""
-        env = (
-            {**self.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config}
-            if ssh_config
-            else self.env
-        )
+        """Run `inv ARGS` as an operator would (optionally with another ssh config,
+        more environment, or another checkout's tool in `cwd`); the completed
+        process."""
+        env = {
+            **self.env,
+            **({"INVOKE_SLONY_SSH_CONFIG": ssh_config} if ssh_config else {}),
+            **(env or {}),
+        }
         result = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
