@@ -169,6 +169,10 @@ def grant_membership(m: Membership, version_num: int, member_inherits: bool) -> 
     )
 
 
+def revoke_membership(m: Membership) -> str:
+    return f"REVOKE {ident(m.group)} FROM {ident(m.member)}"
+
+
 def membership_words(m: Membership) -> str:
     """A membership for the operator: `member in group (ADMIN, NOINHERIT, NOSET)`."""
     options = [

@@ -36,6 +36,8 @@ class RolePlan:
     refused: dict[str, str] = field(default_factory=dict)  # role: why not created
     grants: list[Membership] = field(default_factory=list)  # missing memberships
     held_grants: list[Membership] = field(default_factory=list)  # ... of a differing
+    # memberships the new server's roles have beyond the master's (--update-roles)
+    revokes: list[Membership] = field(default_factory=list)
     configs: list[tuple[str, str, str]] = field(default_factory=list)  # to set
     held_configs: list[tuple[str, str, str]] = field(default_factory=list)
     unknown: list[tuple[str, str, str]] = field(default_factory=list)  # no parameter
@@ -91,6 +93,11 @@ def plan_roles(
         and not n.startswith("pg_")
     )
     ours = set()  # roles appdb may add to: created now, or there as on the master
+    on_master = {(m.group, m.member) for m in master_members}
+    extra: dict[str, list[Membership]] = {}
+    for m in slave_members:
+        if m.member in why and (m.group, m.member) not in on_master:
+            extra.setdefault(m.member, []).append(m)
     for name in why:
         want = master[name]
         have = slave.get(name)
@@ -109,11 +116,14 @@ def plan_roles(
                 continue
             p.create.append(want)
             ours.add(name)
-        elif want.same(have):
+        elif want.same(have) and name not in extra:
             p.same.append(name)
             ours.add(name)
         else:
-            p.differ[name] = want.differences(have)
+            p.differ[name] = want.differences(have) + [
+                f"also {render.membership_words(m)}" for m in extra.get(name, [])
+            ]
+            p.revokes += extra.get(name, [])
     there = {(m.group, m.member) for m in slave_members}
     for m in render.in_scope(master_members, set(why), skip):
         if (m.group, m.member) in there:
@@ -258,6 +268,16 @@ def role_changes(
                             m, version, member.inherit if member else True
                         )
                     ),
+                )
+            )
+        for m in p.revokes if update_roles else []:
+            changes.append(
+                Change(
+                    h.name,
+                    step,
+                    f"revoke membership {render.membership_words(m)} (not on"
+                    f" {cl.master.host}; --update-roles)",
+                    Sql(render.revoke_membership(m)),
                 )
             )
         if p.held_grants and not update_roles:

@@ -168,6 +168,19 @@ def test_a_role_there_otherwise_is_named_and_held():
     assert ("alice", "crm", 'search_path="$user", crm') in p.held_configs
 
 
+def test_a_membership_the_new_server_has_beyond_the_masters_is_named(monkeypatch):
+    p = plan(
+        slave={"bob": MASTER["bob"], "crm_ro": MASTER["crm_ro"]},
+        slave_members=[Membership("crm_ro", "bob"), Membership("admins", "bob")],
+    )
+    assert p.differ == {"bob": ["also bob in admins"]}
+    assert p.revokes == [Membership("admins", "bob")]
+    s = session(dry_run=True, name="crm", database="crm")
+    out = [c.what for c in roles.role_changes(s, "appdb", p, update_roles=True)]
+    assert "revoke membership bob in admins (not on db01; --update-roles)" in out
+    assert not any("revoke" in c.what for c in roles.role_changes(s, "appdb", p, False))
+
+
 def test_superusers_and_replication_roles_are_refused_unless_there():
     named = {**NAMED, "dba": "owner"}
     p = plan(named=named)
