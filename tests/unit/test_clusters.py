@@ -383,3 +383,45 @@ def test_each_cluster_stops_at_the_first_failure_naming_done_and_left(monkeypatc
     canned(monkeypatch, hba_clusters={})
     with pytest.raises(StepError, match="no cluster of slony-migrate"):
         each.each_cluster(s, "finish", operation)
+
+
+def test_migrate_all_checks_every_database_before_changing_any(monkeypatch):
+    from fabfile import runbook
+    from fabfile.checks.findings import FAIL, OK, Finding
+
+    s = session()
+    canned(
+        monkeypatch,
+        database_names=["shop", "shotserver04"],
+        hba_clusters={},
+    )
+    monkeypatch.setattr(runbook, "first_contact", lambda x: [])
+    monkeypatch.setattr(runbook, "refuse_dropped", lambda x: None)
+    calls = []
+
+    def preflight(x, add_keys, update_roles):
+        calls.append(("preflight", x.cluster.name))
+        level = FAIL if x.cluster.database == "shop" else OK
+        yield Finding("db01", level, f"database {x.cluster.database}", "checked")
+
+    monkeypatch.setattr(runbook, "preflight", preflight)
+    monkeypatch.setattr(
+        runbook,
+        "migrate",
+        lambda x, *a, **kw: calls.append(("migrate", x.cluster.name, kw)),
+    )
+    with pytest.raises(StepError, match="nothing was changed in any database"):
+        runbook.migrate_all(s)
+    assert calls == [("preflight", "shop"), ("preflight", "shotserver04")]
+    calls.clear()
+    monkeypatch.setattr(
+        runbook,
+        "preflight",
+        lambda x, a, u: iter([Finding("db01", OK, "x", "fine")]),
+    )
+    runbook.migrate_all(s, update_roles=True)
+    assert [c[:2] for c in calls] == [("migrate", "shop"), ("migrate", "shotserver04")]
+    assert all(c[2] == {"checked": True, "update_roles": True} for c in calls)
+    assert "each as its own cluster: shop (shop), shotserver04 (shotserver04)" in (
+        output(s)
+    )
