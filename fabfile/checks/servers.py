@@ -310,6 +310,15 @@ def clusters_beside(s: Session) -> Findings:
     cl, m = s.cluster, s.master_host
     found = facts.hba_clusters(m)
     for name, (database, _) in sorted(found.items()):
+        if name == cl.name and database != cl.database:
+            yield Finding(
+                m.name,
+                FAIL,
+                f"cluster {cl.name}",
+                f"replicates database {database} already (its pg_hba.conf block on"
+                f" {m.name}): one cluster, one database",
+                f"give {cl.database} a cluster of its own: --cluster <another name>",
+            )
         if database == cl.database and name != cl.name:
             yield Finding(
                 m.name,

@@ -425,3 +425,30 @@ def test_migrate_all_checks_every_database_before_changing_any(monkeypatch):
     assert "each as its own cluster: shop (shop), shotserver04 (shotserver04)" in (
         output(s)
     )
+
+
+def test_preflight_keeps_one_cluster_to_one_database(monkeypatch):
+    from fabfile.checks import servers
+    from fabfile.checks.findings import FAIL, OK
+
+    canned(
+        monkeypatch,
+        hba_clusters={
+            "replication": ("shotserver04", "slony"),
+            "shop": ("shop", "slony"),
+        },
+    )
+    found = lambda s: [(f.level, f.object, f.fix) for f in servers.clusters_beside(s)]  # noqa: E731
+    assert found(session(name="wiki", database="shotserver04"))[0] == (
+        FAIL,
+        "database shotserver04",
+        "use --cluster replication",
+    )
+    assert found(session(name="shop", database="wiki"))[0][:2] == (
+        FAIL,
+        "cluster shop",
+    )
+    assert found(session(name="shop", database="shop")) == [(OK, "role slony", "")]
+    legacy = session()
+    legacy.cluster = dataclasses.replace(legacy.cluster, legacy=True)
+    assert found(legacy)[-1][:2] == (OK, "cluster replication")
