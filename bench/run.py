@@ -59,12 +59,16 @@ from fabfile.render.files import slon_conf  # noqa: E402
 from testbed import DATABASE as DB  # noqa: E402
 from testbed import WRITER_TABLE as TABLE  # noqa: E402
 from testbed import compose as tb  # noqa: E402
-from testbed.bed import Bed  # noqa: E402
+from testbed.bed import CLUSTER, Bed  # noqa: E402
 from testbed.writer import AppWriter, Writer  # noqa: E402
 
 RESTORE_DB = "bench_restore"
 PAIR = ("--master", "db01", "--slave", "db02")
-CONFS = "/etc/slony1/node1/slon.conf /etc/slony1/node2/slon.conf"
+CONFS = " ".join(CLUSTER.slon_conf(n) for n in CLUSTER.nodes)
+SLAVE_LOG, MASTER_LOG = (
+    CLUSTER.slon_log(CLUSTER.slave),
+    CLUSTER.slon_log(CLUSTER.master),
+)
 INSERT = f"INSERT INTO {TABLE} (user_id, message) VALUES (1, 'bench');\n"
 SCRIPT = "/var/tmp/slony-bench-insert.sql"
 
@@ -365,12 +369,12 @@ def logical_sync(bed: Bed) -> dict:
 def migrate(bed: Bed) -> dict:
     say("inv migrate (timed end to end)")
     run = inv(bed, "migrate", *PAIR, timeout=4 * 3600)
-    log = bed["db02"].sudo("cat /var/log/slony1/slon-node2.log").stdout
+    log = bed["db02"].sudo(f"cat {SLAVE_LOG}").stdout
     copy = parse.slon_copy(log)
     if copy is None:
         raise StepError(
             "db02",
-            "no finished copy_set in /var/log/slony1/slon-node2.log",
+            f"no finished copy_set in {SLAVE_LOG}",
             "read that log",
         )
     steps = parse.migrate_steps(run["lines"], run["wall"])
@@ -454,7 +458,9 @@ def sync_values(text: str) -> dict[str, int]:
 
 
 def conf_values(bed: Bed) -> dict[str, int]:
-    return sync_values(bed["db02"].sudo("cat /etc/slony1/node1/slon.conf").stdout)
+    return sync_values(
+        bed["db02"].sudo(f"cat {CLUSTER.slon_conf(CLUSTER.master)}").stdout
+    )
 
 
 def tool_defaults() -> dict[str, int]:
@@ -479,15 +485,13 @@ def apply_setting(bed: Bed, setting: dict, defaults: dict[str, int]) -> dict[str
         inv(bed, "slons", "--stop", *PAIR, echo=False, timeout=120)
         inv(bed, "slons", *PAIR, echo=False, timeout=120)
         time.sleep(2)
-    logged = parse.slon_options(
-        bed["db02"].sudo("cat /var/log/slony1/slon-node1.log").stdout
-    )
+    logged = parse.slon_options(bed["db02"].sudo(f"cat {MASTER_LOG}").stdout)
     if logged and logged != want:
         # slon corrects some combinations (a timeout not above the interval becomes
         # twice the interval)
         say(
-            f"slon for node1 runs with {logged} (asked for {want}); recording what it"
-            " runs with"
+            f"slon for {CLUSTER.instance(CLUSTER.master)} runs with {logged} (asked for"
+            f" {want}); recording what it runs with"
         )
     return {**want, **logged, "asked": want}
 
@@ -784,7 +788,9 @@ def altperl_phase(bed: Bed, args, tag: str) -> dict:
 
     def move(name: str, origin: str, receiver: str, since: float) -> dict:
         a, b = origin[-1], receiver[-1]
-        cmd = f"slonik_move_set 1 node{a} node{b} | slonik"
+        cmd = (
+            f"slonik_move_set --config {CLUSTER.tools_conf} 1 node{a} node{b} | slonik"
+        )
         say(f"altperl {name}: {cmd} (db02, as postgres)")
         rc, lines, wall = ssh_stream("db02", as_postgres(cmd), timeout=600)
         if rc:
@@ -975,7 +981,7 @@ def parse_args() -> argparse.Namespace:
             "slon sync settings to compare, comma-separated: 'default' (as inv config"
             " writes them), MS (sync_interval) or MS:MS"
             " (sync_interval:sync_interval_timeout); applied after migrate by editing"
-            " /etc/slony1/node*/slon.conf on db02 and restarting the slons (default:"
+            " both slon.conf files on db02 and restarting the slons (default:"
             " 2000:10000,default: the old slon defaults against the current ones)"
         ),
     )

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the bench's testbed, its helpers and its environment)
 from parse import spread  # noqa: E402
 
+from testbed.bed import CLUSTER  # noqa: E402
 from testbed.writer import AppWriter, Writer  # noqa: E402
 
 EAGER = {
@@ -55,12 +56,8 @@ def eager_autovacuum(bed) -> None:
 def slon_events(bed, since_lines: dict[str, int]) -> dict:
     """Deadlocks and worker restarts the slon logs on db02 wrote after `since_lines`."""
     out = {"deadlocks": 0, "restarts": 0}
-    for node, start in since_lines.items():
-        text = (
-            bed["db02"]
-            .sudo(f"tail -n +{start + 1} /var/log/slony1/slon-{node}.log", check=False)
-            .stdout
-        )
+    for log, start in since_lines.items():
+        text = bed["db02"].sudo(f"tail -n +{start + 1} {log}", check=False).stdout
         out["deadlocks"] += text.count("deadlock detected")
         out["restarts"] += text.count("restart of worker")
     return out
@@ -68,13 +65,8 @@ def slon_events(bed, since_lines: dict[str, int]) -> dict:
 
 def log_lines(bed) -> dict[str, int]:
     return {
-        node: int(
-            bed["db02"]
-            .sudo(f"wc -l < /var/log/slony1/slon-{node}.log", check=False)
-            .stdout.strip()
-            or 0
-        )
-        for node in ("node1", "node2")
+        log: int(bed["db02"].sudo(f"wc -l < {log}", check=False).stdout.strip() or 0)
+        for log in (CLUSTER.slon_log(n) for n in CLUSTER.nodes)
     }
 
 

@@ -23,7 +23,7 @@ from inspect import Parameter
 from invoke import Collection, Exit
 from invoke import task as invoke_task
 
-from . import config, endgame, log, runbook, settings, steps
+from . import clusters, config, endgame, log, runbook, settings, steps
 from .checks.findings import as_document
 from .checks.preflight import preflight as preflight_findings
 from .errors import StepError
@@ -340,6 +340,7 @@ def open_session(t: Task, conf: dict, given: dict, out: Output) -> Session:
             user=conf["user"],
             port=conf["port"],
             ssl_ca=conf["ssl_ca"],
+            any_database=bool(given.get("all_databases") or given.get("all")),
         )
     return Session(
         Hosts(conf["ssh_config"], conf["strict_host_keys"]),
@@ -385,6 +386,7 @@ def run(
             if s.cluster is not None:
                 cl = s.cluster
                 s.hosts.connect([cl.master.host, cl.slave.host, cl.slon_name])
+                s.cluster = clusters.resolve(s)  # an earlier version's files
             if s.cluster is not None and t.fence_to:
                 s.fenced_now = endgame.returned.first_contact(
                     s, to_stderr=t.fence_to == "stderr"
@@ -427,7 +429,14 @@ def step(fn, name: str = "") -> Task:
 install = step(steps.software.install)
 users = step(steps.access.users)
 hba = step(steps.access.hba)
-appdb = step(steps.database.appdb)
+UPDATE_ROLES = (
+    "make the application's roles the new server has with other attributes, another"
+    " password, other memberships or settings as on the master (never SUPERUSER or"
+    " REPLICATION); without it they are named and left alone"
+)
+appdb = operation(prompt_password=True, help={"update_roles": UPDATE_ROLES})(
+    steps.database.appdb
+)
 plpgsql = step(steps.database.plpgsql)
 schema = step(steps.database.schema)
 config_ = step(steps.cluster.config)
@@ -528,14 +537,30 @@ JSON = (
 )
 
 
-@operation(dry_run=False, flags={"as_json": "json"}, help={"as_json": JSON})
-def preflight(s, as_json=False):
+ALL_DATABASES = (
+    "every database of the master but templates and postgres, each as its own cluster"
+    " (named after it, or the cluster that replicates it already); --cluster and"
+    " --database are not used"
+)
+ALL_CLUSTERS = (
+    "every cluster on these servers (their pg_hba.conf blocks), one after the other;"
+    " the first that fails stops the rest; --cluster and --database are not used"
+)
+
+
+@operation(
+    dry_run=False,
+    flags={"as_json": "json"},
+    help={"as_json": JSON, "update_roles": UPDATE_ROLES},
+)
+def preflight(s, as_json=False, update_roles=False):
     """Check both servers before a migration: ok / warn / fail per check, with host,
-    object and fix; exit 1 when a check fails."""
+    object and fix; the roles the new server gets, and why. Exit 1 when a check
+    fails."""
     if not as_json:
-        runbook.check(s)
+        runbook.check(s, update_roles=update_roles)
         return 0
-    found = as_document(preflight_findings(s))
+    found = as_document(preflight_findings(s, update_roles=update_roles))
     s.out.result(json.dumps(found))
     return 0 if found["ok"] else 1
 
@@ -552,6 +577,8 @@ def preflight(s, as_json=False):
             "give every table without a key a primary key (a new "
             "identity column) on the master first; preflight names them and their sizes"
         ),
+        "all_databases": ALL_DATABASES,
+        "update_roles": UPDATE_ROLES,
     },
 )
 def migrate(
@@ -561,19 +588,38 @@ def migrate(
     timeout=settings.COPY_WAIT,
     copy_retries=settings.COPY_RETRIES,
     add_keys=False,
+    all_databases=False,
+    update_roles=False,
 ):
     """Run every step in order; return when the slave is subscribed and the initial
-    copy is done."""
-    runbook.migrate(s, tarball, sha256, timeout, copy_retries, add_keys)
+    copy is done. --all-databases: every database, each as its own cluster."""
+    if all_databases:
+        runbook.migrate_all(
+            s, tarball, sha256, timeout, copy_retries, add_keys, update_roles
+        )
+    else:
+        runbook.migrate(
+            s,
+            tarball,
+            sha256,
+            timeout,
+            copy_retries,
+            add_keys,
+            update_roles=update_roles,
+        )
 
 
 @operation(
     dry_run=False,
     keeps_log=False,
-    flags={"as_json": "json"},
+    flags={"as_json": "json", "every": "all"},
     fence_to="stderr",
     positive=("lag_critical",),
     help={
+        "every": (
+            "every cluster on these servers at once (a table; --json: one object with"
+            " a list; --check: the worst)"
+        ),
         "watch": "print the status again every this many seconds until interrupted",
         "as_json": JSON + "; with --watch one object per line",
         "check": (
@@ -596,6 +642,7 @@ def status(
     prometheus=False,
     lag_warning=settings.LAG_WARNING,
     lag_critical=settings.LAG_CRITICAL,
+    every=False,
 ):
     """Nodes, set origin, subscription, slons, lag; during the initial copy, progress
     and ETA; a node a failover dropped. Fences such a node first if it is open to the
@@ -628,7 +675,8 @@ def status(
             f"--lag-critical {lag_critical:g} is below --lag-warning {lag_warning:g}",
             "give a critical threshold at or above the warning one",
         )
-    return endgame.status.show_status(
+    show = endgame.status.show_all if every else endgame.status.show_status
+    return show(
         s,
         watch,
         forms[0] if forms else "text",
@@ -672,13 +720,24 @@ SWITCH_HELP = {
         " waits, sees no error)"
     ),
     "pooler_config": "PgBouncer's configuration on that host",
+    "all_databases": ALL_CLUSTERS,
 }
 
 
-def switch(s, to, switch_: Switch, as_json: bool) -> int:
-    """switchover and switchback: the move to `to`, its result as JSON when asked
+def switch(s, to: str, switch_: Switch, all_databases: bool, as_json: bool) -> int:
+    """switchover (to the slave) or switchback (to the master) of one cluster or,
+    with all_databases, of every cluster on the pair; the result as JSON when asked
     (ok and errors first, as every --json; dry_run: nothing was moved)."""
-    result = endgame.switchover.switchover(s, to, switch_)
+
+    def one(x):
+        node = x.cluster.slave if to == "slave" else x.cluster.master
+        return endgame.switchover.switchover(x, node, switch_)
+
+    step = "switchover" if to == "slave" else "switchback"
+    if all_databases:
+        result = {"clusters": endgame.each.each_cluster(s, step, one)}
+    else:
+        result = one(s)
     if as_json:
         s.out.result(
             json.dumps({"ok": True, "errors": [], "dry_run": s.dry_run, **result})
@@ -700,12 +759,13 @@ def switchover(
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
     as_json=False,
+    all_databases=False,
 ):
     """Make the slave the origin (LOCK SET, MOVE SET), then prove it; reports the
     blocked-write window."""
     return switch(
         s,
-        s.cluster.slave,
+        "slave",
         Switch(
             max_lag,
             wait_lag,
@@ -716,6 +776,7 @@ def switchover(
             pooler,
             pooler_config,
         ),
+        all_databases,
         as_json,
     )
 
@@ -734,11 +795,12 @@ def switchback(
     pooler="",
     pooler_config=settings.POOLER_CONFIG,
     as_json=False,
+    all_databases=False,
 ):
     """Roll back: make the master the origin again, with the same checks and proofs."""
     return switch(
         s,
-        s.cluster.master,
+        "master",
         Switch(
             max_lag,
             wait_lag,
@@ -749,6 +811,7 @@ def switchback(
             pooler,
             pooler_config,
         ),
+        all_databases,
         as_json,
     )
 
@@ -828,12 +891,21 @@ def rejoin(
         "force": (
             "finish although the master is still the origin (the slave is fenced then)"
         ),
+        "all_databases": ALL_CLUSTERS,
     },
 )
-def finish(s, keep_role=False, force=False):
+def finish(s, keep_role=False, force=False, all_databases=False):
     """After an accepted switchover: fence the old server, remove Slony from both
-    nodes, drop access and secrets."""
-    endgame.finish.finish(s, keep_role=keep_role, force=force)
+    nodes, drop access and secrets (the replication role stays while another cluster
+    logs in as it)."""
+
+    def one(x):
+        endgame.finish.finish(x, keep_role=keep_role, force=force)
+
+    if all_databases:
+        endgame.each.each_cluster(s, "finish", one)
+    else:
+        one(s)
 
 
 # The order `--help` lists them in: the runbook, then the end-game.

@@ -51,12 +51,6 @@ class Node:
     dbhost: str
     port: int = 5432
 
-    @property
-    def instance(self) -> str:
-        """Name of this node's slon instance (Debian's convention:
-        /etc/slony1/<instance>/)."""
-        return f"node{self.id}"
-
 
 @dataclass(frozen=True)
 class Cluster:
@@ -74,10 +68,62 @@ class Cluster:
     rundir: str = "/var/run/slony1"
     # local file: the CA that signed the servers' certificates (verify-full)
     ssl_ca: str = ""
+    # The files of an earlier slony-migrate, which named them by node only (one cluster
+    # per slon host): kept for a cluster it made (clusters.resolve finds them).
+    legacy: bool = False
 
     @property
     def schema(self) -> str:
         return f"_{self.name}"
+
+    # --- the cluster's files on the slon host: every name holds the cluster's, so two
+    # clusters on one slon host never share one (legacy: an earlier version's names).
+    # Debian's convention for slon instances: /etc/slony1/<instance>/slon.conf,
+    # /var/log/slony1/slon-<instance>.log, /var/run/slony1/<instance>.pid.
+
+    def instance(self, node: Node) -> str:
+        """Name of the node's slon instance: <cluster>-node<id> (node<id> legacy)."""
+        return f"node{node.id}" if self.legacy else f"{self.name}-node{node.id}"
+
+    def slon_conf(self, node: Node) -> str:
+        """slon's configuration for the node (slon -f)."""
+        return f"{self.confdir}/{self.instance(node)}/slon.conf"
+
+    def slon_log(self, node: Node) -> str:
+        return f"{self.logdir}/slon-{self.instance(node)}.log"
+
+    def slon_pidfile(self, node: Node) -> str:
+        """Where slon itself writes its pid (slon.conf's pid_file)."""
+        return f"{self.rundir}/{self.instance(node)}.pid"
+
+    def watchdog_pidfile(self, node: Node) -> str:
+        """Where the node's watchdog writes its pid (render.files.watchdog_script)."""
+        return f"{self.rundir}/{self.instance(node)}.watchdog.pid"
+
+    @property
+    def tools_conf(self) -> str:
+        """The altperl tools' configuration (Debian names a second cluster's
+        slon_tools_<cluster>.conf)."""
+        return f"{self.confdir}/slon_tools{'' if self.legacy else '_' + self.name}.conf"
+
+    def mark(self, what: str) -> str:
+        """A file of this cluster's in the configuration directory:
+        <cluster>-<what> (<what> legacy)."""
+        return f"{self.confdir}/{what if self.legacy else f'{self.name}-{what}'}"
+
+    @property
+    def identity_record(self) -> str:
+        """The master's identity columns GENERATED ALWAYS (steps.identity)."""
+        return self.mark("identity-always")
+
+    @property
+    def pooler_mark(self) -> str:
+        """PgBouncer a switchover has (or may have) paused (endgame.pooler)."""
+        return self.mark("pooler-paused")
+
+    def ddl_file(self, digest: str) -> str:
+        """A DDL file on its way through EXECUTE SCRIPT (steps.ddl)."""
+        return f"{self.rundir}/ddl-{self.name}-{digest}.sql"
 
     @property
     def slonik_pidfile(self) -> str:
@@ -94,7 +140,7 @@ class Cluster:
     @property
     def sslrootcert(self) -> str:
         """Where the slon host keeps the CA certificate (only with ssl_ca)."""
-        return f"{self.confdir}/root.crt" if self.ssl_ca else ""
+        return self.mark("root.crt") if self.ssl_ca else ""
 
     @property
     def sslmode(self) -> str:
@@ -114,6 +160,34 @@ class Cluster:
         return self.slave if node == self.master else self.master
 
 
+def check_names(name: str, database: str, user: str) -> None:
+    """StepError naming a cluster, database or replication role name the tool cannot
+    use ("" for the database: none named, the task works on every one)."""
+    if not CLUSTER_NAME.fullmatch(name):
+        raise StepError(
+            "input",
+            f"cluster name {name!r} is invalid",
+            "use at most 31 lower-case letters, digits or _, starting with a letter"
+            " (no -)",
+        )
+    for what, value in (("database", database), ("replication user", user)):
+        if what == "database" and not value:
+            continue
+        if not IDENT.fullmatch(value):
+            raise StepError(
+                "input",
+                f"{what} name {value!r} is invalid",
+                "use a lower-case SQL identifier",
+            )
+        if value in HBA_KEYWORDS | RESERVED or value.startswith("pg_"):
+            raise StepError(
+                "input",
+                f"{what} name {value!r} is reserved (a pg_hba.conf keyword, an SQL key"
+                " word or PostgreSQL's own)",
+                f"choose another {what} name",
+            )
+
+
 def make_cluster(
     master: str,
     slave: str,
@@ -127,9 +201,11 @@ def make_cluster(
     slave_dbhost: str = "",
     set_id: int = 1,
     ssl_ca: str = "",
+    any_database: bool = False,
 ) -> Cluster:
     """Validate the operator's input and build a Cluster; raise StepError naming the
-    bad value."""
+    bad value. any_database: no database needed (a task over every database or
+    cluster of the pair: the Cluster is their template)."""
     for what, host in (
         ("--master", master),
         ("--slave", slave),
@@ -147,34 +223,14 @@ def make_cluster(
             f"--master and --slave are both {master!r}",
             "give two different servers",
         )
-    if not CLUSTER_NAME.fullmatch(name):
-        raise StepError(
-            "input",
-            f"cluster name {name!r} is invalid",
-            "use at most 31 lower-case letters, digits or _, starting with a letter"
-            " (no -)",
-        )
-    if not database:
+    if not database and not any_database:
         raise StepError(
             "input",
             "--database is required: no flag and no configuration names the database"
             " to move",
             "give --database NAME (or database in the configuration file)",
         )
-    for what, value in (("database", database), ("replication user", user)):
-        if not IDENT.fullmatch(value):
-            raise StepError(
-                "input",
-                f"{what} name {value!r} is invalid",
-                "use a lower-case SQL identifier",
-            )
-        if value in HBA_KEYWORDS | RESERVED or value.startswith("pg_"):
-            raise StepError(
-                "input",
-                f"{what} name {value!r} is reserved (a pg_hba.conf keyword, an SQL key"
-                " word or PostgreSQL's own)",
-                f"choose another {what} name",
-            )
+    check_names(name, database, user)
     if not 0 < port < 65536:
         raise StepError(
             "input", f"port {port} is out of range", "give a TCP port such as 5432"
@@ -223,3 +279,71 @@ class SlonyState:
     sequences: dict[str, int] = field(default_factory=dict)  # quoted name: sequence id
     # None: no subscription; False: copying; True: active
     subscribed: bool | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """A role as pg_authid has it (facts.roles): what appdb copies, and the attributes
+    it refuses to give (superuser, replication)."""
+
+    name: str
+    login: bool = False
+    superuser: bool = False
+    createdb: bool = False
+    createrole: bool = False
+    inherit: bool = True
+    replication: bool = False
+    bypassrls: bool = False
+    connlimit: int = -1
+    # '' none, 'infinity', or 'YYYY-MM-DD HH:MM:SS+00'; none and infinity are alike
+    # (SQL cannot set none on a role that has one)
+    valid_until: str = ""
+    verifier: str = ""  # the stored password ('' none): a secret
+    comment: str = ""
+
+    def same(self, other: Role) -> bool:
+        """Whether `other` is this role as appdb makes it: the same attributes and the
+        same stored password (a password set by hand is stored with another salt)."""
+        return self.differences(other) == []
+
+    def differences(self, other: Role) -> list[str]:
+        """What `other` (the role on the new server) has otherwise, in words; the
+        password is never shown."""
+        out = []
+        for attr, word in (
+            ("login", "LOGIN"),
+            ("superuser", "SUPERUSER"),
+            ("createdb", "CREATEDB"),
+            ("createrole", "CREATEROLE"),
+            ("inherit", "INHERIT"),
+            ("replication", "REPLICATION"),
+            ("bypassrls", "BYPASSRLS"),
+        ):
+            if getattr(self, attr) != getattr(other, attr):
+                out.append(word if getattr(other, attr) else f"NO{word}")
+        if self.connlimit != other.connlimit:
+            out.append(f"CONNECTION LIMIT {other.connlimit} (master: {self.connlimit})")
+        if (self.valid_until or "infinity") != (other.valid_until or "infinity"):
+            out.append(
+                f"VALID UNTIL {other.valid_until or 'none'}"
+                f" (master: {self.valid_until or 'none'})"
+            )
+        if self.verifier != other.verifier:
+            out.append(
+                "no password"
+                if not other.verifier
+                else "another stored password (or the same password stored anew)"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Membership:
+    """`member` is a member of `group` (pg_auth_members). inherit and set: the grant's
+    own options from PostgreSQL 16; None before (the member's INHERIT decides)."""
+
+    group: str
+    member: str
+    admin: bool = False
+    inherit: bool | None = None
+    set: bool | None = None

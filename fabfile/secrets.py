@@ -2,7 +2,9 @@
 0600 file.
 
 It is never put on a command line, in a log, or in any file but that one and the .pgpass
-files.
+files. It is the replication role's: every cluster that logs in as that role uses it
+(the file is named by the role). An earlier version named the file by its cluster: such
+a file is read, and moved to the role's name by the users step (`adopt`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import getpass
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from .model import StepError
@@ -24,8 +27,65 @@ def home() -> Path:
     return Path(base).expanduser()
 
 
-def password_file(cluster_name: str) -> Path:
+def password_file(user: str) -> Path:
+    """The replication role's password file."""
+    return home() / f"role-{user}.password"
+
+
+def legacy_password_file(cluster_name: str) -> Path:
+    """Where an earlier version kept the password of its cluster's role."""
     return home() / f"{cluster_name}.password"
+
+
+def legacy_password_files() -> list[Path]:
+    """Every password file of an earlier version (named by its cluster), sorted."""
+    if not home().is_dir():
+        return []
+    return sorted(
+        p for p in home().glob("*.password") if not p.name.startswith(("role-", "."))
+    )
+
+
+def read_private(path: Path) -> str:
+    """A password file's password; StepError when others may read it or it is
+    unusable."""
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        raise StepError("local", f"{path} is readable by others", f"chmod 600 {path}")
+    return check_password(path.read_text().strip(), str(path))
+
+
+def adopt(
+    user: str,
+    cluster_name: str,
+    matches: Callable[[str], bool] | None = None,
+    dry_run: bool = False,
+) -> str:
+    """Move an earlier version's password file to the role's name, when the role has
+    none: this cluster's, else another cluster's whose password `matches` the role's
+    verifier on the servers (a new cluster beside an earlier one). What was done ('':
+    nothing; in a dry run, what would be)."""
+    target = password_file(user)
+    if target.exists() or os.environ.get(ENV):
+        return ""
+    own = legacy_password_file(cluster_name)
+    source = (
+        own
+        if own.exists()
+        else next(
+            (p for p in legacy_password_files() if matches(read_private(p))), None
+        )
+        if matches
+        else None
+    )
+    if source is None:
+        return ""
+    if not dry_run:
+        os.replace(source, target)
+    return (
+        f"{'would move' if dry_run else 'moved'} the replication password file of an"
+        f" earlier version, {source}, to {target} (one file per replication role: every"
+        f" cluster that logs in as {user} uses it)"
+    )
 
 
 def write_private(path: Path, text: str) -> None:
@@ -54,9 +114,11 @@ def check_password(password: str, source: str) -> str:
 
 
 def replication_password(
-    cluster_name: str, *, prompt: bool = False, dry_run: bool = False
+    user: str, cluster_name: str, *, prompt: bool = False, dry_run: bool = False
 ) -> str:
-    """Return the password; generate and store it on first use (not in a dry run)."""
+    """Return the replication role's password: from the environment, a prompt, its
+    file (an earlier version's, named by the cluster, until adopt moves it); generate
+    and store it on first use (not in a dry run)."""
     if os.environ.get(ENV):
         return check_password(os.environ[ENV], f"${ENV}")
     if prompt:
@@ -66,13 +128,10 @@ def replication_password(
                 "local", "the two passwords differ", "type the same password twice"
             )
         return check_password(first, "the prompt")
-    path = password_file(cluster_name)
-    if path.exists():
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise StepError(
-                "local", f"{path} is readable by others", f"chmod 600 {path}"
-            )
-        return check_password(path.read_text().strip(), str(path))
+    path = password_file(user)
+    for existing in (path, legacy_password_file(cluster_name)):
+        if existing.exists():
+            return read_private(existing)
     password = secrets.token_urlsafe(24)
     if dry_run:
         return password

@@ -179,7 +179,10 @@ class Session:
         if self._password is None:
             self._password = log.hide(
                 replication_password(
-                    self.cluster.name, prompt=self.prompt_password, dry_run=self.dry_run
+                    self.cluster.user,
+                    self.cluster.name,
+                    prompt=self.prompt_password,
+                    dry_run=self.dry_run,
                 )
             )
         return self._password

@@ -47,18 +47,25 @@ class Bed:
         return self.hosts[name]
 
     def inv(
-        self, *args: str, check: bool = True, timeout: int = 900, ssh_config: str = ""
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: int = 900,
+        ssh_config: str = "",
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> subprocess.CompletedProcess:
-        """Run `inv ARGS` as an operator would (optionally with another ssh config);
-        the completed process."""
-        env = (
-            {**self.env, "INVOKE_SLONY_SSH_CONFIG": ssh_config}
-            if ssh_config
-            else self.env
-        )
+        """Run `inv ARGS` as an operator would (optionally with another ssh config,
+        more environment, or another checkout's tool in `cwd`); the completed
+        process."""
+        env = {
+            **self.env,
+            **({"INVOKE_SLONY_SSH_CONFIG": ssh_config} if ssh_config else {}),
+            **(env or {}),
+        }
         result = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
@@ -147,7 +154,8 @@ class Bed:
         return self[host].psql("SET search_path = public, pg_catalog;\n" + query, db)
 
     def password(self) -> str:
-        return (self.home / f"{CLUSTER.name}.password").read_text().strip()
+        """The replication role's password (its file is named by the role)."""
+        return (self.home / f"role-{CLUSTER.user}.password").read_text().strip()
 
     def state(self, host: str) -> dict:
         """The Slony state of a host's database as a plain dict."""
@@ -250,7 +258,8 @@ class Bed:
 
     def reset(self) -> None:
         """Back to a freshly seeded testbed, except the Slony packages, which stay
-        installed."""
+        installed: every cluster's files and processes, every database but the seed's
+        (db01's shotserver04), every role but the seed's (johann on db01)."""
         db01, db02 = self["db01"], self["db02"]
         for h in (db01, db02):  # either may have been the slon host
             h.run(
@@ -258,13 +267,26 @@ class Bed:
                 " -x slonik; sleep 0.5; sudo -n pkill -9 -x slon; true",
                 check=False,
             )
-        db02.psql(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+        for h in (db01, db02):
+            keep = ("postgres", "template0", "template1") + (
+                (DATABASE,) if h is db01 else ()
+            )
+            for (db,) in h.psql("SELECT datname FROM pg_database"):
+                if db not in keep:
+                    h.psql(f'DROP DATABASE "{db}" WITH (FORCE)')
         for h in (db01, db02):
             if facts.database_exists(h, DATABASE):
-                h.psql(f"DROP SCHEMA IF EXISTS {CLUSTER.schema} CASCADE", DATABASE)
+                for (schema,) in h.psql(
+                    "SELECT nspname FROM pg_namespace n WHERE nspname LIKE '\\_%' AND"
+                    " EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = n.oid AND"
+                    " relname = 'sl_node')",
+                    DATABASE,
+                ):  # every cluster's schema
+                    h.psql(f'DROP SCHEMA "{schema}" CASCADE', DATABASE)
                 h.psql(
                     f"GRANT CONNECT ON DATABASE {DATABASE} TO PUBLIC"
                 )  # undo a fence
+                h.psql(f"ALTER DATABASE {DATABASE} RESET ALL")
                 h.psql(
                     "DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname ="
                     f" '{CLUSTER.user}') THEN REASSIGN OWNED BY {CLUSTER.user} TO"
@@ -272,16 +294,21 @@ class Bed:
                     DATABASE,
                 )
             h.psql(f"DROP ROLE IF EXISTS {CLUSTER.user}")
+            for (role,) in h.psql(
+                "SELECT rolname FROM pg_roles WHERE oid <> 10 AND rolname !~ '^pg_'"
+                " AND rolname <> 'johann'"
+            ):  # roles a test made (johann on db02: below)
+                if facts.database_exists(h, DATABASE):
+                    h.psql(f'DROP OWNED BY "{role}"', DATABASE)
+                h.psql(f'DROP ROLE "{role}"')
             h.run(
                 "sudo -n sed -i '/^# BEGIN slony-migrate/,/^# END slony-migrate/d'"
                 f" {facts.hba_file(h)}"
             )
             h.psql("SELECT pg_reload_conf()")
             h.run(
-                "sudo -n rm -rf /var/lib/postgresql/.pgpass /etc/slony1/slon_tools.conf"
-                " /etc/slony1/node1 /etc/slony1/node2 /etc/slony1/identity-always"
-                " /var/run/slony1 /usr/local/lib/slony-migrate; sudo -n sh -c 'rm -f"
-                " /var/log/slony1/*'"
+                "sudo -n sh -c 'rm -rf /var/lib/postgresql/.pgpass /etc/slony1/*"
+                " /var/run/slony1 /usr/local/lib/slony-migrate /var/log/slony1/*'"
             )
         db02.psql("DROP ROLE IF EXISTS johann")
         self.reset_pooler()

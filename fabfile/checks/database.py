@@ -7,11 +7,13 @@ from __future__ import annotations
 from .. import facts, settings
 from ..remote import Host
 from ..render import debian
-from ..render.parse import size
+from ..render import roles as render_roles
+from ..render.parse import dictionary_files, size
 from ..render.slonik import slony_key
 from ..render.sql import add_key
 from ..session import Session
 from ..steps import identity
+from ..steps import roles as role_plan
 from .findings import FAIL, OK, WARN, Finding, Findings
 
 
@@ -444,3 +446,190 @@ def disk(s: Session) -> Findings:
         )
     else:
         yield Finding(h.name, OK, "disk", what)
+
+
+def roles(s: Session, update_roles: bool = False) -> Findings:
+    """The roles the new server gets (steps.roles), each with why the database needs
+    it; those it has otherwise (changed only with --update-roles); those slony-migrate
+    does not make; login roles the database does not name."""
+    cl, m, sl = s.cluster, s.master_host.name, s.slave_host.name
+    p = role_plan.read(s)
+    for r in p.create:
+        yield Finding(
+            sl,
+            OK,
+            f"role {r.name}",
+            f"appdb creates it as on {m} ({p.reasons(r.name)})",
+        )
+    for name in p.same:
+        yield Finding(sl, OK, f"role {name}", f"as on {m} ({p.reasons(name)})")
+    held = {
+        name: [
+            render_roles.membership_words(g)
+            for g in p.held_grants
+            if name in (g.member, g.group)
+        ]
+        + [role_plan.setting_words(*c) for c in p.held_configs if c[0] == name]
+        for name in set(p.differ) | {c[0] for c in p.held_configs}
+    }
+    for name in sorted(held):
+        what = ", ".join(p.differ.get(name, []) + held[name])
+        if update_roles:
+            yield Finding(
+                sl,
+                OK,
+                f"role {name}",
+                f"differs from {m}'s ({what}): --update-roles makes it as on {m}"
+                " (SUPERUSER and REPLICATION stay as they are)",
+            )
+        else:
+            yield Finding(
+                sl,
+                WARN,
+                f"role {name}",
+                f"exists with {what} ({p.reasons(name)}): appdb leaves it as it is, and"
+                f" whoever logs in as it may fail or lose a setting after the move",
+                f"--update-roles makes it as on {m}; or change it by hand on {sl}",
+            )
+    for name, why in sorted(p.refused.items()):
+        yield Finding(
+            m,
+            FAIL,
+            f"role {name}",
+            f"{why} ({p.reasons(name)}) and not on {sl}: slony-migrate does not create"
+            " such a role",
+            f"create it on {sl} by hand, or have postgres own what it owns on {m}"
+            " (ALTER ... OWNER TO postgres) and take the attribute from it",
+        )
+    for role, db, setting in p.unknown:
+        yield Finding(
+            sl,
+            FAIL,
+            "setting",
+            f"{role_plan.setting_words(role, db, setting)}: PostgreSQL"
+            f" {s.slave_host.version_num // 10000} on {sl} has no such parameter",
+            f"RESET it on {m} (ALTER {'ROLE ' + role if role else 'DATABASE'}"
+            " ... RESET), or set it by hand later",
+        )
+    for g in p.missing_groups:
+        yield Finding(
+            sl,
+            WARN,
+            f"role {g.member}",
+            f"member of {g.group}, which PostgreSQL"
+            f" {s.slave_host.version_num // 10000} does not have",
+            "grant it what it needs by hand after the move",
+        )
+    for name in p.md5:
+        yield Finding(
+            m,
+            WARN,
+            f"role {name}",
+            "its password is stored as md5: on the new server it logs in only where"
+            " pg_hba.conf says md5, not scram-sha-256",
+            f"set its password again on {m} with password_encryption ="
+            " 'scram-sha-256' before the move",
+        )
+    others = p.unnamed
+    if others:
+        yield Finding(
+            m,
+            WARN,
+            "login roles",
+            f"{', '.join(others)}: nothing in {cl.database} names them (no object,"
+            " privilege, membership or setting there): appdb does not create them",
+            f"if they use {cl.database} through PUBLIC's privileges, create them on"
+            f" {sl} by hand",
+        )
+
+
+def restorable(s: Session) -> Findings:
+    """What the schema step cannot create on an empty new server: objects in a
+    tablespace it lacks, collations it cannot make, text search dictionaries whose
+    files it lacks; and event triggers, which would run in Slony's superuser
+    sessions there."""
+    cl, m, sl = s.cluster, s.master_host, s.slave_host
+    spaces = facts.tablespace_names(sl)
+    for space, objects in facts.tablespaces_used(m, cl).items():
+        shown = ", ".join(objects[:5]) + (" ..." if len(objects) > 5 else "")
+        if space in spaces:
+            yield Finding(sl.name, OK, f"tablespace {space}", f"there ({shown})")
+        else:
+            yield Finding(
+                sl.name,
+                FAIL,
+                f"tablespace {space}",
+                f"holds {shown} on {m.name}, and {sl.name} has no such tablespace: the"
+                " schema step would stop half way",
+                f"create it on {sl.name} first (CREATE TABLESPACE {space} LOCATION"
+                " '...')",
+            )
+    have, icu = facts.collation_names(sl), None
+    for name, (provider, locale, what) in facts.collations_used(m, cl).items():
+        if name in have:
+            continue
+        if what != "defined here":
+            yield Finding(
+                sl.name,
+                FAIL,
+                f"collation {name}",
+                f"{what} uses it; {sl.name} has no such collation",
+                f"generate locale {locale} on {sl.name} (locale-gen), then SELECT"
+                " pg_import_system_collations('pg_catalog') there"
+                if provider == "c"
+                else f"create collation {name} on {sl.name} first",
+            )
+        elif provider == "i":
+            icu = facts.has_icu(sl) if icu is None else icu
+            if not icu:
+                yield Finding(
+                    sl.name,
+                    FAIL,
+                    f"collation {name}",
+                    f"an ICU collation ({locale}); PostgreSQL on {sl.name} has no ICU",
+                    f"use a PostgreSQL built with ICU on {sl.name} (Debian's is)",
+                )
+        elif not facts.has_locale(sl, locale):
+            yield Finding(
+                sl.name,
+                FAIL,
+                f"collation {name}",
+                f"defined with locale {locale}, which {sl.name} lacks: the schema step"
+                " would stop half way",
+                f"generate it on {sl.name} (locale-gen {locale}), then run again",
+            )
+    dictionaries = facts.ts_dictionaries(m, cl)
+    if dictionaries:
+        data = f"{facts.pg_dir(sl, 'SHAREDIR')}/tsearch_data"
+        for name, template, options in dictionaries:
+            wanted = [f"{data}/{f}" for f in dictionary_files(template, options)]
+            missing = facts.missing_files(sl, wanted)
+            if missing:
+                yield Finding(
+                    sl.name,
+                    FAIL,
+                    f"text search dictionary {name}",
+                    f"needs {', '.join(missing)} on {sl.name}: the schema step would"
+                    " stop half way",
+                    f"install the dictionary's files on {sl.name} (the same package"
+                    f" as on {m.name}, e.g. hunspell-xx), then run again",
+                )
+    for name, event, enabled, function in facts.event_triggers(m, cl.database):
+        if not enabled:
+            yield Finding(
+                m.name,
+                OK,
+                f"event trigger {name}",
+                "disabled: copied disabled by the schema step",
+            )
+            continue
+        yield Finding(
+            m.name,
+            FAIL,
+            f"event trigger {name}",
+            f"fires on {event} and calls {function}: it would run in Slony's superuser"
+            " sessions (init, subscribe, EXECUTE SCRIPT, the switchover) on both"
+            " servers, and its writes on the subscriber would be refused",
+            f"disable it for the migration (ALTER EVENT TRIGGER {name} DISABLE), and"
+            " enable it on the new server after finish",
+        )

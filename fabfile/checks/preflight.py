@@ -9,11 +9,13 @@ from . import database, servers
 from .findings import OK, WARN, Finding, Findings, guarded
 
 
-def preflight(s: Session, add_keys: bool = False) -> Findings:
+def preflight(
+    s: Session, add_keys: bool = False, update_roles: bool = False
+) -> Findings:
     """Every check, its findings as they come (checks.findings.report prints them).
 
     add_keys: tables without a key are to get one (migrate --add-keys): a warning, not a
-    failure.
+    failure. update_roles: appdb is to make roles that differ as on the master.
     """
     cl = s.cluster
     m, sl = cl.master, cl.slave
@@ -57,6 +59,7 @@ def preflight(s: Session, add_keys: bool = False) -> Findings:
     slave_host = s.slave_host if majors.get(sl.host) else None
     found = False
     if master_host:
+        yield from guarded(m.host, "clusters", servers.clusters_beside, s)
         found = yield from guarded(
             m.host, f"database {cl.database}", database.master_database, s, add_keys
         )
@@ -72,6 +75,8 @@ def preflight(s: Session, add_keys: bool = False) -> Findings:
             )
             yield from guarded(name, "ssl", servers.encryption, s, s.host(name))
     if found and slave_host:
+        yield from guarded(sl.host, "roles", database.roles, s, update_roles)
+        yield from guarded(sl.host, "schema", database.restorable, s)
         yield from guarded(sl.host, "extensions", database.extensions, s)
         yield from guarded(sl.host, "encoding", database.encoding, s)
         yield from guarded(sl.host, "disk", database.disk, s)

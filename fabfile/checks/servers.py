@@ -301,3 +301,51 @@ def replication_logins(s: Session) -> Findings:
                 obj,
                 f"psql from {h.name} as {cl.user} works (pg_hba and .pgpass)",
             )
+
+
+def clusters_beside(s: Session) -> Findings:
+    """The other clusters of slony-migrate on the pair: none may replicate this
+    database already; those logging in as the same role share it (its password stays
+    theirs); an earlier version's cluster keeps its files."""
+    cl, m = s.cluster, s.master_host
+    found = facts.hba_clusters(m)
+    for name, (database, _) in sorted(found.items()):
+        if name == cl.name and database != cl.database:
+            yield Finding(
+                m.name,
+                FAIL,
+                f"cluster {cl.name}",
+                f"replicates database {database} already (its pg_hba.conf block on"
+                f" {m.name}): one cluster, one database",
+                f"give {cl.database} a cluster of its own: --cluster <another name>",
+            )
+        if database == cl.database and name != cl.name:
+            yield Finding(
+                m.name,
+                FAIL,
+                f"database {cl.database}",
+                f"cluster {name} replicates it already (its pg_hba.conf block on"
+                f" {m.name}): a second cluster would put its triggers on the same"
+                " tables",
+                f"use --cluster {name}",
+            )
+    sharing = sorted(
+        name for name, (_, user) in found.items() if user == cl.user and name != cl.name
+    )
+    if sharing:
+        yield Finding(
+            m.name,
+            OK,
+            f"role {cl.user}",
+            f"cluster(s) {', '.join(sharing)} log in as it too: this cluster uses it"
+            " with its password, and finish leaves it to the last of them",
+        )
+    if cl.legacy:
+        yield Finding(
+            cl.slon_name,
+            OK,
+            f"cluster {cl.name}",
+            f"made by an earlier slony-migrate: keeps its files ({cl.tools_conf},"
+            f" {cl.slon_conf(cl.master)}, instances"
+            f" {', '.join(cl.instance(n) for n in cl.nodes)})",
+        )

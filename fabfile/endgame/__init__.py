@@ -5,9 +5,10 @@ Status and verify only read. Switchover, failover and finish check first, act th
 slonik, then prove the result on the servers.
 """
 
-from . import failover, finish, returned, status, switchover, verify
+from . import each, failover, finish, returned, status, switchover, verify
 
 __all__ = [
+    "each",
     "failover",
     "finish",
     "returned",

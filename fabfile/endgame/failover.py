@@ -287,19 +287,18 @@ def promote(
     subscriber_host = s.node_host(subscriber)
     began = time.monotonic()
     changes = list(before)
-    slon = facts.slon_running(s.slon_host, cl, subscriber.instance)
+    slon = facts.slon_running(s.slon_host, cl, subscriber)
     if slon:
         changes.append(
             Change(
                 s.slon_host.name,
                 step,
-                f"stop slon for {subscriber.instance} (watchdog {slon}) for the failover"
+                f"stop slon for {cl.instance(subscriber)} (watchdog {slon}) for the"
+                " failover"
                 " (no slon restart to wait for; nothing more applied meanwhile)",
                 Command(f"kill -TERM {slon}"),
                 lambda: wait_until(
-                    lambda: (
-                        facts.slon_running(s.slon_host, cl, subscriber.instance) is None
-                    ),
+                    lambda: facts.slon_running(s.slon_host, cl, subscriber) is None,
                     settings.SLON_STOP,
                     s.slon_host.name,
                     f"slon watchdog {slon} still running",
@@ -362,7 +361,7 @@ def promote(
     if apply(s, changes) < len(changes):
         return {"promoted": False}  # a dry run
     t = time.monotonic()
-    if not facts.slon_running(s.slon_host, cl, subscriber.instance):
+    if not facts.slon_running(s.slon_host, cl, subscriber):
         apply(s, [start_slon(s, step, subscriber)])
     wait_until(
         lambda: as_origin(s, subscriber_host, subscriber),

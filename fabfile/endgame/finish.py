@@ -10,13 +10,13 @@ replication role and its password go too (--keep-role keeps them).
 
 from __future__ import annotations
 
-from .. import facts, replication, settings
+from .. import clusters, facts, replication, settings
 from ..errors import StepError
 from ..model import Node
 from ..plan import Action, Change, Command, apply
 from ..render import slonik, sql
 from ..runner import run_slonik
-from ..secrets import password_file
+from ..secrets import legacy_password_file, password_file
 from ..session import Session
 from ..steps import identity
 from ..steps.access import hba, pgpass
@@ -99,12 +99,24 @@ def uninstall_retry(output: str, node: Node) -> str:
 
 def drop_role(s: Session, step: str) -> list[Change]:
     """The replication role out of both nodes (NOLOGIN without password where it
-    cannot be dropped)."""
+    cannot be dropped), and its password file; on a node where another cluster logs
+    in as it (clusters.sharing_role), it stays, and so does the file."""
     cl = s.cluster
-    changes = []
+    changes, kept = [], False
     for h in s.node_hosts():
         role = facts.role(h, cl.user)
         if role is None:
+            continue
+        others = clusters.sharing_role(s, h.name)
+        if others and role[3] == sql.ROLE_MARK:
+            kept = True
+            s.say(
+                h.name,
+                step,
+                f"role {cl.user} stays: cluster(s) {', '.join(others)} log in as it"
+                " there (their pg_hba.conf blocks and .pgpass lines stay too); the last"
+                " cluster's finish drops it",
+            )
             continue
         if role[3] != sql.ROLE_MARK:
             s.say(
@@ -137,16 +149,16 @@ def drop_role(s: Session, step: str) -> list[Change]:
                 Action(run, "\n".join(statements)),
             )
         )
-    path = password_file(cl.name)
-    if path.exists():
-        changes.append(
-            Change(
-                "local",
-                step,
-                f"remove the replication password file {path}",
-                Action(path.unlink),
+    for path in (password_file(cl.user), legacy_password_file(cl.name)):
+        if path.exists() and not kept:
+            changes.append(
+                Change(
+                    "local",
+                    step,
+                    f"remove the replication password file {path}",
+                    Action(path.unlink),
+                )
             )
-        )
     return changes
 
 
@@ -217,8 +229,10 @@ def finish(s: Session, keep_role: bool = False, force: bool = False) -> None:
     s.say(
         cl.slon_name,
         step,
-        f"left in place: the Slony packages, {cl.logdir} (the slon logs) and "
-        f"{cl.confdir} (no secrets); remove them when no longer needed"
+        "left in place: the Slony packages, the slon logs"
+        f" ({', '.join(cl.slon_log(n) for n in cl.nodes)}) and the configuration"
+        f" ({cl.tools_conf}, {', '.join(cl.slon_conf(n) for n in cl.nodes)}; no"
+        " secrets); remove them when no longer needed"
         + (
             "; the replication role and its password stay (--keep-role)"
             if keep_role

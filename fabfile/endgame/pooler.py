@@ -217,7 +217,7 @@ def paused_marker(s: Session) -> str:
     PgBouncer's host and pgbouncer.ini, so that the next switchover resumes it when this
     one was killed (resume_left).
     """
-    return f"{s.cluster.confdir}/pooler-paused"
+    return s.cluster.pooler_mark
 
 
 def mark_paused(s: Session, p: Pooler) -> None:

@@ -157,14 +157,14 @@ def stop_its_slon(
     own DROP NODE from the new origin and uninstall Slony there, its log with it);
     none when it does not run."""
     cl, h = s.cluster, s.slon_host
-    pid = facts.slon_running(h, cl, node.instance)
+    pid = facts.slon_running(h, cl, node)
     if pid is None:
         return []
     return [
         Change(
             h.name,
             step,
-            f"stop slon for {node.instance} (watchdog {pid}): {node.host} {why}",
+            f"stop slon for {cl.instance(node)} (watchdog {pid}): {node.host} {why}",
             Command(f"kill -TERM {pid}"),
             lambda: wait_stopped(s, node, pid),
         )
@@ -173,7 +173,7 @@ def stop_its_slon(
 
 def wait_stopped(s: Session, node: Node, pid: int) -> None:
     wait_until(
-        lambda: facts.slon_running(s.slon_host, s.cluster, node.instance) is None,
+        lambda: facts.slon_running(s.slon_host, s.cluster, node) is None,
         settings.SLON_STOP,
         s.slon_host.name,
         f"slon watchdog {pid} still running",
@@ -519,14 +519,14 @@ def rejoin(
         s.say(
             node.host,
             step,
-            f"would start slon for {node.instance}, subscribe {node.host} to set"
+            f"would start slon for {cl.instance(node)}, subscribe {node.host} to set"
             f" {cl.set_id} from {origin.host} and wait for the copy",
         )
         return {"rejoined": False}
     later: list[Change] = [] if plan.store else guard(s, step, [node])
-    if not facts.slon_running(s.slon_host, cl, node.instance):
+    if not facts.slon_running(s.slon_host, cl, node):
         later.append(start_slon(s, step, node))
-    if not facts.slon_running(s.slon_host, cl, origin.instance):
+    if not facts.slon_running(s.slon_host, cl, origin):
         later.append(start_slon(s, step, origin))
     if plan.subscribe:
         later += identity.conform(s, step, node, always=False)

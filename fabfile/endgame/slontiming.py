@@ -23,7 +23,7 @@ SAVED = ".configured"
 
 
 def conf_path(cl: Cluster, n: Node) -> str:
-    return f"{cl.confdir}/{n.instance}/slon.conf"
+    return cl.slon_conf(n)
 
 
 def restart_slons(s: Session, step: str) -> None:

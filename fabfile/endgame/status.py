@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-from .. import facts, replication, settings
+from .. import clusters, facts, replication, settings
 from ..errors import StepError
 from ..model import Node
 from ..render import parse
@@ -147,14 +147,14 @@ def status(s: Session) -> Status:
         mark = s.slon_host.read_file(paused_marker(s))
         report.paused = ", ".join(mark.splitlines()) if mark else None
         for n in cl.nodes:
-            report.slons[n.instance] = facts.slon_running(s.slon_host, cl, n.instance)
+            report.slons[cl.instance(n)] = facts.slon_running(s.slon_host, cl, n)
             if r is not None and n == r.node:
                 continue  # its slon's last words are from before the failover
             failing = parse.slon_failing(facts.slon_log(s.slon_host, cl, n, lines=500))
             if failing and before_failover(failing[0], r):
                 continue  # about the node that was dropped, from before
             if failing:
-                report.slon_errors[n.instance] = f"{failing[0]}: {failing[1]}"
+                report.slon_errors[cl.instance(n)] = f"{failing[0]}: {failing[1]}"
     except StepError as e:
         report.slons_error = e.line()
     return report
@@ -463,56 +463,41 @@ def label(value: object) -> str:
     return f'"{text}"'
 
 
-def prometheus(report: Status, limits: Thresholds = Thresholds()) -> str:
-    """Pure: the status in Prometheus' text format (node_exporter's textfile
-    collector): one gauge per figure, labelled by cluster (and node or slon)."""
-    code = check(report, limits)[0]
-    c = f"cluster={label(report.cluster)}"
+def prometheus(reports: list[Status], limits: Thresholds = Thresholds()) -> str:
+    """Pure: the status of one cluster or several in Prometheus' text format
+    (node_exporter's textfile collector): one gauge per figure, labelled by cluster
+    (and node or slon)."""
     gauges: dict[str, tuple[str, list[tuple[str, object]]]] = {
-        "status": (
-            "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (as status --check)",
-            [(c, code)],
-        ),
-        "node_up": (
-            "the node answers",
-            [(f"{c},node={label(n.host)}", int(n.reachable)) for n in report.nodes],
-        ),
-        "origin": (
-            "the node is the set's origin",
-            [
-                (f"{c},node={label(n.host)}", int(n.host == report.origin))
-                for n in report.nodes
-            ],
-        ),
-        "set_locked": (
-            "the set is locked there (application writes refused)",
-            [
-                (f"{c},node={label(n.host)}", int(n.host in report.locked))
-                for n in report.nodes
-            ],
-        ),
-        "slon_running": (
-            "the slon (its watchdog) runs",
-            [(f"{c},slon={label(k)}", int(bool(v))) for k, v in report.slons.items()],
-        ),
-        "lag_seconds": (
-            "age of the oldest event the node has not confirmed",
-            [(f"{c},node={label(l.node)}", l.seconds) for l in report.lag or []],
-        ),
-        "lag_events": (
-            "events the node has not confirmed",
-            [(f"{c},node={label(l.node)}", l.events) for l in report.lag or []],
-        ),
+        "status": ("0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (as status --check)", []),
+        "node_up": ("the node answers", []),
+        "origin": ("the node is the set's origin", []),
+        "set_locked": ("the set is locked there (application writes refused)", []),
+        "slon_running": ("the slon (its watchdog) runs", []),
+        "lag_seconds": ("age of the oldest event the node has not confirmed", []),
+        "lag_events": ("events the node has not confirmed", []),
+        "copy_ratio": ("how much of the initial copy is done, 0 to 1", []),
     }
-    sub = report.subscription
-    if sub and sub.exists:
-        done = 1.0 if sub.active else (report.copy or {}).get("fraction", 0.0)
-        gauges["copy_ratio"] = (
-            "how much of the initial copy is done, 0 to 1",
-            [(f"{c},node={label(sub.receiver)}", done)],
-        )
+    for report in reports:
+        c = f"cluster={label(report.cluster)}"
+        gauges["status"][1].append((c, check(report, limits)[0]))
+        for n in report.nodes:
+            node = f"{c},node={label(n.host)}"
+            gauges["node_up"][1].append((node, int(n.reachable)))
+            gauges["origin"][1].append((node, int(n.host == report.origin)))
+            gauges["set_locked"][1].append((node, int(n.host in report.locked)))
+        for k, v in report.slons.items():
+            gauges["slon_running"][1].append((f"{c},slon={label(k)}", int(bool(v))))
+        for l in report.lag or []:
+            gauges["lag_seconds"][1].append((f"{c},node={label(l.node)}", l.seconds))
+            gauges["lag_events"][1].append((f"{c},node={label(l.node)}", l.events))
+        sub = report.subscription
+        if sub and sub.exists:
+            done = 1.0 if sub.active else (report.copy or {}).get("fraction", 0.0)
+            gauges["copy_ratio"][1].append((f"{c},node={label(sub.receiver)}", done))
     lines = []
     for name, (what, samples) in gauges.items():
+        if not samples:
+            continue
         lines += [
             f"# HELP slony_migrate_{name} {what}",
             f"# TYPE slony_migrate_{name} gauge",
@@ -547,7 +532,7 @@ def shown(report: Status, form: str, limits: Thresholds) -> str:
     if form == "check":
         return check(report, limits)[1]
     if form == "prometheus":
-        return prometheus(report, limits)
+        return prometheus([report], limits)
     return format_status(report)
 
 
@@ -578,6 +563,135 @@ def show_status(
         s.hosts.retry()  # each round is a new look: a host down before may be back
         # a node a failover dropped may have come back meanwhile
         s.fenced_now = returned.first_contact(s, to_stderr=True)
+
+
+# --- every cluster on the pair (status --all) ----------------------------------------
+
+SEVERITY = [OK, WARNING, UNKNOWN, CRITICAL]  # worst last
+
+
+def state_of(report: Status) -> str:
+    """One word or two for a cluster's state in the table of status --all."""
+    sub = report.subscription
+    if report.failed_over:
+        return f"FAILED OVER ({report.failed_over.host} dropped)"
+    if report.locked:
+        return "SET LOCKED"
+    if report.origins:
+        return "MOVE IN FLIGHT"
+    if not any(n.cluster_schema for n in report.nodes if n.reachable):
+        return "not set up" if report.unreachable() is None else "unreachable"
+    if report.origin is None:
+        return "no set yet"
+    if sub and sub.active:
+        return "replicating"
+    if sub and sub.exists:
+        return "initial copy"
+    return "not subscribed"
+
+
+def format_all(
+    master: str, slave: str, reports: list[Status], limits: Thresholds = Thresholds()
+) -> str:
+    """Pure: every cluster on the pair in one table, then what each that is not OK
+    needs."""
+    if not reports:
+        return f"no cluster of slony-migrate on {master} or {slave}"
+    head = ("cluster", "database", "origin", "subscriber", "state", "lag", "slons", "")
+    rows = []
+    notes = []
+    for r in reports:
+        code, text = verdict(r, limits)
+        sub = r.subscription
+        lag = r.lag_of(sub.receiver) if sub else None
+        running = sum(1 for pid in r.slons.values() if pid)
+        rows.append(
+            (
+                r.cluster,
+                r.database,
+                r.origin or "-",
+                sub.receiver if sub else "-",
+                state_of(r),
+                f"{lag.seconds} s" if lag else "-",
+                f"{running}/{len(r.slons)}" if r.slons else "?",
+                LABELS[code],
+            )
+        )
+        if code != OK:
+            notes.append(f"  {r.cluster}: {text}")
+    widths = [max(len(str(row[i])) for row in [head, *rows]) for i in range(len(head))]
+    lines = [f"clusters on {master} and {slave}:"] + [
+        "  " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
+        for row in [head, *rows]
+    ]
+    return "\n".join(lines + notes)
+
+
+def check_all(
+    reports: list[Status], limits: Thresholds = Thresholds()
+) -> tuple[int, str]:
+    """Pure: every cluster's verdict as one monitoring line, its code the worst one."""
+    if not reports:
+        return UNKNOWN, f"SLONY {LABELS[UNKNOWN]} - no cluster of slony-migrate found"
+    found = [(r.cluster, *verdict(r, limits)) for r in reports]
+    code = max((c for _, c, _ in found), key=SEVERITY.index)
+    return code, f"SLONY {LABELS[code]} - " + "; ".join(
+        f"{name} {LABELS[c]}: {text}" for name, c, text in found
+    )
+
+
+def shown_all(
+    master: str, slave: str, reports: list[Status], form: str, limits: Thresholds
+) -> str:
+    """Every cluster on the pair in one of FORMATS (--json: one object, its clusters
+    each as `as_document`)."""
+    if form == "json":
+        code, line = check_all(reports, limits)
+        docs = [as_document(r, limits) for r in reports]
+        return json.dumps(
+            {
+                "ok": code == OK,
+                "code": code,
+                "summary": line,
+                "errors": [f"{d['cluster']}: {e}" for d in docs for e in d["errors"]],
+                "clusters": docs,
+            }
+        )
+    if form == "check":
+        return check_all(reports, limits)[1]
+    if form == "prometheus":
+        return prometheus(reports, limits)
+    return format_all(master, slave, reports, limits)
+
+
+def show_all(
+    s: Session,
+    watch: float = 0,
+    form: str = "text",
+    limits: Thresholds = Thresholds(),
+) -> int:
+    """status --all: every cluster of slony-migrate on the master and the slave
+    (clusters.on_hosts) at once, as show_status shows one; the worst cluster's code."""
+    cl = s.cluster
+    while True:
+        reports = []
+        for found in clusters.on_hosts(s):
+            x = clusters.session_for(s, found)
+            x.fenced_now = returned.first_contact(x, to_stderr=True)
+            reports.append(status(x))
+        code = check_all(reports, limits)[0]
+        s.out.result(shown_all(cl.master.host, cl.slave.host, reports, form, limits))
+        if not watch:
+            if form == "prometheus":
+                return 0
+            return code if form == "check" else int(code != OK)
+        try:
+            time.sleep(watch)
+        except KeyboardInterrupt:
+            return int(code != OK)
+        if form == "text":
+            s.out.result("")
+        s.hosts.retry()
 
 
 def wait_for_sync(

@@ -353,7 +353,7 @@ def wait_taken_over(
             s.say(
                 s.slon_host.name,
                 step,
-                f"slon for {node.instance} lost its worker ({restart}) and would restart"
+                f"slon for {cl.instance(node)} lost its worker ({restart}) and would restart"
                 " it only 10 s later: woke it now",
             )
 
@@ -373,7 +373,7 @@ def wait_taken_over(
 
 def wake_slon(cl: Cluster, node: Node) -> str:
     """The command that makes a slon waiting to restart its worker do it now."""
-    return f"kill -s USR1 $(cat {shlex.quote(f'{cl.rundir}/{node.instance}.pid')})"
+    return f"kill -s USR1 $(cat {shlex.quote(cl.slon_pidfile(node))})"
 
 
 def phase_error(result) -> str:

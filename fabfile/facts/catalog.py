@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from .. import settings
 from ..errors import StepError
-from ..model import Cluster, Table
+from ..model import Cluster, Membership, Role, Table
 from ..remote import Host
 from ..render.files import BEGIN
+from ..render.files import hba_clusters as parse_hba_clusters
 from ..render.parse import major
+from ..render.roles import Grant
 from ..render.slonik import slony_key
 from ..render.sql import literal, read_tables
 
@@ -36,7 +38,21 @@ __all__ = [
     "prepared_transactions",
     "role_exists",
     "role",
-    "app_roles",
+    "named_roles",
+    "roles",
+    "bootstrap_superuser",
+    "memberships",
+    "role_configs",
+    "database_grants",
+    "database_comment",
+    "parameters",
+    "tablespaces_used",
+    "tablespace_names",
+    "collations_used",
+    "collation_names",
+    "has_icu",
+    "ts_dictionaries",
+    "event_triggers",
     "hba_file",
     "hba_unloaded",
     "hba_errors",
@@ -44,6 +60,7 @@ __all__ = [
     "role_database_settings",
     "client_sessions",
     "has_managed_block",
+    "hba_clusters",
     "has_plpgsql",
     "database_size",
     "data_directory",
@@ -399,48 +416,206 @@ def role_settings(host: Host, name: str) -> list[str]:
     ]
 
 
-APP_ROLES = r"""
-WITH app AS (SELECT oid FROM pg_namespace n WHERE {app}),
-used AS (
-  SELECT datdba AS r FROM pg_database WHERE datname = current_database()
-  UNION SELECT nspowner FROM pg_namespace WHERE oid IN (SELECT oid FROM app)
-  UNION SELECT relowner FROM pg_class WHERE relnamespace IN (SELECT oid FROM app)
-  UNION SELECT proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM app)
-  UNION SELECT typowner FROM pg_type WHERE typnamespace IN (SELECT oid FROM app)
-  UNION SELECT (aclexplode(relacl)).grantee FROM pg_class
-         WHERE relacl IS NOT NULL AND relnamespace IN (SELECT oid FROM app)
-  UNION SELECT (aclexplode(nspacl)).grantee FROM pg_namespace
-         WHERE nspacl IS NOT NULL AND oid IN (SELECT oid FROM app))
-SELECT rolname, rolcanlogin, rolcreatedb, rolcreaterole, rolinherit, coalesce(rolpassword, '')
-  FROM pg_authid WHERE oid IN (SELECT r FROM used) AND oid <> 10 AND rolname <> {user}
-   AND rolname NOT LIKE 'pg\_%'
- ORDER BY rolname"""
-
-
-def app_roles(
-    host: Host, cluster: Cluster
-) -> list[tuple[str, bool, bool, bool, bool, str]]:
-    """The roles the application's database uses (owners, grantees): (name, login,
-    createdb, createrole, inherit, password verifier), without postgres and the
-    replication user.
-    """
-    rows = host.psql(
-        APP_ROLES.format(
-            app=app_schema("n.nspname", cluster), user=literal(cluster.user)
+def named_roles(host: Host, cluster: Cluster) -> dict[str, str]:
+    """{role: why} for every role the database names, as the schema step and the
+    applications need them on the new server: the database's owner and grantees, the
+    owners of the application's objects and of what pg_dump -s writes besides (event
+    triggers, foreign servers and wrappers, user mappings), the grantees of every
+    privilege there (tables, columns, sequences, schemas, functions, types, languages,
+    foreign servers), default privileges, row security policies, and the roles with
+    settings in this database. Not the bootstrap superuser; PUBLIC is no role."""
+    v = host.version_num
+    in_app = lambda column: f"{column} IN (SELECT oid FROM app)"  # noqa: E731
+    owned = [
+        ("pg_namespace", "nspowner", "oid"),
+        ("pg_class", "relowner", "relnamespace"),
+        ("pg_proc", "proowner", "pronamespace"),
+        ("pg_type", "typowner", "typnamespace"),
+        ("pg_collation", "collowner", "collnamespace"),
+        ("pg_conversion", "conowner", "connamespace"),
+        ("pg_operator", "oprowner", "oprnamespace"),
+        ("pg_opclass", "opcowner", "opcnamespace"),
+        ("pg_opfamily", "opfowner", "opfnamespace"),
+        ("pg_ts_config", "cfgowner", "cfgnamespace"),
+        ("pg_ts_dict", "dictowner", "dictnamespace"),
+    ]
+    if v >= 100000:
+        owned.append(("pg_statistic_ext", "stxowner", "stxnamespace"))
+    granted = [
+        ("pg_namespace", "nspacl", "oid"),
+        ("pg_class", "relacl", "relnamespace"),
+        ("pg_proc", "proacl", "pronamespace"),
+        ("pg_type", "typacl", "typnamespace"),
+    ]
+    parts = [
+        "SELECT datdba, 'owner of the database' FROM db",
+        "SELECT (aclexplode(datacl)).grantee, 'privileges on the database' FROM db"
+        " WHERE datacl IS NOT NULL",
+        "SELECT setrole, 'settings in the database' FROM pg_db_role_setting, db"
+        " WHERE setdatabase = db.oid AND setrole <> 0",
+        *(
+            f"SELECT {owner}, 'owner' FROM {catalog} WHERE {in_app(space)}"
+            for catalog, owner, space in owned
         ),
+        *(
+            f"SELECT (aclexplode({acl})).grantee, 'grantee' FROM {catalog}"
+            f" WHERE {acl} IS NOT NULL AND {in_app(space)}"
+            for catalog, acl, space in granted
+        ),
+        "SELECT (aclexplode(a.attacl)).grantee, 'grantee' FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid WHERE a.attacl IS NOT NULL AND"
+        f" {in_app('c.relnamespace')}",
+        "SELECT evtowner, 'owner' FROM pg_event_trigger",
+        "SELECT fdwowner, 'owner' FROM pg_foreign_data_wrapper",
+        "SELECT srvowner, 'owner' FROM pg_foreign_server",
+        "SELECT umuser, 'user mapping' FROM pg_user_mapping WHERE umuser <> 0",
+        "SELECT (aclexplode(fdwacl)).grantee, 'grantee' FROM pg_foreign_data_wrapper"
+        " WHERE fdwacl IS NOT NULL",
+        "SELECT (aclexplode(srvacl)).grantee, 'grantee' FROM pg_foreign_server"
+        " WHERE srvacl IS NOT NULL",
+        "SELECT (aclexplode(lanacl)).grantee, 'grantee' FROM pg_language"
+        " WHERE lanacl IS NOT NULL",
+        "SELECT defaclrole, 'default privileges' FROM pg_default_acl",
+        "SELECT (aclexplode(defaclacl)).grantee, 'default privileges'"
+        " FROM pg_default_acl",
+    ]
+    if v >= 90500:
+        parts.append(
+            "SELECT unnest(p.polroles), 'row security policy' FROM pg_policy p"
+            f" JOIN pg_class c ON c.oid = p.polrelid WHERE {in_app('c.relnamespace')}"
+        )
+    rows = host.psql(
+        "WITH app AS (SELECT n.oid FROM pg_namespace n WHERE "
+        + app_schema("n.nspname", cluster)
+        + "),\ndb AS (SELECT oid, datdba, datacl FROM pg_database WHERE datname ="
+        " current_database()),\nused(r, why) AS (\n  "
+        + "\n  UNION ALL ".join(parts)
+        + ")\nSELECT r.rolname, string_agg(DISTINCT u.why, ', ' ORDER BY u.why)"
+        " FROM used u JOIN pg_roles r ON r.oid = u.r WHERE r.oid <> 10"
+        " GROUP BY r.rolname ORDER BY 1",
         cluster.database,
     )
-    return [
-        (
-            name,
-            login == "t",
-            createdb == "t",
-            createrole == "t",
-            inherit == "t",
-            verifier,
+    return {name: why for name, why in rows}
+
+
+def roles(host: Host, names: list[str] | None = None) -> dict[str, Role]:
+    """{name: Role} of every role of this server (or of `names`), with its stored
+    password verifier and comment (superuser's view: pg_authid)."""
+    bypass = "rolbypassrls" if host.version_num >= 90500 else "false"
+    only = (
+        f" WHERE rolname = ANY (ARRAY[{', '.join(literal(n) for n in names)}]::text[])"
+        if names
+        else ""
+    )
+    if names is not None and not names:
+        return {}
+    rows = host.psql(
+        f"""
+SELECT rolname, rolsuper, rolcanlogin, rolcreatedb, rolcreaterole, rolinherit,
+       rolreplication, {bypass}, rolconnlimit,
+       CASE WHEN rolvaliduntil IS NULL THEN ''
+            WHEN rolvaliduntil = 'infinity' THEN 'infinity'
+            WHEN rolvaliduntil = '-infinity' THEN '-infinity'
+            ELSE to_char(rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || '+00'
+       END,
+       coalesce(rolpassword, ''), coalesce(shobj_description(oid, 'pg_authid'), '')
+  FROM pg_authid{only} ORDER BY 1"""
+    )
+    out = {}
+    for r in rows:
+        flags = [v == "t" for v in r[1:8]]
+        out[r[0]] = Role(
+            r[0],
+            login=flags[1],
+            superuser=flags[0],
+            createdb=flags[2],
+            createrole=flags[3],
+            inherit=flags[4],
+            replication=flags[5],
+            bypassrls=flags[6],
+            connlimit=int(r[8]),
+            valid_until=r[9],
+            verifier=r[10],
+            comment=r[11],
         )
-        for name, login, createdb, createrole, inherit, verifier in rows
+    return out
+
+
+def bootstrap_superuser(host: Host) -> str:
+    """The role initdb made (postgres): it owns what nobody else does, on every
+    server."""
+    return host.value("SELECT rolname FROM pg_roles WHERE oid = 10") or ""
+
+
+def memberships(host: Host) -> list[Membership]:
+    """Every membership of this server's roles (pg_auth_members), one per group and
+    member (from 16 several grantors may grant the same: their options together)."""
+    options = (
+        "bool_or(a.inherit_option)::text, bool_or(a.set_option)::text"
+        if host.version_num >= 160000
+        else "'', ''"
+    )
+    rows = host.psql(
+        f"""
+SELECT g.rolname, m.rolname, bool_or(a.admin_option)::text, {options}
+  FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid
+  JOIN pg_roles m ON m.oid = a.member
+ GROUP BY 1, 2 ORDER BY 1, 2"""
+    )
+    flag = lambda v: None if v == "" else v == "true"  # noqa: E731
+    return [
+        Membership(g, m, admin == "true", flag(inherit), flag(set_))
+        for g, m, admin, inherit, set_ in rows
     ]
+
+
+def role_configs(host: Host, database: str) -> list[tuple[str, str, str]]:
+    """(role or '', database or '', 'name=value') of every setting roles' sessions
+    start with anywhere (ALTER ROLE ... SET: database ''), or in `database` (ALTER
+    ROLE ... IN DATABASE ... SET), and the database's own (ALTER DATABASE ... SET:
+    role ''), in the order stored. ALTER ROLE ALL SET is the server's, not the
+    database's: left out."""
+    return [
+        tuple(r)
+        for r in host.psql(
+            f"""
+SELECT coalesce(r.rolname, ''), coalesce(d.datname, ''), c.setting
+  FROM pg_db_role_setting s
+  LEFT JOIN pg_roles r ON r.oid = s.setrole
+  LEFT JOIN pg_database d ON d.oid = s.setdatabase
+  CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY c(setting, n)
+ WHERE (s.setdatabase = 0 AND s.setrole <> 0) OR d.datname = {literal(database)}
+ ORDER BY 1, 2, c.n"""
+        )
+    ]
+
+
+def database_grants(host: Host, database: str) -> set:
+    """The privileges on `database` (PostgreSQL's defaults where none were granted),
+    as render.roles.Grant; empty when it does not exist."""
+    rows = host.psql(
+        f"""
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+       a.privilege_type, a.is_grantable
+  FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+ WHERE d.datname = {literal(database)}"""
+    )
+    return {Grant(who, what, grantable == "t") for who, what, grantable in rows}
+
+
+def database_comment(host: Host, database: str) -> str:
+    return (
+        host.value(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM"
+            f" pg_database WHERE datname = {literal(database)}"
+        )
+        or ""
+    )
+
+
+def parameters(host: Host) -> set[str]:
+    """The names of this server's configuration parameters (lower case)."""
+    return {r[0].lower() for r in host.psql("SELECT name FROM pg_settings")}
 
 
 def hba_file(host: Host) -> str:
@@ -476,6 +651,14 @@ def has_managed_block(host: Host, path: str, tag: str) -> bool:
     """Whether the file holds slony-migrate's managed block `tag` (as written by
     render.files.apply_block)."""
     return BEGIN.format(tag) in (host.read_file(path) or "").splitlines()
+
+
+def hba_clusters(host: Host) -> dict[str, tuple[str, str]]:
+    """{cluster: (database, replication user)} of every cluster of slony-migrate on this
+    server: the managed blocks of its pg_hba.conf (the hba step writes one per cluster,
+    finish removes it)."""
+    path = hba_file(host)
+    return parse_hba_clusters(host.read_file(path, user="postgres") or "")
 
 
 def has_plpgsql(host: Host, database: str) -> bool:
@@ -777,3 +960,137 @@ def available_extensions(host: Host) -> dict[str, set[str]]:
     ):
         out.setdefault(name, set()).add(version)
     return out
+
+
+# --- what the schema step cannot create on an empty server ----------------------------
+
+
+def tablespaces_used(host: Host, cluster: Cluster) -> dict[str, list[str]]:
+    """{tablespace: what is in it} beyond the database's default: the application's
+    tables, indexes and materialized views (pg_dump -s names each one's), and the
+    database itself when its default is not pg_default."""
+    rows = host.psql(
+        f"""
+SELECT t.spcname, format('%s %s', CASE c.relkind WHEN 'i' THEN 'index'
+         WHEN 'I' THEN 'index' WHEN 'm' THEN 'materialized view' ELSE 'table' END,
+         quote_ident(n.nspname) || '.' || quote_ident(c.relname))
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_tablespace t ON t.oid = c.reltablespace
+ WHERE c.reltablespace <> 0 AND c.relkind IN ('r', 'p', 'i', 'I', 'm')
+   AND {app_schema("n.nspname", cluster)}
+UNION ALL
+SELECT t.spcname, 'the database''s default' FROM pg_database d
+  JOIN pg_tablespace t ON t.oid = d.dattablespace
+ WHERE d.datname = current_database() AND t.spcname <> 'pg_default'
+ ORDER BY 1, 2""",
+        cluster.database,
+    )
+    out: dict[str, list[str]] = {}
+    for space, what in rows:
+        out.setdefault(space, []).append(what)
+    return out
+
+
+def tablespace_names(host: Host) -> set[str]:
+    return {r[0] for r in host.psql("SELECT spcname FROM pg_tablespace")}
+
+
+def collations_used(host: Host, cluster: Cluster) -> dict[str, tuple[str, str, str]]:
+    """{qualified collation: (provider, locale, what uses it)} of every collation the
+    application's schema needs but the default: those it defines, and those its
+    columns, domains and indexes name (pg_dump -s writes COLLATE schema.name). provider
+    'c' (libc, locale: its LC_COLLATE) or 'i' (ICU)."""
+    locale = (
+        "coalesce(c.colliculocale, c.collcollate)"
+        if 150000 <= host.version_num < 170000
+        else "coalesce(c.colllocale, c.collcollate)"
+        if host.version_num >= 170000
+        else "c.collcollate"
+    )
+    provider = "c.collprovider" if host.version_num >= 100000 else "'c'"
+    rows = host.psql(
+        f"""
+WITH used(coll, what) AS (
+  SELECT a.attcollation, format('column %s.%I', a.attrelid::regclass, a.attname)
+    FROM pg_attribute a JOIN pg_class r ON r.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = r.relnamespace
+   WHERE a.attcollation NOT IN (0, 100) AND a.attnum > 0 AND NOT a.attisdropped
+     AND {app_schema("n.nspname", cluster)}
+  UNION ALL
+  SELECT t.typcollation, format('domain %s', t.oid::regtype)
+    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+   WHERE t.typcollation NOT IN (0, 100) AND t.typtype = 'd'
+     AND {app_schema("n.nspname", cluster)}
+  UNION ALL
+  SELECT k.coll, format('index %s', i.indexrelid::regclass)
+    FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid
+    JOIN pg_namespace n ON n.oid = r.relnamespace,
+         unnest(i.indcollation::oid[]) k(coll)
+   WHERE k.coll NOT IN (0, 100) AND {app_schema("n.nspname", cluster)}
+  UNION ALL
+  SELECT c.oid, 'defined here' FROM pg_collation c
+    JOIN pg_namespace n ON n.oid = c.collnamespace
+   WHERE {app_schema("n.nspname", cluster)} AND {own_relation("c.oid", "pg_collation")})
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname), {provider},
+       coalesce({locale}, ''), min(u.what)
+  FROM used u JOIN pg_collation c ON c.oid = u.coll
+  JOIN pg_namespace n ON n.oid = c.collnamespace
+ GROUP BY 1, 2, 3 ORDER BY 1""",
+        cluster.database,
+    )
+    return {name: (prov, loc, what) for name, prov, loc, what in rows}
+
+
+def collation_names(host: Host, database: str = "postgres") -> set[str]:
+    """Every collation of a database, qualified and quoted as collations_used names
+    them."""
+    return {
+        r[0]
+        for r in host.psql(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname) FROM"
+            " pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace",
+            database,
+        )
+    }
+
+
+def has_icu(host: Host) -> bool:
+    """Whether this PostgreSQL was built with ICU (it made ICU collations)."""
+    if host.version_num < 100000:
+        return False
+    return bool(
+        host.psql("SELECT 1 FROM pg_collation WHERE collprovider = 'i' LIMIT 1")
+    )
+
+
+def ts_dictionaries(host: Host, cluster: Cluster) -> list[tuple[str, str, str]]:
+    """(dictionary, template, init options) of every text search dictionary of the
+    application's schemas: the files its options name must be on the new server
+    (render.parse.dictionary_files)."""
+    return [
+        tuple(r)
+        for r in host.psql(
+            f"""
+SELECT quote_ident(n.nspname) || '.' || quote_ident(d.dictname), t.tmplname,
+       coalesce(d.dictinitoption, '')
+  FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace
+  JOIN pg_ts_template t ON t.oid = d.dicttemplate
+ WHERE {app_schema("n.nspname", cluster)} AND {own_relation("d.oid", "pg_ts_dict")}
+ ORDER BY 1""",
+            cluster.database,
+        )
+    ]
+
+
+def event_triggers(host: Host, database: str) -> list[tuple[str, str, bool, str]]:
+    """(name, event, enabled, function and its owner) of every event trigger of the
+    database that no extension brings."""
+    rows = host.psql(
+        f"""
+SELECT v.evtname, v.evtevent, v.evtenabled <> 'D',
+       format('%s (owned by %s)', v.evtfoid::regprocedure, pg_get_userbyid(p.proowner))
+  FROM pg_event_trigger v JOIN pg_proc p ON p.oid = v.evtfoid
+ WHERE {own_relation("v.oid", "pg_event_trigger")} ORDER BY 1""",
+        database,
+    )
+    return [(name, event, on == "t", fn) for name, event, on, fn in rows]

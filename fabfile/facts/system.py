@@ -30,6 +30,8 @@ __all__ = [
     "file_stat",
     "replication_login",
     "slon_log",
+    "legacy_cluster",
+    "missing_files",
     "epoch_now",
     "client_version",
     "source_address",
@@ -115,10 +117,10 @@ def sudo_failure(host: Host) -> str:
     return err[-1] if err else f"exit code {r.exited}"
 
 
-def slon_running(host: Host, cluster: Cluster, instance: str) -> int | None:
-    """PID of the watchdog of a slon instance on this host when it is alive, else
-    None."""
-    pidfile = f"{cluster.rundir}/{instance}.watchdog.pid"
+def slon_running(host: Host, cluster: Cluster, node: Node) -> int | None:
+    """PID of the watchdog of the node's slon instance on this host when it is alive,
+    else None."""
+    pidfile = shlex.quote(cluster.watchdog_pidfile(node))
     r = host.run(
         f"p=$(cat {pidfile} 2>/dev/null) && grep -qa slon-watchdog /proc/$p/cmdline &&"
         " echo $p",
@@ -186,8 +188,34 @@ def replication_login(
 def slon_log(host: Host, cluster: Cluster, node: Node, lines: int = 5000) -> str:
     """The last lines of a node's slon log on the slon host ('' when there is none)."""
     return host.sudo(
-        f"tail -n {int(lines)} {cluster.logdir}/slon-{node.instance}.log", check=False
+        f"tail -n {int(lines)} {shlex.quote(cluster.slon_log(node))}", check=False
     ).stdout
+
+
+def legacy_cluster(host: Host, confdir: str) -> str | None:
+    """The cluster whose files an earlier slony-migrate (one cluster per slon host, its
+    files named by node only) wrote on this host: <confdir>/node1/slon.conf names it;
+    None when there is none."""
+    for node in (1, 2):
+        name = parse.configured_cluster(
+            host.read_file(f"{confdir}/node{node}/slon.conf")
+        )
+        if name:
+            return name
+    return None
+
+
+def missing_files(host: Host, paths: list[str]) -> list[str]:
+    """Those of `paths` that are no file on this host."""
+    if not paths:
+        return []
+    r = host.run(
+        "for f in "
+        + " ".join(shlex.quote(p) for p in paths)
+        + '; do [ -f "$f" ] || echo "$f"; done',
+        check=False,
+    )
+    return r.stdout.split("\n")[:-1] if r.stdout else []
 
 
 def epoch_now(host: Host) -> float:

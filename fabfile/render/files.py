@@ -15,6 +15,7 @@ from .slonik import conninfo
 
 BEGIN = "# BEGIN slony-migrate {} (managed block, do not edit)"
 END = "# END slony-migrate {}"
+BEGINS, ENDS = BEGIN.split("{}")[0], END.split("{}")[0]  # any block's markers
 
 
 class MarkerError(ValueError):
@@ -42,6 +43,12 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
                 f"managed block {tag!r} has a BEGIN marker but no END marker"
             )
         j = bare.index(end, i)
+        if any(l.startswith(BEGINS) for l in bare[i + 1 : j]):
+            # an earlier version put another cluster's block inside this one
+            raise MarkerError(
+                f"managed block {tag!r} holds another managed block: replacing it would"
+                " drop the other's lines"
+            )
         return "".join(old[:i] + block + old[j + 1 :])
     if not lines:
         return text
@@ -56,8 +63,50 @@ def apply_block(text: str, tag: str, lines: list[str], *, top: bool = False) -> 
             ),
             len(old),
         )
+        # never inside another managed block (another cluster's): before its BEGIN
+        opened = [i for i, l in enumerate(bare[:at]) if l.startswith(BEGINS)]
+        closed = [i for i, l in enumerate(bare[:at]) if l.startswith(ENDS)]
+        if opened and (not closed or closed[-1] < opened[-1]):
+            at = opened[-1]
         return "".join(old[:at] + block + old[at:])
     return "".join(old + block)
+
+
+def managed_blocks(text: str) -> dict[str, list[str]]:
+    """Every managed block of a file (as apply_block writes them): {tag: its lines}. A
+    BEGIN without its END is left out (apply_block refuses to touch it)."""
+    begin = re.compile(re.escape(BEGIN).replace(r"\{\}", "(?P<tag>.+)") + "$")
+    blocks: dict[str, list[str]] = {}
+    open_: list[tuple[str, list[str]]] = []  # nested: an earlier version's mistake
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        m = begin.fullmatch(line)
+        if m:
+            open_.append((m.group("tag"), []))
+        elif open_ and line == END.format(open_[-1][0]):
+            tag, lines = open_.pop()
+            blocks[tag] = lines
+        elif open_:
+            open_[-1][1].append(line)
+    return blocks
+
+
+CLUSTER_TAG = (
+    "cluster "  # the managed blocks of pg_hba.conf and .pgpass: "cluster <name>"
+)
+
+
+def hba_clusters(text: str) -> dict[str, tuple[str, str]]:
+    """{cluster: (database, replication user)} of every cluster whose managed block
+    (hba_lines) a pg_hba.conf holds: the clusters of slony-migrate on that server."""
+    out = {}
+    for tag, lines in managed_blocks(text).items():
+        if not tag.startswith(CLUSTER_TAG):
+            continue
+        rule = next((l.split() for l in lines if l.startswith("host")), None)
+        if rule and len(rule) >= 3:
+            out[tag[len(CLUSTER_TAG) :]] = (rule[1], rule[2])
+    return out
 
 
 def auth_method(version_num: int) -> str:
@@ -104,7 +153,7 @@ def slon_conf(cluster: Cluster, node: Node) -> str:
         " ~/.pgpass\n"
         f"cluster_name='{cluster.name}'\n"
         f"conn_info='{conninfo(cluster, node)} options=-cdeadlock_timeout={deadlock}'\n"
-        f"pid_file='{cluster.rundir}/{node.instance}.pid'\n"
+        f"pid_file='{cluster.slon_pidfile(node)}'\n"
         "log_level=0\n"
         "log_timestamp=true\n"
         # Measured by make bench (docs/benchmarks.md): with 2000/10000, slon notices new
@@ -161,7 +210,7 @@ def slon_tools_conf(cluster: Cluster, tables: list[Table], sequences: list[str])
             f"add_node(node => {n.id}, host => {q(n.dbhost)}, dbname =>"
             f" {q(cluster.database)}, port => {n.port}, user =>"
             f" {q(cluster.user)}{parent}, config =>"
-            f" {q(f'{cluster.confdir}/{n.instance}/slon.conf')});"
+            f" {q(cluster.slon_conf(n))});"
         )
     pkeyed = [t.name for t in tables if not t.key]
     keyed = [t for t in tables if t.key]
@@ -187,7 +236,7 @@ def watchdog_script(cluster: Cluster, slon_bin: str) -> str:
     """A watchdog for one slon instance: restarts slon when it exits; one watchdog
     per instance (flock)."""
     return f"""#!/bin/sh
-# slon watchdog written by slony-migrate. Usage: slon-watchdog INSTANCE (e.g. node1).
+# slon watchdog written by slony-migrate. Usage: slon-watchdog INSTANCE (e.g. shop-node1).
 # One per instance (flock); restarts slon 5 s after it exits; stops on SIGTERM.
 set -u
 instance=$1

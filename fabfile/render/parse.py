@@ -58,6 +58,45 @@ def major(version_num: int) -> str:
     )
 
 
+CONFIGURED_CLUSTER = re.compile(
+    r"^(?:cluster_name\s*=\s*|\$CLUSTER_NAME\s*=\s*)'(?P<name>[^'\n]*)'", re.M
+)
+
+
+def configured_cluster(text: str | None) -> str | None:
+    """The cluster a slon.conf or slon_tools.conf that slony-migrate wrote is for
+    (None: no such file, or not the tool's)."""
+    if not text or "slony-migrate" not in text.split("\n", 1)[0]:
+        return None
+    m = CONFIGURED_CLUSTER.search(text)
+    return m.group("name") if m else None
+
+
+DICT_OPTION = re.compile(r"(\w+)\s*=\s*'((?:[^']|'')*)'")
+# The file each option of a text search dictionary names, in $SHAREDIR/tsearch_data
+# (PostgreSQL's get_tsearch_config_filename): option, or (option, template).
+DICT_FILES = {
+    ("dictfile", "thesaurus"): "ths",
+    "dictfile": "dict",
+    "afffile": "affix",
+    "stopwords": "stop",
+    "synonyms": "syn",
+    "rules": "rules",
+}
+
+
+def dictionary_files(template: str, options: str) -> list[str]:
+    """The files (in tsearch_data) a text search dictionary's init options name, as
+    pg_ts_dict.dictinitoption holds them (`dictfile = 'en_us', afffile = 'en_us'`)."""
+    out = []
+    for key, value in DICT_OPTION.findall(options):
+        key = key.lower()
+        ext = DICT_FILES.get((key, template)) or DICT_FILES.get(key)
+        if ext:
+            out.append(f"{value.replace(chr(39) * 2, chr(39)).lower()}.{ext}")
+    return out
+
+
 def float_digits(*version_nums: int) -> int:
     """extra_float_digits under which every server prints a float8 as the same text:
     1 (shortest exact) when all are 12 or newer, 3 (17 digits) when all are older,

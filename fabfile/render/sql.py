@@ -112,31 +112,6 @@ QUIET = (
 )
 
 
-def app_role(
-    name: str,
-    login: bool,
-    createdb: bool,
-    createrole: bool,
-    inherit: bool,
-    verifier: str,
-) -> str:
-    """CREATE ROLE for one of the application's roles, as it is on the master
-    (verifier or MASK)."""
-    attrs = " ".join(
-        [
-            "LOGIN" if login else "NOLOGIN",
-            "CREATEDB" if createdb else "NOCREATEDB",
-            "CREATEROLE" if createrole else "NOCREATEROLE",
-            "INHERIT" if inherit else "NOINHERIT",
-        ]
-    )
-    return (
-        (QUIET if verifier else "")
-        + f"CREATE ROLE {ident(name)} WITH {attrs}"
-        + (f" PASSWORD {literal(verifier)}" if verifier else "")
-    )
-
-
 def create_database(name: str, info: dict[str, str]) -> str:
     """CREATE DATABASE with the owner, encoding and locale of `info`
     (facts.database_info)."""

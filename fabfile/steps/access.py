@@ -3,7 +3,7 @@ pg_hba.conf (hba)."""
 
 from __future__ import annotations
 
-from .. import facts
+from .. import clusters, facts, secrets
 from ..errors import StepError
 from ..model import Cluster, Node
 from ..plan import Action, Change, File, Sql, apply, diff, file_change
@@ -21,6 +21,7 @@ def role_plan(
     *,
     version_num: int,
     settings: list[str] | tuple = (),
+    shared: list[str] | tuple = (),
 ) -> tuple[str, bool] | None:
     """What the replication role needs: None when it is right, else (what to do, whether
     it exists).
@@ -31,7 +32,9 @@ def role_plan(
     (no SCRAM); before 12 the role's sessions need extra_float_digits = 3 (`settings`:
     the role's own) so that slon copies float8 unrounded. Its sessions resolve names in
     pg_catalog alone (search_path, a role setting that outranks the database's own):
-    slon's too, whose sessions the tool does not start itself.
+    slon's too, whose sessions the tool does not start itself. A role that other
+    clusters log in as (`shared`: their names) keeps its password: a new one would cut
+    their slons off.
     """
     what = (
         "superuser, "
@@ -55,6 +58,15 @@ def role_plan(
         )
     if current and comment == sql.ROLE_MARK and digits and pinned:
         return None
+    if shared and not current:
+        raise StepError(
+            host,
+            f"role {cl.user} serves cluster(s) {', '.join(shared)} with another password"
+            " than this run's: a new one would cut their slons off",
+            "run with that password: the role's password file from the run that made"
+            " them (secrets: role-<user>.password in $SLONY_MIGRATE_HOME), or"
+            " SLONY_MIGRATE_PASSWORD; or choose another --user",
+        )
     return (
         f"update role {cl.user} ({what.replace('superuser, ', 'superuser, login, ')})",
         True,
@@ -65,13 +77,20 @@ def users(s: Session) -> None:
     """The replication superuser on each node (SCRAM verifier; md5 before 10), and
     its .pgpass on the slon host."""
     step, cl = "users", s.cluster
+    adopt_password(s, step)
     password = s.password()
     changes = []
     for h in s.node_hosts():
         version, role = h.version_num, facts.role(h, cl.user)
         settings = facts.role_settings(h, cl.user) if role else []
         plan = role_plan(
-            cl, h.name, role, password, version_num=version, settings=settings
+            cl,
+            h.name,
+            role,
+            password,
+            version_num=version,
+            settings=settings,
+            shared=clusters.sharing_role(s, h.name) if role else (),
         )
         if plan is None:
             s.say(h.name, step, f"role {cl.user} exists (superuser, password current)")
@@ -100,6 +119,22 @@ def users(s: Session) -> None:
             apply(s, file_change(s, s.slon_host, step, cl.sslrootcert, f.read()))
 
 
+def adopt_password(s: Session, step: str) -> None:
+    """An earlier version's password file (named by its cluster) moved to the role's
+    name: this cluster's, or another's whose password the role on the master has."""
+    cl = s.cluster
+    role = facts.role(s.master_host, cl.user)
+    verifier = role[2] if role and role[3] == sql.ROLE_MARK else ""
+    said = secrets.adopt(
+        cl.user,
+        cl.name,
+        (lambda p: sql.password_matches(verifier, p, cl.user)) if verifier else None,
+        dry_run=s.dry_run,
+    )
+    if said:
+        s.say("local", step, said)
+
+
 def merged(
     h: Host, path: str, old: str, tag: str, lines: list[str], *, top: bool = False
 ) -> str:
@@ -111,7 +146,8 @@ def merged(
         raise StepError(
             h.name,
             f"{path}: {e}",
-            "remove the stray slony-migrate marker line by hand, then run again",
+            "repair the slony-migrate markers by hand (each BEGIN with its END, no block"
+            " inside another), then run again",
         ) from None
 
 

@@ -3,6 +3,7 @@ set, the subscription."""
 
 from __future__ import annotations
 
+import shlex
 import time
 
 from .. import facts, settings
@@ -29,17 +30,19 @@ def config(s: Session, keyed: frozenset[str] = frozenset()) -> None:
     """
     step, cl, h = "config", s.cluster, s.slon_host
     tables, sequences = facts.replicable(s.master_host, cl, keyed)
+    if cl.legacy:
+        s.say(
+            h.name,
+            step,
+            f"cluster {cl.name} keeps the files an earlier slony-migrate gave it"
+            f" ({cl.tools_conf}, {cl.slon_conf(cl.master)}, instances"
+            f" {', '.join(cl.instance(n) for n in cl.nodes)})",
+        )
     changes = file_change(
-        s,
-        h,
-        step,
-        f"{cl.confdir}/slon_tools.conf",
-        files.slon_tools_conf(cl, tables, sequences),
+        s, h, step, cl.tools_conf, files.slon_tools_conf(cl, tables, sequences)
     )
     for n in cl.nodes:
-        changes += file_change(
-            s, h, step, f"{cl.confdir}/{n.instance}/slon.conf", files.slon_conf(cl, n)
-        )
+        changes += file_change(s, h, step, cl.slon_conf(n), files.slon_conf(cl, n))
     apply(s, changes)
 
 
@@ -48,7 +51,8 @@ def show_config(s: Session) -> None:
     (slony_show_configuration)."""
     s.out.line(
         s.slon_host.run(
-            "slony_show_configuration", what="slony_show_configuration"
+            f"slony_show_configuration --config {shlex.quote(s.cluster.tools_conf)}",
+            what="slony_show_configuration",
         ).stdout.rstrip("\n")
     )
 
@@ -213,18 +217,20 @@ def slons(s: Session, stop: bool = False) -> None:
             )
     gone = dropped(states(s)[0])
     for n in cl.nodes:
-        pid = facts.slon_running(h, cl, n.instance)
+        pid = facts.slon_running(h, cl, n)
         if n.id in gone:
             # its slon would take its own DROP NODE and uninstall Slony there, its log
             # (the writes only it has) with it
             s.say(
                 h.name,
                 step,
-                f"slon for {n.instance} not started: {n.host} was dropped from the"
+                f"slon for {cl.instance(n)} not started: {n.host} was dropped from the"
                 " cluster by a failover (inv rejoin rebuilds it)",
             )
         elif pid:
-            s.say(h.name, step, f"slon for {n.instance} running (watchdog pid {pid})")
+            s.say(
+                h.name, step, f"slon for {cl.instance(n)} running (watchdog pid {pid})"
+            )
         else:
             changes.append(start_slon(s, step, n))
     apply(s, changes)
@@ -236,18 +242,18 @@ def start_slon(s: Session, step: str, n: Node) -> Change:
     return Change(
         h.name,
         step,
-        f"start slon for {n.instance} with watchdog (log"
-        f" {cl.logdir}/slon-{n.instance}.log, configuration"
-        f" {cl.confdir}/{n.instance}/slon.conf)",
+        f"start slon for {cl.instance(n)} with watchdog (log"
+        f" {cl.slon_log(n)}, configuration {cl.slon_conf(n)})",
         Command(
-            f"setsid -f {WATCHDOG} {n.instance} </dev/null >/dev/null 2>&1", "postgres"
+            f"setsid -f {WATCHDOG} {cl.instance(n)} </dev/null >/dev/null 2>&1",
+            "postgres",
         ),
         lambda: wait_until(
-            lambda: facts.slon_running(h, cl, n.instance),
+            lambda: facts.slon_running(h, cl, n),
             settings.SLON_START,
             h.name,
-            f"slon watchdog for {n.instance} did not start",
-            f"read {cl.logdir}/slon-{n.instance}.log",
+            f"slon watchdog for {cl.instance(n)} did not start",
+            f"read {cl.slon_log(n)}",
         ),
     )
 
@@ -258,18 +264,18 @@ def stop_slons(s: Session, step: str, nodes: list[Node] | None = None) -> list[C
     cl, h = s.cluster, s.slon_host
     changes = []
     for n in nodes or cl.nodes:
-        pid = facts.slon_running(h, cl, n.instance)
+        pid = facts.slon_running(h, cl, n)
         if pid is None:
-            s.say(h.name, step, f"slon for {n.instance} is not running")
+            s.say(h.name, step, f"slon for {cl.instance(n)} is not running")
             continue
         changes.append(
             Change(
                 h.name,
                 step,
-                f"stop slon for {n.instance} (watchdog {pid})",
+                f"stop slon for {cl.instance(n)} (watchdog {pid})",
                 Command(f"kill -TERM {pid}"),
                 lambda n=n, pid=pid: wait_until(
-                    lambda: facts.slon_running(h, cl, n.instance) is None,
+                    lambda: facts.slon_running(h, cl, n) is None,
                     settings.SLON_STOP,
                     h.name,
                     f"slon watchdog {pid} still running",
@@ -487,10 +493,10 @@ def subscribe(
                 " purpose",
             )
         for n in cl.nodes:
-            if not facts.slon_running(s.slon_host, cl, n.instance) and not s.dry_run:
+            if not facts.slon_running(s.slon_host, cl, n) and not s.dry_run:
                 raise StepError(
                     s.slon_host.name,
-                    f"slon for {n.instance} is not running",
+                    f"slon for {cl.instance(n)} is not running",
                     "run the slons step first",
                 )
         apply(s, copy_tuning(s, step, on=True))
@@ -545,7 +551,7 @@ def copy_tuning(s: Session, step: str, on: bool) -> list[Change]:
         ),
         Sql(sql.copy_tuning(cl.user, cl.database, tuning, on)),
     )
-    if not facts.slon_running(s.slon_host, cl, cl.slave.instance):
+    if not facts.slon_running(s.slon_host, cl, cl.slave):
         return [change]
     return [change, *stop_slons(s, step, [cl.slave]), start_slon(s, step, cl.slave)]
 
@@ -625,7 +631,7 @@ def logs(s: Session, node: int = 0, lines: int = 50, follow: bool = False) -> No
             "give one of those ids, or leave --node out for both",
         )
     nodes = [cl.node(node)] if node else list(cl.nodes)
-    paths = " ".join(f"{cl.logdir}/slon-{n.instance}.log" for n in nodes)
+    paths = " ".join(shlex.quote(cl.slon_log(n)) for n in nodes)
     if follow:
         s.slon_host.follow(f"tail -n {lines} -F {paths}")
     else:

@@ -11,9 +11,8 @@ from ..plan import Change, Command, Sql, apply
 from ..render import sql
 from ..render.parse import size
 from ..render.shell import client_args, client_env
-from ..render.sql import MASK
 from ..session import Session
-from . import identity
+from . import identity, roles
 
 
 def keys(s: Session) -> frozenset[str]:
@@ -47,30 +46,20 @@ def keys(s: Session) -> frozenset[str]:
     return frozenset(keyless)
 
 
-def appdb(s: Session) -> None:
-    """On the slave: the application's roles and the database with the master's
-    owner, encoding, locale."""
+def appdb(s: Session, update_roles: bool = False) -> None:
+    """On the slave: the application's roles as on the master (every role the database
+    names or reaches through memberships, with their passwords as verifiers,
+    attributes, memberships and settings: steps.roles), and the database with the
+    master's owner, encoding, locale, privileges, settings and comment.
+
+    update_roles: make roles the new server has otherwise as on the master (never
+    SUPERUSER or REPLICATION); without it they are named and left alone."""
     step, cl, slave = "appdb", s.cluster, s.slave_host
     facts.require_database(s.master_host, cl.database)
     info = facts.database_info(s.master_host, cl.database)
-    existing = {r[0] for r in slave.psql("SELECT rolname FROM pg_roles")}
-    changes = []
-    for name, *attrs, verifier in facts.app_roles(s.master_host, cl):
-        if name in existing:
-            s.say(slave.name, step, f"role {name} exists")
-            continue
-        changes.append(
-            Change(
-                slave.name,
-                step,
-                f"create role {name} (as on {s.master_host.name})",
-                Sql(
-                    sql.app_role(name, *attrs, MASK if verifier else ""),
-                    secret=verifier,
-                ),
-            )
-        )
-    apply(s, changes)
+    plan = roles.read(s)
+    roles.refuse(s, plan)
+    apply(s, roles.role_changes(s, step, plan, update_roles))
     have = facts.database_info(slave, cl.database)
     if have:
         if (have["encoding"], have["owner"]) != (info["encoding"], info["owner"]):
@@ -86,18 +75,23 @@ def appdb(s: Session) -> None:
             f"database {cl.database} exists (owner {have['owner']},"
             f" {have['encoding']})",
         )
-        return
+    else:
+        apply(
+            s,
+            [
+                Change(
+                    slave.name,
+                    step,
+                    f"create database {cl.database} (owner {info['owner']}, "
+                    f"{info['encoding']}, {info['collate']})",
+                    Sql(sql.create_database(cl.database, info)),
+                )
+            ],
+        )
     apply(
         s,
-        [
-            Change(
-                slave.name,
-                step,
-                f"create database {cl.database} (owner {info['owner']}, "
-                f"{info['encoding']}, {info['collate']})",
-                Sql(sql.create_database(cl.database, info)),
-            )
-        ],
+        roles.role_changes(s, step, plan, update_roles, database=True)
+        + roles.database_changes(s, step, info["owner"], created=not have),
     )
 
 

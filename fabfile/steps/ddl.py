@@ -41,7 +41,7 @@ def ddl(s: Session, file: str) -> None:
             "name every object with its schema (public.t, not t) and take the SET out",
         )
     origin = require_origin(s)
-    path = f"{cl.rundir}/ddl-{hashlib.sha256(text.encode()).hexdigest()[:12]}.sql"
+    path = cl.ddl_file(hashlib.sha256(text.encode()).hexdigest()[:12])
     script = slonik.slonik_execute_script(cl, origin, path, settings.SLONIK)
     apply(
         s,

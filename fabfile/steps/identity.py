@@ -18,7 +18,7 @@ from ..session import Session
 
 
 def record_path(s: Session) -> str:
-    return f"{s.cluster.confdir}/identity-always"
+    return s.cluster.identity_record
 
 
 def always_columns(h: Host, cluster: Cluster) -> list[tuple[str, str]]:

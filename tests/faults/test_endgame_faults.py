@@ -49,13 +49,15 @@ until [ "$(on_db01 'SELECT set_locked IS NOT NULL FROM _replication.sl_set' 2>/d
     [ "$(date +%s)" -lt "$end" ] || exit 1
     sleep 0.05
 done
-pkill -STOP -f '[s]lon -f /etc/slony1/node2/'
+pkill -STOP -f '[s]lon -f {conf}'
 on_db01 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'held-xact'"
 sleep 1
-p=$(cat /var/run/slony1/slonik-replication.pid) && kill -s KILL -- "-$p" && date +%s.%N > /tmp/slonik-killed
+p=$(cat {slonik_pid}) && kill -s KILL -- "-$p" && date +%s.%N > /tmp/slonik-killed
 sleep 1
-pkill -CONT -f '[s]lon -f /etc/slony1/node2/'
-"""
+pkill -CONT -f '[s]lon -f {conf}'
+""".replace("{conf}", CLUSTER.slon_conf(CLUSTER.slave)).replace(
+        "{slonik_pid}", CLUSTER.slonik_pidfile
+    )
     db02 = bed["db02"]
     db02.run("sudo -n rm -f /tmp/slonik-killed")
     db02.write_file(
@@ -170,9 +172,7 @@ def test_tool_killed_in_the_middle_of_a_switchover(migrated):
             time.sleep(1)
         report = status(bed)
         assert report["locked"] == [] and report["origin"] == "db01", report
-        assert not db02.run(
-            "test -e /var/run/slony1/locked-replication", check=False
-        ).ok
+        assert not db02.run(f"test -e {CLUSTER.lock_mark}", check=False).ok
         out = bed.inv("switchover", *ARGS, timeout=300).stdout
         time.sleep(3)
     finally:

@@ -36,7 +36,7 @@ def test_receiver_slon_killed_during_the_initial_copy(bed):
     bed.reset()
     for step in STEPS[:-1]:
         bed.inv(step, *ARGS)
-    log = "/var/log/slony1/slon-node2.log"
+    log = CLUSTER.slon_log(CLUSTER.slave)
     # The watcher runs inside db02, so it strikes within 50 ms of the log line; it gives
     # up after 120 s.
     watcher = f"""#!/bin/sh
@@ -45,7 +45,7 @@ until grep -q 'Begin COPY of table "public"."auth_message"' {log}; do
     [ "$(date +%s)" -lt "$end" ] || exit 1
     sleep 0.05
 done
-pkill -KILL -f '[s]lon -f /etc/slony1/node2/' && date > /tmp/slon-killed
+pkill -KILL -f '[s]lon -f {CLUSTER.slon_conf(CLUSTER.slave)}' && date > /tmp/slon-killed
 """
     db02 = bed["db02"]
     db02.run("sudo -n rm -f /tmp/slon-killed")
@@ -58,7 +58,10 @@ pkill -KILL -f '[s]lon -f /etc/slony1/node2/' && date > /tmp/slon-killed
     )
     text = db02.sudo(f"cat {log}").stdout
     killed_at = text.index('Begin COPY of table "public"."auth_message"')
-    assert "watchdog: slon for node2 exited" in text[killed_at:]
+    assert (
+        f"watchdog: slon for {CLUSTER.instance(CLUSTER.slave)} exited"
+        in text[killed_at:]
+    )
     assert "copy_set 1 done" in text[killed_at:]
     bed.inv("verify", *ARGS)
 

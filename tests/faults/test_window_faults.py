@@ -8,6 +8,7 @@ have named it). A writer runs throughout; every acknowledged write once."""
 import re
 import time
 
+from testbed.bed import CLUSTER
 from testbed.writer import Writer
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -54,7 +55,7 @@ def switch_with_holder(bed, deadlock: str) -> tuple[str, str, float]:
         mode="755",
     )
     mark = f"MARK {time.time()}"
-    db02.sudo(f"sh -c 'echo {mark} >> /var/log/slony1/slon-node2.log'")
+    db02.sudo(f"sh -c 'echo {mark} >> {CLUSTER.slon_log(CLUSTER.slave)}'")
     db02.sudo("setsid -f /tmp/holder.sh >/dev/null 2>&1 </dev/null", user="postgres")
     writer = Writer(
         bed.ssh_config,
@@ -75,7 +76,7 @@ def switch_with_holder(bed, deadlock: str) -> tuple[str, str, float]:
         writer.stop()
     holder = db02.read_file("/tmp/holder.out") or ""
     log = db02.sudo(
-        f"sed -n '/{mark}/,$p' /var/log/slony1/slon-node2.log", check=False
+        f"sed -n '/{mark}/,$p' {CLUSTER.slon_log(CLUSTER.slave)}", check=False
     ).stdout
     bed.assert_acknowledged_once(writer, "db02", timeout=30)
     window = float(re.search(r"writes were blocked for at most ([\d.]+) s", out)[1])

@@ -20,7 +20,7 @@ def test_dry_run_on_a_fresh_testbed_changes_nothing(bed):
     )
     assert "PASSWORD '********'" in result.stdout
     assert bed.snapshot() == before
-    assert not (bed.home / "replication.password").exists()
+    assert not (bed.home / "role-slony.password").exists()
 
 
 def test_migrate_replicates_every_table_and_sequence(bed):
@@ -88,16 +88,17 @@ def test_no_password_in_processes_logs_config_or_sl_path(migrated):
             and "password" not in conninfo
         )
     db02 = bed["db02"]
-    assert "slon -f /etc/slony1/node1/slon.conf" in db02.run("ps -eo args").stdout
+    conf = CLUSTER.slon_conf(CLUSTER.master)
+    assert f"slon -f {conf}" in db02.run("ps -eo args").stdout
     files = db02.run(
-        "sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
-        "/etc/slony1/node2/slon.conf /var/log/slony1/*"
+        f"sudo -n cat {CLUSTER.tools_conf} {conf} "
+        f"{CLUSTER.slon_conf(CLUSTER.slave)} /var/log/slony1/*"
     ).stdout
     assert "add_node(node => 2" in files and password not in files
     assert db02.run(
         "sudo -n stat -c '%a %U' /var/lib/postgresql/.pgpass"
     ).stdout.split() == ["600", "postgres"]
-    assert (bed.home / "replication.password").stat().st_mode & 0o777 == 0o600
+    assert (bed.home / "role-slony.password").stat().st_mode & 0o777 == 0o600
 
 
 def test_show_config_lists_both_nodes(migrated):

@@ -24,12 +24,10 @@ def slony_picture(bed) -> dict:
         }
     db02 = bed["db02"]
     out["files"] = db02.run(
-        "sudo -n cat /etc/slony1/slon_tools.conf /etc/slony1/node1/slon.conf "
-        "/etc/slony1/node2/slon.conf /usr/local/lib/slony-migrate/slon-watchdog"
+        f"sudo -n cat {CLUSTER.tools_conf} {CLUSTER.slon_conf(CLUSTER.master)} "
+        f"{CLUSTER.slon_conf(CLUSTER.slave)} /usr/local/lib/slony-migrate/slon-watchdog"
     ).stdout
-    out["slons"] = [
-        bool(facts.slon_running(db02, CLUSTER, i)) for i in ("node1", "node2")
-    ]
+    out["slons"] = [bool(facts.slon_running(db02, CLUSTER, n)) for n in CLUSTER.nodes]
     return out
 
 

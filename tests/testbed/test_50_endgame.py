@@ -362,7 +362,7 @@ def test_finish_fences_db01_keeps_db02_writable_and_leaves_no_access(migrated):
     assert "slony-migrate" not in (
         bed["db02"].read_file("/var/lib/postgresql/.pgpass") or ""
     )
-    assert not (bed.home / "replication.password").exists()
+    assert not (bed.home / "role-slony.password").exists()
     with trusted(bed, "db01", "johann"):
         refused = bed["db01"].sudo(
             'psql -X -U johann -d shotserver04 -c "INSERT INTO websites_domain (name) '

@@ -204,6 +204,57 @@ def slave_with_rows(bed, tmp_path):
     yield ""  # the next reset drops the database
 
 
+@contextlib.contextmanager
+def tablespace_the_slave_lacks(bed, tmp_path):
+    """Issue 21: a table in a tablespace only the master has."""
+    db01, where = bed["db01"], "/var/lib/postgresql/preflight_fast"
+    db01.sudo(f"install -d -o postgres -g postgres -m 700 {where}")
+    db01.psql(f"CREATE TABLESPACE preflight_fast LOCATION '{where}'")
+    bed.sql(
+        "db01",
+        "CREATE TABLE public.preflight_hot (id integer PRIMARY KEY) TABLESPACE"
+        " preflight_fast",
+    )
+    try:
+        yield ""
+    finally:
+        bed.sql("db01", "DROP TABLE IF EXISTS public.preflight_hot")
+        db01.psql("DROP TABLESPACE IF EXISTS preflight_fast")
+        db01.sudo(f"rm -rf {where}")
+
+
+@contextlib.contextmanager
+def event_trigger(bed, tmp_path):
+    """Issue 21: an event trigger, which would run in Slony's superuser sessions."""
+    bed.sql(
+        "db01",
+        "CREATE FUNCTION public.preflight_audit() RETURNS event_trigger LANGUAGE plpgsql"
+        " AS $$BEGIN RAISE NOTICE 'ddl'; END$$; ALTER FUNCTION public.preflight_audit()"
+        " OWNER TO johann; CREATE EVENT TRIGGER preflight_audit ON ddl_command_end"
+        " EXECUTE FUNCTION public.preflight_audit()",
+    )
+    try:
+        yield ""
+    finally:
+        bed.sql(
+            "db01",
+            "DROP EVENT TRIGGER IF EXISTS preflight_audit; DROP FUNCTION IF EXISTS"
+            " public.preflight_audit()",
+        )
+
+
+@contextlib.contextmanager
+def superuser_owner(bed, tmp_path):
+    """Issue 21: a superuser of the master's (not postgres) owns an object there."""
+    bed.sql(
+        "db01",
+        "CREATE ROLE preflight_dba SUPERUSER; CREATE FUNCTION public.preflight_f()"
+        " RETURNS int LANGUAGE sql AS 'SELECT 1'; ALTER FUNCTION public.preflight_f()"
+        " OWNER TO preflight_dba",
+    )
+    yield ""  # the next reset drops the role and what it owns
+
+
 CASES = {
     "unknown host name": (
         nothing,
@@ -250,6 +301,31 @@ CASES = {
         nothing,
         ("--master", "db02", "--slave", "db01"),
         ("[db01]", "database shotserver04", "hold rows", "swapped"),
+    ),
+    "table in a tablespace the slave lacks": (
+        tablespace_the_slave_lacks,
+        ARGS,
+        (
+            "[db02]",
+            "tablespace preflight_fast",
+            "no such tablespace",
+            "CREATE TABLESPACE",
+        ),
+    ),
+    "enabled event trigger": (
+        event_trigger,
+        ARGS,
+        (
+            "[db01]",
+            "event trigger preflight_audit",
+            "Slony's superuser sessions",
+            "ALTER EVENT TRIGGER preflight_audit DISABLE",
+        ),
+    ),
+    "a superuser owns an object": (
+        superuser_owner,
+        ARGS,
+        ("[db01]", "role preflight_dba", "a superuser", "by hand"),
     ),
     "invalid cluster name": (
         nothing,

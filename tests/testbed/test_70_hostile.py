@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from fabfile import facts
+from testbed.bed import CLUSTER
 
 ARGS = ("--master", "db01", "--slave", "db02")
 INJECTION = (  # 58 bytes: a whole name
@@ -208,7 +209,7 @@ def test_every_replication_connection_is_encrypted_and_verified(migrated):
     )[0][0]
     assert (
         "sslmode=verify-full" in conninfo
-        and "sslrootcert=/etc/slony1/root.crt" in conninfo
+        and f"sslrootcert={CLUSTER.mark('root.crt')}" in conninfo
     )
 
 

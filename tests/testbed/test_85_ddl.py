@@ -25,7 +25,7 @@ def test_ddl_while_a_writer_runs(migrated, tmp_path):
     dry = bed.inv("ddl", *ARGS, "--file", str(change), "--dry-run").stdout
     assert (
         "+CREATE TABLE public.ddl_added" in dry
-        and "execute script (filename = '/var/run/slony1/ddl-" in dry
+        and "execute script (filename = '/var/run/slony1/ddl-replication-" in dry
     ), dry
     assert bed.snapshot() == before
     writer = Writer(

@@ -8,7 +8,7 @@ import statistics
 import time
 
 from fabfile import settings
-from testbed.bed import ROW_LOCK
+from testbed.bed import CLUSTER, ROW_LOCK
 from testbed.writer import AppWriter
 
 ARGS = ("--master", "db01", "--slave", "db02")
@@ -18,12 +18,13 @@ def assert_configured_timing(bed) -> None:
     """Both slons run with the configured timing again (issue 14: also after a failed
     switchover)."""
     for n in (1, 2):
-        conf = bed["db02"].read_file(f"/etc/slony1/node{n}/slon.conf")
+        conf = bed["db02"].read_file(CLUSTER.slon_conf(CLUSTER.node(n)))
         assert (
             "sync_interval=1000\n" in conf and "sync_interval_timeout=2000\n" in conf
         ), conf
         assert (
-            bed["db02"].read_file(f"/etc/slony1/node{n}/slon.conf.configured") is None
+            bed["db02"].read_file(CLUSTER.slon_conf(CLUSTER.node(n)) + ".configured")
+            is None
         )
         deadline = time.monotonic() + 10
         while (
@@ -40,7 +41,7 @@ def logged_interval(bed, n: int) -> int:
         bed["db02"]
         .run(
             "sudo -n grep -h 'Integer option sync_interval = '"
-            f" /var/log/slony1/slon-node{n}.log",
+            f" {CLUSTER.slon_log(CLUSTER.node(n))}",
             check=False,
         )
         .stdout.splitlines()
@@ -97,7 +98,7 @@ def test_switchover_switchback_switchover_through_pgbouncer_the_application_sees
         bed["db02"]
         .run(
             "sudo -n grep -c 'Integer option sync_interval = 100$'"
-            " /var/log/slony1/slon-node2.log",
+            f" {CLUSTER.slon_log(CLUSTER.slave)}",
             check=False,
         )
         .stdout
@@ -148,7 +149,9 @@ def test_a_lock_set_failing_after_pause_resumes_pgbouncer_at_the_origin(migrated
     )
     assert "PgBouncer resumed shotserver04" in result.stdout
     assert bed.pooler_target() == "db01"
-    assert "configured timing back in /etc/slony1/node2/slon.conf" in result.stdout
+    assert (
+        f"configured timing back in {CLUSTER.slon_conf(CLUSTER.slave)}" in result.stdout
+    )
     assert_configured_timing(bed)
     assert writer.errors() == [], writer.errors()[:5]
     print(
@@ -194,7 +197,7 @@ def test_a_run_killed_while_pgbouncer_is_paused_is_resumed_by_the_next_one(migra
         proc.wait(timeout=30)
         killed = time.monotonic()
         assert (
-            bed["db02"].read_file("/etc/slony1/pooler-paused")
+            bed["db02"].read_file(CLUSTER.pooler_mark)
             == "app\n/etc/pgbouncer/pgbouncer.ini\n"
         )
         bed.end_transaction(
@@ -210,7 +213,7 @@ def test_a_run_killed_while_pgbouncer_is_paused_is_resumed_by_the_next_one(migra
         " by an interrupted switchover, pointed at the origin db01" in out
     ), out
     assert "set 1 moved to db02" in out and bed.pooler_target() == "db02"
-    assert bed["db02"].read_file("/etc/slony1/pooler-paused") is None
+    assert bed["db02"].read_file(CLUSTER.pooler_mark) is None
     assert writer.errors() == [], writer.errors()[:5]
     print(
         "tool killed while PgBouncer was paused: the application waited"

@@ -95,6 +95,7 @@ def pgpass_facts(monkeypatch, mode="600"):
         monkeypatch,
         postgres_home="/var/lib/postgresql",
         file_stat=("postgres:postgres", mode),
+        hba_clusters={},
     )
 
 
@@ -241,7 +242,7 @@ def test_hba_with_a_stray_marker_is_an_error_naming_the_file_and_changes_nothing
         and HBA in e.value.message
         and "no END marker" in e.value.message
     )
-    assert "stray slony-migrate marker" in e.value.fix
+    assert "repair the slony-migrate markers by hand" in e.value.fix
     assert s.hosts["db01"].commands == s.hosts["db02"].commands == []
 
 
@@ -453,7 +454,7 @@ def ready(**kw) -> Status:
         [NodeStatus(1, "db01", True, True), NodeStatus(2, "db02", True, True)],
         "db01",
         Subscription("db02", True, True),
-        {"node1": 11, "node2": 12},
+        {"replication-node1": 11, "replication-node2": 12},
         "",
         [Lag("db02", 1, 0.5)],
     )
@@ -480,7 +481,11 @@ def test_refuse_unready_passes_a_healthy_pair():
             "not an active subscriber",
         ),
         ({"subscription": None}, "db02", "not an active subscriber"),
-        ({"slons": {"node1": 11, "node2": None}}, "db02", "slon not running for node2"),
+        (
+            {"slons": {"replication-node1": 11, "replication-node2": None}},
+            "db02",
+            "slon not running for replication-node2",
+        ),
         (
             {"slons_error": "db02: host unreachable"},
             "db02",
@@ -603,7 +608,7 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
         set_table_lockers=[],
     )
     for n in (1, 2):
-        s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = (
+        s.hosts["db02"].files[f"/etc/slony1/replication-node{n}/slon.conf"] = (
             "sync_interval=1000\nsync_interval_timeout=2000\n"
         )
     monkeypatch.setattr(so, "status", lambda s: ready())
@@ -612,11 +617,12 @@ def test_switchover_dry_run_checks_everything_then_shows_the_script(monkeypatch)
     interval, timeout = settings.QUICK_SYNC
     assert (
         f"[db02] switchover: would set sync_interval {interval} ms,"
-        f" sync_interval_timeout {timeout} ms in /etc/slony1/node1/slon.conf" in out
+        f" sync_interval_timeout {timeout} ms in /etc/slony1/replication-node1/slon.conf"
+        in out
     )
     assert (
-        "would stop slon for node2 (watchdog 4242)" in out
-        and "would start slon for node2" in out
+        "would stop slon for replication-node2 (watchdog 4242)" in out
+        and "would start slon for replication-node2" in out
     )
     assert "[db02] switchover: lag 0.5 s (1 events), a fresh SYNC confirmed" in out
     assert "[db02] switchover: schema identical on both nodes" in out

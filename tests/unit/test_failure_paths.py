@@ -556,7 +556,7 @@ def test_status_names_a_pgbouncer_left_paused(monkeypatch):
         slon_log="",
     )
     assert "PAUSED" not in st.format_status(st.status(s))
-    s.slon_host.files["/etc/slony1/pooler-paused"] = (
+    s.slon_host.files["/etc/slony1/replication-pooler-paused"] = (
         "app\n/etc/pgbouncer/pgbouncer.ini\n"
     )
     report = st.status(s)
@@ -777,8 +777,10 @@ def test_finish_that_gives_up_puts_replication_back_and_removes_nothing_else(
         fin,
         "start_slon",
         lambda s, step, n: (
-            started.append(n.instance)
-            or fin.Change("db02", step, f"start {n.instance}", fin.Action(lambda: None))
+            started.append(s.cluster.instance(n))
+            or fin.Change(
+                "db02", step, f"start {s.cluster.instance(n)}", fin.Action(lambda: None)
+            )
         ),
     )
     monkeypatch.setattr(
@@ -793,7 +795,7 @@ def test_finish_that_gives_up_puts_replication_back_and_removes_nothing_else(
     )
     assert "replication runs as before (slons restarted)" in e.value.message
     assert "db01 stays fenced (undo there: GRANT CONNECT" in e.value.message
-    assert started == ["node1", "node2"]
+    assert started == ["replication-node1", "replication-node2"]
     assert "uninstall node 1" not in output(s)  # the old origin is left as it was
 
 
@@ -842,10 +844,10 @@ def test_the_takeover_wait_wakes_a_slon_that_lost_its_worker(monkeypatch):
         wake=("switchover", epoch("2026-11-26 10:00:04")),
     )
     assert any(
-        "kill -s USR1 $(cat /var/run/slony1/node2.pid)" in c
+        "kill -s USR1 $(cat /var/run/slony1/replication-node2.pid)" in c
         for c in s.hosts["db02"].commands
     )
-    assert "slon for node2 lost its worker (deadlock detected)" in output(s)
+    assert "slon for replication-node2 lost its worker (deadlock detected)" in output(s)
 
 
 def test_the_takeover_wait_leaves_a_working_slon_alone(monkeypatch):

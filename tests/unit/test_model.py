@@ -183,8 +183,50 @@ def test_valid_input_builds_nodes():
     assert cl.nodes == (cl.master, cl.slave)
     assert cl.node(1) is cl.master
     assert cl.node(2) is cl.slave
-    assert cl.master.instance == "node1"
-    assert cl.slave.instance == "node2"
+
+
+def test_every_file_of_a_cluster_is_named_by_it():
+    """Two clusters on one slon host never share a file; an earlier version's cluster
+    keeps its names (legacy)."""
+    a, b = (
+        make_cluster("db01", "db02", database="shotserver04"),
+        make_cluster("db01", "db02", name="shop", database="shotserver04"),
+    )
+    assert a.instance(a.master) == "replication-node1"
+    assert b.instance(b.slave) == "shop-node2"
+    paths = lambda cl: {  # noqa: E731
+        cl.tools_conf,
+        cl.identity_record,
+        cl.pooler_mark,
+        cl.slonik_pidfile,
+        cl.lock_mark,
+        cl.mark("root.crt"),
+        cl.ddl_file("abc"),
+        *(
+            f(n)
+            for n in cl.nodes
+            for f in (cl.slon_conf, cl.slon_log, cl.slon_pidfile, cl.watchdog_pidfile)
+        ),
+    }
+    assert len(paths(a)) == len(paths(b)) == 15
+    assert not paths(a) & paths(b)
+    assert b.slon_conf(b.master) == "/etc/slony1/shop-node1/slon.conf"
+    assert b.slon_log(b.slave) == "/var/log/slony1/slon-shop-node2.log"
+    assert b.slon_pidfile(b.slave) == "/var/run/slony1/shop-node2.pid"
+    assert b.tools_conf == "/etc/slony1/slon_tools_shop.conf"
+    assert b.identity_record == "/etc/slony1/shop-identity-always"
+    old = dataclasses.replace(a, legacy=True)
+    assert old.instance(old.master) == "node1"
+    assert old.tools_conf == "/etc/slony1/slon_tools.conf"
+    assert old.slon_conf(old.slave) == "/etc/slony1/node2/slon.conf"
+    assert old.slon_log(old.master) == "/var/log/slony1/slon-node1.log"
+    assert old.watchdog_pidfile(old.master) == "/var/run/slony1/node1.watchdog.pid"
+    assert old.identity_record == "/etc/slony1/identity-always"
+    assert old.pooler_mark == "/etc/slony1/pooler-paused"
+    assert old.mark("root.crt") == "/etc/slony1/root.crt"
+    assert old.slonik_pidfile == "/var/run/slony1/slonik-replication.pid"
+    # and the new names never meet the old ones: a new cluster beside a legacy one
+    assert not paths(old) & paths(b)
 
 
 def test_defaults():

@@ -280,3 +280,32 @@ def test_checksums_are_one_statement():
         {"public.a": [("id", "integer")], "public.b": [("k", "text")]}, {}, 1000
     )
     assert text.count("(SELECT ") == 2 and "\nUNION ALL (SELECT 'public.b'" in text
+
+
+# --- issue 21: the application's roles from an older master ---------------------------
+
+
+def test_role_facts_ask_only_what_an_older_server_has():
+    cl = session().cluster
+    old = AnsweringHost(
+        "db01",
+        90400,
+        [("FROM pg_authid", [["r", "f", "t", "f", "f", "t", "f", "false", "-1", "",
+                               "md5" + "0" * 32, ""]])],
+    )  # fmt: skip
+    assert facts.roles(old)["r"].bypassrls is False
+    facts.named_roles(old, cl)
+    facts.memberships(old)
+    facts.collations_used(old, cl)
+    asked = "\n".join(old.commands)
+    for newer in ("rolbypassrls", "pg_statistic_ext", "pg_policy", "inherit_option",
+                  "collprovider", "colliculocale", "colllocale"):  # fmt: skip
+        assert newer not in asked, newer
+    new = AnsweringHost("db01", 170000)
+    facts.named_roles(new, cl)
+    facts.memberships(new)
+    facts.collations_used(new, cl)
+    asked = "\n".join(new.commands)
+    for there in ("pg_statistic_ext", "pg_policy", "inherit_option", "colllocale"):
+        assert there in asked, there
+    assert "colliculocale" not in asked

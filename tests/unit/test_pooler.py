@@ -272,7 +272,7 @@ def timing_session(monkeypatch):
 
     s = session()
     for n in (1, 2):
-        s.hosts["db02"].files[f"/etc/slony1/node{n}/slon.conf"] = CONF
+        s.hosts["db02"].files[f"/etc/slony1/replication-node{n}/slon.conf"] = CONF
     restarts = []
     monkeypatch.setattr(
         slontiming, "restart_slons", lambda s, step: restarts.append(step)
@@ -284,16 +284,16 @@ def test_quicken_tightens_and_restore_puts_the_configured_file_back(monkeypatch)
     s, slontiming, restarts = timing_session(monkeypatch)
     files = s.hosts["db02"].files
     slontiming.quicken(s, "switchover")
-    assert "sync_interval=100\n" in files["/etc/slony1/node1/slon.conf"]
-    assert files["/etc/slony1/node2/slon.conf.configured"] == CONF
+    assert "sync_interval=100\n" in files["/etc/slony1/replication-node1/slon.conf"]
+    assert files["/etc/slony1/replication-node2/slon.conf.configured"] == CONF
     slontiming.restore(s, "switchover")
     assert (
-        files["/etc/slony1/node1/slon.conf"]
-        == files["/etc/slony1/node2/slon.conf"]
+        files["/etc/slony1/replication-node1/slon.conf"]
+        == files["/etc/slony1/replication-node2/slon.conf"]
         == CONF
     )
     assert any(
-        "rm -f /etc/slony1/node2/slon.conf.configured" in c
+        "rm -f /etc/slony1/replication-node2/slon.conf.configured" in c
         for c in s.hosts["db02"].commands
     )
     assert restarts == ["switchover", "switchover"]
@@ -319,7 +319,7 @@ def test_a_window_that_fails_puts_the_configured_file_back(monkeypatch):
             Lag("db02", 1, 0.5),
         )
     assert (
-        s.hosts["db02"].files["/etc/slony1/node1/slon.conf"] == CONF
+        s.hosts["db02"].files["/etc/slony1/replication-node1/slon.conf"] == CONF
         and len(restarts) == 2
     )
 
@@ -333,11 +333,11 @@ def test_restore_after_a_killed_run_and_never_saves_quick_timing_as_configured(
     slontiming.quicken(
         s, "switchover"
     )  # a second run must not save the quick file as configured
-    assert files["/etc/slony1/node1/slon.conf.configured"] == CONF
+    assert files["/etc/slony1/replication-node1/slon.conf.configured"] == CONF
     slontiming.restore(s, "switchover")  # what recover does first
-    assert files["/etc/slony1/node1/slon.conf"] == CONF
+    assert files["/etc/slony1/replication-node1/slon.conf"] == CONF
     for n in (1, 2):  # the fake host only records the rm
-        del files[f"/etc/slony1/node{n}/slon.conf.configured"]
+        del files[f"/etc/slony1/replication-node{n}/slon.conf.configured"]
     slontiming.restore(
         s, "switchover"
     )  # nothing saved any more: nothing to do, no restart
@@ -367,7 +367,7 @@ def test_nothing_to_move_repoints_a_pooler_left_at_the_old_origin():
 
 # --- a run killed while PgBouncer was paused ------------------------------------------
 
-MARK = "/etc/slony1/pooler-paused"
+MARK = "/etc/slony1/replication-pooler-paused"
 
 
 def test_a_pooled_move_marks_the_pause_on_the_slon_host_until_resume(monkeypatch):

@@ -590,7 +590,7 @@ def test_slon_conf(cl):
     lines = text.splitlines()
     assert "cluster_name='shots'" in lines
     assert f"conn_info='{CONN1} options=-cdeadlock_timeout=3000'" in lines
-    assert "pid_file='/var/run/slony1/node1.pid'" in lines
+    assert "pid_file='/var/run/slony1/shots-node1.pid'" in lines
     assert "password=" not in text.lower()
     assert "pass" not in "\n".join(l for l in lines if not l.startswith("#")).lower()
     assert text.endswith("\n")
@@ -599,7 +599,7 @@ def test_slon_conf(cl):
 def test_slon_conf_slave(cl):
     text = slon_conf(cl, cl.slave)
     assert f"conn_info='{CONN2} options=-cdeadlock_timeout=3000'" in text.splitlines()
-    assert "pid_file='/var/run/slony1/node2.pid'" in text.splitlines()
+    assert "pid_file='/var/run/slony1/shots-node2.pid'" in text.splitlines()
 
 
 TABLES = [
@@ -633,7 +633,7 @@ def test_slon_tools_conf_structure(cl):
     assert len(adds) == 2
     assert "node => 1, host => '10.0.0.1'" in adds[0] and "parent" not in adds[0]
     assert "node => 2, host => 'db02'" in adds[1] and "parent => 1" in adds[1]
-    assert "config => '/etc/slony1/node1/slon.conf'" in adds[0]
+    assert "config => '/etc/slony1/shots-node1/slon.conf'" in adds[0]
 
 
 PERL = shutil.which("perl")

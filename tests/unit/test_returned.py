@@ -360,7 +360,7 @@ def test_rejoin_dry_run_shows_each_stage_in_order(monkeypatch, tmp_path):
         "would empty 0 application table(s)",
         "would store db01 as node 1 again (event node 2)",
         "would guard",
-        "would start slon for node1, subscribe db01 to set 1 from db02",
+        "would start slon for replication-node1, subscribe db01 to set 1 from db02",
     ]
     at = [out.index(o) for o in order]
     assert at == sorted(at), out
@@ -436,8 +436,14 @@ def test_slons_never_starts_the_slon_of_a_dropped_node(monkeypatch):
     )
     steps_cluster.slons(s)
     out = output(s)
-    assert "slon for node1 not started: db01 was dropped from the cluster" in out
-    assert "start slon for node2" in out and "start slon for node1" not in out
+    assert (
+        "slon for replication-node1 not started: db01 was dropped from the cluster"
+        in out
+    )
+    assert (
+        "start slon for replication-node2" in out
+        and "start slon for replication-node1" not in out
+    )
 
 
 # --- failover -------------------------------------------------------------------------
@@ -486,8 +492,8 @@ def test_failover_stops_both_slons_records_then_fails_over_and_drops(monkeypatch
     fo.failover(s, fenced=True, yes=True)
     whats = [c.what for c in s.changes]
     assert [w.split(" (")[0].split(":")[0] for w in whats] == [
-        "stop slon for node1",
-        "stop slon for node2",
+        "stop slon for replication-node1",
+        "stop slon for replication-node2",
         "record the failover in _replication.sl_registry",
         "fail over set 1 to db02",
         "drop node 1",
@@ -538,7 +544,7 @@ def test_first_contact_fences_a_returned_open_node_and_keeps_the_undo(monkeypatc
     assert rt.first_contact(s) == ["db01"]
     out = output(s)
     assert "[db01] fence: db01 was dropped from the cluster by a failover at" in out
-    assert "stop slon for node1 (watchdog 77)" in out
+    assert "stop slon for replication-node1 (watchdog 77)" in out
     assert (
         'undo: GRANT CONNECT ON DATABASE "shotserver04" TO PUBLIC; GRANT CONNECT ON'
         ' DATABASE "shotserver04" TO "johann"'

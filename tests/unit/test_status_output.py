@@ -148,7 +148,7 @@ PROMETHEUS_LINE = re.compile(
     "state, changes, code, words", STATES, ids=[s[0] for s in STATES]
 )
 def test_prometheus_text_format(state, changes, code, words):
-    text = st.prometheus(healthy(**changes), LIMITS)
+    text = st.prometheus([healthy(**changes)], LIMITS)
     names = set()
     for l in text.splitlines():
         if l.startswith("# HELP ") or l.startswith("# TYPE "):
@@ -160,7 +160,7 @@ def test_prometheus_text_format(state, changes, code, words):
 
 
 def test_prometheus_label_values_are_escaped():
-    text = st.prometheus(healthy(cluster='a"b\\c\nd'), LIMITS)
+    text = st.prometheus([healthy(cluster='a"b\\c\nd')], LIMITS)
     assert 'cluster="a\\"b\\\\c\\nd"' in text
 
 
@@ -210,3 +210,22 @@ def test_watch_with_json_prints_one_object_per_line(monkeypatch):
     lines = s.out.stream.getvalue().splitlines()
     assert len(lines) == 3 and sleeps == [2, 2, 2]
     assert [json.loads(l)["ok"] for l in lines] == [True, False, True]
+
+
+def test_every_cluster_at_once_in_each_format():
+    shop = healthy(cluster="shop", database="shop", locked=["db01"])
+    reports = [healthy(), shop]
+    doc = json.loads(st.shown_all("db01", "db02", reports, "json", LIMITS))
+    assert doc["ok"] is False and doc["code"] == st.CRITICAL
+    assert [d["cluster"] for d in doc["clusters"]] == ["replication", "shop"]
+    assert doc["errors"] == [
+        "shop: set 1 locked on db01: application writes refused;"
+        " inv switchover (or switchback) unlocks it"
+    ]
+    line = st.shown_all("db01", "db02", reports, "check", LIMITS)
+    assert line.startswith("SLONY CRITICAL - replication OK") and "\n" not in line
+    text = st.shown_all("db01", "db02", reports, "prometheus", LIMITS)
+    helps = [l for l in text.splitlines() if l.startswith("# HELP ")]
+    assert len(helps) == len(set(helps))  # one family per metric, both clusters in it
+    assert 'slony_migrate_status{cluster="shop"} 2' in text
+    assert 'slony_migrate_status{cluster="replication"} 0' in text
