@@ -795,7 +795,9 @@ types(oid) AS (
   SELECT x.oid FROM types t JOIN pg_type y ON y.oid = t.oid,
          LATERAL unnest(ARRAY[CASE WHEN y.typtype = 'd' THEN y.typbasetype END,
                               CASE WHEN y.typelem <> 0 AND y.typlen = -1 THEN y.typelem END,
-                              (SELECT rngsubtype FROM pg_range WHERE rngtypid = y.oid)]
+                              (SELECT rngsubtype FROM pg_range WHERE rngtypid = y.oid),
+                              (SELECT rngtypid FROM pg_range r
+                                WHERE (to_jsonb(r) ->> 'rngmultitypid')::oid = y.oid)]
                         || ARRAY(SELECT atttypid FROM pg_attribute
                                   WHERE attrelid = y.typrelid AND attnum > 0
                                     AND NOT attisdropped)) x(oid)
@@ -814,7 +816,15 @@ exprs(what, owner, tree) AS (
    WHERE y.oid IN (SELECT oid FROM types) AND y.typdefaultbin IS NOT NULL),
 called(what, owner, fn) AS (
   SELECT e.what, e.owner, m[1]::oid FROM exprs e,
-         regexp_matches(e.tree, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\\d+)', 'g') m)
+         regexp_matches(e.tree, ':(?:funcid|opfuncid|aggfnoid|winfnoid) (\\d+)', 'g') m
+  UNION ALL
+  SELECT format('the %s function of %s', f.kind, r.rngtypid::regtype), y.typowner, f.fn
+    FROM pg_range r JOIN pg_type y ON y.oid = r.rngtypid,
+         LATERAL (VALUES ('subtype difference', r.rngsubdiff::oid),
+                         ('canonical', r.rngcanonical::oid)) f(kind, fn)
+   WHERE f.fn <> 0
+     AND (r.rngtypid IN (SELECT oid FROM types)
+          OR (to_jsonb(r) ->> 'rngmultitypid')::oid IN (SELECT oid FROM types)))
 SELECT format('%s calls %s (owned by %s)', c.what, p.oid::regprocedure,
               pg_get_userbyid(p.proowner))
   FROM called c JOIN pg_proc p ON p.oid = c.fn
@@ -842,7 +852,8 @@ def code_run_by_replication(host: Host, cluster: Cluster) -> list[str]:
     list of known tricks. Every expression it evaluates (CHECK and exclusion
     constraints, index expressions and predicates, defaults, and the CHECKs and
     defaults of every domain a column's type reaches through domains, arrays,
-    composites and ranges) may call, directly or through an operator, only functions
+    composites and ranges), and the functions of those range types (a GiST index calls
+    the subtype difference), may call, directly or through an operator, only functions
     that are built in or owned by a superuser (who reviewed them: an extension's, or the
     application's after ALTER FUNCTION ... OWNER TO postgres), that the table's owner
     may call himself and that run no SQL given as text (SQL_RUNNERS); no trigger or rule

@@ -208,3 +208,94 @@ def test_an_extension_renamed_to_shell_syntax_runs_nothing_on_db02(bed):
             f"UPDATE pg_extension SET extname = 'citext' WHERE extname = '{name}'", DB
         )
         bed["db01"].psql("DROP EXTENSION IF EXISTS citext", DB)
+
+
+# Where slon evaluates an expression while it applies rows, and what the owner can put
+# there: every carrier with every payload it accepts (an index takes immutable code only).
+PAYLOADS = {
+    "fn": ("cx.f({x})", True),
+    "op": "({x} OPERATOR(cx.#@#) 1)",
+    "xml": (
+        "length(pg_catalog.query_to_xml('SELECT 1', false, false, '')::text)",
+        False,
+    ),
+    "cfg": ("length(pg_catalog.set_config('work_mem', '4MB', true))", False),
+}
+
+
+def payload(name: str) -> tuple[str, bool]:
+    value = PAYLOADS[name]
+    return (value, True) if isinstance(value, str) else value
+
+
+def carriers(p: str) -> list[tuple[str, str, str]]:
+    """(object that must be named, statement that makes it, column that uses it) for
+    payload p."""
+    expr, immutable = payload(p)
+    e = expr.format
+    made = [
+        (f"constraint c_{p} on cx.t", f"ALTER TABLE cx.t ADD CONSTRAINT c_{p} CHECK ({e(x='v')} IS NOT NULL);", ""),
+        (f"the default of cx.t.d_{p}", f"ALTER TABLE cx.t ADD COLUMN d_{p} integer DEFAULT {e(x='1')};", ""),
+        (f"constraint dc_{p}_check of domain cx.dc_{p}", f"CREATE DOMAIN cx.dc_{p} AS integer CHECK ({e(x='VALUE')} IS NOT NULL);", f"dc_{p}"),
+        (f"the default of domain cx.dd_{p}", f"CREATE DOMAIN cx.dd_{p} AS integer DEFAULT {e(x='1')};", f"dd_{p}"),
+        # reached only through another type: a domain over it, an array, a composite
+        (f"constraint dn_{p}_check of domain cx.dn_{p}", f"CREATE DOMAIN cx.dn_{p} AS integer CHECK ({e(x='VALUE')} IS NOT NULL); CREATE DOMAIN cx.dnn_{p} AS cx.dn_{p};", f"dnn_{p}"),
+        (f"constraint da_{p}_check of domain cx.da_{p}", f"CREATE DOMAIN cx.da_{p} AS integer CHECK ({e(x='VALUE')} IS NOT NULL);", f"da_{p}[]"),
+        (f"constraint dk_{p}_check of domain cx.dk_{p}", f"CREATE DOMAIN cx.dk_{p} AS integer CHECK ({e(x='VALUE')} IS NOT NULL); CREATE TYPE cx.k_{p} AS (x cx.dk_{p});", f"k_{p}"),
+    ]  # fmt: skip
+    if immutable:
+        made += [
+            (f"index cx.ie_{p} on cx.t", f"CREATE INDEX ie_{p} ON cx.t (({e(x='v')}));", ""),
+            (f"index cx.ip_{p} on cx.t", f"CREATE INDEX ip_{p} ON cx.t (id) WHERE {e(x='v')} > 0;", ""),
+        ]  # fmt: skip
+    return made
+
+
+CALLED = {"fn": "cx.f(integer)", "op": "cx.plus(integer,integer)",
+          "xml": "query_to_xml(", "cfg": "set_config("}  # fmt: skip
+
+
+def test_every_expression_slon_evaluates_is_checked_against_a_whitelist(bed):
+    """Generated: each carrier of an expression slon evaluates while applying rows, with
+    each payload the owner can put in it (his function, his operator, a built-in that
+    runs SQL text), and a range type whose subtype difference function is his (a GiST
+    index calls it): preflight names every one, and nothing of the built-in controls."""
+    bed.reset()
+    setup = [
+        "CREATE SCHEMA cx;",
+        "CREATE FUNCTION cx.f(integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS"
+        " $f$BEGIN RETURN $1; END$f$;",
+        "CREATE FUNCTION cx.plus(integer, integer) RETURNS integer LANGUAGE plpgsql"
+        " IMMUTABLE AS $f$BEGIN RETURN $1 + $2; END$f$;",
+        "CREATE OPERATOR cx.#@# (LEFTARG = integer, RIGHTARG = integer, FUNCTION = cx.plus);",
+        "CREATE FUNCTION cx.diff(integer, integer) RETURNS double precision LANGUAGE"
+        " plpgsql IMMUTABLE AS $f$BEGIN RETURN $1 - $2; END$f$;",
+        "CREATE TYPE cx.r AS RANGE (subtype = integer, subtype_diff = cx.diff);",
+        "CREATE TABLE cx.t (id integer PRIMARY KEY, v integer, rr cx.r,"
+        " ok_a integer CHECK (ok_a > 0), ok_b text DEFAULT now()::text);",
+        "CREATE INDEX ok_i ON cx.t (lower(ok_b)) WHERE ok_a > 0;",
+        "CREATE INDEX ok_g ON cx.t USING gist (rr);",
+    ]
+    expected = {"the subtype difference function of cx.r": "cx.diff(integer,integer)"}
+    for p in PAYLOADS:
+        for what, sql, column in carriers(p):
+            setup.append(sql)
+            if column:
+                name = column.replace("[]", "")
+                setup.append(f"ALTER TABLE cx.t ADD COLUMN u_{name} cx.{column};")
+            expected[what] = CALLED[p]
+    as_johann(bed, "db01", "\n".join(setup))
+    try:
+        result = bed.inv("preflight", *ARGS, check=False)
+        assert result.returncode == 1, result.stdout
+        named = [line for line in result.stderr.splitlines() if " calls " in line]
+        missed = [
+            f"{what} calls {fn}"
+            for what, fn in expected.items()
+            if not any(what + " calls " in line and fn in line for line in named)
+        ]
+        assert not missed, "\n".join(missed) + "\n---\n" + result.stderr
+        assert len(expected) > 30
+        assert not [line for line in named if "ok_" in line], named
+    finally:
+        bed.sql("db01", "DROP SCHEMA IF EXISTS cx CASCADE")
