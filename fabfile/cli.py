@@ -731,7 +731,11 @@ def switch(s, to: str, switch_: Switch, all_databases: bool, as_json: bool) -> i
 
     def one(x):
         node = x.cluster.slave if to == "slave" else x.cluster.master
-        return endgame.switchover.switchover(x, node, switch_)
+        return {
+            "cluster": x.cluster.name,
+            "database": x.cluster.database,
+            **endgame.switchover.switchover(x, node, switch_),
+        }
 
     step = "switchover" if to == "slave" else "switchback"
     if all_databases:

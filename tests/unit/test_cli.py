@@ -500,3 +500,35 @@ def test_an_invoke_task_raises_exit_with_the_code(capsys):
     with pytest.raises(Exit) as e:
         body(Context(Config()), **PAIR)
     assert e.value.code == 2 and "error: input: bad" in capsys.readouterr().err
+
+
+def test_switchover_json_names_each_cluster_it_moved(monkeypatch, capsys):
+    """One document; with --all-databases each item says which cluster it is."""
+    from types import SimpleNamespace
+
+    from fabfile import endgame
+    from fabfile.model import make_cluster
+
+    def session(name: str, database: str):
+        return SimpleNamespace(
+            cluster=make_cluster("db01", "db02", name=name, database=database),
+            dry_run=False,
+            out=Output(),
+        )
+
+    monkeypatch.setattr(
+        endgame.switchover, "switchover", lambda x, node, sw: {"moved": True}
+    )
+    monkeypatch.setattr(
+        endgame.each,
+        "each_cluster",
+        lambda s, step, one: [one(session("crm", "crm")), one(session("shop", "shop"))],
+    )
+    assert cli.switch(session("crm", "crm"), "slave", cli.Switch(), True, True) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] and [(c["cluster"], c["database"]) for c in doc["clusters"]] == [
+        ("crm", "crm"),
+        ("shop", "shop"),
+    ]
+    cli.switch(session("crm", "crm"), "slave", cli.Switch(), False, True)
+    assert json.loads(capsys.readouterr().out)["cluster"] == "crm"
