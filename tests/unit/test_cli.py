@@ -182,7 +182,9 @@ def test_own_flags_keep_their_defaults_and_reach_the_step_as_numbers(monkeypatch
     assert seen == {"lines": 7, "wait": 1.5}
     moves = []
     monkeypatch.setattr(
-        cli.endgame.switchover, "switchover", lambda s, to, sw: moves.append(sw)
+        cli.endgame.switchover,
+        "switchover",
+        lambda s, to, sw: moves.append(sw) or {"moved": True},
     )
     monkeypatch.setattr(cli.endgame.returned, "first_contact", lambda s, **kw: [])
     assert run(task("switchover"), **PAIR, lock_timeout="2.5") == 0
