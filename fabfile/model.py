@@ -89,6 +89,12 @@ class Cluster:
         """slon's configuration for the node (slon -f)."""
         return f"{self.confdir}/{self.instance(node)}/slon.conf"
 
+    def parked_slon_conf(self, node: Node) -> str:
+        """Where the node's slon.conf waits while a failover keeps the node out of the
+        cluster: outside what Debian's slony1 service starts at boot
+        (/etc/slony1/*/slon.conf)."""
+        return f"{self.slon_conf(node)}.failed-over"
+
     def slon_log(self, node: Node) -> str:
         return f"{self.logdir}/slon-{self.instance(node)}.log"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from ..render.shell import client_args, client_env
 from ..secrets import home, write_private
 from ..session import Session
 from ..steps import identity
-from ..steps.cluster import guard, start_slon, wait_copied
+from ..steps.cluster import guard, restore_slon_conf, start_slon, wait_copied
 from ..wait import wait_until
 
 
@@ -153,22 +154,36 @@ def remember(s: Session, node: Node, origin: Node, fields: dict) -> None:
 def stop_its_slon(
     s: Session, step: str, node: Node, why: str = "was dropped by a failover"
 ) -> list[Change]:
-    """The Change that stops the slon of a node a failover drops (it would take its
-    own DROP NODE from the new origin and uninstall Slony there, its log with it);
-    none when it does not run."""
+    """The Changes that stop the slon of a node a failover drops (it would take its
+    own DROP NODE from the new origin and uninstall Slony there, its log with it) and
+    keep it stopped: its slon.conf set aside, so that nothing starts it, not even
+    Debian's slony1 service at the slon host's next boot (it starts a slon for every
+    /etc/slony1/*/slon.conf); rejoin puts it back. None when done already."""
     cl, h = s.cluster, s.slon_host
     pid = facts.slon_running(h, cl, node)
-    if pid is None:
-        return []
-    return [
-        Change(
-            h.name,
-            step,
-            f"stop slon for {cl.instance(node)} (watchdog {pid}): {node.host} {why}",
-            Command(f"kill -TERM {pid}"),
-            lambda: wait_stopped(s, node, pid),
+    changes = []
+    if pid is not None:
+        changes.append(
+            Change(
+                h.name,
+                step,
+                f"stop slon for {cl.instance(node)} (watchdog {pid}): {node.host} {why}",
+                Command(f"kill -TERM {pid}"),
+                lambda: wait_stopped(s, node, pid),
+            )
         )
-    ]
+    conf, parked = cl.slon_conf(node), cl.parked_slon_conf(node)
+    if h.read_file(conf) is not None:
+        changes.append(
+            Change(
+                h.name,
+                step,
+                f"set {conf} aside as {parked} (no slon for {cl.instance(node)} until"
+                " rejoin, not even from Debian's slony1 service at boot)",
+                Command(f"mv -f {shlex.quote(conf)} {shlex.quote(parked)}"),
+            )
+        )
+    return changes
 
 
 def wait_stopped(s: Session, node: Node, pid: int) -> None:
@@ -525,6 +540,7 @@ def rejoin(
         return {"rejoined": False}
     later: list[Change] = [] if plan.store else guard(s, step, [node])
     if not facts.slon_running(s.slon_host, cl, node):
+        later += restore_slon_conf(s, step, node)
         later.append(start_slon(s, step, node))
     if not facts.slon_running(s.slon_host, cl, origin):
         later.append(start_slon(s, step, origin))

@@ -42,7 +42,21 @@ def config(s: Session, keyed: frozenset[str] = frozenset()) -> None:
         s, h, step, cl.tools_conf, files.slon_tools_conf(cl, tables, sequences)
     )
     for n in cl.nodes:
-        changes += file_change(s, h, step, cl.slon_conf(n), files.slon_conf(cl, n))
+        old = h.read_file(cl.slon_conf(n))
+        if old is None and h.read_file(cl.parked_slon_conf(n)) is not None:
+            if n.id in dropped(states(s)[0]):
+                s.say(
+                    h.name,
+                    step,
+                    f"{cl.slon_conf(n)} is set aside while a failover keeps {n.host}"
+                    " out of the cluster (inv rejoin puts it back)",
+                )
+                continue
+            changes += restore_slon_conf(s, step, n)
+            continue
+        changes += file_change(
+            s, h, step, cl.slon_conf(n), files.slon_conf(cl, n), old=old, read=False
+        )
     apply(s, changes)
 
 
@@ -232,8 +246,29 @@ def slons(s: Session, stop: bool = False) -> None:
                 h.name, step, f"slon for {cl.instance(n)} running (watchdog pid {pid})"
             )
         else:
+            if h.read_file(cl.slon_conf(n)) is None:
+                changes += restore_slon_conf(s, step, n)
             changes.append(start_slon(s, step, n))
     apply(s, changes)
+
+
+def restore_slon_conf(s: Session, step: str, node: Node) -> list[Change]:
+    """The node's slon.conf as the config step writes it, where its slon and Debian's
+    service find it again; the copy a failover set aside removed (rejoin, or a
+    failover that did not go through)."""
+    cl, h = s.cluster, s.slon_host
+    changes = file_change(s, h, step, cl.slon_conf(node), files.slon_conf(cl, node))
+    parked = cl.parked_slon_conf(node)
+    if h.read_file(parked) is not None:
+        changes.append(
+            Change(
+                h.name,
+                step,
+                f"remove {parked} (set aside at the failover)",
+                Command(f"rm -f {shlex.quote(parked)}"),
+            )
+        )
+    return changes
 
 
 def start_slon(s: Session, step: str, n: Node) -> Change:

@@ -346,6 +346,18 @@ def fail_over_and_return(bed, pair: tuple[str, ...], dead: str, survivor: str) -
         assert refused.failed and "slony-migrate: writes refused" in refused.stderr, (
             refused.stdout + refused.stderr
         )
+        # The slon host boots meanwhile: Debian's slony1 service starts a slon for
+        # every /etc/slony1/*/slon.conf. The dropped node's was set aside by the
+        # failover, so its slon (which would uninstall Slony there) stays down.
+        conf = CLUSTER.slon_conf(CLUSTER.master if dead == "db01" else CLUSTER.slave)
+        slon_host = bed[survivor]
+        assert slon_host.sudo(
+            f"test -e {conf}.failed-over && test ! -e {conf}", check=False
+        ).ok
+        slon_host.sudo("/etc/init.d/slony1 start", check=False)
+        time.sleep(3)
+        running = slon_host.run("ps -eo args", check=False).stdout
+        assert conf not in running and "slon" in running, running
         check = bed.inv("status", *pair, "--check", check=False)
         assert check.returncode == 2, check.stdout + check.stderr
         assert check.stdout.startswith(f"SLONY CRITICAL - {dead}, failed over at")

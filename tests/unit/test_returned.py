@@ -593,3 +593,47 @@ def test_migrate_points_to_rejoin_while_a_node_is_dropped(monkeypatch):
         runbook.migrate(s)
     assert e.value.host == "db01" and "inv rejoin --yes" in e.value.fix
     assert "== preflight" not in output(s)
+
+
+def test_failover_sets_the_dropped_nodes_slon_conf_aside(monkeypatch):
+    """Nothing may start the old origin's slon again, not even Debian's slony1
+    service at the slon host's next boot (it starts every /etc/slony1/*/slon.conf)."""
+    s = failover_bed(monkeypatch)
+    cl = s.cluster
+    for n in cl.nodes:
+        s.slon_host.files[cl.slon_conf(n)] = "conf"
+    fo.failover(s, fenced=True, yes=True)
+    whats = [c.what for c in s.changes]
+    assert whats[1].startswith(
+        "set /etc/slony1/replication-node1/slon.conf aside as"
+        " /etc/slony1/replication-node1/slon.conf.failed-over"
+    )
+    assert not [w for w in whats if "replication-node2/slon.conf" in w]
+    assert "/etc/slony1/replication-node1/slon.conf.failed-over" not in (
+        "".join(cl.slon_conf(n) for n in cl.nodes)
+    )
+
+
+@pytest.mark.parametrize("gone", [True, False])
+def test_config_keeps_a_slon_conf_set_aside_only_while_its_node_is_dropped(
+    monkeypatch, gone
+):
+    s = session(dry_run=True)
+    cl = s.cluster
+    canned(
+        monkeypatch,
+        slony_state={"db01": STALE, "db02": SURVIVOR}
+        if gone
+        else SlonyState(**SET, origin=1, nodes=PAIR, subscribed=True),
+        replicable=([], []),
+    )
+    s.slon_host.files[cl.parked_slon_conf(cl.master)] = "old"
+    steps_cluster.config(s)
+    out = output(s)
+    node1 = "/etc/slony1/replication-node1/slon.conf"
+    if gone:
+        assert f"{node1} is set aside while a failover keeps db01 out" in out
+        assert f"create {node1}" not in out
+    else:
+        assert f"create {node1}" in out and f"remove {node1}.failed-over" in out
+    assert "create /etc/slony1/replication-node2/slon.conf" in out
