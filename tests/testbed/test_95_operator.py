@@ -154,7 +154,9 @@ def test_status_check_ok_warning_critical(operator, migrated, tmp_path):
     try:
         result = operator("status", "--check")
         assert result.returncode == 2, result.stdout + result.stderr
-        assert result.stdout.startswith("SLONY CRITICAL - slon not running for node1")
+        assert result.stdout.startswith(
+            "SLONY CRITICAL - slon not running for replication-node1"
+        )
         plain = operator("status")
         assert plain.returncode == 1 and "NOT running" in plain.stdout
     finally:
