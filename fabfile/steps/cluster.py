@@ -52,7 +52,7 @@ def config(s: Session, keyed: frozenset[str] = frozenset()) -> None:
                     " out of the cluster (inv rejoin puts it back)",
                 )
                 continue
-            changes += restore_slon_conf(s, step, n)
+            changes += restore_slon_conf(s, step, n, missing=True)
             continue
         changes += file_change(
             s, h, step, cl.slon_conf(n), files.slon_conf(cl, n), old=old, read=False
@@ -247,17 +247,21 @@ def slons(s: Session, stop: bool = False) -> None:
             )
         else:
             if h.read_file(cl.slon_conf(n)) is None:
-                changes += restore_slon_conf(s, step, n)
+                changes += restore_slon_conf(s, step, n, missing=True)
             changes.append(start_slon(s, step, n))
     apply(s, changes)
 
 
-def restore_slon_conf(s: Session, step: str, node: Node) -> list[Change]:
+def restore_slon_conf(
+    s: Session, step: str, node: Node, missing: bool = False
+) -> list[Change]:
     """The node's slon.conf as the config step writes it, where its slon and Debian's
     service find it again; the copy a failover set aside removed (rejoin, or a
-    failover that did not go through)."""
+    failover that did not go through). missing: the caller found no slon.conf."""
     cl, h = s.cluster, s.slon_host
-    changes = file_change(s, h, step, cl.slon_conf(node), files.slon_conf(cl, node))
+    changes = file_change(
+        s, h, step, cl.slon_conf(node), files.slon_conf(cl, node), read=not missing
+    )
     parked = cl.parked_slon_conf(node)
     if h.read_file(parked) is not None:
         changes.append(
