@@ -78,8 +78,11 @@ LOCK_GRACE = 1.0
 # switchover --pooler: PgBouncer's configuration there
 POOLER_CONFIG = "/etc/pgbouncer/pgbouncer.ini"
 POOLER_ADMIN = 10  # one command on PgBouncer's admin console
-# switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile
-QUICK_SYNC = (100, 100)
+# switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile. Each
+# slon's listener polls the other node at most this often, twice per move (the last SYNC,
+# then MOVE SET): bench/window.py, pooler, p50 0.31 s at 100, 0.22 s at 50; at 20 the two
+# slons' polling competes with PostgreSQL for the CPUs (2 CPUs: p50 0.82 s, max 1.56 s)
+QUICK_SYNC = (50, 50)
 SETTLE = 10  # after a failed slonik, the slon host's own UNLOCK SET
 # switchover: the lock phase looks for a deadlock after this, and so cancels an autovacuum
 # its CREATE TRIGGER waits behind that soon (a second by default)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from fabfile import settings
 from fabfile.endgame import pooler
 from fabfile.errors import StepError
 from fabfile.remote import Host
@@ -284,7 +285,10 @@ def test_quicken_tightens_and_restore_puts_the_configured_file_back(monkeypatch)
     s, slontiming, restarts = timing_session(monkeypatch)
     files = s.hosts["db02"].files
     slontiming.quicken(s, "switchover")
-    assert "sync_interval=100\n" in files["/etc/slony1/replication-node1/slon.conf"]
+    interval, timeout = settings.QUICK_SYNC
+    node1 = files["/etc/slony1/replication-node1/slon.conf"]
+    assert f"sync_interval={interval}\n" in node1
+    assert f"sync_interval_timeout={timeout}\n" in node1
     assert files["/etc/slony1/replication-node2/slon.conf.configured"] == CONF
     slontiming.restore(s, "switchover")
     assert (
