@@ -3,7 +3,7 @@
 
 For each size (--sizes, MB; 0.2 and 1 GB by default, --big adds 5 GB), on a fresh
 bench testbed: `inv migrate` end to end while a writer inserts into the origin
-(--writer-rate/s) and an updater rewrites 200 rows of websites_domain every second
+(--writer-rate/s) and an updater rewrites 200 rows of websites_domain every 2 s
 there (dead rows for autovacuum); meanwhile the origin is sampled every 2 s: the age of
 its oldest snapshot (the copy's transaction holds one for as long as it runs) and the
 updated table's dead rows (autovacuum cannot remove what that snapshot may still see).
@@ -112,7 +112,9 @@ def markdown(results: dict) -> str:
         "",
         f"`bench/sizes.py` on {results['meta']['date']}: {results['meta']['machine']};"
         f" a writer at {results['meta']['writer_rate']:g} inserts/s and 200 rows of"
-        " websites_domain updated every second on db01 throughout. Seconds.",
+        " websites_domain updated every 2 s on db01 throughout. Seconds. Each size on a"
+        " fresh testbed: migrate installs Slony's packages too (about 5 s of the tool's"
+        " overhead; bench/run.py measures it with them installed).",
         "",
         "| database | migrate | Slony's copy (COPY, indexes) | tool overhead | data lag"
         " after the copy | origin's oldest snapshot held | dead rows not removable"
@@ -127,6 +129,12 @@ def markdown(results: dict) -> str:
             f" {f'{lag:.1f}' if lag is not None else 'not caught up'} |"
             f" {r['oldest_snapshot_max']:.0f} | {r['dead_rows_max']} |"
         )
+    lines += [
+        "",
+        "The copy holds one snapshot on the origin for as long as it runs: the oldest"
+        " snapshot's age is the copy's time, and the updated table's dead rows"
+        " (`n_dead_tup`) grow until it ends; autovacuum removes them afterwards.",
+    ]
     return "\n".join(lines)
 
 
