@@ -116,6 +116,9 @@ def moves(bed, args, mode: str) -> dict:
                     "autovacuum worker(s)" in line for _, line in done["lines"]
                 ),
                 "woken": sum("woke it now" in line for _, line in done["lines"]),
+                "polled": sum(
+                    "not the set's origin yet" in line for _, line in done["lines"]
+                ),
             }
             if mode == "pooler":
                 writer.fetch()
@@ -204,7 +207,9 @@ def markdown(results: dict) -> str:
             + f". slon logs: {r['deadlocks']} deadlock(s), {r['restarts']} worker"
             " restart(s); the tool cancelled autovacuum in"
             f" {sum(1 for m in r['moves'] if m['autovacuum_cancelled'])} move(s), woke"
-            f" slon in {sum(m['woken'] for m in r['moves'])}.",
+            f" slon in {sum(m['woken'] for m in r['moves'])}; the slon host's watch"
+            " saw the takeover in"
+            f" {sum(1 for m in r['moves'] if not m.get('polled', 1))} move(s).",
             "",
         ]
     return "\n".join(lines)

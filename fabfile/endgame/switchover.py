@@ -21,7 +21,7 @@ from ..model import Cluster, Node
 from ..plan import Action, Change, Slonik, apply, preview
 from ..remote import Host, psql_error
 from ..render import parse, sql
-from ..render.move import COMMITTED, Move, MoveResult, Switch
+from ..render.move import COMMITTED, TAKEN_OVER, Move, MoveResult, Switch
 from ..render.slonik import slonik_unlock_set
 from ..render.sql import literal
 from ..runner import run_phases, run_slonik, stop_slonik
@@ -291,15 +291,24 @@ def lock_and_move(s: Session, step: str, move: Move) -> MoveResult:
     confirmed = next(
         (t for t, line in result.seen if line.startswith("step: MOVE SET")), committed
     )
-    wait_taken_over(
-        s,
-        move.new,
-        move.switch.timeout,
-        f"{move.new.host} has not taken over set {cl.set_id} although {old.host}"
-        " moved it",
-        wake=(step, slon_clock),
-    )
-    done = time.monotonic()
+    done = next((t for t, line in result.seen if line == TAKEN_OVER), None)
+    if done is None:  # the slon host's watch ran out (render.move.takeover_watch)
+        s.say(
+            move.new.host,
+            step,
+            f"not the set's origin yet {settings.TAKEOVER_WATCH:g} s after the move:"
+            " waiting for its slon",
+        )
+        wait_taken_over(
+            s,
+            move.new,
+            move.switch.timeout,
+            f"{move.new.host} has not taken over set {cl.set_id} although {old.host}"
+            " moved it",
+            wake=(step, slon_clock),
+            since=committed,
+        )
+        done = time.monotonic()
     return MoveResult(
         done - t0,
         lock=locked - t0,
@@ -315,16 +324,19 @@ def wait_taken_over(
     timeout: float,
     message: str,
     wake: tuple[str, float] | None = None,
+    since: float | None = None,
 ) -> None:
     """Poll `node`'s catalog (every settings.TAKEOVER_POLL s) until it names itself
-    the set's origin; StepError after `timeout` s.
+    the set's origin; StepError after `timeout` s. since: when the wait began
+    (time.monotonic(); the stalls below count from it), if before this call.
 
     wake: (step, the slon host's clock when the move began): while the takeover has not
     come, every settings.WORKER_STALL s: when the node's slon log says its worker died
     since (a deadlock while it applied MOVE SET) and restarts in 10 s, the tool wakes
     that slon at once (SIGUSR1 ends its wait; sent only then: to a working slon it would
     cost a restart)."""
-    cl, start, looked, woken = s.cluster, time.monotonic(), [0.0], []
+    cl, looked, woken = s.cluster, [0.0], []
+    start = time.monotonic() if since is None else since
     h = s.node_host(node)
 
     def waiting(taken: bool, left: float) -> None:

@@ -12,7 +12,7 @@ from .. import settings
 from ..model import Cluster, Node
 from .shell import psql_on
 from .slonik import conninfo, slonik_unlock_set
-from .sql import ident, literal
+from .sql import cancel_blocking_autovacuum, ident, literal
 
 
 @dataclass(frozen=True)
@@ -137,6 +137,10 @@ CANCEL_AUTOVACUUM = (
 COMMITTED = "step: MOVE SET committed"
 """The line move_set_script prints once MOVE SET has committed on the old origin."""
 
+TAKEN_OVER = "step: taken over"
+"""The line move_set_script prints once the new origin names itself the set's origin
+(takeover_watch)."""
+
 
 def ms(seconds: float) -> int:
     """A PostgreSQL setting in milliseconds, at least 1."""
@@ -224,8 +228,9 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> s
       ends when psql is gone (client_connection_check_interval).
     - slonik connects to every node as it starts (about 0.1 s for each script); this
       psql is connected to the old origin already, and started with the lock (no SSH
-      command of its own). No wait after MOVE SET: the tool polls the new origin's
-      catalog for the move instead.
+      command of its own). After MOVE SET, takeover_watch: the new origin is watched
+      from the slon host for settings.TAKEOVER_WATCH; the tool polls it over SSH only
+      when that was not enough.
     - MOVE SET alters the triggers of every set table in one transaction, on the old
       origin here and on the new one where its slon applies it; an autovacuum of one of
       those tables there can close a deadlock with it (autovacuum's last catalog update
@@ -281,7 +286,40 @@ def move_set_script(cluster: Cluster, old: Node, new: Node, timeout: float) -> s
                 f"SELECT {schema}.moveSet({cluster.set_id}, {new.id});",
                 "COMMIT;",
                 f"\\echo {COMMITTED}",
+                takeover_watch(cluster, new),
             ]
         )
         + "\n"
+    )
+
+
+def takeover_watch(cluster: Cluster, new: Node) -> str:
+    """The psql line, after MOVE SET committed, that watches the `new` origin every 10 ms
+    until its slon has applied the move (it names itself the set's origin), at most
+    settings.TAKEOVER_WATCH, and prints TAKEN_OVER when it has. Meanwhile it cancels the
+    autovacuum workers that hold up a session of the replication user there (slon's
+    MOVE SET alters the triggers of every set table; cancelled, autovacuum starts again
+    by itself), as wait_taken_over does after it.
+
+    A second psql, started by psql's `\\!`: this one stays connected to the old origin,
+    and nothing the watch does can fail the move, which has committed (its connection is
+    bounded by PGCONNECT_TIMEOUT and `timeout`; `|| :`). A watch that ran out prints
+    nothing: the tool then polls (switchover.wait_taken_over)."""
+    schema = ident(cluster.schema)
+    cancel = cancel_blocking_autovacuum(cluster.user)
+    watch = (
+        "DO $w$DECLARE deadline timestamptz := pg_catalog.clock_timestamp()"
+        f" + interval '{ms(settings.TAKEOVER_WATCH)} milliseconds'; BEGIN"
+        f" WHILE NOT EXISTS (SELECT FROM {schema}.sl_set WHERE set_id ="
+        f" {cluster.set_id} AND set_origin = {new.id}) LOOP"
+        " IF pg_catalog.clock_timestamp() > deadline THEN"
+        " RAISE EXCEPTION 'not taken over yet'; END IF;"
+        " IF CAST(pg_catalog.current_setting('server_version_num') AS int) >= 90600"
+        f" THEN EXECUTE $c${cancel}$c$; END IF;"
+        " PERFORM pg_catalog.pg_sleep(0.01); END LOOP; END$w$"
+    )
+    bound = settings.TAKEOVER_WATCH + 2
+    return (
+        f"\\! PGCONNECT_TIMEOUT=2 timeout {bound:g} {psql_on(cluster, new)}"
+        f" -c {shlex.quote(watch)} 2>/dev/null && echo {shlex.quote(TAKEN_OVER)} || :"
     )

@@ -411,6 +411,66 @@ def test_lock_and_move_sends_the_move_only_after_the_lock_said_it_is_done(monkey
     )
 
 
+def test_a_takeover_the_slon_host_saw_is_not_polled_for_again(monkeypatch):
+    s = session()
+    fake_slonik_runs(monkeypatch)
+    t = time.monotonic()
+    fake_phases(
+        monkeypatch,
+        SimpleNamespace(
+            ok=True,
+            failed=False,
+            exited=0,
+            stdout="",
+            stderr="",
+            marks=[t + 0.01],
+            seen=[
+                (t + 0.02, "step: MOVE SET on db01"),
+                (t + 0.03, "step: MOVE SET committed"),
+                (t + 0.08, "step: taken over"),
+            ],
+        ),
+    )
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
+    looks = []
+    monkeypatch.setattr(
+        facts,
+        "slony_state",
+        lambda h, cl: looks.append(h) or SlonyState(**SET, origin=1),
+    )
+    result = so.lock_and_move(s, "switchover", move(s))
+    assert looks == [] and abs(result.takeover - 0.05) < 1e-6
+
+
+def test_a_takeover_the_slon_host_did_not_see_is_polled_from_the_commit(monkeypatch):
+    s = session()
+    fake_slonik_runs(monkeypatch)
+    t = time.monotonic()
+    fake_phases(
+        monkeypatch,
+        SimpleNamespace(
+            ok=True,
+            failed=False,
+            exited=0,
+            stdout="",
+            stderr="",
+            marks=[t],
+            seen=[(t, "step: MOVE SET committed")],
+        ),
+    )
+    canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
+    stalls = []
+    real = so.wait_taken_over
+    monkeypatch.setattr(
+        so,
+        "wait_taken_over",
+        lambda *a, **k: stalls.append(k.get("since")) or real(*a, **k),
+    )
+    states(monkeypatch, SlonyState(**SET, origin=2))
+    so.lock_and_move(s, "switchover", move(s))
+    assert stalls == [t]
+
+
 def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
     s, calls = session(), fake_slonik_runs(monkeypatch)
     fake_phases(monkeypatch, outcome(124, locked=False))

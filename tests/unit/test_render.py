@@ -29,6 +29,7 @@ from fabfile.render.move import (
     lock_set_script,
     move_set_script,
     psql_arg,
+    takeover_watch,
 )
 from fabfile.render.shell import psql_on
 from fabfile.render.slonik import (
@@ -562,12 +563,36 @@ def test_move_set_script_syncs_on_the_old_origin_waits_on_the_new_one_then_moves
         'SELECT "_shots".moveSet(1, 2);',
         "COMMIT;",
         "\\echo step: MOVE SET committed",
+        takeover_watch(cl, cl.slave),
     ]
     back = move_set_script(cl, cl.slave, cl.master, 90)
     assert (
         "con_origin = 2 AND con_received = 1" in back
         and 'SELECT "_shots".moveSet(1, 1);' in back
     )
+
+
+def test_takeover_watch_looks_at_the_new_origin_bounded_and_cannot_fail_the_move(cl):
+    import shlex
+
+    line = takeover_watch(cl, cl.slave)
+    assert line.startswith("\\! PGCONNECT_TIMEOUT=2 timeout 2.3 ")
+    words = shlex.split(line[len("\\! ") :])
+    # a second psql, connected to the new origin as the replication user
+    assert words[words.index("-d") + 1] == CONN2
+    watch = words[words.index("-c") + 1]
+    assert (
+        'WHILE NOT EXISTS (SELECT FROM "_shots".sl_set WHERE set_id = 1 AND'
+        " set_origin = 2) LOOP" in watch
+    )
+    assert "interval '300 milliseconds'" in watch and "RAISE EXCEPTION" in watch
+    # autovacuum that holds slon's MOVE SET up there is cancelled from the first look
+    assert "pg_blocking_pids" in watch and "a.usename = 'slony'" in watch
+    assert "pg_catalog.pg_sleep(0.01)" in watch
+    # TAKEN_OVER only when the watch saw the move; whatever happens, psql goes on
+    assert line.endswith(" 2>/dev/null && echo 'step: taken over' || :")
+    back = takeover_watch(cl, cl.master)
+    assert "set_origin = 1" in back and CONN1 in back
 
 
 def test_psql_on_connects_as_the_replication_user_without_a_password(cl):
