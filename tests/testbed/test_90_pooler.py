@@ -97,7 +97,8 @@ def test_switchover_switchback_switchover_through_pgbouncer_the_application_sees
     quick = (
         bed["db02"]
         .run(
-            "sudo -n grep -c 'Integer option sync_interval = 100$'"
+            "sudo -n grep -c 'Integer option sync_interval ="
+            f" {settings.QUICK_SYNC[0]}$'"
             f" {CLUSTER.slon_log(CLUSTER.slave)}",
             check=False,
         )
