@@ -371,7 +371,7 @@ def fake_phases(monkeypatch, result=None, error=None):
     return calls
 
 
-def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = ""):
+def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = "", seen=()):
     return SimpleNamespace(
         ok=exited == 0,
         failed=exited != 0,
@@ -379,7 +379,7 @@ def outcome(exited: int, locked: bool, stdout: str = "", stderr: str = ""):
         stdout=stdout,
         stderr=stderr,
         marks=[time.monotonic()] if locked else [],
-        seen=[],
+        seen=list(seen),
     )
 
 
@@ -415,22 +415,8 @@ def test_a_takeover_the_slon_host_saw_is_not_polled_for_again(monkeypatch):
     s = session()
     fake_slonik_runs(monkeypatch)
     t = time.monotonic()
-    fake_phases(
-        monkeypatch,
-        SimpleNamespace(
-            ok=True,
-            failed=False,
-            exited=0,
-            stdout="",
-            stderr="",
-            marks=[t + 0.01],
-            seen=[
-                (t + 0.02, "step: MOVE SET on db01"),
-                (t + 0.03, "step: MOVE SET committed"),
-                (t + 0.08, "step: taken over"),
-            ],
-        ),
-    )
+    seen = [(t + 0.03, "step: MOVE SET committed"), (t + 0.08, "step: taken over")]
+    fake_phases(monkeypatch, outcome(0, locked=True, seen=seen))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     looks = []
     monkeypatch.setattr(
@@ -440,24 +426,15 @@ def test_a_takeover_the_slon_host_saw_is_not_polled_for_again(monkeypatch):
     )
     result = so.lock_and_move(s, "switchover", move(s))
     assert looks == [] and abs(result.takeover - 0.05) < 1e-6
+    assert "waiting for its slon" not in output(s)
 
 
 def test_a_takeover_the_slon_host_did_not_see_is_polled_from_the_commit(monkeypatch):
     s = session()
     fake_slonik_runs(monkeypatch)
     t = time.monotonic()
-    fake_phases(
-        monkeypatch,
-        SimpleNamespace(
-            ok=True,
-            failed=False,
-            exited=0,
-            stdout="",
-            stderr="",
-            marks=[t],
-            seen=[(t, "step: MOVE SET committed")],
-        ),
-    )
+    seen = [(t, "step: MOVE SET committed")]
+    fake_phases(monkeypatch, outcome(0, locked=True, seen=seen))
     canned(monkeypatch, server_now="2026-11-26 10:00:00+00", epoch_now=1795600000.0)
     stalls = []
     real = so.wait_taken_over
@@ -469,6 +446,10 @@ def test_a_takeover_the_slon_host_did_not_see_is_polled_from_the_commit(monkeypa
     states(monkeypatch, SlonyState(**SET, origin=2))
     so.lock_and_move(s, "switchover", move(s))
     assert stalls == [t]
+    assert (
+        "[db02] switchover: not the set's origin yet 0.3 s after the move: waiting for"
+        " its slon" in output(s)
+    )
 
 
 def test_lock_timeout_unlocks_and_names_the_blocking_sessions(monkeypatch):
