@@ -127,8 +127,9 @@ COPY_POLL = 0.25
 TAKEOVER_POLL = 0.05
 # ... but first, for this long after MOVE SET committed, the slon host's psql watches the
 # new origin itself, every 10 ms, and cancels the autovacuum workers that hold its slon up
-# (render.move.takeover_watch): no SSH command per look
-TAKEOVER_WATCH = 0.3
+# (render.move.takeover_watch): no SSH command per look. As long as WORKER_STALL: the
+# tool's look for a lost slon worker comes right after it
+TAKEOVER_WATCH = 0.5
 LAG_POLL = 3.0  # switchover: between two looks at the lag while waiting for it to drop
 # a session idle in its transaction longer than this holds things up
 IDLE_IN_TRANSACTION = 1.0

@@ -299,7 +299,9 @@ def takeover_watch(cluster: Cluster, new: Node) -> str:
     settings.TAKEOVER_WATCH, and prints TAKEN_OVER when it has. Meanwhile it cancels the
     autovacuum workers that hold up a session of the replication user there (slon's
     MOVE SET alters the triggers of every set table; cancelled, autovacuum starts again
-    by itself), as wait_taken_over does after it.
+    by itself), as wait_taken_over does after it. pg_stat_activity is read once per
+    transaction and the watch is one: pg_stat_clear_snapshot before each look, or an
+    autovacuum that began after the first would never be seen.
 
     A second psql, started by psql's `\\!`: this one stays connected to the old origin,
     and nothing the watch does can fail the move, which has committed (its connection is
@@ -315,7 +317,8 @@ def takeover_watch(cluster: Cluster, new: Node) -> str:
         " IF pg_catalog.clock_timestamp() > deadline THEN"
         " RAISE EXCEPTION 'not taken over yet'; END IF;"
         " IF CAST(pg_catalog.current_setting('server_version_num') AS int) >= 90600"
-        f" THEN EXECUTE $c${cancel}$c$; END IF;"
+        " THEN PERFORM pg_catalog.pg_stat_clear_snapshot();"
+        f" EXECUTE $c${cancel}$c$; END IF;"
         " PERFORM pg_catalog.pg_sleep(0.01); END LOOP; END$w$"
     )
     bound = settings.TAKEOVER_WATCH + 2

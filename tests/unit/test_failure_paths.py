@@ -447,7 +447,7 @@ def test_a_takeover_the_slon_host_did_not_see_is_polled_from_the_commit(monkeypa
     so.lock_and_move(s, "switchover", move(s))
     assert stalls == [t]
     assert (
-        "[db02] switchover: not the set's origin yet 0.3 s after the move: waiting for"
+        "[db02] switchover: not the set's origin yet 0.5 s after the move: waiting for"
         " its slon" in output(s)
     )
 
