@@ -80,8 +80,9 @@ POOLER_CONFIG = "/etc/pgbouncer/pgbouncer.ini"
 POOLER_ADMIN = 10  # one command on PgBouncer's admin console
 # switchover: both slons' sync_interval and sync_interval_timeout (ms) meanwhile. Each
 # slon's listener polls the other node at most this often, twice per move (the last SYNC,
-# then MOVE SET): bench/window.py, pooler, p50 0.31 s at 100, 0.22 s at 50; at 20 the two
-# slons' polling competes with PostgreSQL for the CPUs (2 CPUs: p50 0.82 s, max 1.56 s)
+# then MOVE SET). bench/window.py through PgBouncer, before takeover_watch: p50 0.31 s at
+# 100, 0.27 s at 50 (32 moves each); at 20 the slons' polling competes with PostgreSQL for
+# the CPUs (2 CPUs, 12 moves: p50 0.82 s, max 1.56 s)
 QUICK_SYNC = (50, 50)
 SETTLE = 10  # after a failed slonik, the slon host's own UNLOCK SET
 # switchover: the lock phase looks for a deadlock after this, and so cancels an autovacuum
